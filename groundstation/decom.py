@@ -1,0 +1,450 @@
+"""The decommutator: batches of raw minor frames in, engineering values and limit states out.
+
+A definition is compiled once into slot tables. A *slot* is one parameter sample in one
+minor frame: the word(s) it reads and where its lookup table starts. For each minor-frame
+index the tables list the slots of every parameter sampled in that frame (every-frame
+parameters first, in fixed columns, then that frame's subcommutated ones, padded to a common
+width). Decoding a batch is then a handful of numpy gathers whatever the number of
+parameters or subcommutation schedules:
+
+    words  = frames.take(row_base + slot_word[minor])          # (frames, slots)
+    eng    = eng_lut.take(slot_lut[minor] + words)             # raw word -> value
+    limits = limit_lut.take(slot_lut[minor] + words)           # raw word -> limit state
+
+Every value that fits in 16 bits goes through a table indexed by the whole word (or the
+two words combined), so bit-field extraction, calibration and limit checking are all folded
+into the table. Wider values (rare: 24/32-bit counters) are computed directly.
+
+The output is frame-major, one row per good frame and one column per slot: exactly the
+shape of a line-protocol line (one timestamp, the fields sampled then).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from groundstation import limits as limit_check
+from groundstation.definitions import MAX_LUT_BITS, Derived, Parameter, VehicleDefinition
+
+PAD = -1  # parameter index of a padding slot
+
+
+@dataclass
+class _SlotTable:
+    """Slots of one word-width class (one word, or two words combined) per minor frame."""
+
+    params: NDArray[np.int32]  # (minor_frames, K) parameter index, PAD for padding
+    word: NDArray[np.int64]  # (minor_frames, K) first (most significant) word's column
+    word2: NDArray[np.int64] | None  # (minor_frames, K) second word's column, if two
+    lut: NDArray[np.int64]  # (minor_frames, K) start of the slot's lookup table
+    fixed: int  # leading columns that hold the same parameter in every minor frame
+
+    @property
+    def every_frame(self) -> bool:
+        return self.fixed == self.params.shape[1]
+
+
+@dataclass
+class Gap:
+    after_row: int  # batch row of the last frame before the gap (-1: before the batch)
+    missing: int  # minor frames lost
+
+
+@dataclass
+class DecodedBatch:
+    """Decoded frames of one stream. Rows are the good frames, columns the slots."""
+
+    definition: VehicleDefinition
+    n_frames: int
+    good: NDArray[np.bool_]  # (N,) frame passed sync and counter checks
+    counter: NDArray[np.int64]  # (N,) frame counter as read (meaningless on bad frames)
+    rows: NDArray[np.int64]  # (G,) batch index of each good frame
+    times_ns: NDArray[np.int64]  # (G,) time of each good frame
+    minor: NDArray[np.int64]  # (G,) minor-frame index of each good frame
+    param_index: NDArray[np.int32]  # (G, K) which parameter each slot holds, PAD if none
+    eng: NDArray[np.float64]  # (G, K) engineering values (a discrete's state code)
+    limit: NDArray[np.int8]  # (G, K) limit states (see groundstation.limits)
+    gaps: list[Gap]
+    bad_sync: int
+    bad_counter: int
+    derived: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]] = (
+        field(default_factory=dict))
+    _raw: Any = None  # callable producing raw counts on demand
+
+    @property
+    def raw(self) -> NDArray[np.uint32]:
+        """(G, K) raw counts, the bit field as it was on the wire."""
+        if callable(self._raw):
+            self._raw = self._raw()
+        return self._raw
+
+    @property
+    def n_good(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def n_values(self) -> int:
+        return int(np.count_nonzero(self.param_index != PAD))
+
+    def series(self, pid: str) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
+        """(times_ns, eng, limit) of one parameter, measured or derived, in time order."""
+        if pid in self.derived:
+            return self.derived[pid]
+        index = self.definition.parameters.index(self.definition.parameter(pid))
+        r, c = np.nonzero(self.param_index == index)
+        return self.times_ns[r], self.eng[r, c], self.limit[r, c]
+
+    def raw_series(self, pid: str) -> NDArray[np.uint32]:
+        index = self.definition.parameters.index(self.definition.parameter(pid))
+        r, c = np.nonzero(self.param_index == index)
+        return self.raw[r, c]
+
+
+class Decommutator:
+    """Compiled decoder for one vehicle's stream. Stateless: see StreamDecoder for state."""
+
+    def __init__(self, definition: VehicleDefinition):
+        self.definition = definition
+        frame = definition.frame
+        if frame.word_bits != 8:
+            raise NotImplementedError("the decommutator handles 8-bit words")
+        self.frame_bytes = frame.bytes_per_frame
+        self.period_ns = round(1e9 / frame.rate_hz)
+        self._params = definition.parameters
+        self._compile_sync()
+        self._compile_luts()
+        self._tables = [t for t in (self._build_table(1), self._build_table(2)) if t]
+        self._wide = [i for i, p in enumerate(self._params) if self._table_words(p) == 0]
+        self._limit_cache: dict[tuple[int, ...], NDArray[np.int8]] = {}
+        self._derived_order = _topological(definition.derived)
+
+    # --- compilation -------------------------------------------------------------------
+
+    def _compile_sync(self) -> None:
+        f = self.definition.frame
+        first, last = f.sync.words
+        self._sync_cols = np.arange(first, last + 1)
+        self._sync_shift = np.array([8 * (last - c) for c in self._sync_cols], dtype=np.uint64)
+        self._sync_mask = np.uint64(f.sync.mask or 0)
+        self._sync_even = np.uint64(f.sync.pattern)
+        self._sync_odd = np.uint64(f.sync.pattern ^ f.sync.complement_odd)
+        c = f.counter
+        assert c.words is not None
+        nbits = 8 * len(c.words)
+        lsb, msb = c.bits if c.bits is not None else (0, nbits - 1)
+        self._ctr_cols = np.array(c.words)
+        self._ctr_shift = np.array([8 * (len(c.words) - 1 - j) for j in range(len(c.words))],
+                                   dtype=np.int64)
+        self._ctr_lsb, self._ctr_mask = lsb, (1 << (msb - lsb + 1)) - 1
+        self._ctr_first, self._ctr_modulus = c.first, c.modulus
+
+    @staticmethod
+    def _table_words(p: Parameter) -> int:
+        """1 or 2 when the parameter's words fit a lookup table, 0 when computed directly."""
+        assert p.words is not None
+        n = len(p.words)
+        return n if n * 8 <= MAX_LUT_BITS else 0
+
+    def _compile_luts(self) -> None:
+        """One table per parameter over every value of its word(s), all in one flat array."""
+        eng_parts, raw_parts = [], []
+        self._lut_start = np.zeros(len(self._params), dtype=np.int64)
+        self._limit_variants: list[list[NDArray[np.int8]]] = []
+        pos = 0
+        for i, p in enumerate(self._params):
+            n = self._table_words(p)
+            if n == 0:
+                self._limit_variants.append([])
+                continue
+            words = np.arange(1 << (8 * n), dtype=np.uint32)
+            raw = (words >> np.uint32(p.lsb)) & np.uint32(p.raw_max)
+            eng = p.calibrate(raw)
+            self._lut_start[i] = pos
+            pos += words.size
+            eng_parts.append(eng)
+            raw_parts.append(raw)
+            sets = [p.limits, *(p.limits.contexts if p.limits else [])]
+            self._limit_variants.append([self._limit_of(p, raw, eng, s) for s in sets])
+        self._eng_lut = np.concatenate(eng_parts) if eng_parts else np.zeros(0)
+        self._raw_lut = np.concatenate(raw_parts) if raw_parts else np.zeros(0, np.uint32)
+        self._default_limit_lut = self._assemble_limits(tuple(0 for _ in self._params))
+
+    @staticmethod
+    def _limit_of(p: Parameter, raw: NDArray[Any], eng: NDArray[np.float64], s: Any
+                  ) -> NDArray[np.int8]:
+        if p.type == "discrete":
+            return limit_check.check_states(raw, p, s)
+        return limit_check.check(eng, s)
+
+    def _assemble_limits(self, choice: tuple[int, ...]) -> NDArray[np.int8]:
+        parts = [v[c] for v, c in zip(self._limit_variants, choice, strict=True) if v]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int8)
+
+    def _build_table(self, nwords: int) -> _SlotTable | None:
+        mf = self.definition.frame.minor_frames
+        members = [i for i, p in enumerate(self._params) if self._table_words(p) == nwords]
+        if not members:
+            return None
+        every = [i for i in members if self._params[i].frames is None]
+        per_minor: list[list[int]] = [[] for _ in range(mf)]
+        for i in members:
+            for m in self._params[i].frames or ():
+                per_minor[m].append(i)
+        width = len(every) + max(len(x) for x in per_minor)
+        params = np.full((mf, width), PAD, dtype=np.int32)
+        # Padding slots read word 0 through a one-entry-wide zero region of the first
+        # table; their values are never reported because their parameter index is PAD.
+        word = np.zeros((mf, width), dtype=np.int64)
+        word2 = np.zeros((mf, width), dtype=np.int64) if nwords == 2 else None
+        lut = np.zeros((mf, width), dtype=np.int64)
+        for m in range(mf):
+            for k, i in enumerate(every + per_minor[m]):
+                p = self._params[i]
+                assert p.words is not None
+                params[m, k] = i
+                word[m, k] = p.words[0]
+                if word2 is not None:
+                    word2[m, k] = p.words[1]
+                lut[m, k] = self._lut_start[i]
+        return _SlotTable(params, word, word2, lut, fixed=len(every))
+
+    def _limit_lut(self, context: dict[str, Any] | None) -> NDArray[np.int8]:
+        if not context:
+            return self._default_limit_lut
+        choice = []
+        for p in self._params:
+            index = 0
+            if p.limits is not None:
+                for j, c in enumerate(p.limits.contexts, start=1):
+                    if c.when.matches(context, self.definition.vehicle):
+                        index = j
+                        break
+            choice.append(index)
+        key = tuple(choice)
+        if key not in self._limit_cache:
+            self._limit_cache[key] = self._assemble_limits(key)
+        return self._limit_cache[key]
+
+    # --- decoding ----------------------------------------------------------------------
+
+    def check_frames(self, frames: NDArray[np.uint8]) -> tuple[NDArray[np.bool_],
+                                                                NDArray[np.int64],
+                                                                NDArray[np.bool_]]:
+        """(sync ok, counter, counter ok) for each frame."""
+        sync = (frames[:, self._sync_cols].astype(np.uint64) << self._sync_shift).sum(
+            axis=1, dtype=np.uint64)
+        counter = (frames[:, self._ctr_cols].astype(np.int64) << self._ctr_shift).sum(axis=1)
+        counter = (counter >> self._ctr_lsb) & self._ctr_mask
+        expected = np.where(counter & 1, self._sync_odd, self._sync_even)
+        sync_ok = ((sync ^ expected) & self._sync_mask) == 0
+        rel = counter - self._ctr_first
+        counter_ok = (rel >= 0) & (rel < self._ctr_modulus)
+        return sync_ok, counter, counter_ok
+
+    def decode(self, frames: NDArray[np.uint8] | bytes, times_ns: NDArray[np.int64] | None = None,
+               *, context: dict[str, Any] | None = None, last_counter: int | None = None,
+               held: dict[str, float] | None = None) -> DecodedBatch:
+        """Decode a batch of minor frames (N x frame bytes).
+
+        times_ns: time of each frame; by default frame i is at i frame periods.
+        context: mission phase and other parameters' values, which choose limit sets.
+        last_counter: counter of the frame before this batch, to report a gap at its start.
+        held: latest value of each parameter before this batch, for derived parameters.
+        """
+        frames = self._as_frames(frames)
+        n = frames.shape[0]
+        if times_ns is None:
+            times_ns = np.arange(n, dtype=np.int64) * self.period_ns
+        sync_ok, counter, counter_ok = self.check_frames(frames)
+        good = sync_ok & counter_ok
+        rows = np.flatnonzero(good)
+        all_good = rows.size == n
+        sel = frames if all_good else frames[rows]
+        minor = (counter[rows] - self._ctr_first) % self.definition.frame.minor_frames
+        limit_lut = self._limit_lut(context)
+
+        row_base = (np.arange(rows.size, dtype=np.int64) * self.frame_bytes)[:, None]
+        flat = sel.reshape(-1)
+        pidx, engs, lims, luts = [], [], [], []
+        for t in self._tables:
+            # A table whose slots are all every-frame parameters needs only its first row.
+            pick = (lambda a: a[0]) if t.every_frame else (lambda a: a[minor])
+            words = flat.take(row_base + pick(t.word)).astype(np.int64)
+            if t.word2 is not None:
+                words = words * 256 + flat.take(row_base + pick(t.word2))
+            lut_index = pick(t.lut) + words
+            param = pick(t.params)
+            pidx.append(np.broadcast_to(param, lut_index.shape))
+            luts.append(lut_index)
+            engs.append(self._eng_lut.take(lut_index))
+            lims.append(limit_lut.take(lut_index))
+        for i in self._wide:
+            e, lim, col = self._decode_wide(i, sel, minor, context)
+            pidx.append(col)
+            engs.append(e)
+            lims.append(lim)
+        param_index = np.concatenate(pidx, axis=1) if len(pidx) > 1 else np.asarray(pidx[0])
+        eng = np.concatenate(engs, axis=1) if len(engs) > 1 else engs[0]
+        limit = np.concatenate(lims, axis=1) if len(lims) > 1 else lims[0]
+
+        def raw() -> NDArray[np.uint32]:
+            parts = [self._raw_lut.take(x) for x in luts]
+            for i in self._wide:
+                parts.append(self._wide_raw(i, sel, minor)[0])
+            return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+
+        batch = DecodedBatch(
+            definition=self.definition, n_frames=n, good=good, counter=counter, rows=rows,
+            times_ns=np.asarray(times_ns, dtype=np.int64)[rows], minor=minor,
+            param_index=np.asarray(param_index), eng=eng, limit=limit,
+            gaps=self._gaps(counter[rows], rows, last_counter),
+            bad_sync=int(n - np.count_nonzero(sync_ok)),
+            bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
+        )
+        if self._derived_order:
+            self._derive(batch, context, held or {})
+        return batch
+
+    def _as_frames(self, frames: NDArray[np.uint8] | bytes) -> NDArray[np.uint8]:
+        if isinstance(frames, bytes | bytearray | memoryview):
+            buf = np.frombuffer(frames, dtype=np.uint8)
+            if buf.size % self.frame_bytes:
+                raise ValueError(f"{buf.size} bytes is not a whole number of "
+                                 f"{self.frame_bytes}-byte frames")
+            return buf.reshape(-1, self.frame_bytes)
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        if frames.ndim != 2 or frames.shape[1] != self.frame_bytes:
+            raise ValueError(f"frames must be (N, {self.frame_bytes}) bytes, got "
+                             f"{frames.shape}")
+        return frames
+
+    def _wide_raw(self, i: int, sel: NDArray[np.uint8], minor: NDArray[np.int64]
+                  ) -> tuple[NDArray[np.uint32], NDArray[np.int32]]:
+        p = self._params[i]
+        assert p.words is not None
+        n = len(p.words)
+        value = np.zeros(sel.shape[0], dtype=np.uint64)
+        for j, w in enumerate(p.words):
+            value |= sel[:, w].astype(np.uint64) << np.uint64(8 * (n - 1 - j))
+        raw = ((value >> np.uint64(p.lsb)) & np.uint64(p.raw_max)).astype(np.uint32)
+        present = np.ones(sel.shape[0], bool) if p.frames is None else np.isin(minor, p.frames)
+        col = np.where(present, i, PAD).astype(np.int32)
+        return raw[:, None], col[:, None]
+
+    def _decode_wide(self, i: int, sel: NDArray[np.uint8], minor: NDArray[np.int64],
+                     context: dict[str, Any] | None
+                     ) -> tuple[NDArray[np.float64], NDArray[np.int8], NDArray[np.int32]]:
+        p = self._params[i]
+        raw, col = self._wide_raw(i, sel, minor)
+        eng = p.calibrate(raw)
+        ls = p.limits.set_for(context, self.definition.vehicle) if p.limits else None
+        return eng, self._limit_of(p, raw, eng, ls), col
+
+    def _gaps(self, counter: NDArray[np.int64], rows: NDArray[np.int64],
+              last_counter: int | None) -> list[Gap]:
+        if counter.size == 0:
+            return []
+        m = self._ctr_modulus
+        seq = counter
+        if last_counter is not None:
+            seq = np.concatenate(([last_counter], counter))
+        missing = (np.diff(seq) - 1) % m
+        where = np.flatnonzero(missing)
+        offset = 1 if last_counter is not None else 0
+        gaps = []
+        for k in where:
+            after = int(rows[k - offset]) if k - offset >= 0 else -1
+            gaps.append(Gap(after_row=after, missing=int(missing[k])))
+        return gaps
+
+    def _derive(self, batch: DecodedBatch, context: dict[str, Any] | None,
+                held: dict[str, float]) -> None:
+        for d in self._derived_order:
+            series = [batch.series(x) for x in d.inputs]
+            t0 = series[0][0]
+            cols = [series[0][1]]
+            for x, (t, v, _) in zip(d.inputs[1:], series[1:], strict=True):
+                idx = np.searchsorted(t, t0, side="right") - 1
+                prior = held.get(x, np.nan)
+                picked = np.where(idx >= 0, v[np.clip(idx, 0, None)] if v.size else prior,
+                                  prior)
+                cols.append(picked)
+            value = _apply(d, np.vstack(cols) if cols else np.empty((0, 0)))
+            keep = ~np.isnan(value)
+            value = value[keep]
+            ls = d.limits.set_for(context, self.definition.vehicle) if d.limits else None
+            batch.derived[d.id] = (t0[keep], value, limit_check.check(value, ls))
+
+
+def _apply(d: Derived, x: NDArray[np.float64]) -> NDArray[np.float64]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        match d.op:
+            case "sum":
+                return x.sum(axis=0)
+            case "difference":
+                return x[0] - x[1]
+            case "product":
+                return x.prod(axis=0)
+            case "ratio":
+                out = x[0] / x[1]
+                out[~np.isfinite(out)] = np.nan
+                return out
+            case "mean":
+                return x.mean(axis=0)
+            case "min":
+                return x.min(axis=0)
+            case "max":
+                return x.max(axis=0)
+    raise ValueError(f"unknown derived op {d.op!r}")
+
+
+def _topological(derived: list[Derived]) -> list[Derived]:
+    by_id = {d.id: d for d in derived}
+    done: dict[str, Derived] = {}
+
+    def visit(d: Derived) -> None:
+        if d.id in done:
+            return
+        for x in d.inputs:
+            if x in by_id:
+                visit(by_id[x])
+        done[d.id] = d
+
+    for d in derived:
+        visit(d)
+    return list(done.values())
+
+
+class StreamDecoder:
+    """A stream's decoder with the state that spans batches: the last frame counter (for
+    gaps at batch boundaries) and each parameter's latest value (for derived parameters)."""
+
+    def __init__(self, definition: VehicleDefinition):
+        self.decom = Decommutator(definition)
+        self.last_counter: int | None = None
+        self.held: dict[str, float] = {}
+        self.frames_good = 0
+        self.frames_bad_sync = 0
+        self.frames_bad_counter = 0
+        self.frames_missing = 0
+
+    def decode(self, frames: NDArray[np.uint8] | bytes, times_ns: NDArray[np.int64] | None = None,
+               context: dict[str, Any] | None = None) -> DecodedBatch:
+        batch = self.decom.decode(frames, times_ns, context=context,
+                                  last_counter=self.last_counter, held=self.held)
+        if batch.n_good:
+            self.last_counter = int(batch.counter[batch.rows[-1]])
+            for d in self.decom._derived_order:
+                for x in d.inputs:
+                    _, v, _ = batch.series(x)
+                    if v.size:
+                        self.held[x] = float(v[-1])
+        self.frames_good += batch.n_good
+        self.frames_bad_sync += batch.bad_sync
+        self.frames_bad_counter += batch.bad_counter
+        self.frames_missing += sum(g.missing for g in batch.gaps)
+        return batch
