@@ -1,0 +1,205 @@
+"""The `groundstation` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from groundstation.definitions import DEFS_DIR, DefinitionError, load_all, load_definition
+
+EPILOG = """\
+examples:
+  groundstation demo                      both ships through a real broker into InfluxDB
+  groundstation demo --seconds 30         run the walking skeleton for longer
+  groundstation defs check                validate every file in telemetry_defs/
+  groundstation defs check my_ship.yaml   validate one file
+  groundstation defs show apollo_csm      list a vehicle's parameters, units and limits
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="groundstation",
+        description="Mission-control telemetry ground station for the Apollo-Soyuz Test "
+                    "Project: PCM frames over MQTT, decommutated, limit-checked, stored in "
+                    "InfluxDB.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="run both simulated ships, a broker, the ingest and InfluxDB, and show "
+                     "what arrived",
+        description="Starts its own Mosquitto and InfluxDB on loopback ports (data in a "
+                    "temporary directory unless --data-dir is given), publishes both ships' "
+                    "frames for --seconds, ingests them and prints the values read back "
+                    "from InfluxDB.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  groundstation demo --seconds 20 --data-dir var/demo")
+    demo.add_argument("--seconds", type=float, default=10.0,
+                      help="how long the ships transmit (default 10)")
+    demo.add_argument("--data-dir", type=Path, default=None,
+                      help="where the broker and database keep their files (default: a "
+                           "temporary directory, removed afterwards)")
+    demo.add_argument("--defs", type=Path, default=DEFS_DIR,
+                      help="telemetry definitions directory (default: telemetry_defs/)")
+
+    defs = sub.add_parser("defs", help="check or list telemetry definitions")
+    defs_sub = defs.add_subparsers(dest="defs_command", metavar="ACTION", required=True)
+    check = defs_sub.add_parser("check", help="validate definition files; exit 1 on any "
+                                              "problem, naming file, parameter and field")
+    check.add_argument("files", nargs="*", type=Path,
+                       help="files to check (default: every *.yaml in telemetry_defs/)")
+    show = defs_sub.add_parser("show", help="list a vehicle's parameters")
+    show.add_argument("vehicle", help="vehicle id, e.g. apollo_csm or soyuz")
+    show.add_argument("--defs", type=Path, default=DEFS_DIR)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "demo":
+            return asyncio.run(_demo(args.seconds, args.data_dir, args.defs))
+        if args.command == "defs" and args.defs_command == "check":
+            return _defs_check(args.files)
+        if args.command == "defs" and args.defs_command == "show":
+            return _defs_show(args.vehicle, args.defs)
+    except DefinitionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    parser.print_help()
+    return 2
+
+
+def _defs_check(files: list[Path]) -> int:
+    if not files:
+        defs = load_all()
+        for d in defs.values():
+            print(f"ok  {d.path}: {d.vehicle}, {len(d.parameters)} parameters, "
+                  f"{len(d.derived)} derived, {d.frame.words}-word frames at "
+                  f"{d.frame.rate_hz:g}/s")
+        return 0
+    failed = 0
+    for f in files:
+        try:
+            d = load_definition(f)
+        except DefinitionError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok  {f}: {d.vehicle}, {len(d.parameters)} parameters")
+    return 1 if failed else 0
+
+
+def _defs_show(vehicle: str, directory: Path) -> int:
+    defs = load_all(directory)
+    if vehicle not in defs:
+        print(f"error: no vehicle {vehicle!r}; known: {', '.join(defs)}", file=sys.stderr)
+        return 1
+    d = defs[vehicle]
+    print(f"{'id':<22} {'label':<22} {'unit':<8} {'rate/s':>6}  {'yellow':<16} red")
+    for p in d.parameters:
+        rate = d.frame.rate_hz * (len(p.frames) / d.frame.minor_frames if p.frames else 1)
+        lim = p.limits
+        y = _pair(lim.yellow if lim else None) or ",".join(lim.yellow_states or []) if lim else ""
+        r = _pair(lim.red if lim else None) or ",".join(lim.red_states or []) if lim else ""
+        print(f"{p.id:<22} {p.label.get('en', ''):<22} {p.unit:<8} {rate:>6g}  {y:<16} {r}")
+    return 0
+
+
+def _pair(pair: tuple[float | None, float | None] | None) -> str:
+    if pair is None:
+        return ""
+    return "..".join("" if v is None else f"{v:g}" for v in pair)
+
+
+async def _demo(seconds: float, data_dir: Path | None, defs_dir: Path) -> int:
+    from groundstation.influx_writer import InfluxV1
+    from groundstation.ingest import Ingest
+    from groundstation.servers import InfluxDBServer, MosquittoServer, ServerError
+    from simulators.downlink import Downlink
+
+    definitions = load_all(defs_dir)
+    tmp = None
+    if data_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="groundstation-demo-")
+        data_dir = Path(tmp.name)
+    broker = MosquittoServer(data_dir / "mosquitto")
+    database = InfluxDBServer(data_dir / "influxdb")
+    try:
+        try:
+            broker.start()
+            database.start()
+        except ServerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"broker    Mosquitto at {broker.host}:{broker.port}")
+        print(f"database  InfluxDB at {database.url} (database 'groundstation')")
+        influx = InfluxV1(database.url, "groundstation")
+        influx.create_database()
+        ingest = Ingest(definitions, influx)
+        stop, ready = asyncio.Event(), asyncio.Event()
+        ingest_task = asyncio.create_task(ingest.run(broker.host, broker.port, stop, ready))
+        await asyncio.wait_for(ready.wait(), 10)
+        links = [Downlink(d, broker.host, broker.port) for d in definitions.values()]
+        print(f"downlink  {', '.join(d.vehicle for d in definitions.values())} transmitting "
+              f"for {seconds:g} s ...")
+        await asyncio.gather(*(link.run(seconds) for link in links))
+        deadline = time.monotonic() + 10
+        sent = sum(link.sent_frames for link in links)
+        while ingest.frames_in < sent and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await ingest_task
+        _print_summary(definitions, links, ingest, influx)
+        return 0
+    finally:
+        broker.close()
+        database.close()
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _print_summary(definitions, links, ingest, influx) -> None:  # type: ignore[no-untyped-def]
+    print()
+    for link in links:
+        d = link.definition
+        print(f"{d.name.get('en', d.vehicle)}: sent {link.sent_frames} frames in "
+              f"{link.sent_messages} messages")
+    print(f"ingest: {ingest.frames_in} frames received, {ingest.lines_written} lines written, "
+          f"rejected: {dict(ingest.rejected) or 'none'}")
+    for d in definitions.values():
+        res = influx.query(f"SELECT last(*) FROM tm WHERE vehicle='{d.vehicle}'")
+        count = influx.query(f"SELECT count(*) FROM tm WHERE vehicle='{d.vehicle}'")
+        series = res["results"][0].get("series", [])
+        print(f"\n{d.name.get('en', d.vehicle)} — latest values read back from InfluxDB:")
+        if not series:
+            print("  (nothing stored)")
+            continue
+        cols, row = series[0]["columns"], series[0]["values"][0]
+        latest = {c.removeprefix("last_"): v for c, v in zip(cols, row, strict=True)}
+        counts = dict(zip(count["results"][0]["series"][0]["columns"],
+                          count["results"][0]["series"][0]["values"][0], strict=True))
+        shown = 0
+        for p in d.parameters:
+            if latest.get(p.id) is None or shown >= 12:
+                continue
+            value = latest[p.id]
+            if p.type == "discrete" and p.calibration and p.calibration.states:
+                text = p.calibration.states.get(int(value), str(value))
+            else:
+                text = f"{value:.4g} {p.unit}"
+            n = counts.get(f"count_{p.id}", "?")
+            print(f"  {p.label.get('en', p.id):<24} {text:<16} ({n} samples stored)")
+            shown += 1

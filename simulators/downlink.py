@@ -1,0 +1,105 @@
+"""A vehicle's PCM downlink over MQTT: frames built by the shared encoder, batched into
+msgpack envelopes, published at the definition's frame rate.
+
+This is the walking skeleton's simulator: every parameter holds a steady nominal value
+(see nominal_values). The mission models replace the value source, not this transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+import numpy as np
+
+from groundstation import topics
+from groundstation.definitions import Parameter, VehicleDefinition
+from groundstation.encoder import FrameEncoder
+from groundstation.envelope import encode_envelope
+
+ValueSource = Callable[[int, int], Mapping[str, Any]]  # (first frame seq, n frames) -> values
+
+
+def nominal_value(p: Parameter) -> float | str:
+    """A healthy reading: the middle of the yellow band where there is one, else of the
+    sensor's range; a discrete's first state that is not flagged yellow or red."""
+    if p.type == "discrete":
+        states = p.calibration.states if p.calibration and p.calibration.states else {0: ""}
+        bad = set()
+        if p.limits:
+            bad = set(p.limits.red_states or []) | set(p.limits.yellow_states or [])
+        return next((s for s in states.values() if s not in bad), next(iter(states.values())))
+    lo, hi = p.eng_range()
+    band = p.limits.yellow or p.limits.red if p.limits else None
+    if band is not None:
+        lo = band[0] if band[0] is not None else lo
+        hi = band[1] if band[1] is not None else hi
+    if p.limits and band and (band[0] is None) != (band[1] is None):
+        # One-sided limit: sit well on the safe side of it, not at the band's middle.
+        return float(band[1] - 0.25 * (band[1] - lo)) if band[1] is not None else \
+            float(band[0] + 0.25 * (hi - band[0]))
+    return float((lo + hi) / 2)
+
+
+def nominal_values(defn: VehicleDefinition) -> dict[str, Any]:
+    return {p.id: nominal_value(p) for p in defn.parameters}
+
+
+@dataclass
+class Downlink:
+    definition: VehicleDefinition
+    host: str
+    port: int
+    frames_per_message: int = 5
+    qos: int = 1
+    values: ValueSource | None = None
+    username: str | None = None
+    password: str | None = None
+    seq: int = 0
+    sent_frames: int = 0
+    sent_messages: int = 0
+    _encoder: FrameEncoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._encoder = FrameEncoder(self.definition)
+        if self.values is None:
+            steady = nominal_values(self.definition)
+            self.values = lambda _seq, _n: steady
+
+    def next_message(self, t_ns: int) -> tuple[str, bytes]:
+        n = self.frames_per_message
+        c = self.definition.frame.counter
+        start_counter = c.first + self.seq % c.modulus
+        assert self.values is not None
+        frames = self._encoder.encode(self.values(self.seq, n), n, start_counter)
+        payload = encode_envelope(self.definition.vehicle, self.definition.stream, self.seq,
+                                  t_ns, frames)
+        self.seq += n
+        return topics.telemetry(self.definition.vehicle, self.definition.stream), payload
+
+    async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None
+                  ) -> None:
+        """Publish in real time until duration_s has passed or stop is set."""
+        period_ns = self._encoder.period_ns
+        step_ns = period_ns * self.frames_per_message
+        async with aiomqtt.Client(self.host, self.port, username=self.username,
+                                  password=self.password,
+                                  identifier=f"sim-{self.definition.vehicle}") as client:
+            t0 = time.time_ns()
+            t_next = t0
+            end = None if duration_s is None else t0 + int(duration_s * 1e9)
+            while (stop is None or not stop.is_set()) and (end is None or t_next < end):
+                topic, payload = self.next_message(t_next)
+                await client.publish(topic, payload, qos=self.qos)
+                self.sent_frames += self.frames_per_message
+                self.sent_messages += 1
+                t_next += step_ns
+                await asyncio.sleep(max(0.0, (t_next - time.time_ns()) / 1e9))
+
+
+def frames_time(t0_ns: int, n: int, period_ns: int) -> np.ndarray:
+    return t0_ns + np.arange(n, dtype=np.int64) * period_ns
