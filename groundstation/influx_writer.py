@@ -59,8 +59,9 @@ class InfluxV1:
     async def awrite_lines(self, lines: list[str]) -> None:
         await asyncio.to_thread(self.write_lines, lines)
 
-    def query(self, influxql: str) -> dict[str, Any]:
-        req = urllib.request.Request(f"{self.url}/query?{self._params(q=influxql)}",
+    def query(self, influxql: str, epoch: str = "ns") -> dict[str, Any]:
+        """Run InfluxQL; times come back as integers in `epoch` units (ns by default)."""
+        req = urllib.request.Request(f"{self.url}/query?{self._params(q=influxql, epoch=epoch)}",
                                      method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
