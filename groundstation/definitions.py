@@ -370,8 +370,8 @@ def _where_what(err: Any, data: dict[str, Any]) -> tuple[str, str]:
 
 
 def _check(defn: VehicleDefinition) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    problems += _check_frame(defn.frame)
+    frame_problems = _check_frame(defn.frame)
+    problems = list(frame_problems)
     seen: dict[str, str] = {}
     for kind, entries in (("parameter", defn.parameters), ("derived parameter", defn.derived)):
         for e in entries:
@@ -383,11 +383,21 @@ def _check(defn: VehicleDefinition) -> list[tuple[str, str]]:
                 problems.append((where, f"duplicate id (also a {seen[e.id]})"))
             seen[e.id] = kind
             problems += [(f"{where}: {f}", m) for f, m in _check_described(e)]
-    if not problems:
-        for p in defn.parameters:
-            problems += [(f"parameter {p.id!r}: {f}", m) for f, m in _check_parameter(p, defn)]
-        problems += _check_occupancy(defn) if not problems else []
-        problems += _check_derived(defn)
+    if frame_problems:
+        # Word positions mean nothing against a broken frame format.
+        return problems
+    placed = True
+    for p in defn.parameters:
+        found = _check_location(p, defn)
+        placed = placed and not found
+        if not found:
+            found = _check_calibration(p)
+            if not found and p.limits is not None:
+                found = _check_limits_fit(p, defn)
+        problems += [(f"parameter {p.id!r}: {f}", m) for f, m in found]
+    if placed:
+        problems += _check_occupancy(defn)
+    problems += _check_derived(defn)
     return problems
 
 
@@ -483,7 +493,8 @@ def _check_limit_values(ls: LimitSet, where: str) -> list[tuple[str, str]]:
     return out
 
 
-def _check_parameter(p: Parameter, defn: VehicleDefinition) -> list[tuple[str, str]]:
+def _check_location(p: Parameter, defn: VehicleDefinition) -> list[tuple[str, str]]:
+    """Words, bit field and subcommutation; normalises lsb, width and frames."""
     out: list[tuple[str, str]] = []
     frame = defn.frame
     assert p.words is not None
@@ -520,13 +531,8 @@ def _check_parameter(p: Parameter, defn: VehicleDefinition) -> list[tuple[str, s
         if len(set(p.frames)) != len(p.frames) or not p.frames:
             out.append(("frames", "list each minor frame once, at least one"))
         p.frames = sorted(p.frames)
-        if len(p.frames) == n:
-            p.frames = None
-    if out:
-        return out
-    out += _check_calibration(p)
-    if not out and p.limits is not None:
-        out += _check_limits_fit(p, defn)
+    if not out and p.frames is not None and len(p.frames) == n:
+        p.frames = None  # sampled in every minor frame: not subcommutated at all
     return out
 
 
