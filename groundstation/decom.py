@@ -43,9 +43,36 @@ class _SlotTable:
     lut: NDArray[np.int64]  # (minor_frames, K) start of the slot's lookup table
     fixed: int  # leading columns that hold the same parameter in every minor frame
 
+    _cache: dict[str, NDArray[Any]] = field(default_factory=dict)
+
     @property
     def every_frame(self) -> bool:
         return self.fixed == self.params.shape[1]
+
+    def periodic(self, m0: int, n: int, frame_bytes: int
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64] | None, NDArray[np.int64],
+                            NDArray[np.int32]]:
+        """Slot arrays for n consecutive frames starting at minor frame m0.
+
+        In a stream without gaps the tables simply repeat every major frame, so they are
+        unrolled once (per batch size) and a batch takes a slice: no per-batch gathers."""
+        mf = self.params.shape[0]
+        if self._cache.get("rows", np.empty(0)).size < n + mf:
+            rows = np.arange(n + mf)
+            minor = rows % mf
+            base = rows[:, None] * frame_bytes
+            self._cache = {"rows": rows, "w1": base + self.word[minor],
+                           "lut": self.lut[minor], "params": self.params[minor]}
+            if self.word2 is not None:
+                self._cache["w2"] = base + self.word2[minor]
+        c = self._cache
+        shift = m0 * frame_bytes
+        w1 = c["w1"][m0:m0 + n]
+        w2 = c["w2"][m0:m0 + n] if "w2" in c else None
+        if shift:
+            w1 = w1 - shift
+            w2 = None if w2 is None else w2 - shift
+        return w1, w2, c["lut"][m0:m0 + n], c["params"][m0:m0 + n]
 
 
 @dataclass
@@ -74,6 +101,9 @@ class DecodedBatch:
     derived: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]] = (
         field(default_factory=dict))
     _raw: Any = None  # callable producing raw counts on demand
+    # parameter id -> (its column when sampled every frame, else None; else its column in
+    # each minor frame, -1 where it is not sampled)
+    _columns: dict[str, tuple[int, NDArray[np.int64] | None]] = field(default_factory=dict)
 
     @property
     def raw(self) -> NDArray[np.uint32]:
@@ -90,17 +120,27 @@ class DecodedBatch:
     def n_values(self) -> int:
         return int(np.count_nonzero(self.param_index != PAD))
 
+    def _cells(self, pid: str) -> tuple[NDArray[np.int64] | slice, NDArray[np.int64] | int]:
+        """Rows and columns holding one parameter's samples."""
+        column, by_minor = self._columns[pid]
+        if by_minor is None:
+            return slice(None), column
+        cols = by_minor[self.minor]
+        rows = np.flatnonzero(cols >= 0)
+        return rows, cols[rows]
+
     def series(self, pid: str) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]:
         """(times_ns, eng, limit) of one parameter, measured or derived, in time order."""
         if pid in self.derived:
             return self.derived[pid]
-        index = self.definition.parameters.index(self.definition.parameter(pid))
-        r, c = np.nonzero(self.param_index == index)
+        if pid not in self._columns:
+            self.definition.parameter(pid)  # raises a KeyError that names the vehicle
+        r, c = self._cells(pid)
         return self.times_ns[r], self.eng[r, c], self.limit[r, c]
 
     def raw_series(self, pid: str) -> NDArray[np.uint32]:
-        index = self.definition.parameters.index(self.definition.parameter(pid))
-        r, c = np.nonzero(self.param_index == index)
+        self.definition.parameter(pid)
+        r, c = self._cells(pid)
         return self.raw[r, c]
 
 
@@ -121,6 +161,7 @@ class Decommutator:
         self._wide = [i for i, p in enumerate(self._params) if self._table_words(p) == 0]
         self._limit_cache: dict[tuple[int, ...], NDArray[np.int8]] = {}
         self._derived_order = _topological(definition.derived)
+        self._columns = self._locate_columns()
 
     # --- compilation -------------------------------------------------------------------
 
@@ -270,14 +311,22 @@ class Decommutator:
         row_base = (np.arange(rows.size, dtype=np.int64) * self.frame_bytes)[:, None]
         flat = sel.reshape(-1)
         pidx, engs, lims, luts = [], [], [], []
+        consecutive = self._consecutive(minor)
         for t in self._tables:
-            # A table whose slots are all every-frame parameters needs only its first row.
-            pick = (lambda a: a[0]) if t.every_frame else (lambda a: a[minor])
-            words = flat.take(row_base + pick(t.word)).astype(np.int64)
-            if t.word2 is not None:
-                words = words * 256 + flat.take(row_base + pick(t.word2))
-            lut_index = pick(t.lut) + words
-            param = pick(t.params)
+            if t.every_frame:
+                # Every slot is an every-frame parameter: one row of the table serves all.
+                w1, w2, lut_base, param = (row_base + t.word[0], None if t.word2 is None
+                                           else row_base + t.word2[0], t.lut[0], t.params[0])
+            elif consecutive:
+                w1, w2, lut_base, param = t.periodic(int(minor[0]), rows.size, self.frame_bytes)
+            else:
+                w1, w2, lut_base, param = (row_base + t.word[minor], None if t.word2 is None
+                                           else row_base + t.word2[minor], t.lut[minor],
+                                           t.params[minor])
+            words = flat.take(w1)
+            if w2 is not None:
+                words = words.astype(np.int64) * 256 + flat.take(w2)
+            lut_index = lut_base + words
             pidx.append(np.broadcast_to(param, lut_index.shape))
             luts.append(lut_index)
             engs.append(self._eng_lut.take(lut_index))
@@ -304,10 +353,48 @@ class Decommutator:
             gaps=self._gaps(counter[rows], rows, last_counter),
             bad_sync=int(n - np.count_nonzero(sync_ok)),
             bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
+            _columns=self._columns,
         )
         if self._derived_order:
             self._derive(batch, context, held or {})
         return batch
+
+    def _locate_columns(self) -> dict[str, tuple[int, NDArray[np.int64] | None]]:
+        """Where each parameter's samples sit in the decoded (frames, slots) matrices."""
+        mf = self.definition.frame.minor_frames
+        out: dict[str, tuple[int, NDArray[np.int64] | None]] = {}
+        start = 0
+        for t in self._tables:
+            for k in range(t.fixed):
+                out[self._params[int(t.params[0, k])].id] = (start + k, None)
+            for m in range(mf):
+                for k in range(t.fixed, t.params.shape[1]):
+                    i = int(t.params[m, k])
+                    if i == PAD:
+                        continue
+                    pid = self._params[i].id
+                    if pid not in out:
+                        out[pid] = (-1, np.full(mf, -1, dtype=np.int64))
+                    by_minor = out[pid][1]
+                    assert by_minor is not None
+                    by_minor[m] = start + k
+            start += t.params.shape[1]
+        for i in self._wide:
+            p = self._params[i]
+            if p.frames is None:
+                out[p.id] = (start, None)
+            else:
+                by_minor = np.full(mf, -1, dtype=np.int64)
+                by_minor[p.frames] = start
+                out[p.id] = (-1, by_minor)
+            start += 1
+        return out
+
+    def _consecutive(self, minor: NDArray[np.int64]) -> bool:
+        if minor.size == 0:
+            return False
+        mf = self.definition.frame.minor_frames
+        return bool(np.array_equal(minor, (minor[0] + np.arange(minor.size)) % mf))
 
     def _as_frames(self, frames: NDArray[np.uint8] | bytes) -> NDArray[np.uint8]:
         if isinstance(frames, bytes | bytearray | memoryview):
