@@ -21,6 +21,7 @@ shape of a line-protocol line (one timestamp, the fields sampled then).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,50 +30,51 @@ from numpy.typing import NDArray
 
 from groundstation import limits as limit_check
 from groundstation.definitions import MAX_LUT_BITS, Derived, Parameter, VehicleDefinition
+from groundstation.units import conversion
 
 PAD = -1  # parameter index of a padding slot
 
 
 @dataclass
 class _SlotTable:
-    """Slots of one word-width class (one word, or two words combined) per minor frame."""
+    """Slots per minor frame: one-word values in the first n1 columns, two-word after."""
 
     params: NDArray[np.int32]  # (minor_frames, K) parameter index, PAD for padding
     word: NDArray[np.int64]  # (minor_frames, K) first (most significant) word's column
-    word2: NDArray[np.int64] | None  # (minor_frames, K) second word's column, if two
+    word2: NDArray[np.int64]  # (minor_frames, K - n1) second word's column
     lut: NDArray[np.int64]  # (minor_frames, K) start of the slot's lookup table
-    fixed: int  # leading columns that hold the same parameter in every minor frame
-
+    n1: int
     _cache: dict[str, NDArray[Any]] = field(default_factory=dict)
 
-    @property
-    def every_frame(self) -> bool:
-        return self.fixed == self.params.shape[1]
-
     def periodic(self, m0: int, n: int, frame_bytes: int
-                 ) -> tuple[NDArray[np.int64], NDArray[np.int64] | None, NDArray[np.int64],
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
                             NDArray[np.int32]]:
         """Slot arrays for n consecutive frames starting at minor frame m0.
 
-        In a stream without gaps the tables simply repeat every major frame, so they are
-        unrolled once (per batch size) and a batch takes a slice: no per-batch gathers."""
+        In a stream without gaps the tables repeat every major frame, so they are unrolled
+        once (per batch size) and a batch takes a slice instead of gathering them."""
         mf = self.params.shape[0]
         if self._cache.get("rows", np.empty(0)).size < n + mf:
             rows = np.arange(n + mf)
             minor = rows % mf
             base = rows[:, None] * frame_bytes
             self._cache = {"rows": rows, "w1": base + self.word[minor],
-                           "lut": self.lut[minor], "params": self.params[minor]}
-            if self.word2 is not None:
-                self._cache["w2"] = base + self.word2[minor]
+                           "w2": base + self.word2[minor], "lut": self.lut[minor],
+                           "params": self.params[minor]}
         c = self._cache
-        shift = m0 * frame_bytes
-        w1 = c["w1"][m0:m0 + n]
-        w2 = c["w2"][m0:m0 + n] if "w2" in c else None
-        if shift:
-            w1 = w1 - shift
-            w2 = None if w2 is None else w2 - shift
+        w1, w2 = c["w1"][m0:m0 + n], c["w2"][m0:m0 + n]
+        if m0:
+            # Row 0 of this batch is row m0 of the unrolled table.
+            w1, w2 = w1 - m0 * frame_bytes, w2 - m0 * frame_bytes
         return w1, w2, c["lut"][m0:m0 + n], c["params"][m0:m0 + n]
+
+    def gathered(self, minor: NDArray[np.int64], frame_bytes: int
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64],
+                            NDArray[np.int32]]:
+        """Slot arrays for frames with any minor-frame sequence (after gaps or bad frames)."""
+        base = (np.arange(minor.size, dtype=np.int64) * frame_bytes)[:, None]
+        return (base + self.word[minor], base + self.word2[minor], self.lut[minor],
+                self.params[minor])
 
 
 @dataclass
@@ -104,6 +106,8 @@ class DecodedBatch:
     # parameter id -> (its column when sampled every frame, else None; else its column in
     # each minor frame, -1 where it is not sampled)
     _columns: dict[str, tuple[int, NDArray[np.int64] | None]] = field(default_factory=dict)
+    _series: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]] = (
+        field(default_factory=dict))
 
     @property
     def raw(self) -> NDArray[np.uint32]:
@@ -133,10 +137,13 @@ class DecodedBatch:
         """(times_ns, eng, limit) of one parameter, measured or derived, in time order."""
         if pid in self.derived:
             return self.derived[pid]
-        if pid not in self._columns:
-            self.definition.parameter(pid)  # raises a KeyError that names the vehicle
-        r, c = self._cells(pid)
-        return self.times_ns[r], self.eng[r, c], self.limit[r, c]
+        hit = self._series.get(pid)
+        if hit is None:
+            if pid not in self._columns:
+                self.definition.parameter(pid)  # raises a KeyError that names the vehicle
+            r, c = self._cells(pid)
+            hit = self._series[pid] = (self.times_ns[r], self.eng[r, c], self.limit[r, c])
+        return hit
 
     def raw_series(self, pid: str) -> NDArray[np.uint32]:
         self.definition.parameter(pid)
@@ -157,11 +164,12 @@ class Decommutator:
         self._params = definition.parameters
         self._compile_sync()
         self._compile_luts()
-        self._tables = [t for t in (self._build_table(1), self._build_table(2)) if t]
+        self._table = self._build_table()
         self._wide = [i for i, p in enumerate(self._params) if self._table_words(p) == 0]
         self._limit_cache: dict[tuple[int, ...], NDArray[np.int8]] = {}
         self._derived_order = _topological(definition.derived)
         self._columns = self._locate_columns()
+        self._derived_plans = self._derive_plans()
 
     # --- compilation -------------------------------------------------------------------
 
@@ -225,33 +233,40 @@ class Decommutator:
         parts = [v[c] for v, c in zip(self._limit_variants, choice, strict=True) if v]
         return np.concatenate(parts) if parts else np.zeros(0, np.int8)
 
-    def _build_table(self, nwords: int) -> _SlotTable | None:
+    def _build_table(self) -> _SlotTable | None:
         mf = self.definition.frame.minor_frames
-        members = [i for i, p in enumerate(self._params) if self._table_words(p) == nwords]
-        if not members:
+
+        def layout(nwords: int) -> list[list[int]]:
+            # Every-frame parameters first, so they keep one column in every minor frame.
+            members = [i for i, p in enumerate(self._params) if self._table_words(p) == nwords]
+            every = [i for i in members if self._params[i].frames is None]
+            rows = [list(every) for _ in range(mf)]
+            for i in members:
+                for m in self._params[i].frames or ():
+                    rows[m].append(i)
+            width = max(len(r) for r in rows)
+            return [r + [PAD] * (width - len(r)) for r in rows]
+
+        one, two = layout(1), layout(2)
+        params = np.array([a + b for a, b in zip(one, two, strict=True)], dtype=np.int32)
+        if params.size == 0:
             return None
-        every = [i for i in members if self._params[i].frames is None]
-        per_minor: list[list[int]] = [[] for _ in range(mf)]
-        for i in members:
-            for m in self._params[i].frames or ():
-                per_minor[m].append(i)
-        width = len(every) + max(len(x) for x in per_minor)
-        params = np.full((mf, width), PAD, dtype=np.int32)
-        # Padding slots read word 0 through a one-entry-wide zero region of the first
-        # table; their values are never reported because their parameter index is PAD.
-        word = np.zeros((mf, width), dtype=np.int64)
-        word2 = np.zeros((mf, width), dtype=np.int64) if nwords == 2 else None
-        lut = np.zeros((mf, width), dtype=np.int64)
-        for m in range(mf):
-            for k, i in enumerate(every + per_minor[m]):
-                p = self._params[i]
-                assert p.words is not None
-                params[m, k] = i
-                word[m, k] = p.words[0]
-                if word2 is not None:
-                    word2[m, k] = p.words[1]
-                lut[m, k] = self._lut_start[i]
-        return _SlotTable(params, word, word2, lut, fixed=len(every))
+        n1 = len(one[0])
+        # Padding slots read word 0 through the first lookup table; their values are never
+        # reported because their parameter index is PAD.
+        word = np.zeros(params.shape, dtype=np.int64)
+        word2 = np.zeros((mf, params.shape[1] - n1), dtype=np.int64)
+        lut = np.zeros(params.shape, dtype=np.int64)
+        for (m, k), i in np.ndenumerate(params):
+            if i == PAD:
+                continue
+            words = self._params[i].words
+            assert words is not None
+            word[m, k] = words[0]
+            lut[m, k] = self._lut_start[i]
+            if k >= n1:
+                word2[m, k - n1] = words[1]
+        return _SlotTable(params, word, word2, lut, n1)
 
     def _limit_lut(self, context: dict[str, Any] | None) -> NDArray[np.int8]:
         if not context:
@@ -308,26 +323,19 @@ class Decommutator:
         minor = (counter[rows] - self._ctr_first) % self.definition.frame.minor_frames
         limit_lut = self._limit_lut(context)
 
-        row_base = (np.arange(rows.size, dtype=np.int64) * self.frame_bytes)[:, None]
         flat = sel.reshape(-1)
         pidx, engs, lims, luts = [], [], [], []
-        consecutive = self._consecutive(minor)
-        for t in self._tables:
-            if t.every_frame:
-                # Every slot is an every-frame parameter: one row of the table serves all.
-                w1, w2, lut_base, param = (row_base + t.word[0], None if t.word2 is None
-                                           else row_base + t.word2[0], t.lut[0], t.params[0])
-            elif consecutive:
-                w1, w2, lut_base, param = t.periodic(int(minor[0]), rows.size, self.frame_bytes)
-            else:
-                w1, w2, lut_base, param = (row_base + t.word[minor], None if t.word2 is None
-                                           else row_base + t.word2[minor], t.lut[minor],
-                                           t.params[minor])
+        t = self._table
+        if t is not None:
+            w1, w2, lut_base, param = (t.periodic(int(minor[0]), rows.size, self.frame_bytes)
+                                       if self._consecutive(minor)
+                                       else t.gathered(minor, self.frame_bytes))
             words = flat.take(w1)
-            if w2 is not None:
-                words = words.astype(np.int64) * 256 + flat.take(w2)
             lut_index = lut_base + words
-            pidx.append(np.broadcast_to(param, lut_index.shape))
+            if t.n1 < lut_index.shape[1]:
+                # Two-word values index their table by first * 256 + second.
+                lut_index[:, t.n1:] += words[:, t.n1:].astype(np.int64) * 255 + flat.take(w2)
+            pidx.append(param)
             luts.append(lut_index)
             engs.append(self._eng_lut.take(lut_index))
             lims.append(limit_lut.take(lut_index))
@@ -355,39 +363,30 @@ class Decommutator:
             bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
             _columns=self._columns,
         )
-        if self._derived_order:
+        if self._derived_plans:
             self._derive(batch, context, held or {})
         return batch
 
     def _locate_columns(self) -> dict[str, tuple[int, NDArray[np.int64] | None]]:
         """Where each parameter's samples sit in the decoded (frames, slots) matrices."""
         mf = self.definition.frame.minor_frames
-        out: dict[str, tuple[int, NDArray[np.int64] | None]] = {}
+        by_minor: dict[str, NDArray[np.int64]] = {}
         start = 0
-        for t in self._tables:
-            for k in range(t.fixed):
-                out[self._params[int(t.params[0, k])].id] = (start + k, None)
-            for m in range(mf):
-                for k in range(t.fixed, t.params.shape[1]):
-                    i = int(t.params[m, k])
-                    if i == PAD:
-                        continue
+        if self._table is not None:
+            for (m, k), i in np.ndenumerate(self._table.params):
+                if i != PAD:
                     pid = self._params[i].id
-                    if pid not in out:
-                        out[pid] = (-1, np.full(mf, -1, dtype=np.int64))
-                    by_minor = out[pid][1]
-                    assert by_minor is not None
-                    by_minor[m] = start + k
-            start += t.params.shape[1]
+                    by_minor.setdefault(pid, np.full(mf, -1, dtype=np.int64))[m] = k
+            start = self._table.params.shape[1]
         for i in self._wide:
             p = self._params[i]
-            if p.frames is None:
-                out[p.id] = (start, None)
-            else:
-                by_minor = np.full(mf, -1, dtype=np.int64)
-                by_minor[p.frames] = start
-                out[p.id] = (-1, by_minor)
+            by_minor[p.id] = np.full(mf, -1, dtype=np.int64)
+            by_minor[p.id][p.frames if p.frames is not None else slice(None)] = start
             start += 1
+        out: dict[str, tuple[int, NDArray[np.int64] | None]] = {}
+        for pid, cols in by_minor.items():
+            fixed = bool((cols >= 0).all() and (cols == cols[0]).all())
+            out[pid] = (int(cols[0]), None) if fixed else (-1, cols)
         return out
 
     def _consecutive(self, minor: NDArray[np.int64]) -> bool:
@@ -448,44 +447,72 @@ class Decommutator:
             gaps.append(Gap(after_row=after, missing=int(missing[k])))
         return gaps
 
+    def _same_samples(self, a: str, b: str) -> bool:
+        ca, cb = self._columns.get(a), self._columns.get(b)
+        if ca is None or cb is None:
+            return False
+        if ca[1] is None or cb[1] is None:
+            return ca[1] is None and cb[1] is None
+        return bool(np.array_equal(ca[1] >= 0, cb[1] >= 0))
+
+    def _derive_plans(self) -> list[tuple[Derived, list[tuple[str, bool, float, float]]]]:
+        """Per derived parameter and input: (id, sampled with the first input?, unit scale,
+        unit offset). Inputs of sums, differences, means and extremes are converted to the
+        derived parameter's unit first (a CM psia minus a DM mm Hg is a psia difference)."""
+        units = {p.id: p.unit for p in self._params} | {d.id: d.unit for d in
+                                                        self.definition.derived}
+        plans = []
+        for d in self._derived_order:
+            steps = []
+            for x in d.inputs:
+                scale, offset = ((1.0, 0.0) if d.op in ("product", "ratio")
+                                 else conversion(units[x], d.unit))
+                steps.append((x, x == d.inputs[0] or self._same_samples(d.inputs[0], x),
+                              scale, offset))
+            plans.append((d, steps))
+        return plans
+
     def _derive(self, batch: DecodedBatch, context: dict[str, Any] | None,
                 held: dict[str, float]) -> None:
-        for d in self._derived_order:
-            series = [batch.series(x) for x in d.inputs]
-            t0 = series[0][0]
-            cols = [series[0][1]]
-            for x, (t, v, _) in zip(d.inputs[1:], series[1:], strict=True):
-                idx = np.searchsorted(t, t0, side="right") - 1
-                prior = held.get(x, np.nan)
-                picked = np.where(idx >= 0, v[np.clip(idx, 0, None)] if v.size else prior,
-                                  prior)
-                cols.append(picked)
-            value = _apply(d, np.vstack(cols) if cols else np.empty((0, 0)))
+        for d, steps in self._derived_plans:
+            t0 = batch.series(d.inputs[0])[0]
+            cols = []
+            for x, aligned, scale, offset in steps:
+                t, v, _ = batch.series(x)
+                if not aligned:
+                    # Sample-and-hold: the latest value of x at or before each t0.
+                    idx = np.searchsorted(t, t0, side="right") - 1
+                    prior = held.get(x, np.nan)
+                    v = np.where(idx >= 0, v[np.clip(idx, 0, None)] if v.size else prior,
+                                 prior)
+                cols.append(v * scale + offset if (scale, offset) != (1.0, 0.0) else v)
+            value = _apply(d, cols)
             keep = ~np.isnan(value)
-            value = value[keep]
+            if not keep.all():
+                t0, value = t0[keep], value[keep]
             ls = d.limits.set_for(context, self.definition.vehicle) if d.limits else None
-            batch.derived[d.id] = (t0[keep], value, limit_check.check(value, ls))
+            batch.derived[d.id] = (t0, value, limit_check.check(value, ls))
 
 
-def _apply(d: Derived, x: NDArray[np.float64]) -> NDArray[np.float64]:
+def _apply(d: Derived, x: list[NDArray[np.float64]]) -> NDArray[np.float64]:
     with np.errstate(divide="ignore", invalid="ignore"):
         match d.op:
             case "sum":
-                return x.sum(axis=0)
+                return functools.reduce(np.add, x)
             case "difference":
                 return x[0] - x[1]
             case "product":
-                return x.prod(axis=0)
+                return functools.reduce(np.multiply, x)
             case "ratio":
                 out = x[0] / x[1]
                 out[~np.isfinite(out)] = np.nan
                 return out
             case "mean":
-                return x.mean(axis=0)
+                return functools.reduce(np.add, x) / len(x)
             case "min":
-                return x.min(axis=0)
+                return functools.reduce(np.minimum, x)
             case "max":
-                return x.max(axis=0)
+                return functools.reduce(np.maximum, x)
     raise ValueError(f"unknown derived op {d.op!r}")
 
 

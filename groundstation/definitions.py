@@ -674,6 +674,15 @@ def _check_derived(defn: VehicleDefinition) -> list[tuple[str, str]]:
         if discretes:
             out.append((f"{where}: inputs", f"{discretes[0]!r} is a discrete; derived values "
                                             "are computed from numbers"))
+        if d.op not in ("product", "ratio"):
+            units = {e.id: e.unit for e in [*defn.parameters, *defn.derived]}
+            for i in d.inputs:
+                if i in units:
+                    try:
+                        conversion(units[i], d.unit)
+                    except UnitError:
+                        out.append((f"{where}: inputs", f"{i!r} is in {units[i]}, which does "
+                                    f"not convert to this parameter's unit {d.unit}"))
     state: dict[str, int] = {}
 
     def visit(n: str, path: list[str]) -> None:

@@ -138,18 +138,24 @@ def test_limit_states_and_context_limit_sets(mini: VehicleDefinition) -> None:
 def test_derived_values_use_the_latest_sample_of_each_input(mini: VehicleDefinition) -> None:
     enc = FrameEncoder(mini)
     stream = StreamDecoder(mini)
-    # temp only arrives in minor frames 1 and 6: before frame 1 of the first batch there is
-    # no temp yet, so press_margin starts at frame 1.
-    b1 = stream.decode(enc.encode({"cabin_press": 5.0, "temp": 60.0}, 10, start_counter=1))
-    t, margin, _ = b1.derived["press_margin"]
+    mmhg_per_psi = 51.71493
+    # dm_press (mm Hg) only arrives in minor frames 1 and 6: before frame 1 of the first
+    # batch there is none yet, so cm_dm_dp (psid) starts at frame 1.
+    b1 = stream.decode(enc.encode({"cabin_press": 5.0, "dm_press": 200.0}, 10, start_counter=1))
+    t, dp, _ = b1.derived["cm_dm_dp"]
     assert t.size == 9
-    np.testing.assert_allclose(margin, 5.0 - b1.series("temp")[1][0])
-    # The next batch starts before its first temp sample: the held value carries over.
-    b2 = stream.decode(enc.encode({"cabin_press": 6.0, "temp": 100.0}, 10, start_counter=11))
-    t2, margin2, _ = b2.derived["press_margin"]
+    dm = b1.series("dm_press")[1]
+    np.testing.assert_allclose(dp, 5.0 - dm[0] / mmhg_per_psi, rtol=1e-6)
+    # The next batch starts before its first dm_press sample: the held value carries over.
+    b2 = stream.decode(enc.encode({"cabin_press": 6.0, "dm_press": 490.0}, 10,
+                                  start_counter=11))
+    t2, dp2, lim2 = b2.derived["cm_dm_dp"]
     assert t2.size == 10
-    assert margin2[0] == pytest.approx(6.0 - b1.series("temp")[1][-1])
-    assert margin2[-1] == pytest.approx(6.0 - b2.series("temp")[1][-1])
+    assert dp2[0] == pytest.approx(6.0 - dm[-1] / mmhg_per_psi, rel=1e-6)
+    dm2 = b2.series("dm_press")[1]
+    assert dp2[-1] == pytest.approx(6.0 - dm2[-1] / mmhg_per_psi, rel=1e-6)
+    # 6 psia against 490 mm Hg (9.5 psia) is below the red low of -1 psid.
+    assert lim2[-1] == LimitState.RED_LOW and lim2[0] == LimitState.NOMINAL
 
 
 def test_frames_of_the_wrong_shape_are_refused(mini: VehicleDefinition) -> None:
