@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from groundstation.definitions import DEFS_DIR, DefinitionError, load_all, load_definition
+from groundstation.units import UNITS, convert
 
 EPILOG = """\
 examples:
@@ -199,7 +200,8 @@ def _print_summary(definitions, links, ingest, influx) -> None:  # type: ignore[
             if p.type == "discrete" and p.calibration and p.calibration.states:
                 text = p.calibration.states.get(int(value), str(value))
             else:
-                text = f"{value:.4g} {p.unit}"
+                unit = p.display.get("houston", p.unit)
+                text = f"{float(convert(value, p.unit, unit)):.4g} {UNITS[unit].label}"
             n = counts.get(f"count_{p.id}", "?")
             print(f"  {p.label.get('en', p.id):<24} {text:<16} ({n} samples stored)")
             shown += 1
