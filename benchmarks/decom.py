@@ -54,6 +54,7 @@ from peers._common import FrameSpec, PeerResult, frame_spec, synthetic_frames  #
 
 from groundstation.decom import Decommutator  # noqa: E402
 from groundstation.definitions import DEFS_DIR, VehicleDefinition, load_definition  # noqa: E402
+from groundstation.malloc_tuning import keep_large_buffers  # noqa: E402
 
 BATCH_SIZES = (1, 64, 4096)
 POOL = 4096  # frames generated per vehicle
@@ -277,8 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
 
     pinned = pin_one_core()
+    # As the ingest service does at start: without it, throughput at batch 4096 depends on
+    # glibc's allocation history (fresh mmap pages for every batch's temporaries).
+    tuned = keep_large_buffers()
     print(f"decom benchmark, {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}")
-    print(f"machine: {machine()}; {pinned}; BLAS/OpenMP threads 1")
+    print(f"machine: {machine()}; {pinned}; BLAS/OpenMP threads 1; malloc large-buffer "
+          f"reuse {'on' if tuned else 'unavailable'} (groundstation.malloc_tuning)")
     print(f"timing: best of {repeats} x {target:g} s slices after a warm-up call\n")
 
     defs: dict[str, VehicleDefinition] = {}
