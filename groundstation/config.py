@@ -1,0 +1,225 @@
+"""Service configuration: one schema, three sources.
+
+A value comes from the config file (TOML), then the environment (`GS_<SECTION>_<KEY>`),
+then the command line (`--<section>-<key>`), each overriding the one before. The schema
+below is the only list of options: the environment names, the flags and `--help` are all
+generated from it, so they cannot disagree. A bad value is reported with where it came
+from (file and key, variable, or flag) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from groundstation.definitions import DEFS_DIR
+
+ENV_PREFIX = "GS_"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttConfig(_Section):
+    host: str = Field("127.0.0.1", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    username: str | None = Field(None, description="user name the broker authenticates")
+    password: str | None = Field(None, description="password (prefer the environment: "
+                                                   "GS_MQTT_PASSWORD)")
+    client_id: str = Field("groundstation-ingest", min_length=1,
+                           description="client id; fixed, so the broker keeps the session "
+                                       "and queued QoS 1 messages across restarts")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive, seconds")
+    reconnect_max_s: float = Field(10.0, gt=0, le=300,
+                                   description="longest wait between reconnect attempts")
+
+
+class InfluxConfig(_Section):
+    api: Literal["v1", "v2", "auto"] = Field("auto", description="InfluxDB HTTP API: v1 "
+                                             "(/write, database), v2 (org, bucket, token), "
+                                             "or auto (ask /ping)")
+    url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
+    database: str = Field("groundstation", min_length=1, description="v1 database")
+    retention_policy: str | None = Field(None, description="v1 retention policy")
+    username: str | None = Field(None, description="v1 user")
+    password: str | None = Field(None, description="v1 password")
+    org: str | None = Field(None, description="v2 organisation")
+    bucket: str | None = Field(None, description="v2 bucket")
+    token: str | None = Field(None, description="v2 API token (prefer the environment: "
+                                                "GS_INFLUX_TOKEN)")
+    batch_lines: int = Field(5000, ge=1, le=1_000_000,
+                             description="lines per write request, at most")
+    flush_interval_ms: int = Field(100, ge=1, le=60_000,
+                                   description="longest a line waits before it is written")
+    spool_dir: Path = Field(Path("var/spool"), description="where lines wait on disk "
+                                                           "while InfluxDB is unreachable")
+    spool_max_mb: float = Field(1024.0, gt=0, description="disk the spool may use, MB")
+
+
+class IngestConfig(_Section):
+    defs_dir: Path = Field(DEFS_DIR, description="telemetry definitions directory")
+    archive_dir: Path = Field(Path("var/archive"), description="raw frame archive directory")
+    batch_max_frames: int = Field(4096, ge=1, le=65536,
+                                  description="frames of one stream decoded together, at most")
+    batch_max_delay_ms: int = Field(20, ge=0, le=10_000,
+                                    description="longest a frame waits for its batch to fill")
+    queue_max_messages: int = Field(10_000, ge=1, description="received messages waiting to "
+                                                              "be processed, at most")
+    display_rate_hz: float = Field(2.0, gt=0, le=50, description="rate of processed "
+                                                                 "parameters published for "
+                                                                 "consoles")
+    stats_interval_s: float = Field(1.0, gt=0, description="self-telemetry period")
+
+
+class Config(_Section):
+    mqtt: MqttConfig = MqttConfig()  # type: ignore[call-arg]
+    influx: InfluxConfig = InfluxConfig()  # type: ignore[call-arg]
+    ingest: IngestConfig = IngestConfig()  # type: ignore[call-arg]
+
+
+SECTIONS: dict[str, type[_Section]] = {"mqtt": MqttConfig, "influx": InfluxConfig,
+                                       "ingest": IngestConfig}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --config and one flag per option, generated from the schema."""
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="TOML config file (sections [mqtt], [influx], [ingest])")
+    for section, model in SECTIONS.items():
+        group = parser.add_argument_group(f"[{section}] options",
+                                          f"environment: {ENV_PREFIX}{section.upper()}_<KEY>")
+        for key, field in model.model_fields.items():
+            flag = f"--{section}-{key.replace('_', '-')}"
+            default = field.default
+            shown = "" if default is None else f" (default: {default})"
+            group.add_argument(flag, dest=f"{section}__{key}", default=None,
+                               metavar=key.upper(),
+                               help=f"{field.description}{shown}; env "
+                                    f"{ENV_PREFIX}{section.upper()}_{key.upper()}")
+
+
+def load(file: Path | None = None, env: Mapping[str, str] | None = None,
+         args: argparse.Namespace | None = None) -> Config:
+    """The effective configuration: file, then environment, then flags."""
+    env = os.environ if env is None else env
+    layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    if file is not None:
+        layers.append((f"config file {file}", _from_file(file)))
+    layers.append(("environment", _from_env(env)))
+    if args is not None:
+        layers.append(("command line", _from_args(args)))
+    merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    origin: dict[tuple[str, str], str] = {}
+    for name, layer in layers:
+        for section, values in layer.items():
+            for key, value in values.items():
+                merged[section][key] = value
+                origin[(section, key)] = _describe(name, section, key)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = [str(x) for x in err["loc"]]
+            section, key = ([*loc, "", ""])[:2]
+            where = origin.get((section, key), f"[{section}] {key}")
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(SECTIONS[section].model_fields) if section in SECTIONS \
+                    else ", ".join(SECTIONS)
+                msg = f"unknown option; known: {known}"
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+        raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _describe(layer: str, section: str, key: str) -> str:
+    if layer == "environment":
+        return f"environment {ENV_PREFIX}{section.upper()}_{key.upper()}"
+    if layer == "command line":
+        return f"--{section}-{key.replace('_', '-')}"
+    return f"{layer}: [{section}] {key}"
+
+
+def _from_file(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    unknown = [k for k in data if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown section [{unknown[0]}]; sections "
+                          f"are {', '.join(f'[{s}]' for s in SECTIONS)}")
+    bad = [k for k, v in data.items() if not isinstance(v, dict)]
+    if bad:
+        raise ConfigError(f"config file {path}: [{bad[0]}] must be a table of options")
+    return {k: dict(v) for k, v in data.items()}
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        for section, model in SECTIONS.items():
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1:]
+                if key in model.model_fields:
+                    out.setdefault(section, {})[key] = value
+                else:
+                    raise ConfigError(
+                        f"environment {name}: unknown option {key!r} for [{section}]; known: "
+                        f"{', '.join(model.model_fields)}")
+    return out
+
+
+def _from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args).items():
+        if "__" in dest and value is not None:
+            section, key = dest.split("__", 1)
+            if section in SECTIONS:
+                out.setdefault(section, {})[key] = value
+    return out
+
+
+def example_toml(config: Config | None = None) -> str:
+    """A commented config file with every option at its default."""
+    config = config or Config()
+    lines = ["# groundstation ingest configuration; every option, at its default."]
+    for section, model in SECTIONS.items():
+        lines.append(f"\n[{section}]")
+        values = getattr(config, section)
+        for key, field in model.model_fields.items():
+            lines.append(f"# {field.description}")
+            v = getattr(values, key)
+            lines.append(f"# {key} =" if v is None else f"{key} = {_toml(v)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def parse_cli(argv: Sequence[str]) -> Config:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(list(argv))
+    return load(args.config, args=args)
