@@ -145,6 +145,33 @@ class DecodedBatch:
             hit = self._series[pid] = (self.times_ns[r], self.eng[r, c], self.limit[r, c])
         return hit
 
+    def latest(self) -> dict[str, tuple[int, float, int]]:
+        """Each parameter's last sample in this batch: {id: (time_ns, value, limit state)}.
+
+        Only the last major frame's rows are looked at: every parameter that the batch
+        carries at all is sampled there at least once."""
+        out: dict[str, tuple[int, float, int]] = {}
+        if self.rows.size == 0:
+            return out
+        mf = self.definition.frame.minor_frames
+        tail = slice(max(0, self.rows.size - mf), None)
+        minor = self.minor[tail]
+        t, eng, lim = self.times_ns[tail], self.eng[tail], self.limit[tail]
+        last = len(minor) - 1
+        for pid, (column, by_minor) in self._columns.items():
+            if by_minor is None:
+                out[pid] = (int(t[last]), float(eng[last, column]), int(lim[last, column]))
+                continue
+            cols = by_minor[minor]
+            hits = np.flatnonzero(cols >= 0)
+            if hits.size:
+                r = int(hits[-1])
+                out[pid] = (int(t[r]), float(eng[r, cols[r]]), int(lim[r, cols[r]]))
+        for pid, (times, values, limits) in self.derived.items():
+            if values.size:
+                out[pid] = (int(times[-1]), float(values[-1]), int(limits[-1]))
+        return out
+
     def raw_series(self, pid: str) -> NDArray[np.uint32]:
         self.definition.parameter(pid)
         r, c = self._cells(pid)

@@ -164,3 +164,21 @@ def test_frames_of_the_wrong_shape_are_refused(mini: VehicleDefinition) -> None:
         dec.decode(np.zeros((4, 15), dtype=np.uint8))
     with pytest.raises(ValueError, match="whole number"):
         dec.decode(b"\x00" * 33)
+
+
+def test_latest_gives_each_parameters_last_sample(mini: VehicleDefinition) -> None:
+    enc, dec = FrameEncoder(mini), Decommutator(mini)
+    press = np.linspace(4.0, 6.0, 23)
+    temps = np.linspace(50.0, 120.0, 23)
+    times = np.arange(23, dtype=np.int64) * 20_000_000
+    batch = dec.decode(enc.encode({"cabin_press": press, "temp": temps, "dm_press": 300.0},
+                                  23, start_counter=1), times)
+    latest = batch.latest()
+    assert latest["cabin_press"][0] == times[-1]
+    assert latest["cabin_press"][1] == pytest.approx(press[-1], abs=17 / 255)
+    # temp is sampled in minor frames 1 and 6 of each 10: the last one is frame 21.
+    t, v, _ = latest["temp"]
+    assert t == times[21] and v == pytest.approx(temps[21], abs=0.5)
+    assert latest["t10"][0] == times[13]  # frame 3 of the second cycle
+    assert latest["cm_dm_dp"][0] == times[-1]
+    assert set(latest) == {*(p.id for p in mini.parameters), "cm_dm_dp"}
