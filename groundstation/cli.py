@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from groundstation.config import ConfigError, example_toml
+from groundstation.config import add_arguments as add_config_arguments
+from groundstation.config import load as load_config
 from groundstation.definitions import DEFS_DIR, DefinitionError, load_all, load_definition
 from groundstation.units import UNITS, convert
 
@@ -50,6 +54,25 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--defs", type=Path, default=DEFS_DIR,
                       help="telemetry definitions directory (default: telemetry_defs/)")
 
+    ingest = sub.add_parser(
+        "ingest", help="run the ingest service: MQTT telemetry to InfluxDB, consoles and the "
+                       "archive",
+        description="Subscribes to live and replayed telemetry, decodes it, checks limits, "
+                    "raises alarms, and writes values, alarm events and link quality to "
+                    "InfluxDB (spooling to disk while it is down), the raw frames to the "
+                    "archive, and processed parameters and alarms back to MQTT. Every option "
+                    "comes from the config file, then the environment, then the flags, each "
+                    "overriding the one before.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  groundstation ingest --mqtt-host broker --influx-url http://influx:8086\n"
+               "  GS_INFLUX_TOKEN=... groundstation ingest --config ingest.toml\n"
+               "  groundstation ingest --print-config > ingest.toml   # every option, "
+               "commented")
+    ingest.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration as TOML and exit")
+    add_config_arguments(ingest)
+
     defs = sub.add_parser("defs", help="check or list telemetry definitions")
     defs_sub = defs.add_subparsers(dest="defs_command", metavar="ACTION", required=True)
     check = defs_sub.add_parser("check", help="validate definition files; exit 1 on any "
@@ -69,17 +92,49 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             return asyncio.run(_demo(args.seconds, args.data_dir, args.defs))
+        if args.command == "ingest":
+            return _ingest(args)
         if args.command == "defs" and args.defs_command == "check":
             return _defs_check(args.files)
         if args.command == "defs" and args.defs_command == "show":
             return _defs_show(args.vehicle, args.defs)
-    except DefinitionError as exc:
+    except (DefinitionError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     parser.print_help()
     return 2
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from groundstation.ingest import serve
+    from groundstation.malloc_tuning import keep_large_buffers
+
+    config = load_config(args.config, args=args)
+    if args.print_config:
+        print(example_toml(config), end="")
+        return 0
+    definitions = load_all(config.ingest.defs_dir)
+    keep_large_buffers()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve(config, definitions, stop, ready))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            print(f"ingest: subscribed at {config.mqtt.host}:{config.mqtt.port}, writing to "
+                  f"{config.influx.url}; Ctrl-C stops", flush=True)
+        waiter.cancel()
+        await task
+
+    asyncio.run(main())
+    return 0
 
 
 def _defs_check(files: list[Path]) -> int:
@@ -125,8 +180,10 @@ def _pair(pair: tuple[float | None, float | None] | None) -> str:
 
 
 async def _demo(seconds: float, data_dir: Path | None, defs_dir: Path) -> int:
+    from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
     from groundstation.influx_writer import InfluxV1
-    from groundstation.ingest import Ingest
+    from groundstation.ingest import IngestService, archive_factory, make_sink
+    from groundstation.malloc_tuning import keep_large_buffers
     from groundstation.servers import InfluxDBServer, MosquittoServer, ServerError
     from simulators.downlink import Downlink
 
@@ -148,9 +205,19 @@ async def _demo(seconds: float, data_dir: Path | None, defs_dir: Path) -> int:
         print(f"database  InfluxDB at {database.url} (database 'groundstation')")
         influx = InfluxV1(database.url, "groundstation")
         influx.create_database()
-        ingest = Ingest(definitions, influx)
+        keep_large_buffers()
+        config = Config(
+            mqtt=MqttConfig(host=broker.host, port=broker.port),  # type: ignore[call-arg]
+            influx=InfluxConfig(api="v1", url=database.url,  # type: ignore[call-arg]
+                                spool_dir=data_dir / "spool"),
+            ingest=IngestConfig(defs_dir=defs_dir,  # type: ignore[call-arg]
+                                archive_dir=data_dir / "archive"))
+        sink = make_sink(config)
+        await sink.start()
+        ingest = IngestService(config, definitions, sink,
+                               archive=archive_factory(config.ingest.archive_dir))
         stop, ready = asyncio.Event(), asyncio.Event()
-        ingest_task = asyncio.create_task(ingest.run(broker.host, broker.port, stop, ready))
+        ingest_task = asyncio.create_task(ingest.run(stop, ready))
         await asyncio.wait_for(ready.wait(), 10)
         links = [Downlink(d, broker.host, broker.port) for d in definitions.values()]
         print(f"downlink  {', '.join(d.vehicle for d in definitions.values())} transmitting "
@@ -158,11 +225,11 @@ async def _demo(seconds: float, data_dir: Path | None, defs_dir: Path) -> int:
         await asyncio.gather(*(link.run(seconds) for link in links))
         deadline = time.monotonic() + 10
         sent = sum(link.sent_frames for link in links)
-        while ingest.frames_in < sent and time.monotonic() < deadline:
+        while ingest.frames_stored < sent and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        await asyncio.sleep(0.3)
         stop.set()
         await ingest_task
+        await sink.close()
         _print_summary(definitions, links, ingest, influx)
         return 0
     finally:
@@ -178,8 +245,9 @@ def _print_summary(definitions, links, ingest, influx) -> None:  # type: ignore[
         d = link.definition
         print(f"{d.name.get('en', d.vehicle)}: sent {link.sent_frames} frames in "
               f"{link.sent_messages} messages")
-    print(f"ingest: {ingest.frames_in} frames received, {ingest.lines_written} lines written, "
-          f"rejected: {dict(ingest.rejected) or 'none'}")
+    print(f"ingest: {ingest.frames_in} frames received, {ingest.lines_submitted} lines "
+          f"stored, {ingest.alarm_events} alarm events, rejected: "
+          f"{dict(ingest.rejected) or 'none'}")
     for d in definitions.values():
         res = influx.query(f"SELECT last(*) FROM tm WHERE vehicle='{d.vehicle}'")
         count = influx.query(f"SELECT count(*) FROM tm WHERE vehicle='{d.vehicle}'")

@@ -199,7 +199,7 @@ def _from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 def example_toml(config: Config | None = None) -> str:
     """A commented config file with every option at its default."""
     config = config or Config()
-    lines = ["# groundstation ingest configuration; every option, at its default."]
+    lines = ["# groundstation ingest configuration: every option (commented out where unset)."]
     for section, model in SECTIONS.items():
         lines.append(f"\n[{section}]")
         values = getattr(config, section)

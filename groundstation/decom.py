@@ -98,6 +98,7 @@ class DecodedBatch:
     eng: NDArray[np.float64]  # (G, K) engineering values (a discrete's state code)
     limit: NDArray[np.int8]  # (G, K) limit states (see groundstation.limits)
     gaps: list[Gap]
+    context: dict[str, Any] | None
     bad_sync: int
     bad_counter: int
     derived: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]] = (
@@ -227,10 +228,15 @@ class Decommutator:
 
     def _compile_luts(self) -> None:
         """One table per parameter over every value of its word(s), all in one flat array."""
-        eng_parts, raw_parts = [], []
         self._lut_start = np.zeros(len(self._params), dtype=np.int64)
         self._limit_variants: list[list[NDArray[np.int8]]] = []
-        pos = 0
+        # Padding slots index the first PAD_SPAN entries: NaN, raw 0, nominal, so a scan of
+        # the whole limit matrix (the alarm engine's first step) needs no PAD mask.
+        pad_span = 1 << MAX_LUT_BITS
+        eng_parts: list[NDArray[Any]] = [np.full(pad_span, np.nan)]
+        raw_parts: list[NDArray[Any]] = [np.zeros(pad_span, np.uint32)]
+        self._pad_limits = np.zeros(pad_span, np.int8)
+        pos = pad_span
         for i, p in enumerate(self._params):
             n = self._table_words(p)
             if n == 0:
@@ -258,7 +264,7 @@ class Decommutator:
 
     def _assemble_limits(self, choice: tuple[int, ...]) -> NDArray[np.int8]:
         parts = [v[c] for v, c in zip(self._limit_variants, choice, strict=True) if v]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int8)
+        return np.concatenate([self._pad_limits, *parts])
 
     def _build_table(self) -> _SlotTable | None:
         mf = self.definition.frame.minor_frames
@@ -279,8 +285,8 @@ class Decommutator:
         if params.size == 0:
             return None
         n1 = len(one[0])
-        # Padding slots read word 0 through the first lookup table; their values are never
-        # reported because their parameter index is PAD.
+        # Padding slots read word 0 (and 1) through the padding region at the start of
+        # the tables; their values are never reported because their parameter index is PAD.
         word = np.zeros(params.shape, dtype=np.int64)
         word2 = np.zeros((mf, params.shape[1] - n1), dtype=np.int64)
         lut = np.zeros(params.shape, dtype=np.int64)
@@ -385,7 +391,7 @@ class Decommutator:
             definition=self.definition, n_frames=n, good=good, counter=counter, rows=rows,
             times_ns=np.asarray(times_ns, dtype=np.int64)[rows], minor=minor,
             param_index=np.asarray(param_index), eng=eng, limit=limit,
-            gaps=self._gaps(counter[rows], rows, last_counter),
+            gaps=self._gaps(counter[rows], rows, last_counter), context=context,
             bad_sync=int(n - np.count_nonzero(sync_ok)),
             bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
             _columns=self._columns,

@@ -1,29 +1,70 @@
-"""The ingest: MQTT telemetry in, decoded engineering values out to InfluxDB.
+"""The ingest service: telemetry from MQTT to InfluxDB, consoles and the raw archive.
 
-Walking-skeleton scope: validate each envelope, decode it with the stream's decoder and
-write its values. Every rejected message is counted by reason and kept (in memory, the
-last few per reason) with what was wrong, and never stops the service.
+Per message: validate the envelope (untrusted input: a bad message is counted by reason,
+quarantined and acknowledged, and never stops the service), archive the frames as they
+arrived, and queue them on their stream. Per stream, frames are decoded in batches (by size
+or after a short delay), limit-checked, turned into alarm events, and fanned out:
+
+    InfluxDB   engineering values (`tm`), alarm events (`alarms`), link quality (`link`),
+               the service's own health (`ingest`)
+    MQTT       processed parameters at a display rate, alarm events, a retained summary of
+               active alarms, link quality and self-telemetry
+    archive    every good message's frames, append-only, per vehicle, stream and source
+
+Delivery: the broker keeps our session (fixed client id, clean_session off) and we
+acknowledge a QoS 1 message only once its values are durable (written to InfluxDB or
+spooled to disk). If the process dies, the broker sends the unacknowledged messages again;
+since a frame's values are one point keyed by (measurement, tags, time), a second write
+overwrites the first, so at-least-once delivery gives exactly-once storage.
+
+Backpressure: messages received but not yet acknowledged are bounded
+(`queue_max_messages`); at the bound the service stops reading from the broker, which
+holds the rest (and, with its in-flight window full, stops sending).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import aiomqtt
+import numpy as np
 
 from groundstation import topics
-from groundstation.decom import DecodedBatch, StreamDecoder
+from groundstation.alarms import AlarmEngine, AlarmError, AlarmEvent
+from groundstation.config import Config
+from groundstation.decom import StreamDecoder
 from groundstation.definitions import VehicleDefinition
-from groundstation.envelope import EnvelopeError, decode_envelope
-from groundstation.influx_writer import InfluxV1
-from groundstation.lineprotocol import batch_lines
+from groundstation.envelope import Envelope, EnvelopeError, decode_envelope
+from groundstation.lineprotocol import batch_lines, escape_tag
 
 log = logging.getLogger("groundstation.ingest")
+
+ACK_SUBSCRIPTION = "ack/+/+"
+SIM_STATE_SUBSCRIPTION = "sim/state/+"
+
+
+class Sink(Protocol):
+    """Where line protocol goes. submit() may wait (backpressure) and returns an awaitable
+    that completes once the lines are durable (in the database, or spooled to disk)."""
+
+    async def submit(self, lines: list[str]) -> Awaitable[Any]: ...
+
+
+class ArchiveLike(Protocol):
+    def append(self, seq: int, t_ns: int, frames: np.ndarray, received_ns: int) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -32,81 +73,633 @@ class Quarantined:
     reason: str
     detail: str
     payload: bytes
+    received_ns: int
 
 
 @dataclass
-class Ingest:
-    definitions: dict[str, VehicleDefinition]
-    influx: InfluxV1
-    quarantine_keep: int = 100
-    decoders: dict[tuple[str, str, str], StreamDecoder] = field(default_factory=dict)
-    rejected: Counter[str] = field(default_factory=Counter)
-    quarantine: deque[Quarantined] = field(default_factory=deque)
-    frames_in: int = 0
-    messages_in: int = 0
-    lines_written: int = 0
+class _Received:
+    env: Envelope
+    mid: int
+    qos: int
+    generation: int
+    received_ns: int
 
-    def handle(self, topic: str, payload: bytes) -> list[str]:
-        """Decode one message into line protocol; a bad message is quarantined, not raised."""
-        self.messages_in += 1
+
+@dataclass
+class _Stream:
+    source: str
+    definition: VehicleDefinition
+    decoder: StreamDecoder
+    alarms: AlarmEngine
+    archive: ArchiveLike | None
+    pending: list[_Received] = field(default_factory=list)
+    pending_frames: int = 0
+    oldest: float = 0.0  # monotonic time the oldest pending message arrived
+    latest: dict[str, tuple[int, float, int]] = field(default_factory=dict)
+    latest_dirty: bool = False
+    latency_ns: deque[int] = field(default_factory=lambda: deque(maxlen=512))
+    last_frame_ns: int = 0
+    last_data_mono: float = 0.0  # when the last good frame arrived (monotonic)
+
+    @property
+    def vehicle(self) -> str:
+        return self.definition.vehicle
+
+
+ArchiveFactory = Callable[[VehicleDefinition, str], ArchiveLike]
+
+
+class IngestService:
+    def __init__(self, config: Config, definitions: dict[str, VehicleDefinition], sink: Sink,
+                 *, archive: ArchiveFactory | None = None, quarantine_keep: int = 200,
+                 quarantine_sink: Callable[[Quarantined], None] | None = None):
+        self.config = config
+        self.definitions = definitions
+        self.sink = sink
+        self._archive_factory = archive
+        self._quarantine_sink = quarantine_sink
+        self.streams: dict[tuple[str, str, str], _Stream] = {}
+        self.rejected: Counter[str] = Counter()
+        self.quarantine: deque[Quarantined] = deque(maxlen=quarantine_keep)
+        self.messages_in = 0
+        self.frames_in = 0
+        self.frames_stored = 0
+        self.lines_submitted = 0
+        self.acked = 0
+        self.alarm_events = 0
+        self.decode_seconds: deque[float] = deque(maxlen=512)
+        self.phase: dict[str, str] = {}  # vehicle -> mission phase, from the simulator
+        self._context_values: dict[str, dict[str, Any]] = {}  # source -> {veh.param: value}
+        self._context_params = self._referenced_context_parameters()
+        self._inflight = 0
+        self._room = asyncio.Event()
+        self._room.set()
+        self._generation = 0
+        self._client: aiomqtt.Client | None = None
+        self._outbox: asyncio.Queue[tuple[str, bytes, bool]] = asyncio.Queue(maxsize=10_000)
+        self._durable_tasks: set[asyncio.Task[None]] = set()
+        # Storage submissions in arrival order; their number is bounded by the in-flight
+        # message bound, since each holds unacknowledged messages (or none, for alarms
+        # and self-telemetry, which are few).
+        self._submissions: asyncio.Queue[tuple[list[str], list[_Received]]] = asyncio.Queue()
+        self.connected = asyncio.Event()
+
+    # --- the service loop ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Run until stop is set, reconnecting to the broker whenever the link drops."""
+        cfg = self.config.mqtt
+        backoff = 0.2
+        workers = [asyncio.create_task(self._flusher(stop)),
+                   asyncio.create_task(self._submitter()),
+                   asyncio.create_task(self._display_publisher(stop)),
+                   asyncio.create_task(self._stats_publisher(stop))]
         try:
-            batch, source = self._decode(topic, payload)
-        except EnvelopeError as exc:
-            self._reject(topic, exc.reason, str(exc), payload)
-            return []
-        self.frames_in += batch.n_frames
-        if batch.bad_sync or batch.bad_counter:
-            self.rejected["bad_sync"] += batch.bad_sync
-            self.rejected["bad_counter"] += batch.bad_counter
-        return batch_lines(batch, source)
+            while not stop.is_set():
+                try:
+                    await self._session(stop, ready)
+                    backoff = 0.2
+                except aiomqtt.MqttError as exc:
+                    self.connected.clear()
+                    log.warning("broker %s:%s unreachable (%s); retrying in %.1f s",
+                                cfg.host, cfg.port, exc, backoff)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, cfg.reconnect_max_s)
+        finally:
+            for w in workers:
+                w.cancel()
+            for w in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await w
+            await self._flush_all()
+            await self._drain_submissions()
+            if self._durable_tasks:
+                await asyncio.gather(*self._durable_tasks, return_exceptions=True)
+            for s in self.streams.values():
+                if s.archive is not None:
+                    s.archive.close()
 
-    def _decode(self, topic: str, payload: bytes) -> tuple[DecodedBatch, str]:
-        try:
-            where = topics.parse_telemetry(topic)
-        except ValueError as exc:
-            raise EnvelopeError("bad_topic", str(exc)) from None
-        defn = self.definitions.get(where.vehicle)
-        if defn is None or defn.stream != where.stream:
-            raise EnvelopeError("unknown_stream", f"no telemetry definition for "
-                                                  f"{where.vehicle}/{where.stream}")
-        env = decode_envelope(payload, vehicle=where.vehicle, stream=where.stream,
-                              frame_bytes=defn.frame.bytes_per_frame)
-        key = (where.source, where.vehicle, where.stream)
-        decoder = self.decoders.get(key)
-        if decoder is None:
-            decoder = self.decoders[key] = StreamDecoder(defn)
-        batch = decoder.decode(env.frames, env.times_ns(decoder.decom.period_ns))
-        return batch, where.source
-
-    def _reject(self, topic: str, reason: str, detail: str, payload: bytes) -> None:
-        self.rejected[reason] += 1
-        self.quarantine.append(Quarantined(topic, reason, detail, payload[:4096]))
-        while len(self.quarantine) > self.quarantine_keep:
-            self.quarantine.popleft()
-        log.warning("quarantined a message on %s: %s (%s)", topic, detail, reason)
-
-    async def run(self, host: str, port: int, stop: asyncio.Event,
-                  ready: asyncio.Event | None = None, **client_args: Any) -> None:
-        async with aiomqtt.Client(host, port, identifier="groundstation-ingest",
-                                  **client_args) as client:
-            for sub in topics.TELEMETRY_SUBSCRIPTIONS:
+    async def _session(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
+        cfg = self.config.mqtt
+        client = aiomqtt.Client(cfg.host, cfg.port, username=cfg.username,
+                                password=cfg.password, identifier=cfg.client_id,
+                                clean_session=False, keepalive=cfg.keepalive_s)
+        # Acknowledge only once the data is durable: paho's manual ack (aiomqtt has no
+        # option of its own for it), set before connecting.
+        client._client.manual_ack_set(True)
+        async with client:
+            self._generation += 1
+            # Messages of the previous connection can no longer be acknowledged: the
+            # broker sends them again, so they no longer count against the bound.
+            self._inflight = 0
+            self._room.set()
+            self._client = client
+            for sub in (*topics.TELEMETRY_SUBSCRIPTIONS, ACK_SUBSCRIPTION,
+                        SIM_STATE_SUBSCRIPTION):
                 await client.subscribe(sub, qos=1)
+            self.connected.set()
             if ready is not None:
                 ready.set()
-            consumer = asyncio.create_task(self._consume(client))
+            tasks = [asyncio.create_task(self._receive(client)),
+                     asyncio.create_task(self._send(client)),
+                     asyncio.create_task(stop.wait())]
             try:
-                await stop.wait()
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t.exception() is not None:
+                        raise t.exception()  # type: ignore[misc]
             finally:
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
+                self._client = None
+                for t in tasks:
+                    t.cancel()
+                for t in tasks:
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await t
 
-    async def _consume(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
             payload = message.payload
             if not isinstance(payload, bytes | bytearray):
-                payload = str(payload).encode()
-            lines = self.handle(str(message.topic), bytes(payload))
-            if lines:
-                await self.influx.awrite_lines(lines)
-                self.lines_written += len(lines)
+                payload = b"" if payload is None else str(payload).encode()
+            topic = str(message.topic)
+            if topic.startswith("telemetry/"):
+                await self._room.wait()
+                try:
+                    self._on_telemetry(topic, bytes(payload), message.mid, message.qos)
+                except Exception as exc:
+                    # A bug must cost one message, never the service: it is quarantined
+                    # with the traceback's gist and counted.
+                    log.exception("internal error on a message on %s", topic)
+                    self._reject(topic, "internal_error", f"{type(exc).__name__}: {exc}",
+                                 bytes(payload), time.time_ns(), message.mid, message.qos)
+            elif topic.startswith("ack/"):
+                self._on_operator(topic, bytes(payload))
+                self._ack(message.mid, message.qos, self._generation)
+            elif topic.startswith("sim/state/"):
+                self._on_sim_state(topic, bytes(payload))
+                self._ack(message.mid, message.qos, self._generation)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, payload, retain = await self._outbox.get()
+            await client.publish(topic, payload, qos=1, retain=retain)
+
+    def publish(self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
+                ) -> None:
+        """Queue a JSON message for the broker; when the queue is full the oldest console
+        update is the one to lose, never telemetry or storage."""
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        if self._outbox.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._outbox.get_nowait()
+            self.rejected["outbox_overflow"] += 1
+        self._outbox.put_nowait((topic, data, retain))
+
+    def _ack(self, mid: int, qos: int, generation: int) -> None:
+        if qos > 0 and generation == self._generation and self._client is not None:
+            self._client._client.ack(mid, qos)
+
+    # --- telemetry -----------------------------------------------------------------------
+
+    def _on_telemetry(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        self.messages_in += 1
+        now = time.time_ns()
+        try:
+            where = topics.parse_telemetry(topic)
+        except ValueError as exc:
+            self._reject(topic, "bad_topic", str(exc), payload, now, mid, qos)
+            return
+        defn = self.definitions.get(where.vehicle)
+        if defn is None or defn.stream != where.stream:
+            self._reject(topic, "unknown_stream", f"no telemetry definition for "
+                         f"{where.vehicle}/{where.stream}", payload, now, mid, qos)
+            return
+        try:
+            env = decode_envelope(payload, vehicle=where.vehicle, stream=where.stream,
+                                  frame_bytes=defn.frame.bytes_per_frame)
+        except EnvelopeError as exc:
+            self._reject(topic, exc.reason, str(exc), payload, now, mid, qos)
+            return
+        stream = self._stream(where.source, defn)
+        if stream.archive is not None:
+            stream.archive.append(env.seq, env.t_ns, env.frames, now)
+        if not stream.pending:
+            stream.oldest = time.monotonic()
+        stream.pending.append(_Received(env, mid, qos, self._generation, now))
+        stream.pending_frames += env.frames.shape[0]
+        self.frames_in += env.frames.shape[0]
+        self._inflight += 1
+        if self._inflight >= self.config.ingest.queue_max_messages:
+            self._room.clear()
+        if stream.pending_frames >= self.config.ingest.batch_max_frames:
+            self._process(stream)
+
+    def _reject(self, topic: str, reason: str, detail: str, payload: bytes, now: int,
+                mid: int, qos: int) -> None:
+        self.rejected[reason] += 1
+        q = Quarantined(topic, reason, detail, payload[:65536], now)
+        self.quarantine.append(q)
+        if self._quarantine_sink is not None:
+            self._quarantine_sink(q)
+        log.warning("quarantined a message on %s: %s (%s)", topic, detail, reason)
+        # Kept in the quarantine, so done with: acknowledging it stops the broker from
+        # sending garbage again after every reconnect.
+        self._ack(mid, qos, self._generation)
+
+    def _stream(self, source: str, defn: VehicleDefinition) -> _Stream:
+        key = (source, defn.vehicle, defn.stream)
+        s = self.streams.get(key)
+        if s is None:
+            archive = self._archive_factory(defn, source) if self._archive_factory else None
+            s = self.streams[key] = _Stream(source, defn, StreamDecoder(defn),
+                                            AlarmEngine(defn, source), archive)
+        return s
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        delay = self.config.ingest.batch_max_delay_ms / 1000
+        tick = max(0.002, min(delay / 2, 0.05))
+        while not stop.is_set():
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            for s in list(self.streams.values()):
+                if s.pending and now - s.oldest >= delay:
+                    self._process(s)
+
+    async def _flush_all(self) -> None:
+        for s in list(self.streams.values()):
+            if s.pending:
+                self._process(s)
+
+    def _process(self, s: _Stream) -> None:
+        received, s.pending, s.pending_frames = s.pending, [], 0
+        try:
+            self._decode_and_submit(s, received)
+        except Exception:
+            # The frames are already in the archive; a bug here must not stop the service
+            # nor make the broker resend the same messages for ever.
+            log.exception("internal error processing %d messages of %s/%s", len(received),
+                          s.source, s.vehicle)
+            self.rejected["internal_error"] += len(received)
+            for r in received:
+                self._ack(r.mid, r.qos, r.generation)
+                if r.generation == self._generation:
+                    self._inflight -= 1
+
+    def _decode_and_submit(self, s: _Stream, received: list[_Received]) -> None:
+        """Decode a stream's pending frames, check alarms, submit the values for storage,
+        and acknowledge the messages once the storage says they are durable."""
+        t0 = time.perf_counter()
+        if len(received) == 1:
+            frames = received[0].env.frames
+            times = received[0].env.times_ns(s.decoder.decom.period_ns)
+        else:
+            frames = np.concatenate([r.env.frames for r in received])
+            times = np.concatenate([r.env.times_ns(s.decoder.decom.period_ns)
+                                    for r in received])
+        context = self._context(s)
+        batch = s.decoder.decode(frames, times, context)
+        events = s.alarms.process(batch, context)
+        lines = batch_lines(batch, s.source)
+        self.decode_seconds.append(time.perf_counter() - t0)
+        if events:
+            self._on_alarm_events(s, events, lines)
+        if batch.n_good:
+            s.latest.update(batch.latest())
+            s.latest_dirty = True
+            self._update_context(s, batch)
+            s.last_frame_ns = int(batch.times_ns[-1])
+            s.last_data_mono = time.monotonic()
+            now = time.time_ns()
+            s.latency_ns.append(now - int(batch.times_ns[-1]))
+        self.frames_stored += batch.n_good
+        if s.archive is not None:
+            s.archive.flush()
+        self.lines_submitted += len(lines)
+        self._submissions.put_nowait((lines, received))
+
+    def store(self, lines: list[str]) -> None:
+        """Storage for lines that acknowledge no message (alarm events, self-telemetry)."""
+        self._submissions.put_nowait((lines, []))
+
+    async def _submitter(self) -> None:
+        while True:
+            lines, received = await self._submissions.get()
+            await self._submit(lines, received)
+
+    async def _drain_submissions(self) -> None:
+        while not self._submissions.empty():
+            lines, received = self._submissions.get_nowait()
+            await self._submit(lines, received)
+
+    async def _submit(self, lines: list[str], received: list[_Received]) -> None:
+        try:
+            done = await self.sink.submit(lines)
+        except Exception:
+            log.exception("storage refused %d lines; %d messages stay unacknowledged",
+                          len(lines), len(received))
+            return
+        task = asyncio.ensure_future(self._ack_when_durable(done, received))
+        self._durable_tasks.add(task)
+        task.add_done_callback(self._durable_tasks.discard)
+
+    async def _ack_when_durable(self, done: Awaitable[Any], received: list[_Received]) -> None:
+        try:
+            await done
+        except Exception:
+            # Not durable: leave the messages unacknowledged so the broker sends them
+            # again after a reconnect.
+            log.exception("storage failed; %d messages stay unacknowledged", len(received))
+            return
+        for r in received:
+            self._ack(r.mid, r.qos, r.generation)
+            if r.generation == self._generation:
+                self._inflight -= 1
+        self.acked += len(received)
+        if self._inflight < self.config.ingest.queue_max_messages:
+            self._room.set()
+
+    # --- limit context -------------------------------------------------------------------
+
+    def _referenced_context_parameters(self) -> dict[str, set[str]]:
+        """vehicle -> parameters some limit context looks at (e.g. a hatch's state)."""
+        wanted: dict[str, set[str]] = {}
+        for d in self.definitions.values():
+            for e in [*d.parameters, *d.derived]:
+                for c in (e.limits.contexts if e.limits else []):
+                    name = c.when.parameter
+                    if name:
+                        veh, pid = name.split(".", 1) if "." in name else (d.vehicle, name)
+                        wanted.setdefault(veh, set()).add(pid)
+        return wanted
+
+    def _context(self, s: _Stream) -> dict[str, Any]:
+        ctx: dict[str, Any] = dict(self._context_values.get(s.source, {}))
+        phase = self.phase.get(s.vehicle)
+        if phase is not None:
+            ctx["phase"] = phase
+        return ctx
+
+    def _update_context(self, s: _Stream, batch: Any) -> None:
+        wanted = self._context_params.get(s.vehicle)
+        if not wanted:
+            return
+        values = self._context_values.setdefault(s.source, {})
+        for pid in wanted:
+            if pid in s.latest:
+                v = s.latest[pid][1]
+                p = s.definition._by_id.get(pid)
+                if p is not None and p.calibration is not None and p.calibration.states:
+                    values[f"{s.vehicle}.{pid}"] = p.calibration.states.get(int(v), v)
+                else:
+                    values[f"{s.vehicle}.{pid}"] = v
+
+    def _on_sim_state(self, topic: str, payload: bytes) -> None:
+        vehicle = topic.rsplit("/", 1)[-1]
+        try:
+            state = json.loads(payload)
+            phase = state["phase"]
+        except (ValueError, KeyError, TypeError):
+            self.rejected["bad_sim_state"] += 1
+            return
+        if isinstance(phase, str):
+            self.phase[vehicle] = phase
+
+    # --- alarms --------------------------------------------------------------------------
+
+    def _on_alarm_events(self, s: _Stream, events: list[AlarmEvent], lines: list[str]) -> None:
+        self.alarm_events += len(events)
+        for ev in events:
+            d = ev.to_dict()
+            self.publish(topics.alarms(s.vehicle, s.source), d)
+            lines.append(alarm_line(d))
+        self.publish(topics.alarms(s.vehicle, s.source) + "/active", s.alarms.active(),
+                     retain=True)
+
+    def _on_operator(self, topic: str, payload: bytes) -> None:
+        """ack/<user>/<vehicle>: the user segment is the operator, as the broker's ACL
+        only lets a user publish under their own name."""
+        parts = topic.split("/")
+        if len(parts) != 3:
+            self.rejected["bad_ack_topic"] += 1
+            return
+        _, operator, vehicle = parts
+        reply_topic = f"ack/reply/{operator}"
+        try:
+            req = json.loads(payload)
+            if not isinstance(req, dict):
+                raise ValueError("not a JSON object")
+            pid = req["parameter"]
+            action = req.get("action", "acknowledge")
+            source = req.get("source", topics.LIVE)
+        except (ValueError, KeyError) as exc:
+            self.rejected["bad_ack"] += 1
+            self.publish(reply_topic, {"ok": False, "error": f"bad request: {exc}; send "
+                                       '{"parameter": ID, "action": "acknowledge"|"shelve"|'
+                                       '"unshelve", "duration_s": S, "source": "live"}'})
+            return
+        engine = next((s.alarms for s in self.streams.values()
+                       if s.vehicle == vehicle and s.source == source), None)
+        if engine is None:
+            self.publish(reply_topic, {"ok": False, "error": f"no {source} data from "
+                                                            f"{vehicle!r} yet"})
+            return
+        try:
+            if action == "acknowledge":
+                ev = engine.acknowledge(pid, operator)
+            elif action == "shelve":
+                ev = engine.shelve(pid, operator, float(req.get("duration_s", 0)))
+            elif action == "unshelve":
+                ev = engine.unshelve(pid, operator)
+            else:
+                raise AlarmError("bad_action", f"unknown action {action!r}; use acknowledge, "
+                                               "shelve or unshelve")
+        except (AlarmError, TypeError, ValueError) as exc:
+            self.publish(reply_topic, {"ok": False, "parameter": pid, "error": str(exc)})
+            return
+        d = ev.to_dict()
+        self.alarm_events += 1
+        self.publish(topics.alarms(vehicle, source), d)
+        self.publish(topics.alarms(vehicle, source) + "/active", engine.active(), retain=True)
+        self.publish(reply_topic, {"ok": True, "event": d})
+        self.store([alarm_line(d)])
+
+    # --- consoles and self-telemetry -----------------------------------------------------
+
+    async def _display_publisher(self, stop: asyncio.Event) -> None:
+        period = 1.0 / self.config.ingest.display_rate_hz
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            try:
+                self._publish_display()
+            except Exception:
+                log.exception("console update failed; next one in %.1f s", period)
+
+    def _publish_display(self) -> None:
+        for s in list(self.streams.values()):
+            if s.latest_dirty:
+                s.latest_dirty = False
+                self.publish(topics.parameters(s.vehicle, s.source), {
+                    "vehicle": s.vehicle, "source": s.source, "time_ns": s.last_frame_ns,
+                    "values": {k: [t, v if np.isfinite(v) else None, lim]
+                               for k, (t, v, lim) in s.latest.items()},
+                })
+
+    async def _stats_publisher(self, stop: asyncio.Event) -> None:
+        period = self.config.ingest.stats_interval_s
+        while not stop.is_set():
+            await asyncio.sleep(period)
+            try:
+                self._publish_stats()
+            except Exception:
+                log.exception("self-telemetry failed; next in %.1f s", period)
+
+    def _publish_stats(self) -> None:
+        self._tick_alarm_clocks()
+        stats = self.stats()
+        self.publish("ingest/stats", stats, retain=True)
+        lines = [self_line(stats)]
+        for s in self.streams.values():
+            link = link_stats(s)
+            self.publish(f"ingest/link/{s.source}/{s.vehicle}", link, retain=True)
+            lines.append(link_line(s.source, s.vehicle, link))
+        self.store(lines)
+
+    def _tick_alarm_clocks(self) -> None:
+        """Alarm engines run on data time, which stops at loss of signal: advance it by the
+        wall time since the last frame, so shelves still expire during a pass gap."""
+        now = time.monotonic()
+        for s in self.streams.values():
+            if s.last_data_mono and now - s.last_data_mono > 1.0:
+                events = s.alarms.tick(s.last_frame_ns + int((now - s.last_data_mono) * 1e9))
+                if events:
+                    lines: list[str] = []
+                    self._on_alarm_events(s, events, lines)
+                    self.store(lines)
+
+    def stats(self) -> dict[str, Any]:
+        decode = sorted(self.decode_seconds)
+        sink_stats = getattr(self.sink, "stats", None)
+        sink = sink_stats() if callable(sink_stats) else None
+        if sink is not None and hasattr(sink, "fields"):
+            sink = sink.fields()
+        return {
+            "time_ns": time.time_ns(),
+            "messages_in": self.messages_in, "frames_in": self.frames_in,
+            "frames_stored": self.frames_stored, "lines_submitted": self.lines_submitted,
+            "messages_acked": self.acked, "inflight_messages": self._inflight,
+            "pending_frames": sum(s.pending_frames for s in self.streams.values()),
+            "outbox": self._outbox.qsize(), "alarm_events": self.alarm_events,
+            "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
+            "decode_ms_p50": 1000 * decode[len(decode) // 2] if decode else None,
+            "decode_ms_max": 1000 * decode[-1] if decode else None,
+            "sink": sink,
+        }
+
+
+def link_stats(s: _Stream) -> dict[str, Any]:
+    d = s.decoder
+    lat = sorted(s.latency_ns)
+    return {
+        "vehicle": s.vehicle, "source": s.source, "frames_good": d.frames_good,
+        "sync_errors": d.frames_bad_sync, "counter_errors": d.frames_bad_counter,
+        "frames_missing": d.frames_missing, "last_frame_ns": s.last_frame_ns,
+        "latency_ms_p50": lat[len(lat) // 2] / 1e6 if lat else None,
+        "latency_ms_max": lat[-1] / 1e6 if lat else None,
+    }
+
+
+def _fields(values: dict[str, Any]) -> str:
+    out = []
+    for k, v in values.items():
+        if v is None or isinstance(v, dict):
+            continue
+        if isinstance(v, bool):
+            out.append(f"{k}={'true' if v else 'false'}")
+        elif isinstance(v, int):
+            out.append(f"{k}={v}i")
+        elif isinstance(v, float):
+            if np.isfinite(v):
+                out.append(f"{k}={v!r}")
+        else:
+            text = str(v).replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'{k}="{text}"')
+    return ",".join(out)
+
+
+def alarm_line(d: dict[str, Any]) -> str:
+    """An alarm event as line protocol: measurement `alarms`, one point per event (its
+    engine sequence number is a tag so two events in the same nanosecond stay apart)."""
+    tags = (f"alarms,event={escape_tag(d['kind'])},parameter={escape_tag(d['parameter'])},"
+            f"seq={d['seq']},source={escape_tag(d['source'])},"
+            f"vehicle={escape_tag(d['vehicle'])}")
+    fields = {k: d[k] for k in ("state", "severity", "side", "value", "value_text", "limit",
+                                "operator", "label", "unit", "console")}
+    return f"{tags} {_fields(fields)} {d['time_ns']}"
+
+
+def link_line(source: str, vehicle: str, link: dict[str, Any]) -> str:
+    fields = {k: v for k, v in link.items() if k not in ("vehicle", "source")}
+    return (f"link,source={escape_tag(source)},vehicle={escape_tag(vehicle)} "
+            f"{_fields(fields)} {time.time_ns()}")
+
+
+def self_line(stats: dict[str, Any]) -> str:
+    flat = {k: v for k, v in stats.items() if k not in ("time_ns", "rejected", "sink")}
+    for reason, n in stats["rejected"].items():
+        flat[f"rejected_{reason}"] = n
+    sink = stats.get("sink") or {}
+    for k, v in sink.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            flat[f"sink_{k}"] = v
+    return f"ingest,service=ingest {_fields(flat)} {stats['time_ns']}"
+
+
+def archive_factory(root: Path) -> ArchiveFactory:
+    from groundstation.archive import ArchiveWriter
+
+    def make(defn: VehicleDefinition, source: str) -> ArchiveLike:
+        # The definition's text goes in the file header, so a replay can check limits
+        # with the definitions in force at recording time.
+        text = Path(defn.path).read_bytes() if defn.path and Path(defn.path).exists() else None
+        return ArchiveWriter(root, defn.vehicle, defn.stream,  # type: ignore[return-value]
+                             source, frame_period_ns=round(1e9 / defn.frame.rate_hz),
+                             definition_text=text)
+
+    return make
+
+
+def sink_config(config: Config) -> Any:
+    from groundstation.influx_sink import SinkConfig
+
+    c = config.influx
+    return SinkConfig(batch_max_lines=c.batch_lines, flush_interval_s=c.flush_interval_ms / 1000,
+                      spool_max_bytes=int(c.spool_max_mb * (1 << 20)))
+
+
+def make_sink(config: Config) -> Any:
+    """The InfluxDB sink the configuration describes (the API is asked of the server when
+    `api` is auto, so the server must answer /ping)."""
+    from groundstation.influx_sink import InfluxSink
+    from groundstation.influx_writer import make_backend
+
+    c = config.influx
+    backend = make_backend(c.url, c.api, database=c.database,
+                           retention_policy=c.retention_policy, username=c.username,
+                           password=c.password, token=c.token, org=c.org, bucket=c.bucket)
+    return InfluxSink(backend, c.spool_dir, sink_config(config))
+
+
+async def serve(config: Config, definitions: dict[str, VehicleDefinition], stop: asyncio.Event,
+                ready: asyncio.Event | None = None) -> IngestService:
+    """Run the ingest with its sink and archive until stop is set; returns the service (for
+    its counters)."""
+    sink = make_sink(config)
+    await sink.start()
+    service = IngestService(config, definitions, sink,
+                            archive=archive_factory(config.ingest.archive_dir))
+    try:
+        await service.run(stop, ready)
+    finally:
+        await sink.close()
+    return service

@@ -4,9 +4,7 @@ back from a real InfluxDB."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import numpy as np
@@ -16,53 +14,41 @@ from groundstation import topics
 from groundstation.definitions import DEFS_DIR, load_all, load_definition
 from groundstation.envelope import encode_envelope
 from groundstation.influx_writer import InfluxV1
-from groundstation.ingest import Ingest
 from groundstation.servers import InfluxDBServer, MosquittoServer
 from simulators.downlink import Downlink, nominal_values
+from tests.harness import rows as _rows
+from tests.harness import running_ingest, wait_for
 
 MINI = Path(__file__).parent / "data" / "mini.yaml"
 
 
-async def _wait_for(cond: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the ingest")
-        await asyncio.sleep(0.05)
-
-
-def _rows(influx: InfluxV1, q: str) -> list[dict[str, Any]]:
-    res = influx.query(q)["results"][0]
-    out = []
-    for s in res.get("series", []):
-        out += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
-    return out
-
-
 async def test_known_values_reach_influxdb_through_the_broker(
-        mosquitto: MosquittoServer, influxdb: InfluxDBServer) -> None:
+        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path) -> None:
     mini = load_definition(MINI)
     influx = InfluxV1(influxdb.url, "e2e")
-    influx.create_database()
-    ingest = Ingest({"mini": mini}, influx)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(ingest.run(mosquitto.host, mosquitto.port, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
+    async with running_ingest(mosquitto, influxdb, tmp_path, {"mini": mini}) as ingest:
+        await _send_known_values(mini, mosquitto, ingest)
+    _check_known_values(mini, influx)
 
-    # Cabin pressure steps through counts 60..99 (4.0..6.6 psia), one per frame.
-    press = (np.arange(40) + 60) * 17 / 255
+
+PRESS = (np.arange(40) + 60) * 17 / 255  # counts 60..99: 4.0..6.6 psia, one per frame
+T0 = 174_845_349_000_000_000  # 1975-07-17 16:09:09 UTC: first docking
+
+
+async def _send_known_values(mini, mosquitto, ingest) -> None:  # type: ignore[no-untyped-def]
+
     link = Downlink(mini, mosquitto.host, mosquitto.port, frames_per_message=8,
-                    values=lambda seq, n: {"cabin_press": press[seq:seq + n], "hatch": "OPEN",
+                    values=lambda seq, n: {"cabin_press": PRESS[seq:seq + n], "hatch": "OPEN",
                                            "range": 222.0, "temp": 66.0})
-    t0 = 174_845_349_000_000_000  # 1975-07-17 16:09:09 UTC: first docking
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
         for k in range(5):
-            topic, payload = link.next_message(t0 + k * 8 * 20_000_000)
+            topic, payload = link.next_message(T0 + k * 8 * 20_000_000)
             await client.publish(topic, payload, qos=1)
-    await _wait_for(lambda: ingest.frames_in >= 40)
-    stop.set()
-    await task
+    await wait_for(lambda: ingest.acked >= 5, what="5 messages stored and acknowledged")
 
+
+def _check_known_values(mini, influx) -> None:  # type: ignore[no-untyped-def]
+    press, t0 = PRESS, T0
     rows = _rows(influx, "SELECT cabin_press, hatch, range FROM tm WHERE vehicle='mini' "
                          "AND source='live'")
     assert len(rows) == 40
@@ -76,14 +62,14 @@ async def test_known_values_reach_influxdb_through_the_broker(
 
 
 async def test_bad_messages_are_quarantined_and_good_ones_still_stored(
-        mosquitto: MosquittoServer, influxdb: InfluxDBServer) -> None:
+        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path) -> None:
     mini = load_definition(MINI)
     influx = InfluxV1(influxdb.url, "e2e")
-    influx.create_database()
-    ingest = Ingest({"mini": mini}, influx)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(ingest.run(mosquitto.host, mosquitto.port, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
+    async with running_ingest(mosquitto, influxdb, tmp_path, {"mini": mini}) as ingest:
+        await _send_good_and_bad(mini, mosquitto, ingest, influx)
+
+
+async def _send_good_and_bad(mini, mosquitto, ingest, influx) -> None:  # type: ignore[no-untyped-def]
     link = Downlink(mini, mosquitto.host, mosquitto.port, frames_per_message=4)
     topic = topics.telemetry("mini", "hbr")
     good = 0
@@ -98,9 +84,7 @@ async def test_bad_messages_are_quarantined_and_good_ones_still_stored(
                              qos=1)
         await client.publish(topic, encode_envelope("mini", "hbr", 0, t0, [b"\x00" * 15]),
                              qos=1)
-    await _wait_for(lambda: ingest.messages_in >= 14)
-    stop.set()
-    await task
+    await wait_for(lambda: ingest.messages_in >= 14 and ingest.acked >= 6)
     assert ingest.frames_in == good
     assert ingest.rejected["topic_mismatch"] == 1
     assert ingest.rejected["frame_length"] == 1
@@ -112,21 +96,15 @@ async def test_bad_messages_are_quarantined_and_good_ones_still_stored(
 
 @pytest.mark.skipif(not (DEFS_DIR / "apollo_csm.yaml").exists(), reason="no apollo_csm.yaml")
 async def test_both_ships_nominal_values_are_stored(
-        mosquitto: MosquittoServer, influxdb: InfluxDBServer) -> None:
+        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path) -> None:
     defs = load_all()
     influx = InfluxV1(influxdb.url, "e2e")
-    influx.create_database()
-    ingest = Ingest(defs, influx)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(ingest.run(mosquitto.host, mosquitto.port, stop, ready))
-    await asyncio.wait_for(ready.wait(), 10)
-    links = [Downlink(d, mosquitto.host, mosquitto.port, frames_per_message=25)
-             for d in defs.values()]
-    await asyncio.gather(*(link.run(1.2) for link in links))
-    sent = sum(link.sent_frames for link in links)
-    await _wait_for(lambda: ingest.frames_in >= sent)
-    stop.set()
-    await task
+    async with running_ingest(mosquitto, influxdb, tmp_path, defs) as ingest:
+        links = [Downlink(d, mosquitto.host, mosquitto.port, frames_per_message=25)
+                 for d in defs.values()]
+        await asyncio.gather(*(link.run(1.2) for link in links))
+        sent = sum(link.sent_messages for link in links)
+        await wait_for(lambda: ingest.acked >= sent)
     for d in defs.values():
         nominal = nominal_values(d)
         last = _rows(influx, f"SELECT last(*) FROM tm WHERE vehicle='{d.vehicle}'")[0]

@@ -1,0 +1,63 @@
+"""Runs the real ingest service against the test fixtures' real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
+from groundstation.definitions import VehicleDefinition
+from groundstation.influx_writer import InfluxV1
+from groundstation.ingest import IngestService, archive_factory, make_sink
+from groundstation.servers import InfluxDBServer, MosquittoServer
+
+
+def ingest_config(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Path,
+                  database: str = "e2e", **ingest: Any) -> Config:
+    return Config(
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port),  # type: ignore[call-arg]
+        influx=InfluxConfig(api="v1", url=influxdb.url, database=database,  # type: ignore[call-arg]
+                            spool_dir=tmp / "spool", flush_interval_ms=20),
+        ingest=IngestConfig(archive_dir=tmp / "archive",  # type: ignore[call-arg]
+                            **{"batch_max_delay_ms": 10, "stats_interval_s": 0.5, **ingest}))
+
+
+@asynccontextmanager
+async def running_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Path,
+                         definitions: dict[str, VehicleDefinition], database: str = "e2e",
+                         **ingest: Any) -> AsyncIterator[IngestService]:
+    config = ingest_config(mosquitto, influxdb, tmp, database, **ingest)
+    InfluxV1(influxdb.url, database).create_database()
+    sink = make_sink(config)
+    await sink.start()
+    service = IngestService(config, definitions, sink,
+                            archive=archive_factory(config.ingest.archive_dir))
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(service.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 15)
+        yield service
+    finally:
+        stop.set()
+        await task
+        await sink.close()
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or 'the ingest'}")
+        await asyncio.sleep(0.02)
+
+
+def rows(influx: InfluxV1, q: str) -> list[dict[str, Any]]:
+    res = influx.query(q)["results"][0]
+    out = []
+    for s in res.get("series", []):
+        out += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
+    return out
