@@ -418,6 +418,13 @@ class MosquittoServer(_Server):
             "persistence true",
             f"persistence_location {self._data_dir}{os.sep}",
             f"log_dest file {self.broker_log_path}",
+            # A ground station must not lose telemetry queued for an offline persistent
+            # client (the ingest, while it restarts): a queue far beyond any outage. (Not 0,
+            # "unlimited": Mosquitto 2.0.11 then disconnects a client whose publish the ACL
+            # denies instead of dropping the message.) The ingest
+            # acknowledges only once data is durable, so it needs a wide in-flight window.
+            "max_queued_messages 1000000",
+            "max_inflight_messages 1000",
             "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         ]
         if os.geteuid() == 0:

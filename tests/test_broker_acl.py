@@ -1,0 +1,396 @@
+"""Broker security with the real Mosquitto: authentication and the repository's ACL.
+
+Mosquitto drops a denied publish silently (MQTT 3.1.1 has no refusal for QoS 0/1), so
+every test proves non-delivery the same way: the denied message is published first, then
+a permitted marker *from the same connection*, and the subscriber must receive the
+marker and nothing denied before it. The broker handles one connection's packets in
+order and queues each message for its subscribers before it acknowledges it, so had
+the denied message been let through it would have arrived before the marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from groundstation import topics
+from groundstation.broker_auth import (
+    ACL_FILE,
+    CONF_FILE,
+    SHARED_SETTINGS,
+    broker_config,
+    deploy_settings,
+    hash_password,
+    secure_broker_config,
+    verify_password,
+    write_password_file,
+)
+from groundstation.servers import MosquittoServer, find_binary
+
+pytestmark = pytest.mark.servers
+
+USERS = {
+    "apollo_csm": "csm-pw-1975",
+    "soyuz": "soyuz-pw-19",
+    "ingest": "ingest-pw",
+    "flight": "flight-pw",
+    "eecom": "eecom-pw",
+    "instructor": "instructor-pw",
+    "replay": "replay-pw",
+}
+MARK = b"MARK"
+_client_numbers = itertools.count()
+
+
+@pytest.fixture
+def broker(mosquitto: MosquittoServer, tmp_path: Path) -> Iterator[MosquittoServer]:
+    """A real broker with authentication and deploy/mosquitto/acl."""
+    # The mosquitto fixture is requested only to skip (or fail under CI) without the binary.
+    extra = secure_broker_config(tmp_path / "auth", USERS)
+    server = MosquittoServer(tmp_path / "secure", allow_anonymous=False, extra_config=extra)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def login(broker: MosquittoServer, user: str, *subscriptions: str,
+                password: str | None = None) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client(broker.host, broker.port, username=user,
+                              password=USERS[user] if password is None else password,
+                              identifier=f"test-{user}-{os.getpid()}-{next(_client_numbers)}",
+                              timeout=5) as client:
+        for sub in subscriptions:
+            await client.subscribe(sub, qos=1)
+        yield client
+
+
+async def received_until_mark(client: aiomqtt.Client, marks: int = 1,
+                              timeout: float = 5.0) -> list[tuple[str, bytes]]:
+    """Every message up to and including the marks-th marker."""
+    got: list[tuple[str, bytes]] = []
+    async with asyncio.timeout(timeout):
+        async for msg in client.messages:
+            assert isinstance(msg.payload, bytes)
+            got.append((msg.topic.value, msg.payload))
+            if msg.payload == MARK:
+                marks -= 1
+                if marks == 0:
+                    return got
+    return got
+
+
+# -- authentication --------------------------------------------------------------------------
+
+
+async def test_anonymous_connection_is_refused(broker: MosquittoServer) -> None:
+    with pytest.raises(aiomqtt.MqttCodeError, match=r"[Nn]ot [Aa]uthori[sz]ed"):
+        async with aiomqtt.Client(broker.host, broker.port, timeout=5):
+            pass
+
+
+@pytest.mark.parametrize(("user", "password"), [("flight", "eecom-pw"), ("flight", ""),
+                                                ("nobody", "flight-pw")])
+async def test_wrong_password_or_unknown_user_is_refused(broker: MosquittoServer, user: str,
+                                                         password: str) -> None:
+    with pytest.raises(aiomqtt.MqttCodeError, match=r"[Nn]ot [Aa]uthori[sz]ed"):
+        async with aiomqtt.Client(broker.host, broker.port, username=user, password=password,
+                                  timeout=5):
+            pass
+
+
+async def test_every_account_can_log_in(broker: MosquittoServer) -> None:
+    for user in USERS:
+        async with login(broker, user):
+            pass
+
+
+async def test_a_denied_publish_leaves_the_publisher_connected(broker: MosquittoServer) -> None:
+    # What every test below relies on (marker from the same connection), and what a
+    # vehicle needs: one bad topic costs that message, not the link. (With
+    # max_queued_messages 0, Mosquitto 2.0.11 disconnects instead: see mosquitto.conf.)
+    async with login(broker, "ingest", "telemetry/#") as ingest, \
+            login(broker, "apollo_csm") as csm:
+        for qos in (0, 1, 0, 1):
+            await csm.publish(topics.telemetry("soyuz", "tm"), b"DENIED", qos=qos)
+        await csm.publish(topics.telemetry("apollo_csm", "hbr"), MARK, qos=1)
+        assert await received_until_mark(ingest) == [("telemetry/live/apollo_csm/hbr", MARK)]
+
+
+# -- telemetry -------------------------------------------------------------------------------
+
+
+async def test_vehicle_publishes_only_its_own_telemetry(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "ingest", "telemetry/#") as ingest,
+        login(broker, "soyuz") as soyuz,
+        login(broker, "apollo_csm") as csm,
+    ):
+        # Soyuz tries to pass frames off as Apollo's, live and as a replay, then sends
+        # its own.
+        await soyuz.publish(topics.telemetry("apollo_csm", "hbr"), b"SPOOF", qos=1)
+        await soyuz.publish(topics.telemetry("soyuz", "tm", session="s1"), b"SPOOF", qos=1)
+        await soyuz.publish(topics.telemetry("soyuz", "tm"), MARK, qos=1)
+        await csm.publish(topics.telemetry("apollo_csm", "hbr"), b"CSM FRAMES", qos=0)
+        await csm.publish(topics.telemetry("apollo_csm", "hbr"), MARK, qos=1)
+        got = await received_until_mark(ingest, marks=2)
+    assert got == [
+        ("telemetry/live/soyuz/tm", MARK),
+        ("telemetry/live/apollo_csm/hbr", b"CSM FRAMES"),
+        ("telemetry/live/apollo_csm/hbr", MARK),
+    ]
+
+
+async def test_only_the_replay_account_publishes_replays_and_never_live(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "ingest", "telemetry/#") as ingest,
+        login(broker, "replay") as replay,
+        login(broker, "flight") as flight,
+    ):
+        await replay.publish(topics.telemetry("apollo_csm", "hbr"), b"AS LIVE", qos=1)
+        await replay.publish(topics.telemetry("apollo_csm", "hbr", session="s7"), MARK, qos=1)
+        await flight.publish(topics.telemetry("apollo_csm", "hbr", session="s8"), b"OP", qos=1)
+        await flight.publish(topics.telemetry("apollo_csm", "hbr"), b"OP", qos=1)
+        await replay.publish(topics.telemetry("apollo_csm", "hbr", session="s7"), MARK, qos=1)
+        got = await received_until_mark(ingest, marks=2)
+    assert got == [("telemetry/replay/s7/apollo_csm/hbr", MARK)] * 2
+
+
+async def test_operators_and_instructor_cannot_read_telemetry(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "flight", "#") as flight,
+        login(broker, "instructor", "#") as instructor,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "ingest") as ingest,
+    ):
+        await csm.publish(topics.telemetry("apollo_csm", "hbr"), b"FRAMES", qos=1)
+        await ingest.publish(topics.parameters("apollo_csm"), MARK, qos=1)
+        assert await received_until_mark(flight) == [("params/live/apollo_csm", MARK)]
+        assert await received_until_mark(instructor) == [("params/live/apollo_csm", MARK)]
+
+
+# -- acknowledgements ------------------------------------------------------------------------
+
+
+async def test_operator_cannot_acknowledge_in_another_operators_name(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "ingest", "ack/#") as ingest,
+        login(broker, "flight") as flight,
+        login(broker, "eecom") as eecom,
+    ):
+        await flight.publish(topics.acknowledgements("eecom", "apollo_csm"), b"FORGED", qos=1)
+        await flight.publish("ack/eecom", b"FORGED", qos=1)
+        await flight.publish("ack", b"FORGED", qos=1)
+        await flight.publish(topics.acknowledgements("flight", "apollo_csm"), MARK, qos=1)
+        await eecom.publish(topics.acknowledgements("eecom", "apollo_csm"), MARK, qos=1)
+        got = await received_until_mark(ingest, marks=2)
+    assert got == [("ack/flight/apollo_csm", MARK), ("ack/eecom/apollo_csm", MARK)]
+    # The identity the ingest reads from the topic is the one the broker authenticated.
+    assert [topic.split("/")[1] for topic, _ in got] == ["flight", "eecom"]
+
+
+async def test_accounts_that_are_not_operators_cannot_acknowledge(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "ingest", "ack/#") as ingest,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "replay") as replay,
+        login(broker, "instructor") as instructor,
+    ):
+        # Each would match the operators' pattern ack/%u/#, but their own deny wins.
+        await csm.publish(topics.acknowledgements("apollo_csm", "apollo_csm"), b"NO", qos=1)
+        await replay.publish(topics.acknowledgements("replay", "soyuz"), b"NO", qos=1)
+        await ingest.publish(topics.acknowledgements("ingest", "soyuz"), b"NO", qos=1)
+        # The instructor is also an operator.
+        await instructor.publish(topics.acknowledgements("instructor", "soyuz"), MARK, qos=1)
+        got = await received_until_mark(ingest)
+    assert got == [("ack/instructor/soyuz", MARK)]
+
+
+# -- parameters, alarms, ingest health -------------------------------------------------------
+
+
+async def test_only_the_ingest_publishes_parameters_and_alarms(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "flight", "params/#", "alarms/#", "ingest/#") as flight,
+        login(broker, "eecom") as eecom,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "ingest") as ingest,
+    ):
+        await eecom.publish(topics.alarms("apollo_csm"), b"FAKE ALARM", qos=1)
+        await csm.publish(topics.parameters("apollo_csm"), b"FAKE PARAMS", qos=1)
+        await ingest.publish(topics.parameters("apollo_csm"), b"params", qos=1)
+        await ingest.publish(topics.alarms("soyuz", "replay/s1"), b"alarm", qos=1)
+        await ingest.publish("ingest/health/ingest-1", MARK, qos=1)
+        got = await received_until_mark(flight)
+    assert got == [("params/live/apollo_csm", b"params"), ("alarms/replay/s1/soyuz", b"alarm"),
+                   ("ingest/health/ingest-1", MARK)]
+
+
+async def test_vehicles_do_not_receive_console_data(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "apollo_csm", "#") as csm,
+        login(broker, "ingest") as ingest,
+        login(broker, "instructor") as instructor,
+    ):
+        await ingest.publish(topics.parameters("apollo_csm"), b"params", qos=1)
+        await ingest.publish(topics.alarms("apollo_csm"), b"alarm", qos=1)
+        await instructor.publish(topics.sim_control("apollo_csm"), MARK, qos=1)
+        got = await received_until_mark(csm)
+    assert got == [("sim/control/apollo_csm", MARK)]
+
+
+# -- simulator control -----------------------------------------------------------------------
+
+
+async def test_only_the_instructor_reaches_simulator_control(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "apollo_csm", "sim/control/#") as csm,
+        login(broker, "soyuz", "sim/control/#") as soyuz,
+        login(broker, "flight") as flight,
+        login(broker, "ingest") as ingest,
+        login(broker, "instructor", "sim/reply/#") as instructor,
+    ):
+        await flight.publish(topics.sim_control("apollo_csm"), b"FAULT BY OPERATOR", qos=1)
+        await ingest.publish(topics.sim_control("apollo_csm"), b"FAULT BY INGEST", qos=1)
+        await csm.publish(topics.sim_control("soyuz"), b"FAULT BY CSM", qos=1)
+        await instructor.publish(topics.sim_control("apollo_csm"), b"fault: o2 tank 2", qos=1)
+        await instructor.publish(topics.sim_control("apollo_csm"), MARK, qos=1)
+        await instructor.publish(topics.sim_control("soyuz"), MARK, qos=1)
+        # Each vehicle hears only its own control topic, whatever it subscribed to.
+        assert await received_until_mark(csm) == [
+            ("sim/control/apollo_csm", b"fault: o2 tank 2"), ("sim/control/apollo_csm", MARK)]
+        assert await received_until_mark(soyuz) == [("sim/control/soyuz", MARK)]
+        # And the simulators answer the instructor under their own names only.
+        await csm.publish("sim/reply/soyuz", b"FORGED REPLY", qos=1)
+        await csm.publish("sim/reply/apollo_csm", MARK, qos=1)
+        assert await received_until_mark(instructor) == [("sim/reply/apollo_csm", MARK)]
+
+
+async def test_operators_cannot_hear_simulator_replies(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "flight", "sim/#", "params/#") as flight,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "ingest") as ingest,
+    ):
+        await csm.publish("sim/reply/apollo_csm", b"reply", qos=1)
+        await ingest.publish(topics.parameters("soyuz"), MARK, qos=1)
+        assert await received_until_mark(flight) == [("params/live/soyuz", MARK)]
+
+
+# -- the files -------------------------------------------------------------------------------
+
+
+def test_password_encoding_matches_mosquitto_passwd(tmp_path: Path) -> None:
+    tool = find_binary("mosquitto_passwd")
+    if tool is None:
+        if os.environ.get("CI"):
+            pytest.fail("mosquitto_passwd not found (apt-get install mosquitto)")
+        pytest.skip("mosquitto_passwd not found (apt-get install mosquitto)")
+    pw = tmp_path / "pw"
+    subprocess.run([tool, "-c", "-b", str(pw), "flight", "go/no-go"], check=True,
+                   capture_output=True)
+    line = pw.read_text().strip()
+    assert verify_password(line, "go/no-go")
+    assert not verify_password(line, "go/no go")
+    # Same salt and iteration count: the same encoding, byte for byte.
+    _, _, iterations, salt, _ = line.split(":", 1)[1].split("$")
+    ours = hash_password("go/no-go", iterations=int(iterations), salt=base64.b64decode(salt))
+    assert line == f"flight:{ours}"
+
+
+def test_password_file_is_private_and_checks_names(tmp_path: Path) -> None:
+    path = write_password_file(tmp_path / "passwd", {"flight": "a b c", "eecom": "x"})
+    assert (path.stat().st_mode & 0o777) == 0o600
+    lines = path.read_text().splitlines()
+    assert [ln.split(":")[0] for ln in lines] == ["flight", "eecom"]
+    assert verify_password(lines[0], "a b c")
+    for bad in ["a/b", "+", "#", "a:b", "", ".x", "a b"]:
+        with pytest.raises(ValueError):
+            write_password_file(tmp_path / "bad", {bad: "pw"})
+    with pytest.raises(ValueError):
+        write_password_file(tmp_path / "bad", {"flight": "two\nlines"})
+
+
+def test_password_file_from_stdin(tmp_path: Path) -> None:
+    out = tmp_path / "passwd"
+    proc = subprocess.run([sys.executable, "-m", "groundstation.broker_auth", str(out)],
+                          input="# accounts\napollo_csm s3cret\n\nflight go no-go\n",
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = out.read_text().splitlines()
+    assert verify_password(lines[0], "s3cret") and verify_password(lines[1], "go no-go")
+
+
+def test_broker_config_uses_the_repository_acl_and_deploy_settings(tmp_path: Path) -> None:
+    pw = write_password_file(tmp_path / "pw", {"flight": "x"})
+    lines = broker_config(pw)
+    assert lines[:2] == [f"password_file {pw.resolve()}", f"acl_file {ACL_FILE.resolve()}"]
+    shared = deploy_settings()
+    assert lines[2:] == shared
+    assert sorted(line.split()[0] for line in shared) == sorted(SHARED_SETTINGS)
+    # The deployment's own file authenticates with the same ACL.
+    conf = {ln.split()[0]: ln.split(None, 1)[1] for ln in CONF_FILE.read_text().splitlines()
+            if ln.strip() and not ln.startswith("#") and ln.split()[0] != "log_type"}
+    assert conf["allow_anonymous"] == "false"
+    assert conf["persistence"] == "true"
+    assert conf["acl_file"] == "/mosquitto/config/acl"
+    assert "password_file" in conf and "persistence_location" in conf
+
+
+def test_deploy_config_runs_in_the_real_broker(mosquitto: MosquittoServer,
+                                               tmp_path: Path) -> None:
+    """deploy/mosquitto/mosquitto.conf, with only its addresses and paths replaced."""
+    pw = write_password_file(tmp_path / "passwd", USERS)
+
+    class DeployBroker(MosquittoServer):
+        def config_lines(self) -> list[str]:
+            out = []
+            for raw in CONF_FILE.read_text().splitlines():
+                line = raw.strip()
+                key = line.split()[0] if line and not line.startswith("#") else ""
+                if key == "listener":
+                    line = f"listener {self.port} {self.host}"
+                elif key == "password_file":
+                    line = f"password_file {pw}"
+                elif key == "acl_file":
+                    line = f"acl_file {ACL_FILE}"
+                elif key == "persistence_location":
+                    line = f"persistence_location {self.data_dir}{os.sep}"
+                elif key == "log_dest":
+                    line = f"log_dest file {self.broker_log_path}"
+                out.append(line)
+            if os.geteuid() == 0:
+                out.append("user root")
+            return out
+
+    async def check(server: MosquittoServer) -> None:
+        async with (
+            login(server, "ingest", "ack/#") as ingest,
+            login(server, "flight") as flight,
+        ):
+            await flight.publish(topics.acknowledgements("eecom", "soyuz"), b"FORGED", qos=1)
+            await flight.publish(topics.acknowledgements("flight", "soyuz"), MARK, qos=1)
+            assert await received_until_mark(ingest) == [("ack/flight/soyuz", MARK)]
+        with pytest.raises(aiomqtt.MqttCodeError):
+            async with aiomqtt.Client(server.host, server.port, timeout=5):
+                pass
+
+    with DeployBroker(tmp_path / "deploy") as server:
+        asyncio.run(check(server))
+        log = server.broker_log_path.read_text()
+    assert "Error" not in log, log
