@@ -79,6 +79,10 @@ def decode_envelope(payload: bytes, *, vehicle: str, stream: str, frame_bytes: i
     if not frames or len(frames) > MAX_FRAMES:
         raise EnvelopeError("frame_count", f"{len(frames)} frames; a message carries 1.."
                                            f"{MAX_FRAMES}")
+    if msg["seq"] + len(frames) > 2**63:
+        # Every frame's sequence number must fit a signed 64-bit integer (the archive's).
+        raise EnvelopeError("bad_value", f"seq {msg['seq']} + {len(frames)} frames "
+                                          "overflows 2**63")
     for i, f in enumerate(frames):
         if not isinstance(f, bytes):
             raise EnvelopeError("bad_type", f"frame {i} is {type(f).__name__}, not bytes")

@@ -359,6 +359,8 @@ class IngestService:
                                     for r in received])
         context = self._context(s)
         batch = s.decoder.decode(frames, times, context)
+        if batch.n_good < batch.n_frames:
+            self._quarantine_frames(s, batch, frames, times)
         events = s.alarms.process(batch, context)
         lines = batch_lines(batch, s.source)
         self.decode_seconds.append(time.perf_counter() - t0)
@@ -402,6 +404,23 @@ class IngestService:
         task = asyncio.ensure_future(self._ack_when_durable(done, received))
         self._durable_tasks.add(task)
         task.add_done_callback(self._durable_tasks.discard)
+
+    def _quarantine_frames(self, s: _Stream, batch: Any, frames: np.ndarray,
+                           times: np.ndarray) -> None:
+        """Frames that failed the sync or counter check: counted and kept, never decoded."""
+        sync_ok, _, _ = s.decoder.decom.check_frames(frames[~batch.good])
+        topic = topics.telemetry(s.vehicle, s.definition.stream,
+                                 None if s.source == topics.LIVE else s.source.split("/", 1)[1])
+        now = time.time_ns()
+        for i, ok in zip(np.flatnonzero(~batch.good), sync_ok, strict=True):
+            reason = "bad_counter" if ok else "bad_sync"
+            self.rejected[reason] += 1
+            q = Quarantined(topic, reason, f"frame at {int(times[i])} ns, counter "
+                            f"{int(batch.counter[i])}: {reason.replace('_', ' ')}",
+                            bytes(frames[i]), now)
+            self.quarantine.append(q)
+            if self._quarantine_sink is not None:
+                self._quarantine_sink(q)
 
     async def _ack_when_durable(self, done: Awaitable[Any], received: list[_Received]) -> None:
         try:
@@ -697,9 +716,22 @@ async def serve(config: Config, definitions: dict[str, VehicleDefinition], stop:
     sink = make_sink(config)
     await sink.start()
     service = IngestService(config, definitions, sink,
-                            archive=archive_factory(config.ingest.archive_dir))
+                            archive=archive_factory(config.ingest.archive_dir),
+                            quarantine_sink=quarantine_writer(config.ingest.archive_dir))
     try:
         await service.run(stop, ready)
     finally:
         await sink.close()
     return service
+
+
+def quarantine_writer(root: Path) -> Callable[[Quarantined], None]:
+    """Rejected messages and frames, kept on disk with their reason (bounded in size)."""
+    from groundstation.archive import QuarantineWriter
+
+    writer = QuarantineWriter(root)
+
+    def keep(q: Quarantined) -> None:
+        writer.append(q.topic, q.reason, q.detail, q.payload)
+
+    return keep

@@ -12,7 +12,7 @@ from typing import Any
 from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
 from groundstation.definitions import VehicleDefinition
 from groundstation.influx_writer import InfluxV1
-from groundstation.ingest import IngestService, archive_factory, make_sink
+from groundstation.ingest import IngestService, archive_factory, make_sink, quarantine_writer
 from groundstation.servers import InfluxDBServer, MosquittoServer
 
 
@@ -35,7 +35,8 @@ async def running_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, t
     sink = make_sink(config)
     await sink.start()
     service = IngestService(config, definitions, sink,
-                            archive=archive_factory(config.ingest.archive_dir))
+                            archive=archive_factory(config.ingest.archive_dir),
+                            quarantine_sink=quarantine_writer(config.ingest.archive_dir))
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(service.run(stop, ready))
     try:

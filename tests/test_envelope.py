@@ -73,8 +73,12 @@ def test_round_trip_from_a_list_of_bytes() -> None:
 
 
 def test_round_trip_at_the_edges_of_the_value_ranges() -> None:
-    env = decode(encode_envelope(VEHICLE, STREAM, 2**64 - 1, 2**63 - 1, frames_array(1)))
-    assert (env.seq, env.t_ns) == (2**64 - 1, 2**63 - 1)
+    env = decode(encode_envelope(VEHICLE, STREAM, 2**63 - 2, 2**63 - 1, frames_array(2)))
+    assert (env.seq, env.t_ns) == (2**63 - 2, 2**63 - 1)
+    # One frame more and the last frame's sequence number would not fit 64 signed bits.
+    with pytest.raises(EnvelopeError) as err:
+        decode(encode_envelope(VEHICLE, STREAM, 2**63 - 2, 0, frames_array(3)))
+    assert err.value.reason == "bad_value"
     env = decode(encode_envelope(VEHICLE, STREAM, 0, 0, frames_array(1)))
     assert (env.seq, env.t_ns, env.frames.shape) == (0, 0, (1, FRAME_BYTES))
 
