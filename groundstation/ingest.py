@@ -503,7 +503,7 @@ class IngestService:
             self.rejected["bad_ack_topic"] += 1
             return
         _, operator, vehicle = parts
-        reply_topic = f"ack/reply/{operator}"
+        reply_topic = f"alarms/replies/{operator}"
         try:
             req = json.loads(payload)
             if not isinstance(req, dict):
