@@ -17,9 +17,12 @@ from groundstation.servers import InfluxDBServer, MosquittoServer
 
 
 def ingest_config(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Path,
-                  database: str = "e2e", **ingest: Any) -> Config:
+                  database: str = "e2e", mqtt_user: tuple[str, str] | None = None,
+                  **ingest: Any) -> Config:
+    user, password = mqtt_user or (None, None)
     return Config(
-        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port),  # type: ignore[call-arg]
+        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port,  # type: ignore[call-arg]
+                        username=user, password=password),
         influx=InfluxConfig(api="v1", url=influxdb.url, database=database,  # type: ignore[call-arg]
                             spool_dir=tmp / "spool", flush_interval_ms=20),
         ingest=IngestConfig(archive_dir=tmp / "archive",  # type: ignore[call-arg]
@@ -29,8 +32,10 @@ def ingest_config(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Pat
 @asynccontextmanager
 async def running_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Path,
                          definitions: dict[str, VehicleDefinition], database: str = "e2e",
+                         mqtt_user: tuple[str, str] | None = None,
                          **ingest: Any) -> AsyncIterator[IngestService]:
-    config = ingest_config(mosquitto, influxdb, tmp, database, **ingest)
+    """The real ingest, connected to the fixtures' servers (as mqtt_user, if given)."""
+    config = ingest_config(mosquitto, influxdb, tmp, database, mqtt_user, **ingest)
     InfluxV1(influxdb.url, database).create_database()
     sink = make_sink(config)
     await sink.start()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +17,14 @@ import pytest
 
 from groundstation import topics
 from groundstation.broker_auth import secure_broker_config
-from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
 from groundstation.definitions import load_definition
 from groundstation.encoder import FrameEncoder
 from groundstation.envelope import encode_envelope
 from groundstation.influx_writer import InfluxV1
-from groundstation.ingest import IngestService, make_sink
+from groundstation.ingest import IngestService
 from groundstation.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
 from tests.conftest import _start_or_skip
-from tests.harness import rows, wait_for
+from tests.harness import rows, running_ingest, wait_for
 
 MINI = Path(__file__).parent / "data" / "mini.yaml"
 USERS = {"ingest": "ingest-pw", "flight": "flight-pw", "eecom": "eecom-pw",
@@ -47,29 +46,11 @@ def secure_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
         server.stop()
 
 
-@asynccontextmanager
-async def ingest_as_user(broker: MosquittoServer, influxdb: InfluxDBServer, tmp: Path
-                         ) -> AsyncIterator[IngestService]:
-    config = Config(
-        mqtt=MqttConfig(host=broker.host, port=broker.port,  # type: ignore[call-arg]
-                        username="ingest", password=USERS["ingest"]),
-        influx=InfluxConfig(api="v1", url=influxdb.url, database="alarms",  # type: ignore[call-arg]
-                            spool_dir=tmp / "spool", flush_interval_ms=20),
-        ingest=IngestConfig(archive_dir=tmp / "archive", batch_max_delay_ms=5,  # type: ignore[call-arg]
-                            display_rate_hz=10, stats_interval_s=0.3))
-    InfluxV1(influxdb.url, "alarms").create_database()
-    sink = make_sink(config)
-    await sink.start()
-    service = IngestService(config, {"mini": load_definition(MINI)}, sink)
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(service.run(stop, ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 15)
-        yield service
-    finally:
-        stop.set()
-        await task
-        await sink.close()
+def ingest_as_user(broker: MosquittoServer, influxdb: InfluxDBServer, tmp: Path
+                   ) -> AbstractAsyncContextManager[IngestService]:
+    return running_ingest(broker, influxdb, tmp, {"mini": load_definition(MINI)}, "alarms",
+                          ("ingest", USERS["ingest"]), batch_max_delay_ms=5,
+                          display_rate_hz=10, stats_interval_s=0.3)
 
 
 class Listener:
