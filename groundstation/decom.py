@@ -104,6 +104,9 @@ class DecodedBatch:
     derived: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]] = (
         field(default_factory=dict))
     _raw: Any = None  # callable producing raw counts on demand
+    # (G, table slots) positions in the decommutator's lookup tables, for formatters that
+    # keep tables of their own aligned with them (see lineprotocol.LineFormatter)
+    lut_index: NDArray[np.int64] | None = None
     # parameter id -> (its column when sampled every frame, else None; else its column in
     # each minor frame, -1 where it is not sampled)
     _columns: dict[str, tuple[int, NDArray[np.int64] | None]] = field(default_factory=dict)
@@ -394,6 +397,7 @@ class Decommutator:
             gaps=self._gaps(counter[rows], rows, last_counter), context=context,
             bad_sync=int(n - np.count_nonzero(sync_ok)),
             bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
+            lut_index=luts[0] if luts else None,
             _columns=self._columns,
         )
         if self._derived_plans:
@@ -421,6 +425,20 @@ class Decommutator:
             fixed = bool((cols >= 0).all() and (cols == cols[0]).all())
             out[pid] = (int(cols[0]), None) if fixed else (-1, cols)
         return out
+
+    def table_layout(self) -> tuple[NDArray[np.int32], int]:
+        """(parameter index of each lookup-table entry, -1 for padding; number of leading
+        one-word table columns in DecodedBatch.lut_index)."""
+        owner = np.full(self._eng_lut.size, PAD, dtype=np.int32)
+        for i, p in enumerate(self._params):
+            n = self._table_words(p)
+            if n:
+                owner[self._lut_start[i]:self._lut_start[i] + (1 << (8 * n))] = i
+        return owner, (self._table.n1 if self._table is not None else 0)
+
+    @property
+    def eng_table(self) -> NDArray[np.float64]:
+        return self._eng_lut
 
     def _consecutive(self, minor: NDArray[np.int64]) -> bool:
         if minor.size == 0:

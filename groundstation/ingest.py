@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import aiomqtt
 import numpy as np
 
-from groundstation import topics
+from groundstation import replay_session, topics
 from groundstation.alarms import AlarmEngine, AlarmError, AlarmEvent
 from groundstation.config import Config
 from groundstation.decom import StreamDecoder
@@ -143,6 +143,8 @@ class IngestService:
         # and self-telemetry, which are few).
         self._submissions: asyncio.Queue[tuple[list[str], list[_Received]]] = asyncio.Queue()
         self.connected = asyncio.Event()
+        # Replay sessions' own definitions (see groundstation/replay_session.py).
+        self.replay_sessions: dict[str, replay_session.SessionInfo] = {}
 
     # --- the service loop ----------------------------------------------------------------
 
@@ -196,7 +198,7 @@ class IngestService:
             self._room.set()
             self._client = client
             for sub in (*topics.TELEMETRY_SUBSCRIPTIONS, ACK_SUBSCRIPTION,
-                        SIM_STATE_SUBSCRIPTION):
+                        SIM_STATE_SUBSCRIPTION, replay_session.SESSION_SUBSCRIPTION):
                 await client.subscribe(sub, qos=1)
             self.connected.set()
             if ready is not None:
@@ -239,6 +241,9 @@ class IngestService:
             elif topic.startswith("sim/state/"):
                 self._on_sim_state(topic, bytes(payload))
                 self._ack(message.mid, message.qos, self._generation)
+            elif topic.startswith("replay/session/"):
+                self._on_replay_session(topic, bytes(payload))
+                self._ack(message.mid, message.qos, self._generation)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         while True:
@@ -270,7 +275,7 @@ class IngestService:
         except ValueError as exc:
             self._reject(topic, "bad_topic", str(exc), payload, now, mid, qos)
             return
-        defn = self.definitions.get(where.vehicle)
+        defn = self._definition(where.source, where.vehicle)
         if defn is None or defn.stream != where.stream:
             self._reject(topic, "unknown_stream", f"no telemetry definition for "
                          f"{where.vehicle}/{where.stream}", payload, now, mid, qos)
@@ -362,7 +367,7 @@ class IngestService:
         if batch.n_good < batch.n_frames:
             self._quarantine_frames(s, batch, frames, times)
         events = s.alarms.process(batch, context)
-        lines = batch_lines(batch, s.source)
+        lines = batch_lines(batch, s.source, s.decoder.decom)
         self.decode_seconds.append(time.perf_counter() - t0)
         if events:
             self._on_alarm_events(s, events, lines)
@@ -437,6 +442,53 @@ class IngestService:
         self.acked += len(received)
         if self._inflight < self.config.ingest.queue_max_messages:
             self._room.set()
+
+    # --- replay sessions: their definitions and their end (groundstation/replay_session.py)
+
+    def _definition(self, source: str, vehicle: str) -> VehicleDefinition | None:
+        """A replay session's own definitions (by default those in force when its frames
+        were recorded), else the ones the ingest runs with."""
+        session = self.replay_sessions.get(source)
+        if session is not None and vehicle in session.definitions:
+            return session.definitions[vehicle]
+        return self.definitions.get(vehicle)
+
+    def _on_replay_session(self, topic: str, payload: bytes) -> None:
+        try:
+            info = replay_session.parse_session_message(topic, payload)
+        except ValueError as exc:
+            self.rejected["bad_replay_session"] += 1
+            log.error("refused the replay session message on %s (its frames get the current "
+                      "definitions): %s", topic, exc)
+            return
+        source = "replay/" + topic.rsplit("/", 1)[1]
+        if info is None:  # the session ended (or its replay tool died: its MQTT will)
+            self.replay_sessions.pop(source, None)
+            self._context_values.pop(source, None)
+            for key, s in list(self.streams.items()):
+                if s.source == source:
+                    self._drop_stream(key)
+                    for t in (topics.alarms(s.vehicle, source) + "/active",
+                              f"ingest/link/{source}/{s.vehicle}"):
+                        self._clear_retained(t)
+            return
+        self.replay_sessions[source] = info
+        for key, s in list(self.streams.items()):
+            if s.source == source and self._definition(source, s.vehicle) is not s.definition:
+                self._drop_stream(key)  # new definitions: the stream starts anew with them
+
+    def _drop_stream(self, key: tuple[str, str, str]) -> None:
+        s = self.streams.pop(key)
+        if s.pending:
+            self._process(s)
+        if s.archive is not None:
+            s.archive.close()
+
+    def _clear_retained(self, topic: str) -> None:
+        if self._outbox.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._outbox.get_nowait()
+        self._outbox.put_nowait((topic, b"", True))
 
     # --- limit context -------------------------------------------------------------------
 
