@@ -312,10 +312,6 @@ class Spool:
     def segments(self) -> int:
         return len(self._segs)
 
-    @property
-    def next_segment(self) -> int:
-        return self._next_seq
-
     def empty(self) -> bool:
         return self.pending_records == 0
 
