@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from groundstation import dashboards as dashboards_cmd
 from groundstation.config import ConfigError, example_toml
 from groundstation.config import add_arguments as add_config_arguments
 from groundstation.config import load as load_config
@@ -24,6 +25,7 @@ examples:
   groundstation defs check                validate every file in telemetry_defs/
   groundstation defs check my_ship.yaml   validate one file
   groundstation defs show apollo_csm      list a vehicle's parameters, units and limits
+  groundstation dashboards build          regenerate dashboards/*.json from telemetry_defs/
 """
 
 
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("vehicle", help="vehicle id, e.g. apollo_csm or soyuz")
     show.add_argument("--defs", type=Path, default=DEFS_DIR)
 
+    dashboards_cmd.add_parser(sub)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -94,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_demo(args.seconds, args.data_dir, args.defs))
         if args.command == "ingest":
             return _ingest(args)
+        if args.command == "dashboards":
+            return dashboards_cmd.run(args)
         if args.command == "defs" and args.defs_command == "check":
             return _defs_check(args.files)
         if args.command == "defs" and args.defs_command == "show":
