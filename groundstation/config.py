@@ -58,8 +58,15 @@ class InfluxConfig(_Section):
     bucket: str | None = Field(None, description="v2 bucket")
     token: str | None = Field(None, description="v2 API token (prefer the environment: "
                                                 "GS_INFLUX_TOKEN)")
-    batch_lines: int = Field(5000, ge=1, le=1_000_000,
+    batch_lines: int = Field(20_000, ge=1, le=1_000_000,
                              description="lines per write request, at most")
+    batch_max_mb: float = Field(8.0, gt=0, le=256,
+                                description="uncompressed line protocol per write request, "
+                                            "at most, MB (fewer, larger requests are what "
+                                            "InfluxDB writes fastest)")
+    queue_max_mb: float = Field(64.0, gt=0, description="line protocol waiting in memory "
+                                                        "for the database, at most, MB; "
+                                                        "beyond it the ingest waits")
     flush_interval_ms: int = Field(100, ge=1, le=60_000,
                                    description="longest a line waits before it is written")
     spool_dir: Path = Field(Path("var/spool"), description="where lines wait on disk "
