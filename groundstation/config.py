@@ -67,6 +67,11 @@ class InfluxConfig(_Section):
     queue_max_mb: float = Field(64.0, gt=0, description="line protocol waiting in memory "
                                                         "for the database, at most, MB; "
                                                         "beyond it the ingest waits")
+    write_concurrency: int = Field(2, ge=1, le=16,
+                                   description="write requests in flight (more keeps the "
+                                               "database busy while the next body is "
+                                               "compressed; order only matters for the "
+                                               "spool, and rewrites are idempotent)")
     flush_interval_ms: int = Field(100, ge=1, le=60_000,
                                    description="longest a line waits before it is written")
     spool_dir: Path = Field(Path("var/spool"), description="where lines wait on disk "
@@ -79,7 +84,7 @@ class IngestConfig(_Section):
     archive_dir: Path = Field(Path("var/archive"), description="raw frame archive directory")
     batch_max_frames: int = Field(4096, ge=1, le=65536,
                                   description="frames of one stream decoded together, at most")
-    batch_max_delay_ms: int = Field(20, ge=0, le=10_000,
+    batch_max_delay_ms: int = Field(5, ge=0, le=10_000,
                                     description="longest a frame waits for its batch to fill")
     queue_max_messages: int = Field(10_000, ge=1, description="received messages waiting to "
                                                               "be processed, at most")
