@@ -17,6 +17,7 @@ from groundstation.config import add_arguments as add_config_arguments
 from groundstation.config import load as load_config
 from groundstation.definitions import DEFS_DIR, DefinitionError, load_all, load_definition
 from groundstation.units import UNITS, convert
+from simulators import cli as sim_cli
 
 EPILOG = """\
 examples:
@@ -26,6 +27,8 @@ examples:
   groundstation defs check my_ship.yaml   validate one file
   groundstation defs show apollo_csm      list a vehicle's parameters, units and limits
   groundstation dashboards build          regenerate dashboards/*.json from telemetry_defs/
+  groundstation sim both --start docking-30m --speed 10
+                                          fly both ships from 30 min before docking, 10x
 """
 
 
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--defs", type=Path, default=DEFS_DIR)
 
     dashboards_cmd.add_parser(sub)
+    sim_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return _ingest(args)
         if args.command == "dashboards":
             return dashboards_cmd.run(args)
+        if args.command == "sim":
+            return sim_cli.run(args)
         if args.command == "defs" and args.defs_command == "check":
             return _defs_check(args.files)
         if args.command == "defs" and args.defs_command == "show":

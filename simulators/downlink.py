@@ -2,7 +2,9 @@
 msgpack envelopes, published at the definition's frame rate.
 
 This is the walking skeleton's simulator: every parameter holds a steady nominal value
-(see nominal_values). The mission models replace the value source, not this transport.
+(see nominal_values), or whatever a `values` callable returns. The demo, the end-to-end
+tests and the benchmarks use it. The mission simulators (`groundstation sim`) fly the ASTP
+timeline with subsystem models instead: see mission.py, telemetry.py, link.py, runner.py.
 """
 
 from __future__ import annotations

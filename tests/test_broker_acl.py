@@ -394,3 +394,17 @@ def test_deploy_config_runs_in_the_real_broker(mosquitto: MosquittoServer,
         asyncio.run(check(server))
         log = server.broker_log_path.read_text()
     assert "Error" not in log, log
+
+
+async def test_a_vehicle_announces_only_its_own_mission_state_to_the_ingest(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "ingest", "sim/state/#") as ingest,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "flight") as flight,
+    ):
+        await csm.publish("sim/state/soyuz", b"SPOOF", qos=1)
+        await flight.publish("sim/state/apollo_csm", b"SPOOF", qos=1)
+        await csm.publish("sim/state/apollo_csm", MARK, qos=1)
+        got = await received_until_mark(ingest)
+    assert got == [("sim/state/apollo_csm", MARK)]

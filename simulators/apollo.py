@@ -1,0 +1,644 @@
+"""The Apollo CSM (with the docking module): subsystem models that share one state, so a
+fault shows up everywhere a flight controller would look for it.
+
+ECS. The CM cabin is a gas inventory (O2, N2, CO2). The pad atmosphere is 60/40 O2/N2 at
+14.7 psia; in ascent the relief valve vents it to ~5.2 psia; in orbit the O2 regulator
+holds ~5.0 psia against a 0.1 lb/h leak and the crew's O2 use, while a slow purge replaces
+the launch nitrogen with O2 over the first day. The crew's CO2 is taken out by two LiOH
+canisters in parallel, changed alternately every 12 h; their efficiency falls as they
+load, so pCO2 rises between changes and with visitors aboard. The O2 flow meter reads what
+the regulators deliver. The glycol loop carries heat to radiators that swing with orbital
+day and night; the evaporator boils waste water when the radiators run warm.
+
+EPS. Three fuel cells in parallel share the load (a polarisation line each, reactant flows
+by Faraday's law: 0.0204 lb/h O2 and 0.00258 lb/h H2 per amp) onto two main buses; loads
+change with phase, night heaters and burns. After CM/SM separation three entry batteries
+carry the CM. Inverters feed the AC buses and are cooled by the glycol.
+
+CRYO. Two O2 and two H2 tanks; the fuel cells and the ECS draw on them (the higher-pressure
+tank of a pair supplies more), heaters cycle to hold pressure, quantities fall.
+
+PROP. SPS propellant and helium are used by each burn; SM RCS quads by attitude control,
+more in rendezvous and for the separation burn; quads are heater-controlled.
+
+DM. The docking module's gas joins the CM's when the tunnel hatches are open; each
+transfer cycle raises it to ~485 mm Hg with N2, shares it with Soyuz's orbital module,
+vents it back to ~255 and flushes it with O2 before the CM hatch opens again.
+
+Figures not in astp-facts.md are estimates and are named as such where they are set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from simulators import timeline as tl
+from simulators.faults import Fault, FaultView
+from simulators.physics import (
+    LB,
+    MMHG_PER_PSI,
+    Gas,
+    Thermostat,
+    breakthrough,
+    clamp,
+    pv_per_kg,
+    relax,
+)
+
+V_CM = 6.17  # m^3, CM habitable volume (218 ft^3)
+V_DM = 4.0  # m^3, DM free volume (estimate; 4.85 m^3 gross)
+PV_O2 = pv_per_kg("o2", 295.0) * LB  # per lb
+PV_N2 = pv_per_kg("n2", 295.0) * LB
+PV_CO2 = pv_per_kg("co2", 295.0) * LB
+CO2_PER_CREW = 0.0919  # lb/h (1.0 kg/day)
+O2_PER_CREW = 0.0772  # lb/h (0.84 kg/day)
+SCRUB_FLOW = 59.0  # m^3/h through the LiOH canisters (~35 cfm suit-loop flow)
+LIOH_CAPACITY = 3.4  # lb CO2 per canister (estimate)
+CABIN_LEAK = 0.10  # lb/h at 5 psia (estimate)
+PURGE = 0.35  # lb/h, post-insertion cabin purge (estimate)
+REG_SET, REG_K, REG_MAX = 5.0, 7.0, 1.4  # psia, lb/h per psi, lb/h
+EMER_SET, EMER_K, EMER_MAX = 4.6, 100.0, 40.0
+RELIEF_DP = 5.2  # psid, ascent relief (estimate: the cabin settles near 5.2 psia)
+O2_CAP, H2_CAP = 326.0, 28.1  # lb per tank
+POTABLE_CAP, WASTE_CAP = 36.0, 56.0  # lb
+SPS_FULL = 18400.0  # kg of propellant in full SPS tanks
+SPS_LOAD = 4000.0  # kg loaded for ASTP (estimate)
+SPS_FLOW = 29.5  # kg/s
+RCS_QUAD = 150.0  # kg usable per quad
+FC_E0 = (32.05, 31.80, 31.90)  # V, open-circuit of each cell (estimates)
+FC_R = 0.11  # ohm
+FEED_R = 0.012  # ohm, fuel cells to each main bus
+SHORT_R = 0.05  # ohm, path of a bus short
+DM_N2_TARGET, DM_CM_PRESS = 485.0, 255.0  # mm Hg
+
+SM_PARAMS = frozenset(
+    [f"fc{k}_{x}" for k in (1, 2, 3) for x in ("volts", "amps", "o2_flow", "h2_flow",
+                                              "skin_temp")]
+    + [f"{g}_tank{k}_{x}" for g in ("o2", "h2") for k in (1, 2) for x in ("press", "qty",
+                                                                         "htr", "fan")]
+    + ["sps_ox_tank_press", "sps_fuel_tank_press", "sps_he_press", "sps_chamber_press",
+       "sps_ox_qty", "sps_fuel_qty", "sps_pitch_gimbal", "sps_yaw_gimbal",
+       "glycol_rad_out_temp"]
+    + [f"sm_rcs_{q}_{x}" for q in "abcd" for x in ("pkg_temp", "prop_press", "qty")])
+DM_PARAMS = frozenset(["dm_press", "dm_hatch_cm", "dm_hatch_soyuz", "dock_ring_pos",
+                       "dock_capture_latch", "dock_ring_latch"])
+
+_FC_KEYS = tuple(tuple(f"fc{k}_{x}" for x in ("volts", "amps", "o2_flow", "h2_flow",
+                                                "skin_temp")) for k in (1, 2, 3))
+_TANK_KEYS = tuple(tuple(f"{g}_tank{k}_{x}" for g in ("o2", "h2")
+                         for x in ("press", "qty", "htr", "fan")) for k in (1, 2))
+_RCS_KEYS = tuple(tuple(f"sm_rcs_{q}_{x}" for x in ("pkg_temp", "prop_press", "qty"))
+                  for q in "abcd")
+
+PHASE_LOAD = {"prelaunch": 52.0, "ascent": 62.0, "orbit": 58.0, "rendezvous": 72.0,
+              "docked": 64.0, "transfer": 68.0, "undocked": 70.0, "entry": 62.0}  # A, est.
+RCS_USE = {"prelaunch": 0.0, "ascent": 0.0, "orbit": 0.12, "rendezvous": 2.5,
+           "docked": 0.08, "transfer": 0.08, "undocked": 1.5, "entry": 0.5}  # kg/h/quad
+
+
+@dataclass
+class Env:
+    """What the ship sees around it at one step."""
+
+    sunlit: float
+    aos: bool  # a ground station or the ATS-6 relay hears it
+    elevation: float  # deg, best ground station
+    relay: bool  # heard through ATS-6
+    station: str
+
+
+def dm_stage(get: float) -> str:
+    """cm (open to the CM), isolated, press_n2, equalise_bo, soyuz, vent, flush,
+    equalise_cm, or none (no DM)."""
+    if not tl.dm_attached(get):
+        return "none"
+    c = tl.dm_cycle_at(get)
+    if c is None:
+        return "cm" if tl.tunnel_open(get) else "isolated"
+    if get < c.start + 16 * 60:
+        return "press_n2"
+    if get < c.hold_start:
+        return "equalise_bo"
+    if get < c.hold_end:
+        return "soyuz"
+    if get < c.hold_end + 15 * 60:
+        return "vent"
+    if get < c.end - 3 * 60:
+        return "flush"
+    return "equalise_cm"
+
+
+class ApolloModel:
+    def __init__(self, historical: bool = True):
+        self.historical = historical
+        self.cm = Gas.at(V_CM, 14.7 * MMHG_PER_PSI, 0.60, 0.4)
+        # The DM is launched with a 255 mm Hg O2 fill (estimate).
+        self.dm = Gas.at(V_DM, DM_CM_PRESS, 1.0, 0.05)
+        self.dm_temp = 293.0
+        self.lioh = [0.3, 1.9]  # lb absorbed; staggered so they are changed alternately
+        self.next_lioh = tl.hms(12)
+        self.o2_flow = 0.2
+        self.o2_high_s = 0.0
+        self.purged = False
+        self.cabin_temp = 72.0
+        self.rad_out, self.evap_out = 40.0, 45.0
+        self.inv_temp = [101.0, 103.5]
+        self.bmag = [Thermostat(169.9, 169.6, 170.4, 0.05, 0.012),
+                     Thermostat(170.2, 169.6, 170.4, 0.05, 0.011, on=False)]
+        self.fc_skin = [416.0, 414.0, 417.0]
+        self.fc_amps = [20.0, 20.0, 20.0]
+        self.fc_volts = [29.7, 29.7, 29.7]
+        self.bus = {"A": 29.3, "B": 29.3}
+        self.batt = [37.0, 36.95, 37.05]
+        self.ac = [115.6, 115.1]
+        self.o2_mass = [316.0, 315.0]
+        self.o2_press = [892.0, 884.0]
+        self.o2_heater = [False, False]
+        self.o2_fans = [False, False]
+        self.h2_mass = [26.7, 26.6]
+        self.h2_press = [246.0, 242.0]
+        self.h2_heater = [False, False]
+        self.potable, self.waste, self.dumping = 0.90 * POTABLE_CAP, 0.25 * WASTE_CAP, False
+        self.sps_prop = SPS_LOAD
+        self.sps_press = [177.5, 178.0]
+        self.rcs = [142.5, 141.0, 143.5, 142.0]
+        self.rcs_temp = [138.0, 140.0, 137.0, 139.0]
+        self.load_jitter = 0.0
+        self.cw: set[str] = set()
+        self.master_until = -math.inf
+        self.ruptures: dict[str, Fault] = {}
+        self.rupture_time: float | None = None
+        self.bus_b_collapse = 0.0  # volts lost on bus B in the Apollo 13 pattern
+        self.fc_fail = [False, False, False]  # cells lost in the Apollo 13 pattern
+        self.o2_flow_pv = 0.0
+        self.activity = 1.0
+        self.crew = 0
+
+    # --- the step -------------------------------------------------------------------------
+
+    def step(self, t: float, dt: float, env: Env, fx: FaultView, rng: Any, coarse: bool
+             ) -> None:
+        h = dt / 3600.0
+        phase = tl.phase_at(tl.APOLLO, t)
+        self.crew = tl.crew_aboard(tl.APOLLO, t)
+        asleep = tl.crew_asleep(tl.APOLLO, t)
+        self.activity = 1.3 if phase == "transfer" else (0.75 if asleep else 1.05)
+        # OU jitter on the electrical load: ~0.8 A, 5 min correlation.
+        self.load_jitter = (self.load_jitter * math.exp(-dt / 300.0)
+                            + 0.8 * math.sqrt(1 - math.exp(-2 * dt / 300.0))
+                            * float(rng.standard_normal()))
+        self._rupture(t, dt, fx)
+        ecs_o2 = self._ecs(t, dt, h, phase, fx)
+        self._eps(t, dt, phase, env, fx)
+        self._cryo(t, dt, h, ecs_o2, fx, coarse)
+        self._thermal(t, dt, env, fx, coarse)
+        self._water(t, h, env)
+        self._prop(t, dt, h, phase, env)
+        if not coarse:
+            self._caution_warning(t, dt)
+
+    # --- ECS -----------------------------------------------------------------------------------
+
+    def dm_connected(self, t: float) -> bool:
+        return dm_stage(t) == "cm"
+
+    def _ecs(self, t: float, dt: float, h: float, phase: str, fx: FaultView) -> float:
+        """Cabin gas for one step; returns the O2 the ECS drew from the cryo tanks, lb/h."""
+        cm = self.cm
+        crew, act = self.crew, self.activity
+        if t < 0:
+            # On the pad the ground equipment holds 14.7 psia of 60/40 through the purge
+            # port; only the crew's CO2 is left to the suit loop and canisters.
+            co2 = cm.co2
+            fresh = Gas.at(V_CM, 14.7 * MMHG_PER_PSI, 0.60, 0.0)
+            cm.o2, cm.n2, cm.co2 = fresh.o2, fresh.n2, co2
+            self._scrub(t, crew, act, h)
+            self.o2_flow = 0.2  # suit-loop O2 from the ground supply
+            return 0.0
+        vol = V_CM + (V_DM if self.dm_connected(t) else 0.0)
+        psi_per_lb = PV_O2 / vol / MMHG_PER_PSI
+        p = cm.press / MMHG_PER_PSI
+        if t < tl.APOLLO_ORBIT + 300:
+            ambient = 14.7 * math.exp(-t / 30.0)
+            if p > ambient + RELIEF_DP:
+                cm.vent_to((ambient + RELIEF_DP) * MMHG_PER_PSI, dt, 6.0)
+        leak_rate = CABIN_LEAK + sum(f.params["rate_lb_h"] * lvl
+                                     for f, lvl in fx.each("cabin_leak"))
+        out = leak_rate * max(p, 0.0) / 5.0
+        if not self.purged and t >= tl.APOLLO_ORBIT + 600:
+            # Once the launch nitrogen is down to 1.5 % (or by GET 36 h) the purge ends.
+            if cm.o2_frac >= 0.985 or t >= tl.hms(36):
+                self.purged = True
+            else:
+                out += PURGE
+        cm.remove_amount(out * PV_O2 * h)
+        cm.o2 = max(cm.o2 - crew * O2_PER_CREW * act * PV_O2 * h, 0.0)
+        self._scrub(t, crew, act, h)
+        if t >= tl.CABIN_REPRESS:
+            # The relief valve lets outside air in on the parachutes (21 % O2).
+            target = 5.0 + 9.7 * clamp((t - tl.CABIN_REPRESS) / (tl.SPLASHDOWN
+                                                                  - tl.CABIN_REPRESS), 0, 1)
+            gap = max(target * MMHG_PER_PSI - cm.press, 0.0) * V_CM
+            cm.o2 += 0.21 * gap
+            cm.n2 += 0.79 * gap
+        # Regulators, implicit in the new pressure so any step size is stable.
+        p = (cm.total + (self.dm.total if self.dm_connected(t) else 0.0)) / vol / MMHG_PER_PSI
+        q = clamp(REG_K * (REG_SET - p) / (1 + psi_per_lb * REG_K * h), 0.0, REG_MAX)
+        p2 = p + psi_per_lb * q * h
+        qe = clamp(EMER_K * (EMER_SET - p2) / (1 + psi_per_lb * EMER_K * h), 0.0, EMER_MAX)
+        if t >= tl.CABIN_REPRESS:
+            q = qe = 0.0
+        cm.o2 += (q + qe) * PV_O2 * h * (V_CM / vol)
+        if self.dm_connected(t):
+            self.dm.o2 += (q + qe) * PV_O2 * h * (V_DM / vol)
+        self.o2_flow = q + qe
+        return q + qe
+
+    def _scrub(self, t: float, crew: int, act: float, h: float) -> None:
+        if t >= self.next_lioh:
+            # The crew changes the more loaded canister; A and B alternate every 12 h.
+            self.lioh[self.lioh.index(max(self.lioh))] = 0.0
+            self.next_lioh += 12 * 3600.0
+        cm = self.cm
+        cm.co2 += crew * CO2_PER_CREW * act * PV_CO2 * h
+        eff = [breakthrough(u, LIOH_CAPACITY) for u in self.lioh]
+        mean = sum(eff) / 2
+        before = cm.co2
+        cm.co2 *= math.exp(-SCRUB_FLOW * mean * h / V_CM)
+        absorbed = (before - cm.co2) / PV_CO2
+        for i in range(2):
+            self.lioh[i] += absorbed * (eff[i] / (2 * mean) if mean > 0 else 0.5)
+
+    # --- EPS -----------------------------------------------------------------------------------
+
+    def _load(self, t: float, phase: str, env: Env) -> float:
+        load = PHASE_LOAD[phase] + 3.0 * (1.0 - env.sunlit) + self.load_jitter
+        load += 2.0 if self.activity > 1.0 else 0.0
+        for b in tl.BURNS:
+            if b.vehicle == tl.APOLLO and b.engine == "SPS" and b.get - 300 <= t < b.end + 60:
+                load += 12.0  # gimbal motors, SCS and the G&N powered for the burn
+        if t >= tl.CM_SM_SEP:
+            load = 34.0 + self.load_jitter * 0.5
+        return load
+
+    def _eps(self, t: float, dt: float, phase: str, env: Env, fx: FaultView) -> None:
+        load = self._load(t, phase, env)
+        shorts = {"A": 0.0, "B": 0.0}
+        for f, lvl in fx.each("bus_undervolt"):
+            shorts[f.params["bus"]] += f.params["amps"] * lvl
+        total = load + shorts["A"] + shorts["B"]
+        if t >= tl.CM_SM_SEP:
+            each = total / 3
+            self.batt = [37.0 - 0.55 * each + d for d in (0.0, -0.05, 0.05)]
+            node = sum(self.batt) / 3 - 0.9
+            self.fc_amps = [0.0, 0.0, 0.0]
+            self.fc_volts = [0.0, 0.0, 0.0]
+        else:
+            health = [1.0 - fx.level("fuel_cell_loss", cell=k + 1) for k in range(3)]
+            health = [0.0 if self.fc_fail[k] else health[k] for k in range(3)]
+            if t >= 0 and max(self.o2_press) < 100.0:
+                health = [0.0, 0.0, 0.0]  # no oxygen left for the cells
+            online = [k for k in range(3) if health[k] > 0.05]
+            e = [FC_E0[k] * (0.75 + 0.25 * health[k]) for k in range(3)]
+            r = [FC_R / max(health[k], 0.05) for k in range(3)]
+            node = 0.0
+            while online:
+                g = sum(1 / r[k] for k in online)
+                node = (sum(e[k] / r[k] for k in online) - total) / g
+                low = [k for k in online if e[k] - node < 0]
+                if not low:
+                    break
+                online = [k for k in online if k not in low]
+            if not online:
+                # No cell left: the entry batteries carry the buses through their diodes.
+                node = sum(self.batt) / 3 - 0.55 * total / 3 - 0.9
+            for k in range(3):
+                if k in online:
+                    self.fc_amps[k] = (e[k] - node) / r[k]
+                    self.fc_volts[k] = node + 0.05 * k
+                else:
+                    self.fc_amps[k] = 0.0
+                    self.fc_volts[k] = relax(self.fc_volts[k], 0.0, dt, 60.0)
+            self.batt = [relax(v, 37.0 + d, dt, 3600.0)
+                         for v, d in zip(self.batt, (0.0, -0.05, 0.05), strict=True)]
+        for bus in ("A", "B"):
+            v = node - FEED_R * (load / 2 + shorts[bus]) - SHORT_R * shorts[bus]
+            if bus == "B":
+                v -= self.bus_b_collapse
+            self.bus[bus] = max(v, 0.0)
+        for i, bus in enumerate(("A", "B")):
+            v = self.bus[bus]
+            self.ac[i] = (115.6 - 0.5 * i) - (8.0 * (25.0 - v) if v < 25.0 else 0.0)
+
+    # --- cryogenics ----------------------------------------------------------------------------
+
+    def _cryo(self, t: float, dt: float, h: float, ecs_o2: float, fx: FaultView,
+              coarse: bool) -> None:
+        if t >= tl.CM_SM_SEP:
+            return
+        if t < 0:
+            fc_o2 = fc_h2 = 0.0  # the ground tops the tanks up on the pad
+        else:
+            fc_o2 = sum(a * 0.0204 for a in self.fc_amps)
+            fc_h2 = sum(a * 0.00258 for a in self.fc_amps)
+        heat = [0.0, 0.0]
+        fans = [False, False]
+        for f, lvl in fx.each("o2_tank_heater"):
+            k = f.params["tank"] - 1
+            heat[k] += f.params["rate_psi_min"] * 60.0 * lvl  # psi/h
+            fans[k] = fans[k] or lvl > 0
+        self.o2_fans = fans
+        self._tanks(self.o2_mass, self.o2_press, self.o2_heater, fc_o2 + ecs_o2, h, dt,
+                    (868.0, 905.0), 300.0, 60.0, O2_CAP, heat, coarse)
+        self._tanks(self.h2_mass, self.h2_press, self.h2_heater, fc_h2, h, dt,
+                    (238.0, 252.0), 150.0, 250.0, H2_CAP, [0.0, 0.0], coarse)
+        # Relief valves at ~1008 psia (O2) and ~280 psia (H2) vent gas and hold pressure.
+        for k in range(2):
+            if self.o2_press[k] > 1008.0:
+                self.o2_mass[k] -= 2.0 * h
+                self.o2_press[k] = relax(self.o2_press[k], 1008.0, dt, 20.0)
+        if self.rupture_time is not None:
+            self._rupture_tanks(t, dt, h)
+
+    def _tanks(self, mass: list[float], press: list[float], heater: list[bool], draw: float,
+               h: float, dt: float, band: tuple[float, float], heat_rate: float,
+               k_draw: float, cap: float, fault_heat: list[float], coarse: bool) -> None:
+        live = [press[k] > 100.0 for k in range(2)]
+        share = clamp(0.5 + (press[0] - press[1]) / 80.0, 0.0, 1.0)
+        if not live[0]:
+            share = 0.0
+        if not live[1]:
+            share = 1.0
+        for k in range(2):
+            d = draw * (share if k == 0 else 1.0 - share)
+            mass[k] = max(mass[k] - d * h, 0.0)
+            if not live[k]:
+                continue
+            q = mass[k] / cap
+            if coarse:
+                press[k] = relax(press[k], sum(band) / 2, dt, 600.0)
+                heater[k] = False
+            else:
+                if press[k] < band[0]:
+                    heater[k] = True
+                elif press[k] > band[1]:
+                    heater[k] = False
+                rate = (heat_rate if heater[k] else 0.0) - k_draw * (1.0 + 0.6 * (1 - q)) * d
+                press[k] += (rate + fault_heat[k]) * h
+
+    # --- the Apollo 13 pattern -----------------------------------------------------------
+
+    def _rupture(self, t: float, dt: float, fx: FaultView) -> None:
+        for f, _lvl in fx.each("o2_tank_heater"):
+            if f.params.get("rupture") and f.id not in self.ruptures:
+                f.memo["before"] = {"o2_mass": list(self.o2_mass),
+                                    "o2_press": list(self.o2_press)}
+                self.ruptures[f.id] = f
+        for fid, f in list(self.ruptures.items()):
+            k = f.params["tank"] - 1
+            if not f.active(t):
+                # The instructor's reset: tanks, cells and bus as they were before.
+                before = f.memo["before"]
+                self.o2_mass, self.o2_press = list(before["o2_mass"]), list(before["o2_press"])
+                self.fc_fail = [False, False, False]
+                self.bus_b_collapse = 0.0
+                self.rupture_time = None
+                f.memo.pop("ruptured", None)
+                del self.ruptures[fid]
+                continue
+            if "ruptured" not in f.memo and self.o2_press[k] >= 1000.0:
+                f.memo["ruptured"] = t
+                self.rupture_time = t
+                self.rupture_tank = k
+
+    def _rupture_tanks(self, t: float, dt: float, h: float) -> None:
+        assert self.rupture_time is not None
+        since = t - self.rupture_time
+        k = self.rupture_tank
+        other = 1 - k
+        self.o2_mass[k] = relax(self.o2_mass[k], 0.0, dt, 5.0)
+        self.o2_press[k] = relax(self.o2_press[k], 20.0, dt, 5.0)
+        # The other tank bleeds through damaged lines: ~880 to ~65 psia in two hours.
+        tau = 7200.0 / math.log(880.0 / 65.0)
+        self.o2_press[other] = relax(self.o2_press[other], 0.0, dt, tau)
+        self.o2_mass[other] = relax(self.o2_mass[other], 0.0, dt, tau)
+        if since >= 150:
+            self.fc_fail[2] = True
+        if since >= 180:
+            self.fc_fail[0] = True
+        if since >= 40:
+            self.bus_b_collapse = relax(self.bus_b_collapse, 14.0, dt, 60.0)
+
+    def rupture_glitch(self, t: float) -> bool:
+        """The 1.8 s telemetry dropout when the tank lets go."""
+        return self.rupture_time is not None and 0.0 <= t - self.rupture_time < 1.8
+
+    # --- thermal -------------------------------------------------------------------------------
+
+    def _thermal(self, t: float, dt: float, env: Env, fx: FaultView, coarse: bool) -> None:
+        s = env.sunlit
+        flow = 1.0 - fx.level("glycol_loop")
+        sm = t < tl.CM_SM_SEP
+        rad_eq = flow * (-5.0 + 55.0 * s) + (1 - flow) * (-60.0 + 150.0 * s)
+        # Without flow the fluid in the thin radiator tubes follows the panels quickly.
+        self.rad_out = relax(self.rad_out, rad_eq, dt, 360.0 if flow > 0.5 else 300.0)
+        evap_nom = 45.0 + 0.03 * (self.rad_out - 20.0) if sm else 46.5
+        self.evap_out = relax(self.evap_out, flow * evap_nom + (1 - flow) * 78.0, dt,
+                              120.0 if flow > 0.5 else 700.0)
+        target = 71.0 + 1.5 * (s - 0.58) + 0.8 * (self.crew - 3) + (1 - flow) * 22.0
+        if t < 0:
+            target = 72.0
+        elif t >= tl.CM_SM_SEP:
+            target = 72.0 + 8.0 * clamp((t - tl.CM_SM_SEP) / 1600.0, 0, 1)
+        self.cabin_temp = relax(self.cabin_temp, target, dt, 5400.0)
+        for i in range(2):
+            ac_load = 1.0
+            eq = (100.0 + 2.5 * i) * ac_load + (1 - flow) * 130.0
+            self.inv_temp[i] = relax(self.inv_temp[i], eq, dt, 2100.0)
+        for b in self.bmag:
+            b.step(dt, coarse=coarse)
+        for k in range(3):
+            eq = 392.0 + 1.1 * self.fc_amps[k] if self.fc_amps[k] > 0.5 else 150.0
+            self.fc_skin[k] = relax(self.fc_skin[k], eq, dt, 1200.0 if eq > 200 else 3600.0)
+        for q in range(4):
+            eq = 138.0 + 8.0 * (s - 0.58) + (-1.0, 1.5, -1.5, 0.5)[q]
+            self.rcs_temp[q] = relax(self.rcs_temp[q], eq, dt, 1800.0)
+        self.dm_temp = relax(self.dm_temp, 293.0 + 3.0 * (s - 0.58), dt, 1200.0)
+
+    # --- water ---------------------------------------------------------------------------------
+
+    def _water(self, t: float, h: float, env: Env) -> None:
+        if t < 0 or t >= tl.CM_SM_SEP:
+            return
+        made = sum(self.fc_amps) * 0.023  # lb/h: the fuel cells' product water
+        drink = 0.2 * self.crew * (0.5 if self.activity < 1.0 else 1.0)
+        self.potable += (made - drink) * h
+        if self.potable > 0.98 * POTABLE_CAP:
+            self.waste += self.potable - 0.98 * POTABLE_CAP
+            self.potable = 0.98 * POTABLE_CAP
+        if self.rad_out > 46.0:
+            # The evaporator boils waste water to cool the glycol when the radiators are warm.
+            self.waste -= 1.2 * clamp((self.rad_out - 46.0) / 4.0, 0, 1) * h
+        if self.waste > 0.78 * WASTE_CAP:
+            self.dumping = True
+        if self.dumping:
+            self.waste -= 40.0 * h
+            if self.waste < 0.30 * WASTE_CAP:
+                self.dumping = False
+        self.potable = clamp(self.potable, 0.0, POTABLE_CAP)
+        self.waste = clamp(self.waste, 0.0, WASTE_CAP)
+
+    # --- propulsion ----------------------------------------------------------------------------
+
+    def _prop(self, t: float, dt: float, h: float, phase: str, env: Env) -> None:
+        if t >= tl.CM_SM_SEP:
+            return
+        burning = False
+        for b in tl.BURNS:
+            if b.vehicle != tl.APOLLO:
+                continue
+            overlap = max(0.0, min(t + dt, b.end) - max(t, b.get))
+            if overlap <= 0:
+                continue
+            if b.engine == "SPS":
+                self.sps_prop = max(self.sps_prop - SPS_FLOW * overlap, 0.0)
+                burning = True
+            else:
+                for q in range(4):
+                    self.rcs[q] -= 0.32 * overlap
+        for q in range(4):
+            self.rcs[q] = max(self.rcs[q] - RCS_USE[phase] * (1 + 0.05 * (q - 1.5)) * h, 0.0)
+        for i in range(2):
+            eq = 171.0 if burning else 177.5 + 0.5 * i + 1.2 * (env.sunlit - 0.58)
+            self.sps_press[i] = relax(self.sps_press[i], eq, dt, 3.0 if burning else 30.0)
+
+    # --- caution and warning -------------------------------------------------------------------
+
+    def _caution_warning(self, t: float, dt: float) -> None:
+        self.o2_high_s = self.o2_high_s + dt if self.o2_flow >= 1.0 else 0.0
+        on: set[str] = set()
+        for bus in ("A", "B"):
+            if self.bus[bus] < 26.25:
+                on.add(f"MAIN BUS {bus} UNDERVOLT")
+        for i, v in enumerate(self.ac):
+            if not 96.0 <= v <= 130.0:
+                on.add(f"AC BUS {i + 1}")
+        if max(self.inv_temp) > 190.0:
+            on.add("INV TEMP")
+        if self.cm.pco2 >= 7.6:
+            on.add("CO2 PP HI")
+        if self.o2_high_s > 16.5:
+            on.add("O2 FLOW HI")
+        if max(b.value for b in self.bmag) > 172 or min(b.value for b in self.bmag) < 168:
+            on.add("BMAG TEMP")
+        if t < tl.CM_SM_SEP and t >= 0:
+            if not all(800.0 <= p <= 950.0 for p in self.o2_press):
+                on.add("CRYO PRESS")
+            if not all(220.0 <= p <= 270.0 for p in self.h2_press):
+                on.add("CRYO PRESS")
+            if not all(157.0 <= p <= 200.0 for p in self.sps_press):
+                on.add("SPS PRESS")
+            if self.rad_out < -30.0:
+                on.add("GLYCOL TEMP LOW")
+            for k in range(3):
+                if not 360.0 <= self.fc_skin[k] <= 500.0:
+                    on.add(f"FC {k + 1}")
+        if on - self.cw:
+            self.master_until = t + 12.0  # the crew resets the master alarm (estimate)
+        self.cw = on
+        if self.historical and tl.FALSE_GNC_ALARM <= t < tl.FALSE_GNC_ALARM + 30:
+            self.master_until = max(self.master_until, tl.FALSE_GNC_ALARM + 30)
+
+    # --- telemetry -----------------------------------------------------------------------------
+
+    def dead_params(self, t: float) -> frozenset[str]:
+        """Channels whose sensors are gone (the SM after separation, the DM when absent):
+        they read raw zero."""
+        dead: frozenset[str] = frozenset()
+        if t >= tl.CM_SM_SEP:
+            dead = dead | SM_PARAMS
+        if not tl.dm_attached(t):
+            dead = dead | DM_PARAMS
+        return dead
+
+    def truth(self, t: float, env: Env) -> dict[str, Any]:
+        cm = self.cm
+        p_cm = cm.press / MMHG_PER_PSI
+        stage = dm_stage(t)
+        docked = tl.docked_at(t)
+        v: dict[str, Any] = {
+            "cabin_press": p_cm,
+            "suit_press": p_cm - (0.10 if t >= 0 else -0.05),
+            "co2_pp": cm.pco2,
+            "o2_flow": self.o2_flow,
+            "suit_comp_dp": 0.38 * clamp(p_cm / 5.0, 0.5, 3.0),
+            "glycol_evap_out_temp": self.evap_out,
+            "glycol_rad_out_temp": self.rad_out,
+            "cabin_o2_pp": cm.po2 / MMHG_PER_PSI,
+            "potable_h2o_qty": 100.0 * self.potable / POTABLE_CAP,
+            "waste_h2o_qty": 100.0 * self.waste / WASTE_CAP,
+            "cabin_temp": self.cabin_temp,
+            "main_bus_a_volts": self.bus["A"],
+            "main_bus_b_volts": self.bus["B"],
+            "batt_a_volts": self.batt[0],
+            "batt_b_volts": self.batt[1],
+            "batt_c_volts": self.batt[2],
+            "ac_bus1_volts": self.ac[0],
+            "ac_bus2_volts": self.ac[1],
+            "inv1_temp": self.inv_temp[0],
+            "inv2_temp": self.inv_temp[1],
+            "sps_ox_tank_press": self.sps_press[0],
+            "sps_fuel_tank_press": self.sps_press[1],
+            "sps_he_press": 3550.0 * (1.0 - 0.55 * (SPS_LOAD - self.sps_prop) / SPS_LOAD),
+            "sps_ox_qty": 100.0 * self.sps_prop / SPS_FULL,
+            "sps_fuel_qty": 100.0 * self.sps_prop / SPS_FULL + 0.4,
+            "cm_rcs1_press": 292.0 + 1.5 * (env.sunlit - 0.58),
+            "cm_rcs2_press": 294.0 + 1.5 * (env.sunlit - 0.58),
+            "bmag1_temp": self.bmag[0].value,
+            "bmag2_temp": self.bmag[1].value,
+            # Sealed between closed hatches the DM's gas warms and cools with the sun (the
+            # real "leak" that both centres puzzled over); open, it shares one pressure.
+            "dm_press": self.dm.press * (self.dm_temp / 293.0 if stage == "isolated" else 1.0),
+            "dm_hatch_cm": "OPEN" if stage == "cm" else "CLOSED",
+            "dm_hatch_soyuz": "OPEN" if stage == "soyuz" else "CLOSED",
+            "cm_fwd_hatch": "OPEN" if tl.tunnel_open(t) else "CLOSED",
+            "dock_ring_pos": "EXTENDED" if tl.hms(43, 50) <= t < tl.DOCKING_1 + 150
+            else "RETRACTED",
+            "dock_capture_latch": "CAPTURED" if docked else "FREE",
+            "dock_ring_latch": "LATCHED" if (tl.DOCKING_1 + 300 <= t < tl.UNDOCKING_1
+                                             or tl.DOCKING_2 + 300 <= t < tl.UNDOCKING_2)
+            else "UNLATCHED",
+            "sband_signal": self._sband(env),
+            "pcm_mode": "HBR",
+            "pcm_sync": "SYNC",
+            "uplink_lock": "LOCK" if env.aos else "NOLOCK",
+            "master_alarm": "ON" if t < self.master_until else "OFF",
+            "dm_attached": "YES" if tl.dm_attached(t) else "NO",
+        }
+        for k, (kv, ka, ko, kh, ks) in enumerate(_FC_KEYS):
+            amps = self.fc_amps[k]
+            v[kv], v[ka], v[ko], v[kh], v[ks] = (self.fc_volts[k], amps, 0.0204 * amps,
+                                                  0.00258 * amps, self.fc_skin[k])
+        fans = self.o2_fans
+        for k, (op, oq, oh, of, hp, hq, hh, hf) in enumerate(_TANK_KEYS):
+            v[op], v[oq] = self.o2_press[k], 100.0 * self.o2_mass[k] / O2_CAP
+            v[oh] = "ON" if self.o2_heater[k] or fans[k] else "OFF"
+            v[of] = "ON" if fans[k] else "OFF"
+            v[hp], v[hq] = self.h2_press[k], 100.0 * self.h2_mass[k] / H2_CAP
+            v[hh], v[hf] = "ON" if self.h2_heater[k] else "OFF", "OFF"
+        for q, (kt, kp, kq) in enumerate(_RCS_KEYS):
+            v[kt] = self.rcs_temp[q]
+            v[kp] = 181.0 + (self.rcs_temp[q] - 138.0) / 8.0
+            v[kq] = 100.0 * self.rcs[q] / RCS_QUAD
+        return v
+
+    @staticmethod
+    def _sband(env: Env) -> float:
+        """Up-link receiver AGC: stronger high in the sky; the noise floor with no up-link."""
+        if not env.aos:
+            return -133.5
+        if env.relay:
+            return -108.0
+        return -112.0 + 30.0 * math.sin(math.radians(max(env.elevation, 0.0)))

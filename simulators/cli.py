@@ -1,0 +1,275 @@
+"""`groundstation sim`: fly Apollo, Soyuz or both through the ASTP mission onto a broker.
+
+groundstation.cli wires this in with add_parser(subparsers) and run(args); it also runs on
+its own: python -m simulators.cli sim both --speed 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from groundstation.definitions import DEFS_DIR, DefinitionError, load_all
+from simulators import timeline as tl
+from simulators.clock import format_get, parse_duration
+from simulators.control import control_topic, reply_topic, state_topic
+from simulators.faults import CATALOGUE, FaultError, FaultManager
+from simulators.mission import Mission
+from simulators.runner import RunnerOptions, SimRunner
+
+SHIPS = {"apollo": [tl.APOLLO], "soyuz": [tl.SOYUZ], "both": [tl.APOLLO, tl.SOYUZ]}
+SHORT = {"apollo": tl.APOLLO, "apollo_csm": tl.APOLLO, "soyuz": tl.SOYUZ}
+
+DESCRIPTION = """\
+Fly the simulated Apollo CSM and Soyuz 19 through the 1975 ASTP mission and downlink their
+PCM telemetry to an MQTT broker, as the real ships did to Houston and Moscow.
+
+The mission clock is ground elapsed time (GET) from the Apollo liftoff, 1975-07-15
+19:50:01 UTC (Soyuz launched at GET -007:30:01). Both ships are always simulated together
+(the docking module's gas is shared with Soyuz during transfers); you choose which of them
+transmit. A ship transmits only while a ground station hears it: NASA's network for Apollo
+(plus the ATS-6 relay while docked), the Soviet stations for Soyuz. Apollo records what it
+cannot send and dumps the recording, faster than real time, after the next acquisition of
+signal; Soyuz's data out of coverage is lost.
+
+Each ship's subsystems are physical models that stay consistent: the O2 regulator holds
+the cabin against leaks, LiOH canisters load up and are changed, fuel cells share the load,
+cryo tanks empty, burns use propellant, temperatures follow orbital day and night. Values
+go through sensor noise and the telemetry definitions' encoder, so every reading is a real
+count of its sensor. The same --seed and --start give the same frames, byte for byte.
+
+Topics:
+  telemetry/live/<vehicle>/<stream>  frames, msgpack envelopes (playback dumps too, with
+                                     their original seq and times and "playback": true)
+  sim/state/<vehicle>                retained JSON: GET, UTC, phase, docked, AOS, faults
+  sim/control/<vehicle>              JSON requests: inject and clear faults (see below)
+  sim/reply/<vehicle>                one JSON reply per request; bad requests change nothing
+"""
+
+EPILOG = """\
+examples:
+  groundstation sim both                              both ships, real time, from T-1 h
+  groundstation sim both --speed 100                  100 mission seconds every second
+  groundstation sim apollo --start docking-30m        start 30 min before the first docking
+  groundstation sim soyuz --start 041:00:00 --until 045:00:00 --speed 20
+  groundstation sim both --start 055:00:00 \\
+      --fault apollo:o2_tank_heater:tank=2,rupture=true,at=055:53:00
+  groundstation sim apollo --fault apollo:cabin_leak:rate_lb_h=2,ramp_s=300
+  groundstation sim both --list-events                the timeline, with its GETs
+  groundstation sim both --list-faults                what can be broken, and how
+
+control requests (mosquitto_pub -t sim/control/apollo_csm -m '...'):
+  {"cmd": "inject", "fault": "fuel_cell_loss", "params": {"cell": 2}, "id": "drill-1"}
+  {"cmd": "inject", "fault": "cabin_leak", "params": {"rate_lb_h": 5}, "at": "docking+10m",
+   "ramp_s": 120, "duration_s": 1800}
+  {"cmd": "inject", "fault": "sensor_stuck", "params": {"parameter": "cabin_press"}}
+  {"cmd": "inject", "fault": "los", "duration_s": 600}    Apollo records, then dumps
+  {"cmd": "clear", "fault_id": "F1"}      {"cmd": "clear", "fault": "cabin_leak"}
+  {"cmd": "clear_all"}    {"cmd": "list"}    {"cmd": "status"}
+  Watch the answers with: mosquitto_sub -t 'sim/reply/#' -t 'sim/state/#' -v
+
+times (--start, --until, "at"): a GET such as 044:19:08 or -007:30:01, or an event with an
+optional offset such as docking-30m, tpi+5m, splashdown-1h30m (--list-events).
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Add the `sim` subcommand to groundstation's argument parser."""
+    p = subparsers.add_parser(
+        "sim", help="fly the simulated ships through the ASTP mission onto a broker",
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("ships", choices=sorted(SHIPS), help="which ships transmit")
+    p.add_argument("--host", default="127.0.0.1", help="MQTT broker (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    p.add_argument("--username", help="broker user name")
+    p.add_argument("--password", help="broker password")
+    p.add_argument("--speed", type=float, default=1.0,
+                   help="mission seconds per real second: 1 is real time; 100 flies an "
+                        "orbit in under a minute (default 1)")
+    p.add_argument("--start", default="apollo-launch-1h",
+                   help="GET or event[+/-offset] to start at (default apollo-launch-1h)")
+    p.add_argument("--until", help="GET or event[+/-offset] to stop at (default: the end of "
+                                   "the ships' missions)")
+    p.add_argument("--seed", type=int, default=1975,
+                   help="random seed: the same seed and start give the same frames")
+    p.add_argument("--frames-per-message", type=int, default=None, metavar="N",
+                   help="minor frames per MQTT message (default: about ten messages a "
+                        "second per ship at the chosen speed, at least 5)")
+    p.add_argument("--qos", type=int, choices=(0, 1, 2), default=1,
+                   help="MQTT QoS for telemetry (default 1: at least once)")
+    p.add_argument("--backlog-frames", type=int, default=500_000, metavar="N",
+                   help="frames kept while the broker is unreachable; past this the "
+                        "oldest are dropped and counted (default 500000)")
+    p.add_argument("--recorder-minutes", type=float, default=120.0,
+                   help="Apollo's onboard recorder, minutes of HBR data (default 120)")
+    p.add_argument("--playback-rate", type=float, default=10.0,
+                   help="recorded frames dumped per live frame at AOS (default 10)")
+    p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
+                   help="inject a fault at start-up; keys are the fault's parameters and "
+                        "at, ramp_s, duration_s (repeatable)")
+    p.add_argument("--no-historical", action="store_true",
+                   help="leave out the real minor anomalies (Soyuz TV failure, the false "
+                        "GNC alarm of Jul 17)")
+    p.add_argument("--defs", type=Path, default=DEFS_DIR,
+                   help="telemetry definitions directory (default telemetry_defs/)")
+    p.add_argument("--list-events", action="store_true", help="print the timeline and exit")
+    p.add_argument("--list-faults", action="store_true", help="print the faults and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the `sim` subcommand; returns the exit status."""
+    if args.list_events:
+        for e in tl.EVENTS:
+            print(e.describe())
+        return 0
+    if args.list_faults:
+        _print_faults()
+        return 0
+    try:
+        start = tl.parse_time(args.start)
+        until = tl.parse_time(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if until is not None and until <= start:
+        print(f"error: --until {format_get(until)} is not after --start {format_get(start)}",
+              file=sys.stderr)
+        return 2
+    if not 0 < args.speed <= 10000:
+        print("error: --speed must be above 0 and at most 10000", file=sys.stderr)
+        return 2
+    early = FaultManager()  # catch a mistyped --fault before the slower start-up
+    for spec in args.fault:
+        try:
+            _parse_fault(spec, lambda v, n, p, c: early.validate(v, n, p, start, **c))
+        except (FaultError, ValueError) as exc:
+            print(f"error: --fault {spec!r}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        defs = load_all(args.defs)
+    except DefinitionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ships = SHIPS[args.ships]
+    missing = [v for v in ships if v not in defs]
+    if missing:
+        print(f"error: no telemetry definition for {', '.join(missing)} in {args.defs}",
+              file=sys.stderr)
+        return 1
+    mission = Mission(start, seed=args.seed, historical=not args.no_historical,
+                      definitions=defs)
+    for spec in args.fault:
+        try:
+            f = _inject(mission, spec)
+        except (FaultError, ValueError) as exc:
+            print(f"error: --fault {spec!r}: {exc}", file=sys.stderr)
+            return 2
+        print(f"fault {f.id}: {f.vehicle} {f.name} {f.params} from {format_get(f.start)}")
+    options = RunnerOptions(
+        host=args.host, port=args.port, username=args.username, password=args.password,
+        speed=args.speed, frames_per_message=args.frames_per_message, qos=args.qos,
+        backlog_frames=args.backlog_frames, recorder_s=args.recorder_minutes * 60.0,
+        playback_rate=args.playback_rate, until=until)
+    runner = SimRunner(mission, [defs[v] for v in ships], options)
+    print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
+          f"{args.host}:{args.port} (seed {args.seed}); control on "
+          f"{', '.join(control_topic(v) for v in ships)}, replies on "
+          f"{', '.join(reply_topic(v) for v in ships)}, state on "
+          f"{', '.join(state_topic(v) for v in ships)}")
+    return asyncio.run(_run(runner))
+
+
+async def _run(runner: SimRunner) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await runner.run(stop)
+    for v in runner.vehicles:
+        s = runner.tx[v].stats
+        print(f"{v}: {s.live_frames} live and {s.playback_frames} playback frames in "
+              f"{s.messages} messages; {runner.tx[v].recorded} still on the recorder; "
+              f"{runner.publisher.dropped_frames} dropped from the backlog")
+    print(f"stopped at {format_get(runner.mission.t)}; achieved {runner.achieved_speed:.1f}x")
+    return 0
+
+
+def _inject(mission: Mission, spec: str) -> Any:
+    return _parse_fault(spec, lambda v, n, p, c: mission.inject(v, n, p, **c))
+
+
+def _parse_fault(spec: str, apply: Any) -> Any:
+    """SHIP:FAULT[:KEY=VALUE,...] -> apply(vehicle, fault, params, common options)."""
+    parts = spec.split(":", 2)
+    if len(parts) < 2 or parts[0] not in SHORT:
+        raise ValueError("write SHIP:FAULT[:KEY=VALUE,...] with SHIP apollo or soyuz")
+    vehicle, name = SHORT[parts[0]], parts[1]
+    params: dict[str, Any] = {}
+    common: dict[str, Any] = {}
+    for item in (parts[2].split(",") if len(parts) == 3 and parts[2] else []):
+        if "=" not in item:
+            raise ValueError(f"{item!r} is not KEY=VALUE")
+        k, v = (x.strip() for x in item.split("=", 1))
+        value = _value(v)
+        if k in ("at", "ramp_s", "duration_s"):
+            value = parse_duration(v) if k != "at" else v
+            common[k] = value
+        else:
+            params[k] = value
+    return apply(vehicle, name, params, common)
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _print_faults() -> None:
+    for spec in CATALOGUE.values():
+        ships = ", ".join(spec.vehicles)
+        print(f"{spec.name}  [{spec.kind}; {ships}]\n    {spec.doc}")
+        for p in spec.params:
+            bits = [p.doc]
+            if p.required:
+                bits.append("required")
+            elif p.default is not None:
+                bits.append(f"default {p.default}")
+            if p.choices:
+                bits.append("one of " + "/".join(map(str, p.choices)))
+            elif p.lo is not None or p.hi is not None:
+                bits.append(f"{p.lo:g}..{p.hi:g}" if p.lo is not None and p.hi is not None
+                            else "")
+            print(f"      {p.name}: {'; '.join(b for b in bits if b)}")
+        if spec.effects:
+            print(f"    effect: {spec.effects}")
+    print("\nevery fault also takes: at (GET, event+/-offset or now), ramp_s, duration_s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulators.cli")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

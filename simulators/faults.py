@@ -1,0 +1,373 @@
+"""Fault injection: the catalogue of faults, their parameters and validation, and the set
+of active faults the models consult at every step.
+
+A fault starts at a GET (or now), optionally ramps its severity linearly from 0 to 1 over
+ramp_s, and lasts until it is cleared or for duration_s. Everything an instructor can send
+is validated here, by the Python API and the MQTT control topic alike: an unknown fault, a
+parameter of the wrong type or out of range, or an unknown key raises FaultError and
+changes nothing.
+
+Clearing a fault removes its cause and the physics recovers at its own pace (a cabin
+repressurises, a fuel cell warms up again). Faults that destroy hardware (the Apollo 13
+tank rupture) are reset by clearing: the instructor's reset puts the hardware back as it
+was when the fault started.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulators import timeline as tl
+from simulators.clock import format_get
+
+
+class FaultError(ValueError):
+    """A fault request that cannot be applied; the message says exactly why."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type | tuple[type, ...]  # accepted JSON types
+    doc: str
+    default: Any = None
+    required: bool = False
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    def check(self, fault: str, value: Any) -> Any:
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise FaultError(f"{fault}: {self.name} must be {_kind_text(kinds)}, got a boolean")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise FaultError(f"{fault}: {self.name} must be {_kind_text(kinds)}, got "
+                             f"{type(value).__name__} {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise FaultError(f"{fault}: {self.name} must be a finite number")
+        if self.choices is not None and value not in self.choices:
+            raise FaultError(f"{fault}: {self.name} must be one of "
+                             f"{', '.join(map(str, self.choices))}; got {value!r}")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if self.lo is not None and value < self.lo:
+                raise FaultError(f"{fault}: {self.name} {value} is below {self.lo:g}")
+            if self.hi is not None and value > self.hi:
+                raise FaultError(f"{fault}: {self.name} {value} is above {self.hi:g}")
+        return value
+
+
+def _kind_text(kinds: tuple[type, ...]) -> str:
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    name: str
+    vehicles: tuple[str, ...]
+    kind: str  # sensor | system | link
+    doc: str
+    params: tuple[Param, ...] = ()
+    effects: str = ""
+
+
+_PARAM = Param("parameter", str, "telemetry parameter id", required=True)
+_LINK = (tl.APOLLO, tl.SOYUZ)
+
+CATALOGUE: dict[str, FaultSpec] = {s.name: s for s in (
+    # --- sensor faults (any measured parameter) ---------------------------------------
+    FaultSpec("sensor_stuck", _LINK, "sensor", "the reading freezes",
+              (_PARAM, Param("value", (float, str), "value to stick at (default: the reading "
+                                                   "when the fault starts)")),
+              "the parameter holds one value; noise stops"),
+    FaultSpec("sensor_bias", _LINK, "sensor", "a constant offset on the reading",
+              (_PARAM, Param("offset", float, "offset in the parameter's unit",
+                             required=True)),
+              "reading = truth + offset (ramped)"),
+    FaultSpec("sensor_drift", _LINK, "sensor", "a reading that walks away from the truth",
+              (_PARAM, Param("rate_per_h", float, "drift in the parameter's unit per hour",
+                             required=True)),
+              "reading = truth + rate x time since the fault started"),
+    FaultSpec("sensor_noisy", _LINK, "sensor", "extra noise on the reading",
+              (_PARAM, Param("sigma", float, "standard deviation in the parameter's unit",
+                             required=True, lo=0.0)),
+              "Gaussian noise of sigma added (ramped)"),
+    FaultSpec("sensor_dropout", _LINK, "sensor", "the sensor's signal is lost",
+              (_PARAM, Param("to", str, "reads the bottom or the top of the range",
+                             default="low", choices=("low", "high"))),
+              "reads raw count 0 (low) or full scale (high)"),
+    # --- link faults -----------------------------------------------------------------------
+    FaultSpec("bit_errors", _LINK, "link", "random bit errors on the downlink",
+              (Param("ber", float, "bit error rate", default=1e-4, lo=1e-9, hi=0.05),),
+              "frames with flipped bits (bad sync, wrong counters, wrong values)"),
+    FaultSpec("frame_loss", _LINK, "link", "whole frames lost on the downlink",
+              (Param("probability", float, "chance each frame is lost", default=0.05,
+                     lo=0.0, hi=1.0),),
+              "gaps in the frame counter"),
+    FaultSpec("sync_loss", _LINK, "link",
+              "garbled frames, the Apollo 12 lightning pattern (give duration_s for a burst)",
+              (Param("fraction", float, "share of frames garbled", default=1.0, lo=0.0,
+                     hi=1.0),),
+              "frames of random bytes: no sync, no counter; pcm_sync reads NOSYNC"),
+    FaultSpec("los", _LINK, "link", "loss of signal: nothing reaches the ground",
+              (), "no frames; Apollo records and dumps the recording when the fault clears"),
+    # --- Apollo system faults -----------------------------------------------------------
+    FaultSpec("cabin_leak", _LINK, "system", "cabin leak at a given rate",
+              (Param("rate_lb_h", float, "Apollo: leak in lb/h at 5 psia", lo=0.01, hi=300.0),
+               Param("rate_kg_h", float, "Soyuz: leak in kg/h at 510 mm Hg", lo=0.01,
+                     hi=100.0),
+               Param("module", str, "Soyuz: sa (descent module) or bo (orbital module)",
+                     default="bo", choices=("sa", "bo"))),
+              "Apollo: O2 flow rises (the regulator makes up the loss; above 1.0 lb/h for "
+              "16.5 s is the O2 FLOW HIGH alarm), then cabin and suit pressure fall when "
+              "the leak exceeds what the regulators can supply; O2 tank quantities fall "
+              "faster. Soyuz: module pressure and pO2 fall, O2 reserve is drawn down"),
+    FaultSpec("fuel_cell_loss", (tl.APOLLO,), "system", "a fuel cell fails",
+              (Param("cell", int, "fuel cell 1, 2 or 3", required=True, choices=(1, 2, 3)),),
+              "the cell's volts fall to zero, its amps and reactant flows to zero, its skin "
+              "temperature cools below limits; the other cells carry the load"),
+    FaultSpec("bus_undervolt", _LINK, "system", "a short on a DC main bus",
+              (Param("bus", str, "Apollo: main bus A or B", default="B", choices=("A", "B")),
+               Param("amps", float, "short-circuit load", default=40.0, lo=1.0, hi=100.0)),
+              "Apollo: the bus falls below the 26.25 V MAIN BUS UNDERVOLT line, fuel-cell "
+              "amps rise. Soyuz: bus and battery volts fall, load current rises, battery "
+              "discharges"),
+    FaultSpec("o2_tank_heater", (tl.APOLLO,), "system",
+              "cryo O2 tank heater and fan stuck on (the Apollo 13 pattern)",
+              (Param("tank", int, "O2 tank 1 or 2", default=2, choices=(1, 2)),
+               Param("rate_psi_min", float, "pressure rise", default=60.0, lo=1.0, hi=200.0),
+               Param("rupture", bool, "rupture at 1000 psia and play out Apollo 13",
+                     default=False)),
+              "tank pressure climbs past 950 psia; heater and fan discretes ON. With rupture: "
+              "the tank drops to ~20 psia, a 1.8 s telemetry dropout, the other tank bleeds "
+              "from ~880 to ~65 psia in two hours, main bus B undervolt after ~40 s falling "
+              "to ~14 V, fuel cells 3 and 1 fail, main bus A ~25.5 V"),
+    FaultSpec("glycol_loop", (tl.APOLLO,), "system", "glycol coolant pump failure",
+              (), "evaporator outlet rises past 66 degF, radiator outlet falls below -30 degF "
+                  "in the dark, inverter temperatures pass 190 degF, the cabin warms"),
+    # --- Soyuz system faults ----------------------------------------------------------------
+    FaultSpec("cabin_depress", (tl.SOYUZ,), "system", "Soyuz cabin depressurisation (a hole)",
+              (Param("hole_mm", float, "hole diameter", default=10.0, lo=0.5, hi=50.0),
+               Param("module", str, "sa or bo", default="sa", choices=("sa", "bo"))),
+              "module pressure falls exponentially (Soyuz 11: 915 to 50 mm Hg in ~2 min), "
+              "pO2 with it; O2 reserve drawn trying to hold pO2"),
+    FaultSpec("coolant_loop", (tl.SOYUZ,), "system", "Soyuz thermal-control pump failure",
+              (), "coolant pump OFF, coolant temperature passes 30 degC, cabin temperatures "
+                  "and humidity rise"),
+)}
+
+COMMON = (
+    Param("at", (str, float), "GET (HHH:MM:SS), event[+/-offset], GET seconds, or 'now'",
+          default="now"),
+    Param("ramp_s", float, "seconds to ramp from nothing to full severity", default=0.0,
+          lo=0.0, hi=86400.0),
+    Param("duration_s", float, "clears itself after this many seconds", lo=0.1, hi=1e7),
+)
+
+
+@dataclass
+class Fault:
+    id: str
+    vehicle: str
+    name: str
+    params: dict[str, Any]
+    start: float
+    ramp_s: float = 0.0
+    end: float | None = None
+    # Scratch space for the models (e.g. the value a stuck sensor holds, a tank's state
+    # before a rupture); not part of the request.
+    memo: dict[str, Any] = field(default_factory=dict)
+
+    def level(self, get: float) -> float:
+        if get < self.start or (self.end is not None and get >= self.end):
+            return 0.0
+        if self.ramp_s <= 0:
+            return 1.0
+        return min(1.0, (get - self.start) / self.ramp_s)
+
+    def active(self, get: float) -> bool:
+        return self.start <= get and (self.end is None or get < self.end)
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "vehicle": self.vehicle, "fault": self.name,
+                "params": self.params, "start": format_get(self.start),
+                "ramp_s": self.ramp_s, "end": None if self.end is None
+                else format_get(self.end)}
+
+
+class FaultManager:
+    """Every fault injected in a mission, active, scheduled or finished."""
+
+    def __init__(self, parameter_check: Callable[[str, str], Any] | None = None):
+        # parameter_check(vehicle, pid) -> the Parameter (raises KeyError when unknown);
+        # sensor faults need it to check the parameter and the value.
+        self.faults: list[Fault] = []
+        self._next = 1
+        self._check_parameter = parameter_check
+
+    def validate(self, vehicle: str, name: str, params: Mapping[str, Any] | None,
+                 now: float, at: Any = "now", ramp_s: Any = 0.0, duration_s: Any = None
+                 ) -> Fault:
+        """A Fault built from a request, or FaultError saying what is wrong with it."""
+        if vehicle not in tl.VEHICLES:
+            raise FaultError(f"no vehicle {vehicle!r}; vehicles are {', '.join(tl.VEHICLES)}")
+        if not isinstance(name, str):
+            raise FaultError(f"fault must be a string naming the fault, got "
+                             f"{type(name).__name__}")
+        spec = CATALOGUE.get(name)
+        if spec is None:
+            raise FaultError(f"no fault {name!r}; faults are {', '.join(CATALOGUE)}")
+        if vehicle not in spec.vehicles:
+            raise FaultError(f"{name} is a {', '.join(spec.vehicles)} fault, not {vehicle}")
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise FaultError(f"{name}: params must be a map of parameter names to values")
+        known = {p.name: p for p in spec.params}
+        unknown = [k for k in params if k not in known]
+        if unknown:
+            raise FaultError(f"{name}: unknown parameter {unknown[0]!r}; it takes "
+                             f"{', '.join(known) or 'no parameters'}")
+        out: dict[str, Any] = {}
+        for p in spec.params:
+            if p.name in params:
+                out[p.name] = p.check(name, params[p.name])
+            elif p.required:
+                raise FaultError(f"{name}: {p.name} is required ({p.doc})")
+            elif p.default is not None:
+                out[p.name] = p.default
+        self._check_specific(vehicle, name, out)
+        common = {c.name: c for c in COMMON}
+        start = _when(at, now)
+        ramp = common["ramp_s"].check(name, ramp_s if ramp_s is not None else 0.0)
+        end = None
+        if duration_s is not None:
+            end = start + common["duration_s"].check(name, duration_s)
+        return Fault(id="", vehicle=vehicle, name=name, params=out, start=start, ramp_s=ramp,
+                     end=end)
+
+    def _check_specific(self, vehicle: str, name: str, params: dict[str, Any]) -> None:
+        if name == "cabin_leak":
+            unit = "rate_lb_h" if vehicle == tl.APOLLO else "rate_kg_h"
+            other = "rate_kg_h" if vehicle == tl.APOLLO else "rate_lb_h"
+            if other in params:
+                raise FaultError(f"cabin_leak on {vehicle} takes {unit}, not {other}")
+            if unit not in params:
+                raise FaultError(f"cabin_leak: {unit} is required on {vehicle}")
+            if vehicle == tl.APOLLO:
+                params.pop("module", None)
+        if name == "bus_undervolt" and vehicle == tl.SOYUZ and params.get("bus", "B") != "B":
+            raise FaultError("bus_undervolt on soyuz: Soyuz has one bus; leave out 'bus'")
+        if CATALOGUE[name].kind != "sensor":
+            return
+        pid = params["parameter"]
+        if self._check_parameter is None:
+            return
+        try:
+            p = self._check_parameter(vehicle, pid)
+        except KeyError:
+            raise FaultError(f"{name}: {vehicle} has no parameter {pid!r}") from None
+        if name in ("sensor_bias", "sensor_drift", "sensor_noisy") and p.type != "analog":
+            raise FaultError(f"{name}: {pid} is a {p.type}; only analog readings can be "
+                             "biased, drift or be noisy")
+        if p.type == "discrete" or p.type == "counter" or "value" not in params:
+            if "value" in params and p.type == "discrete":
+                states = (p.calibration.states or {}).values() if p.calibration else []
+                if params["value"] not in states:
+                    raise FaultError(f"{name}: {params['value']!r} is not a state of {pid} "
+                                     f"({', '.join(states)})")
+            return
+        value = params["value"]
+        if not isinstance(value, float):
+            raise FaultError(f"{name}: value for {pid} must be a number")
+        lo, hi = p.eng_range()
+        if not lo <= value <= hi:
+            raise FaultError(f"{name}: value {value} is outside {pid}'s sensor range "
+                             f"{lo:g}..{hi:g} {p.unit}")
+
+    def add(self, fault: Fault) -> Fault:
+        fault.id = f"F{self._next}"
+        self._next += 1
+        self.faults.append(fault)
+        return fault
+
+    def inject(self, vehicle: str, name: str, params: Mapping[str, Any] | None = None, *,
+               now: float, at: Any = "now", ramp_s: float = 0.0,
+               duration_s: float | None = None) -> Fault:
+        return self.add(self.validate(vehicle, name, params, now, at, ramp_s, duration_s))
+
+    def clear(self, now: float, *, vehicle: str | None = None, fault_id: str | None = None,
+              name: str | None = None) -> list[Fault]:
+        """End matching faults now (or cancel ones not yet started). Raises FaultError when
+        nothing matches."""
+        if fault_id is not None and not isinstance(fault_id, str):
+            raise FaultError("fault_id must be a string such as 'F3'")
+        if name is not None and name not in CATALOGUE:
+            raise FaultError(f"no fault {name!r}; faults are {', '.join(CATALOGUE)}")
+        hit = [f for f in self.faults
+               if (f.end is None or f.end > now)
+               and (vehicle is None or f.vehicle == vehicle)
+               and (fault_id is None or f.id == fault_id)
+               and (name is None or f.name == name)]
+        if not hit and (fault_id is not None or name is not None):
+            what = fault_id if fault_id is not None else name
+            raise FaultError(f"no active or scheduled fault {what!r}"
+                             + (f" on {vehicle}" if vehicle else ""))
+        for f in hit:
+            f.end = max(now, f.start)
+        return hit
+
+    def active(self, vehicle: str, get: float) -> list[Fault]:
+        return [f for f in self.faults if f.vehicle == vehicle and f.active(get)]
+
+    def pending_or_active(self, vehicle: str | None, get: float) -> list[Fault]:
+        return [f for f in self.faults if (vehicle is None or f.vehicle == vehicle)
+                and (f.end is None or f.end > get)]
+
+
+def _when(at: Any, now: float) -> float:
+    if at is None or (isinstance(at, str) and at.strip().lower() == "now"):
+        return now
+    if isinstance(at, bool):
+        raise FaultError("at must be 'now', a GET such as '055:53:00', an event such as "
+                         "'docking+10m', or GET seconds")
+    if isinstance(at, int | float):
+        if not math.isfinite(at):
+            raise FaultError("at must be a finite number of GET seconds")
+        t = float(at)
+    elif isinstance(at, str):
+        try:
+            t = tl.parse_time(at)
+        except ValueError as exc:
+            raise FaultError(f"at: {exc}") from None
+    else:
+        raise FaultError(f"at must be 'now', a GET string or GET seconds, got "
+                         f"{type(at).__name__}")
+    if t < now - 1e-6:
+        raise FaultError(f"at {format_get(t)} is in the past (GET now {format_get(now)}); "
+                         "use 'now' or a later time")
+    return t
+
+
+class FaultView:
+    """What one ship's models see of the active faults at one step."""
+
+    def __init__(self, faults: list[Fault], get: float):
+        self.faults = faults
+        self.get = get
+
+    def level(self, name: str, **match: Any) -> float:
+        """Highest severity (0..1) among active faults of this name whose params match."""
+        best = 0.0
+        for f in self.faults:
+            if f.name == name and all(f.params.get(k) == v for k, v in match.items()):
+                best = max(best, f.level(self.get))
+        return best
+
+    def each(self, name: str) -> list[tuple[Fault, float]]:
+        return [(f, f.level(self.get)) for f in self.faults if f.name == name]

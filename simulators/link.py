@@ -1,0 +1,290 @@
+"""The downlink: what of a ship's frames reaches the ground, and in which messages.
+
+Frames go down live only while a ground station (or, for Apollo docked, the ATS-6 relay)
+hears the ship. Apollo records what it cannot send (its data storage equipment) and plays
+the recording back after the next acquisition of signal, faster than real time, alongside
+the live stream: the ground receives a burst of older frames with their original sequence
+numbers and times. Soyuz's frames out of coverage are lost. Link faults act here: bit
+errors flip bits, frame loss drops frames, a loss-of-signal fault stops the live stream
+(Apollo records meanwhile).
+
+Frames are batched into envelopes of consecutive frames (a lost frame or an LOS ends a
+message early). Playback messages carry an extra key, "playback": true, which the
+envelope decoder ignores; it lets the ingest tell a dump from live data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+from numpy.typing import NDArray
+
+from groundstation import topics
+from groundstation.definitions import VehicleDefinition
+from groundstation.envelope import MAX_FRAMES, VERSION
+from simulators.faults import Fault, FaultManager
+from simulators.telemetry import VEHICLE_IDS, FrameBlock
+
+LINK_DRAWS = 12  # uniforms per frame: loss, error count, 8 bit positions, 2 spare
+MAX_BIT_ERRORS = 8
+
+
+@dataclass
+class Message:
+    topic: str
+    payload: bytes
+    frames: int
+    kind: str  # live | playback
+    seq: int
+    t_ns: int
+
+
+def pack(vehicle: str, stream: str, seq: int, t_ns: int, frames: NDArray[np.uint8],
+         playback: bool = False) -> bytes:
+    """The wire envelope (groundstation.envelope's format), with the playback flag."""
+    msg = {"v": VERSION, "vehicle": vehicle, "stream": stream, "seq": int(seq),
+           "t": int(t_ns), "frames": [row.tobytes() for row in frames]}
+    if playback:
+        msg["playback"] = True
+    return msgpack.packb(msg, use_bin_type=True)
+
+
+@dataclass
+class _Run:
+    """Consecutive frames waiting to be sent or played back."""
+
+    seq: int
+    t_ns: int
+    frames: NDArray[np.uint8]
+
+
+@dataclass
+class LinkStats:
+    live_frames: int = 0
+    playback_frames: int = 0
+    messages: int = 0
+    recorded_frames: int = 0
+    recorder_overwritten: int = 0
+    lost_out_of_coverage: int = 0
+    lost_link: int = 0
+    corrupted_frames: int = 0
+    recorder: dict[str, int] = field(default_factory=dict)
+
+
+class Transmitter:
+    """One ship's downlink: live batching, link faults, and (Apollo) the recorder."""
+
+    def __init__(self, definition: VehicleDefinition, faults: FaultManager, seed: int, *,
+                 frames_per_message: int = 5, playback_frames_per_message: int | None = None,
+                 recorder_frames: int = 0, playback_rate: float = 10.0):
+        self.definition = definition
+        self.vehicle = definition.vehicle
+        self.stream = definition.stream
+        self.topic = topics.telemetry(self.vehicle, self.stream)
+        self.period_ns = round(1e9 / definition.frame.rate_hz)
+        self.faults = faults
+        self.fpm = max(1, min(int(frames_per_message), MAX_FRAMES))
+        self.pb_fpm = max(1, min(int(playback_frames_per_message or max(self.fpm, 250)),
+                                 MAX_FRAMES))
+        self.recorder_cap = recorder_frames
+        self.playback_rate = playback_rate
+        self.recorder: deque[_Run] = deque()
+        self.recorded = 0
+        self._pending: _Run | None = None
+        self._pb_credit = 0.0
+        self._link_key = (seed * 1_000_003 + VEHICLE_IDS.get(self.vehicle, 9) * 1009 + 6) % 2**64
+        self.stats = LinkStats()
+
+    # --- frames in, messages out ---------------------------------------------------------
+
+    def feed(self, block: FrameBlock) -> list[Message]:
+        out: list[Message] = []
+        faults = [f for f in self.faults.faults if f.vehicle == self.vehicle
+                  and f.start <= block.get[-1] and (f.end is None or f.end > block.get[0])]
+        los = self._level(faults, "los", block.get) > 0
+        live = block.aos & ~los
+        frames = block.frames
+        # Frames that cannot go down: recorded (Apollo) or lost.
+        quiet = ~live
+        if quiet.any():
+            if self.recorder_cap > 0:
+                for a, b in _runs(quiet):
+                    self._record(_Run(block.k0 + a, int(block.times_ns[a]), frames[a:b].copy()))
+            else:
+                self.stats.lost_out_of_coverage += int(quiet.sum())
+        if not live.any():
+            out += self.flush()
+            return out
+        sent_live = 0  # live frames after the block's last unheard one: the dump's credit
+        for a, b in _runs(live):
+            if a > 0:
+                out += self.flush()  # an LOS boundary ends the message being filled
+            chunk = frames[a:b].copy()
+            keep = self._link_effects(chunk, block.k0 + a, block.get[a:b], faults)
+            for c, d in _runs(keep):
+                if c > 0:
+                    out += self.flush()
+                out += self._add_live(_Run(block.k0 + a + c, int(block.times_ns[a + c]),
+                                           chunk[c:d]))
+                sent_live += d - c
+            if b < live.size:
+                out += self.flush()
+                sent_live = 0  # heard before an LOS: no credit for dumping what follows
+        if self.recorder and sent_live:
+            out += self._playback(sent_live)
+        return out
+
+    def flush(self) -> list[Message]:
+        """Send the partly filled live message now."""
+        if self._pending is None:
+            return []
+        run, self._pending = self._pending, None
+        return [self._message(run, playback=False)]
+
+    def drain_recorder(self) -> list[Message]:
+        """Everything left on the recorder (end of a run)."""
+        out = []
+        while self.recorder:
+            out += self._playback(len(self.recorder[0].frames) / max(self.playback_rate, 1e-9)
+                                  + 1)
+        return out
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _add_live(self, run: _Run) -> list[Message]:
+        out = []
+        p = self._pending
+        if p is not None and p.seq + len(p.frames) == run.seq:
+            run = _Run(p.seq, p.t_ns, np.concatenate([p.frames, run.frames]))
+        elif p is not None:
+            out += self.flush()
+        self._pending = None
+        while len(run.frames) >= self.fpm:
+            head = _Run(run.seq, run.t_ns, run.frames[:self.fpm])
+            out.append(self._message(head, playback=False))
+            run = _Run(run.seq + self.fpm, run.t_ns + self.fpm * self.period_ns,
+                       run.frames[self.fpm:])
+        if len(run.frames):
+            self._pending = run
+        return out
+
+    def _message(self, run: _Run, playback: bool) -> Message:
+        n = len(run.frames)
+        self.stats.messages += 1
+        if playback:
+            self.stats.playback_frames += n
+        else:
+            self.stats.live_frames += n
+        return Message(self.topic, pack(self.vehicle, self.stream, run.seq, run.t_ns,
+                                        run.frames, playback), n,
+                       "playback" if playback else "live", run.seq, run.t_ns)
+
+    def _record(self, run: _Run) -> None:
+        last = self.recorder[-1] if self.recorder else None
+        if last is not None and last.seq + len(last.frames) == run.seq:
+            self.recorder[-1] = _Run(last.seq, last.t_ns,
+                                     np.concatenate([last.frames, run.frames]))
+        else:
+            self.recorder.append(run)
+        self.recorded += len(run.frames)
+        self.stats.recorded_frames += len(run.frames)
+        while self.recorded > self.recorder_cap:
+            # A full recorder keeps the newest data (the oldest is written over).
+            first = self.recorder[0]
+            drop = min(self.recorded - self.recorder_cap, len(first.frames))
+            self.stats.recorder_overwritten += drop
+            self.recorded -= drop
+            if drop == len(first.frames):
+                self.recorder.popleft()
+            else:
+                self.recorder[0] = _Run(first.seq + drop, first.t_ns + drop * self.period_ns,
+                                        first.frames[drop:])
+
+    def _playback(self, live_frames: float) -> list[Message]:
+        """Dump up to playback_rate frames of the recording per live frame sent."""
+        self._pb_credit += live_frames * self.playback_rate
+        out = []
+        while self.recorder and self._pb_credit >= 1:
+            first = self.recorder[0]
+            n = int(min(self._pb_credit, self.pb_fpm, len(first.frames)))
+            run = _Run(first.seq, first.t_ns, first.frames[:n])
+            out.append(self._message(run, playback=True))
+            self._pb_credit -= n
+            self.recorded -= n
+            if n == len(first.frames):
+                self.recorder.popleft()
+            else:
+                self.recorder[0] = _Run(first.seq + n, first.t_ns + n * self.period_ns,
+                                        first.frames[n:])
+        if not self.recorder:
+            self._pb_credit = 0.0
+        return out
+
+    @staticmethod
+    def _level(faults: list[Fault], name: str, get: NDArray[np.float64]) -> NDArray[np.float64]:
+        level = np.zeros(get.size)
+        for f in faults:
+            if f.name != name:
+                continue
+            on = (get >= f.start) & ((get < f.end) if f.end is not None else True)
+            ramp = np.clip((get - f.start) / f.ramp_s, 0, 1) if f.ramp_s > 0 else 1.0
+            level = np.maximum(level, np.where(on, ramp, 0.0))
+        return level
+
+    def _link_effects(self, frames: NDArray[np.uint8], k0: int, get: NDArray[np.float64],
+                      faults: list[Fault]) -> NDArray[np.bool_]:
+        """Bit errors and lost frames, in place; returns which frames survive."""
+        keep = np.ones(len(frames), dtype=bool)
+        ber = np.zeros(get.size)
+        loss = np.zeros(get.size)
+        for f in faults:
+            if f.name == "bit_errors":
+                ber = np.maximum(ber, self._level([f], "bit_errors", get) * f.params["ber"])
+            elif f.name == "frame_loss":
+                loss = np.maximum(loss, self._level([f], "frame_loss", get)
+                                  * f.params["probability"])
+        if not ber.any() and not loss.any():
+            return keep
+        bg = np.random.Philox(key=self._link_key)
+        bg.advance(k0 * LINK_DRAWS // 4)
+        u = np.random.Generator(bg).random((len(frames), LINK_DRAWS))
+        keep = u[:, 0] >= loss
+        self.stats.lost_link += int((~keep).sum())
+        if ber.any():
+            bits = frames.shape[1] * 8
+            lam = ber * bits
+            # Number of errors in each frame by inverting the Poisson CDF with one uniform.
+            cdf = np.zeros(get.size)
+            count = np.zeros(get.size, dtype=np.int64)
+            term = np.exp(-lam)
+            for k in range(MAX_BIT_ERRORS + 1):
+                cdf = cdf + term
+                count += (u[:, 1] > cdf).astype(np.int64)
+                term = term * lam / (k + 1)
+            count = np.minimum(count, MAX_BIT_ERRORS)
+            hit = np.flatnonzero(count)
+            self.stats.corrupted_frames += int(hit.size)
+            for r in hit:
+                pos = (u[r, 2:2 + count[r]] * bits).astype(np.int64)
+                for b in pos:
+                    frames[r, b // 8] ^= np.uint8(1 << (7 - b % 8))
+        return keep
+
+
+def _runs(mask: NDArray[np.bool_]) -> list[tuple[int, int]]:
+    """[start, end) of each run of True."""
+    if not mask.any():
+        return []
+    m = np.concatenate(([False], mask, [False])).astype(np.int8)
+    d = np.diff(m)
+    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist(),
+                    strict=True))
+
+
+def auto_frames_per_message(rate_hz: float, speed: float) -> int:
+    """About ten messages a second per ship, never fewer than 5 frames a message."""
+    return int(min(MAX_FRAMES, max(5, math.ceil(rate_hz * speed / 10.0))))

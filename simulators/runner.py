@@ -1,0 +1,346 @@
+"""Running the simulators against a broker: pacing, publishing, reconnecting, control.
+
+The runner keeps mission time at `speed` times real time (1x real time; at 100x, 100 s of
+frames go out every second, batched into large messages), hands each ship's frames to its
+downlink, and publishes the messages. If the broker goes away, the ships keep flying: the
+messages that could not be sent wait in a backlog bounded in frames (the oldest are dropped
+past the bound, and the count is reported in the state message and the log), and the
+publisher reconnects with exponential backoff (0.2 s doubling to 10 s, with jitter). With
+QoS 1 a message is only dropped from the backlog once the broker has acknowledged it, so a
+broker restart costs nothing that fits in the backlog (the ingest stores a frame twice as
+one point).
+
+Control requests arrive on sim/control/<vehicle> and are answered on sim/reply/<vehicle>;
+the retained sim/state/<vehicle> message says where the mission is (see control.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from groundstation.definitions import VehicleDefinition
+from simulators import control
+from simulators import timeline as tl
+from simulators.clock import format_get
+from simulators.link import Message, Transmitter, auto_frames_per_message
+from simulators.mission import Mission
+from simulators.telemetry import TelemetryStream
+
+log = logging.getLogger(__name__)
+
+MAX_CHUNK_S = 30.0  # mission seconds generated per ship in one go, at most
+
+
+@dataclass
+class RunnerOptions:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    speed: float = 1.0
+    frames_per_message: int | None = None  # None: about ten messages a second per ship
+    qos: int = 1
+    backlog_frames: int = 500_000
+    recorder_s: float = 7200.0  # Apollo's onboard recorder, mission seconds of HBR
+    playback_rate: float = 10.0  # recorded frames dumped per live frame sent
+    until: float | None = None  # GET to stop at (default: the end of the ships' missions)
+    state_interval_s: float = 1.0  # real seconds between state messages
+    client_id: str | None = None
+
+
+class Publisher:
+    """One MQTT connection, kept up: a bounded telemetry backlog, replies and state first."""
+
+    def __init__(self, options: RunnerOptions, subscriptions: list[str],
+                 on_message: Callable[[str, bytes], None]):
+        self.o = options
+        self.subscriptions = subscriptions
+        self.on_message = on_message
+        self.queue: deque[Message] = deque()
+        self.queued_frames = 0
+        self.max_queued_frames = 0  # the deepest the backlog got (e.g. while the broker was away)
+        self.control: deque[tuple[str, bytes, bool]] = deque()
+        self.dropped_frames = 0
+        self.dropped_messages = 0
+        self.sent_messages = 0
+        self.sent_frames = 0
+        self.connections = 0
+        self.connected = False
+        self._wake = asyncio.Event()
+        self._warned_at = 0.0
+
+    def put(self, m: Message) -> None:
+        self.queue.append(m)
+        self.queued_frames += m.frames
+        self.max_queued_frames = max(self.max_queued_frames, self.queued_frames)
+        while self.queued_frames > self.o.backlog_frames and len(self.queue) > 1:
+            old = self.queue.popleft()
+            self.queued_frames -= old.frames
+            self.dropped_frames += old.frames
+            self.dropped_messages += 1
+            now = time.monotonic()
+            if now - self._warned_at > 5.0:
+                self._warned_at = now
+                log.warning("backlog over %d frames: dropped the oldest (%d frames dropped so "
+                            "far)", self.o.backlog_frames, self.dropped_frames)
+        self._wake.set()
+
+    def put_control(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        if retain:
+            # Only the newest state per topic matters (changed in place: the sender holds
+            # no reference into the queue, see _send).
+            for c in [c for c in self.control if c[2] and c[0] == topic]:
+                self.control.remove(c)
+        self.control.append((topic, data, retain))
+        self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self.queue and not self.control
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until stop is set and everything queued has been sent (or the broker is gone
+        when stop is set: then give up)."""
+        backoff = 0.2
+        while True:
+            try:
+                await self._session(stop)
+                return
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                self.connected = False
+                if stop.is_set():
+                    log.warning("broker unavailable at shutdown (%s); %d frames unsent", exc,
+                                self.queued_frames)
+                    return
+                delay = backoff * (0.5 + random.random())
+                log.warning("broker %s:%d: %s; reconnecting in %.1f s (%d frames waiting)",
+                            self.o.host, self.o.port, exc, delay, self.queued_frames)
+                await _sleep_or(stop, delay)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with aiomqtt.Client(self.o.host, self.o.port, identifier=self.o.client_id,
+                                  username=self.o.username, password=self.o.password,
+                                  keepalive=10, timeout=10) as client:
+            self.connected = True
+            self.connections += 1
+            if self.connections > 1:
+                log.info("reconnected to %s:%d", self.o.host, self.o.port)
+            for t in self.subscriptions:
+                await client.subscribe(t, qos=1)
+            receiver = asyncio.create_task(self._receive(client))
+            try:
+                await self._send(client, stop)
+            finally:
+                receiver.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await receiver
+            self.connected = False
+
+    async def _send(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        while True:
+            if self.control:
+                item = self.control.popleft()
+                try:
+                    await asyncio.wait_for(client.publish(item[0], item[1], qos=1,
+                                                          retain=item[2]), 30)
+                except BaseException:
+                    self.control.appendleft(item)  # not acknowledged: it goes again
+                    raise
+                continue
+            if self.queue:
+                m = self.queue.popleft()
+                try:
+                    await asyncio.wait_for(client.publish(m.topic, m.payload, qos=self.o.qos),
+                                           30)
+                except BaseException:
+                    self.queue.appendleft(m)  # not acknowledged: it goes again
+                    raise
+                self.queued_frames -= m.frames
+                self.sent_messages += 1
+                self.sent_frames += m.frames
+                continue
+            if stop.is_set():
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.5)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            try:
+                self.on_message(str(message.topic), bytes(data))
+            except Exception:  # a bug in handling one request must not drop the link
+                log.exception("control message on %s", message.topic)
+
+
+async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+@dataclass
+class _ShipState:
+    last: tuple[Any, ...] = ()
+    events: list[str] = field(default_factory=list)
+
+
+class SimRunner:
+    """The mission's ships on a broker, at a speed factor."""
+
+    def __init__(self, mission: Mission, definitions: list[VehicleDefinition],
+                 options: RunnerOptions):
+        if not definitions:
+            raise ValueError("no ships to fly")
+        self.mission = mission
+        self.o = options
+        self.vehicles = [d.vehicle for d in definitions]
+        self.streams = {d.vehicle: TelemetryStream(mission, d) for d in definitions}
+        self.tx: dict[str, Transmitter] = {}
+        for d in definitions:
+            fpm = options.frames_per_message or auto_frames_per_message(d.frame.rate_hz,
+                                                                        options.speed)
+            rec = int(options.recorder_s * d.frame.rate_hz) if d.vehicle == tl.APOLLO else 0
+            self.tx[d.vehicle] = Transmitter(d, mission.faults, mission.seed,
+                                             frames_per_message=fpm, recorder_frames=rec,
+                                             playback_rate=options.playback_rate)
+        self.publisher = Publisher(options, [control.control_topic(v) for v in self.vehicles],
+                                   self._on_control)
+        self._ships = {v: _ShipState() for v in self.vehicles}
+        mission.listeners.append(self._on_event)
+        self.started_get = mission.t
+        self.achieved_speed = 0.0
+        self.running = False
+
+    # --- control ------------------------------------------------------------------------
+
+    def _on_control(self, topic: str, payload: bytes) -> None:
+        vehicle = topic.rsplit("/", 1)[-1]
+        if vehicle not in self.vehicles:
+            return
+        reply = control.handle(self.mission, vehicle, payload)
+        if reply["ok"]:
+            log.info("%s: %s %s", vehicle, reply.get("cmd"), reply.get("fault_id", ""))
+        else:
+            log.warning("%s: rejected control request: %s", vehicle, reply["error"])
+        self.publisher.put_control(control.reply_topic(vehicle), reply)
+        self._publish_state(vehicle)
+
+    def _on_event(self, event: tl.Event, get: float) -> None:
+        for v in event.vehicles:
+            if v in self._ships:
+                self._ships[v].events.append(event.name)
+        log.info("%s %s", format_get(event.get), event.name)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def state(self, vehicle: str) -> dict[str, Any]:
+        # As of the newest frame generated: what the ingest is receiving now.
+        s = self.mission.state(vehicle, min(self.streams[vehicle].next_get, self.mission.t))
+        tx = self.tx[vehicle]
+        s.update({
+            "t": self.streams[vehicle].next_time_ns,
+            "running": self.running, "seed": self.mission.seed,
+            "speed": self.o.speed, "achieved_speed": round(self.achieved_speed, 2),
+            "started": format_get(self.started_get),
+            "recorder_frames": tx.recorded,
+            "recorder_overwritten": tx.stats.recorder_overwritten,
+            "live_frames": tx.stats.live_frames, "playback_frames": tx.stats.playback_frames,
+            "backlog_frames": self.publisher.queued_frames,
+            "backlog_limit": self.o.backlog_frames,
+            "dropped_frames": self.publisher.dropped_frames,
+            "max_backlog_frames": self.publisher.max_queued_frames,
+            "connected": self.publisher.connected,
+        })
+        ship = self._ships[vehicle]
+        if ship.events:
+            s["events"] = list(ship.events)
+            ship.events.clear()
+        return s
+
+    def _publish_state(self, vehicle: str) -> None:
+        self.publisher.put_control(control.state_topic(vehicle), self.state(vehicle),
+                                   retain=True)
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        done = asyncio.Event()
+        self.running = True
+        pub = asyncio.create_task(self.publisher.run(done))
+        try:
+            await self._fly(stop)
+        finally:
+            self.running = False
+            for v in self.vehicles:
+                for m in self.tx[v].flush():
+                    self.publisher.put(m)
+                self._publish_state(v)
+            done.set()
+            try:
+                await asyncio.wait_for(pub, 15)
+            except TimeoutError:
+                log.warning("gave up waiting for the broker; %d frames unsent",
+                            self.publisher.queued_frames)
+                pub.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pub
+
+    async def _fly(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        t0, sim0 = loop.time(), self.mission.t
+        end = min(tl.MISSION_END[v] for v in self.vehicles) if len(self.vehicles) == 1 \
+            else max(tl.MISSION_END[v] for v in self.vehicles)
+        if self.o.until is not None:
+            end = min(end, self.o.until)
+        last_state = -1e9
+        tick = 0.05
+        while not stop.is_set():
+            elapsed = loop.time() - t0
+            target = min(sim0 + self.o.speed * elapsed, end)
+            for v in self.vehicles:
+                stream = self.streams[v]
+                while True:
+                    step_to = min(target, stream.next_get + MAX_CHUNK_S)
+                    block = stream.frames_until(step_to)
+                    if block is None:
+                        break
+                    for m in self.tx[v].feed(block):
+                        self.publisher.put(m)
+                    if step_to >= target or stop.is_set():
+                        break
+                    await asyncio.sleep(0)  # let the publisher and control in
+            now = loop.time()
+            if now > t0:
+                # What was really flown per real second so far (below `speed` when the
+                # machine cannot keep up).
+                self.achieved_speed = (min(self.mission.t, target) - sim0) / (now - t0)
+            for v in self.vehicles:
+                t = min(self.streams[v].next_get, self.mission.t)
+                key = (self.mission.phase(v, t), self.mission.docked(t),
+                       self.mission.env(v, t).aos)
+                if (key != self._ships[v].last or self._ships[v].events
+                        or now - last_state >= self.o.state_interval_s):
+                    self._ships[v].last = key
+                    self._publish_state(v)
+            if now - last_state >= self.o.state_interval_s:
+                last_state = now
+            if target >= end:
+                log.info("reached %s; stopping", format_get(end))
+                return
+            await _sleep_or(stop, tick)
