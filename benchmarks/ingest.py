@@ -654,6 +654,9 @@ class Sampler(threading.Thread):
         self._halt.set()
 
 
+LOOKBACK_NS = 2_000_000_000
+
+
 class VisibilityPoller(threading.Thread):
     """Polls InfluxDB for live frames newer than the last seen, per vehicle; records when
     each frame time first showed up (an upper bound, by one poll, of when it became
@@ -671,8 +674,11 @@ class VisibilityPoller(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
+            # Look back a little behind the newest frame seen: with more than one write in
+            # flight, an older frame can become visible after a newer one.
             q = "; ".join(f"SELECT {PROBE_FIELD[v]} FROM tm WHERE source='live' AND "
-                          f"vehicle='{v}' AND time > {self.since[v]}" for v in VEHICLES)
+                          f"vehicle='{v}' AND time > {self.since[v] - LOOKBACK_NS}"
+                          for v in VEHICLES)
             t0 = time.time_ns()
             try:
                 results = self.influx.statements(q)
