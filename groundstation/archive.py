@@ -670,7 +670,9 @@ class _BlockAcc:
         self.length += size
         self.end_seq = seq + n
         self.last_t = t_ns
-        self.t_max = last_t
+        # The block's latest frame, not its last record's: a short record may follow a
+        # longer one that started at the same time.
+        self.t_max = last_t if self.n_records == 1 else max(self.t_max, last_t)
         self.recv_max = recv
 
     def block(self, path: Path, indexed: bool) -> Block:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from groundstation import dashboards as dashboards_cmd
+from groundstation import passes, replay
 from groundstation.config import ConfigError, example_toml
 from groundstation.config import add_arguments as add_config_arguments
 from groundstation.config import load as load_config
@@ -27,6 +28,8 @@ examples:
   groundstation defs check my_ship.yaml   validate one file
   groundstation defs show apollo_csm      list a vehicle's parameters, units and limits
   groundstation dashboards build          regenerate dashboards/*.json from telemetry_defs/
+  groundstation archive ls                recorded passes, with AOS/LOS in UTC and GET
+  groundstation replay 1 --speed 10       replay the first pass at 10x as a replay session
   groundstation sim both --start docking-30m --speed 10
                                           fly both ships from 30 min before docking, 10x
 """
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     dashboards_cmd.add_parser(sub)
     sim_cli.add_parser(sub)
+    passes.add_parser(sub)
+    replay.add_parser(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -106,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             return dashboards_cmd.run(args)
         if args.command == "sim":
             return sim_cli.run(args)
+        if args.command == "archive":
+            return passes.run(args)
+        if args.command == "replay":
+            return replay.run(args)
         if args.command == "defs" and args.defs_command == "check":
             return _defs_check(args.files)
         if args.command == "defs" and args.defs_command == "show":

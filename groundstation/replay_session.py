@@ -48,6 +48,7 @@ import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from groundstation.archive import hash_definition
@@ -121,8 +122,20 @@ def _parse_cached(sha: str, text: str, session: str) -> VehicleDefinition:
     return defn
 
 
-def parse_session_message(topic: str, payload: bytes) -> SessionInfo | None:
+def _file_sha(defn: VehicleDefinition) -> str:
+    try:
+        return hash_definition(Path(defn.path).read_bytes()) if defn.path else ""
+    except OSError:
+        return ""
+
+
+def parse_session_message(topic: str, payload: bytes,
+                          known: dict[str, VehicleDefinition] | None = None
+                          ) -> SessionInfo | None:
     """The session a ``replay/session/<session>`` message opens, or None if it closes it.
+
+    known: the definitions the ingest runs with; one whose file has the recorded SHA-256
+    is used as it is (the same object, no second parse).
 
     Untrusted input: ValueError says what is wrong (bad JSON, a SHA-256 that does not match
     the text, a definition that does not validate, a vehicle that does not match it).
@@ -156,10 +169,14 @@ def parse_session_message(topic: str, payload: bytes) -> SessionInfo | None:
         sha, text = d["sha256"], d["text"]
         if hash_definition(text) != sha:
             raise ValueError(f"definitions[{vehicle!r}]: the text does not hash to {sha}")
-        try:
-            defn = _parse_cached(sha, text, session)
-        except DefinitionError as exc:
-            raise ValueError(f"definitions[{vehicle!r}] do not validate: {exc}") from None
+        current = (known or {}).get(vehicle)
+        if current is not None and _file_sha(current) == sha:
+            defn = current
+        else:
+            try:
+                defn = _parse_cached(sha, text, session)
+            except DefinitionError as exc:
+                raise ValueError(f"definitions[{vehicle!r}] do not validate: {exc}") from None
         if defn.vehicle != vehicle:
             raise ValueError(f"definitions[{vehicle!r}] define vehicle {defn.vehicle!r}")
         out[vehicle] = defn

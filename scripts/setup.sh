@@ -2,7 +2,7 @@
 # Installs what groundstation needs on a Debian machine with Python 3.11+: the real
 # Mosquitto and InfluxDB 1.x from Debian, and a virtualenv in .venv with the project.
 # Sourced by .ci/run and ./run (set -euo pipefail, REPO, step and die come from them).
-# GS_EXTRAS picks the pip extras (default: test).
+# GS_EXTRAS picks the pip extras (default: test,export, so the Parquet tests run).
 
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -73,5 +73,5 @@ step "Creating virtualenv .venv and installing groundstation with test extras"
 if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     "$PYTHON" -m venv --clear .venv
 fi
-.venv/bin/python -m pip install -q -e ".[${GS_EXTRAS:-test}]"
+.venv/bin/python -m pip install -q -e ".[${GS_EXTRAS:-test,export}]"
 

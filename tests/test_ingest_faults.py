@@ -179,7 +179,8 @@ def _bad_messages() -> st.SearchStrategy[tuple[str, bytes, str]]:
     topic = topics.telemetry("mini", "hbr")
     frame = good["frames"][0]
     field_values = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=5),
-                             st.binary(max_size=5), st.lists(st.integers(), max_size=3))
+                             st.binary(max_size=5),
+                             st.lists(st.integers(-2**63, 2**63 - 1), max_size=3))
 
     def wrong_type(data: Any) -> tuple[str, bytes, str]:
         key, value = data
