@@ -163,7 +163,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -1001,7 +1001,32 @@ class _OpenFile:
     idx_fd: int
 
 
-class ArchiveWriter:
+class _LockedWriter:
+    """What the archive's writers share: an exclusive lock held while the writer is open,
+    released by close() (or leaving a with block) after the file is closed."""
+
+    _lock: _Lock
+
+    def _close_file(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the file (indexed and synced) and release the lock; idempotent."""
+        if self._lock.fd < 0:
+            return
+        try:
+            self._close_file()
+        finally:
+            self._lock.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ArchiveWriter(_LockedWriter):
     """Appends one stream's received frames (see the module docstring for the format).
 
     Not thread-safe: one writer per (source, vehicle, stream), used from one thread at a
@@ -1137,21 +1162,6 @@ class ArchiveWriter:
     def flush(self) -> None:
         """Make everything appended so far durable (fsync data, then index)."""
         self._sync()
-
-    def close(self) -> None:
-        """Index the last block, sync and close; the writer cannot be used afterwards."""
-        if self._lock.fd < 0:
-            return
-        try:
-            self._close_file()
-        finally:
-            self._lock.release()
-
-    def __enter__(self) -> ArchiveWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- internals --
 
@@ -1331,7 +1341,7 @@ class QuarantinedMessage:
         return len(self.payload) < self.payload_len
 
 
-class QuarantineWriter:
+class QuarantineWriter(_LockedWriter):
     """Keeps rejected messages with their reason, bounded in size (see the module docstring).
 
     One writer per ``name`` (e.g. one per ingest process), enforced with a lock.
@@ -1406,20 +1416,6 @@ class QuarantineWriter:
             os.fsync(self._fd)
         self._dirty = False
         self._last_sync = time.monotonic()
-
-    def close(self) -> None:
-        if self._lock.fd < 0:
-            return
-        try:
-            self._close_file()
-        finally:
-            self._lock.release()
-
-    def __enter__(self) -> QuarantineWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _close_file(self) -> None:
         if self._fd >= 0:

@@ -43,10 +43,10 @@ from groundstation.definitions import (
 )
 from groundstation.influx_writer import InfluxV1
 from groundstation.limits import check
-from groundstation.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
+from groundstation.servers import InfluxDBServer, MosquittoServer
 from groundstation.units import conversion
 from simulators.downlink import Downlink, nominal_values
-from tests.harness import running_ingest, wait_for
+from tests.harness import running_ingest, start_or_skip, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.yml"
@@ -234,15 +234,6 @@ class Filled:
     database: str
 
 
-def _start(server: MosquittoServer | InfluxDBServer) -> None:
-    try:
-        server.start()
-    except BinaryNotFoundError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)", pytrace=False)
-        pytest.skip(str(exc))
-
-
 # Out-of-limit values, so that every console's alarm list, alarm annotations and latched
 # alarms have something: EECOM (Apollo cabin pressure low, Soyuz pCO2 high), GNC (Apollo
 # roll rate high), INCO (Apollo S-band signal low).
@@ -257,9 +248,9 @@ def filled(tmp_path_factory: pytest.TempPathFactory,
     InfluxDB; the servers stay up for the queries."""
     tmp = tmp_path_factory.mktemp("dashboards")
     broker, db = MosquittoServer(tmp / "mosquitto"), InfluxDBServer(tmp / "influxdb")
-    _start(broker)
+    start_or_skip(broker)
     try:
-        _start(db)
+        start_or_skip(db)
     except BaseException:
         broker.stop()
         raise
@@ -663,7 +654,7 @@ def test_compose_broker_commands_work_against_the_real_broker(tmp_path: Path) ->
 
     broker = MosquittoServer(tmp_path / "mosquitto", allow_anonymous=False,
                              extra_config=broker_config(passwd))
-    _start(broker)
+    start_or_skip(broker)
     try:
         import paho.mqtt.publish as publish
 

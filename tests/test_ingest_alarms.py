@@ -23,8 +23,7 @@ from groundstation.envelope import encode_envelope
 from groundstation.influx_writer import InfluxV1
 from groundstation.ingest import IngestService
 from groundstation.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
-from tests.conftest import _start_or_skip
-from tests.harness import rows, running_ingest, wait_for
+from tests.harness import rows, running_ingest, start_or_skip, wait_for
 
 MINI = Path(__file__).parent / "data" / "mini.yaml"
 USERS = {"ingest": "ingest-pw", "flight": "flight-pw", "eecom": "eecom-pw",
@@ -39,7 +38,7 @@ def secure_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
     except BinaryNotFoundError as exc:  # pragma: no cover - depends on the machine
         pytest.skip(str(exc))
     server = MosquittoServer(tmp_path / "broker", allow_anonymous=False, extra_config=extra)
-    _start_or_skip(server)
+    start_or_skip(server)
     try:
         yield server
     finally:

@@ -314,12 +314,12 @@ async def test_acl_replay_control_and_sessions(tmp_path: Path) -> None:
     account reads control and announces sessions; the ingest reads sessions; a vehicle
     does neither."""
     from groundstation.broker_auth import secure_broker_config
-    from tests.conftest import _start_or_skip
+    from tests.harness import start_or_skip
     from tests.test_broker_acl import MARK, USERS, login, received_until_mark
 
     extra = secure_broker_config(tmp_path / "auth", USERS)
     server = MosquittoServer(tmp_path / "secure", allow_anonymous=False, extra_config=extra)
-    _start_or_skip(server)
+    start_or_skip(server)
     try:
         async with login(server, "replay", "replay/control/#") as rep, \
                 login(server, "ingest", "replay/session/#") as ing, \
