@@ -48,6 +48,7 @@ for _p in (str(HERE), str(REPO)):
         sys.path.insert(0, _p)
 
 import numpy as np  # noqa: E402
+from machine import cpu_model  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 from peers import PEERS, PeerInfo  # noqa: E402
 from peers._common import FrameSpec, PeerResult, frame_spec, synthetic_frames  # noqa: E402
@@ -225,13 +226,7 @@ def pin_one_core() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+    return (f"{cpu_model()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
             f"numpy {np.__version__}; {platform.system()} {platform.release()}")
 
 

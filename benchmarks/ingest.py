@@ -54,9 +54,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
+from machine import cpu_model  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
 from groundstation import topics  # noqa: E402
@@ -1236,12 +1239,7 @@ def _short(frame: str) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     mem = ""
     with contextlib.suppress(OSError, IndexError, ValueError):
         kib = int(Path("/proc/meminfo").read_text().split()[1])
