@@ -246,7 +246,10 @@ def _source_parts(source: str) -> tuple[str, ...]:
         return (LIVE,)
     if isinstance(source, str) and source.startswith("replay/"):
         return ("replay", _check_name("replay session", source[len("replay/"):]))
-    raise ArchiveError(f"source {source!r} must be 'live' or 'replay/<session>'")
+    if isinstance(source, str) and source.startswith("training/"):
+        return ("training", _check_name("drill", source[len("training/"):]))
+    raise ArchiveError(f"source {source!r} must be 'live', 'replay/<session>' or "
+                       "'training/<drill>'")
 
 
 def stream_dir(root: str | os.PathLike[str], vehicle: str, stream: str,
@@ -765,13 +768,15 @@ class ArchiveReader:
     # -- listing --
 
     def streams(self) -> list[StreamKey]:
-        """Every stream with at least one data file: live first, then replay sessions."""
+        """Every stream with at least one data file: live first, then replay sessions, then
+        drills."""
         keys: list[StreamKey] = []
         bases: list[tuple[str, Path]] = [(LIVE, self.root / LIVE)]
-        replay = self.root / "replay"
-        if replay.is_dir():
-            bases += [(f"replay/{d.name}", d) for d in sorted(replay.iterdir())
-                      if d.is_dir() and _NAME_RE.fullmatch(d.name)]
+        for kind in ("replay", "training"):
+            folder = self.root / kind
+            if folder.is_dir():
+                bases += [(f"{kind}/{d.name}", d) for d in sorted(folder.iterdir())
+                          if d.is_dir() and _NAME_RE.fullmatch(d.name)]
         for source, base in bases:
             if not base.is_dir():
                 continue

@@ -46,9 +46,10 @@ class MqttConfig(_Section):
 
 
 class InfluxConfig(_Section):
-    api: Literal["v1", "v2", "auto"] = Field("auto", description="InfluxDB HTTP API: v1 "
-                                             "(/write, database), v2 (org, bucket, token), "
-                                             "or auto (ask /ping)")
+    api: Literal["v1", "v2", "auto", "none"] = Field(
+        "auto", description="InfluxDB HTTP API: v1 (/write, database), v2 (org, bucket, "
+                            "token), auto (ask /ping), or none (no database: consoles, "
+                            "alarms and the archive only, as the demo runs without InfluxDB)")
     url: str = Field("http://127.0.0.1:8086", description="InfluxDB base URL")
     database: str = Field("groundstation", min_length=1, description="v1 database")
     retention_policy: str | None = Field(None, description="v1 retention policy")

@@ -53,7 +53,6 @@ ACK_SUBSCRIPTION = "ack/+/+"
 # An alarm published right after a batch of PUBACKs must not wait for the broker's delayed
 # ACK (Nagle): measured, that was the whole 40 ms tail of alarm latency.
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
-SIM_STATE_SUBSCRIPTION = "sim/state/+"
 
 
 class Sink(Protocol):
@@ -132,7 +131,9 @@ class IngestService:
         self.acked = 0
         self.alarm_events = 0
         self.decode_seconds: deque[float] = deque(maxlen=512)
-        self.phase: dict[str, str] = {}  # vehicle -> mission phase, from the simulator
+        # (source, vehicle) -> mission phase, from the simulator's state (a drill's ships
+        # have their own); a replay session borrows the live phase.
+        self.phase: dict[tuple[str, str], str] = {}
         self._context_values: dict[str, dict[str, Any]] = {}  # source -> {veh.param: value}
         self._context_params = self._referenced_context_parameters()
         self._inflight = 0
@@ -203,7 +204,7 @@ class IngestService:
             self._room.set()
             self._client = client
             for sub in (*topics.TELEMETRY_SUBSCRIPTIONS, ACK_SUBSCRIPTION,
-                        SIM_STATE_SUBSCRIPTION, replay_session.SESSION_SUBSCRIPTION):
+                        *topics.SIM_STATE_SUBSCRIPTIONS, replay_session.SESSION_SUBSCRIPTION):
                 await client.subscribe(sub, qos=1)
             self.connected.set()
             if ready is not None:
@@ -420,8 +421,7 @@ class IngestService:
                            times: np.ndarray) -> None:
         """Frames that failed the sync or counter check: counted and kept, never decoded."""
         sync_ok, _, _ = s.decoder.decom.check_frames(frames[~batch.good])
-        topic = topics.telemetry(s.vehicle, s.definition.stream,
-                                 None if s.source == topics.LIVE else s.source.split("/", 1)[1])
+        topic = topics.telemetry(s.vehicle, s.definition.stream, source=s.source)
         now = time.time_ns()
         for i, ok in zip(np.flatnonzero(~batch.good), sync_ok, strict=True):
             reason = "bad_counter" if ok else "bad_sync"
@@ -512,7 +512,9 @@ class IngestService:
 
     def _context(self, s: _Stream) -> dict[str, Any]:
         ctx: dict[str, Any] = dict(self._context_values.get(s.source, {}))
-        phase = self.phase.get(s.vehicle)
+        key = (s.source if s.source.startswith(topics.TRAINING + "/") else topics.LIVE,
+               s.vehicle)
+        phase = self.phase.get(key)
         if phase is not None:
             ctx["phase"] = phase
         return ctx
@@ -532,15 +534,18 @@ class IngestService:
                     values[f"{s.vehicle}.{pid}"] = v
 
     def _on_sim_state(self, topic: str, payload: bytes) -> None:
-        vehicle = topic.rsplit("/", 1)[-1]
         try:
+            source, vehicle = topics.parse_sim_state(topic)
+            if not payload:  # a drill's ships gone: their retained state cleared
+                self.phase.pop((source, vehicle), None)
+                return
             state = json.loads(payload)
             phase = state["phase"]
         except (ValueError, KeyError, TypeError):
             self.rejected["bad_sim_state"] += 1
             return
         if isinstance(phase, str):
-            self.phase[vehicle] = phase
+            self.phase[(source, vehicle)] = phase
 
     # --- alarms --------------------------------------------------------------------------
 
@@ -757,6 +762,25 @@ def sink_config(config: Config) -> Any:
                       spool_max_bytes=int(c.spool_max_mb * (1 << 20)))
 
 
+class NullSink:
+    """No database: values count as stored at once (consoles, alarms and the archive still
+    work). For `groundstation demo` on a machine without InfluxDB."""
+
+    lines = 0
+
+    async def start(self) -> NullSink:
+        return self
+
+    async def submit(self, lines: list[str]) -> asyncio.Future[None]:
+        self.lines += len(lines)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def close(self, timeout: float = 30.0) -> None:
+        return None
+
+
 def make_sink(config: Config) -> Any:
     """The InfluxDB sink the configuration describes (the API is asked of the server when
     `api` is auto, so the server must answer /ping)."""
@@ -764,6 +788,8 @@ def make_sink(config: Config) -> Any:
     from groundstation.influx_writer import make_backend
 
     c = config.influx
+    if c.api == "none":
+        return NullSink()
     backend = make_backend(c.url, c.api, database=c.database,
                            retention_policy=c.retention_policy, username=c.username,
                            password=c.password, token=c.token, org=c.org, bucket=c.bucket)

@@ -435,8 +435,8 @@ def find_pass(passes: list[Pass], spec: str) -> Pass:
                           f"(`groundstation archive ls` lists them)")
     parts = s.split("/")
     source = LIVE
-    if parts[0] == "replay" and len(parts) >= 3:
-        source, parts = f"replay/{parts[1]}", parts[2:]
+    if parts[0] in ("replay", "training") and len(parts) >= 3:
+        source, parts = f"{parts[0]}/{parts[1]}", parts[2:]
     if len(parts) >= 3:
         vehicle, stream, when = parts[0], parts[1], "/".join(parts[2:])
         try:
@@ -483,7 +483,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help=f"a silence longer than this ends a pass (default "
                             f"{DEFAULT_LOS_GAP_S:g} s)")
         p.add_argument("--source", default=LIVE,
-                       help="'live' (default), 'replay/<session>', or 'all'")
+                       help="'live' (default), 'replay/<session>', 'training/<drill>', "
+                            "or 'all'")
 
     ls = sub.add_parser("ls", help="list recorded passes per vehicle and stream")
     common(ls)

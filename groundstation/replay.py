@@ -131,7 +131,8 @@ def plan_replay(root: str | Path, *, pass_spec: str | None = None, start: str | 
     if pass_spec is not None:
         # Numbers as `archive ls` gives them (live passes); replay recordings by their id.
         cat = Catalogue(root, los_gap_s=los_gap_s, quarantine=False,
-                        sources=None if pass_spec.startswith("replay/") else LIVE)
+                        sources=None if pass_spec.startswith(("replay/", "training/"))
+                        else LIVE)
         p = cat.find(pass_spec)
         plan = ReplayPlan([p.key], p.aos_ns, p.los_ns + 1, p.frames, p.id)
     else:
