@@ -7,23 +7,23 @@ import asyncio
 import logging
 import signal
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 from groundstation import dashboards as dashboards_cmd
+from groundstation import demo as demo_cmd
 from groundstation import passes, replay
 from groundstation.config import ConfigError, example_toml
 from groundstation.config import add_arguments as add_config_arguments
 from groundstation.config import load as load_config
 from groundstation.definitions import DEFS_DIR, DefinitionError, load_all, load_definition
-from groundstation.units import UNITS, convert
 from simulators import cli as sim_cli
 
 EPILOG = """\
 examples:
-  groundstation demo                      both ships through a real broker into InfluxDB
-  groundstation demo --seconds 30         run the walking skeleton for longer
+  groundstation demo                      the whole station: broker, InfluxDB, ingest, both
+                                          ships docked, and the Houston console
+  groundstation demo --start docking-30m --speed 10
+                                          watch the final approach and docking at 10x
   groundstation defs check                validate every file in telemetry_defs/
   groundstation defs check my_ship.yaml   validate one file
   groundstation defs show apollo_csm      list a vehicle's parameters, units and limits
@@ -45,22 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo", help="run both simulated ships, a broker, the ingest and InfluxDB, and show "
-                     "what arrived",
-        description="Starts its own Mosquitto and InfluxDB on loopback ports (data in a "
-                    "temporary directory unless --data-dir is given), publishes both ships' "
-                    "frames for --seconds, ingests them and prints the values read back "
-                    "from InfluxDB.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  groundstation demo --seconds 20 --data-dir var/demo")
-    demo.add_argument("--seconds", type=float, default=10.0,
-                      help="how long the ships transmit (default 10)")
-    demo.add_argument("--data-dir", type=Path, default=None,
-                      help="where the broker and database keep their files (default: a "
-                           "temporary directory, removed afterwards)")
-    demo.add_argument("--defs", type=Path, default=DEFS_DIR,
-                      help="telemetry definitions directory (default: telemetry_defs/)")
+    demo_cmd.add_parser(sub)
 
     ingest = sub.add_parser(
         "ingest", help="run the ingest service: MQTT telemetry to InfluxDB, consoles and the "
@@ -104,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
-            return asyncio.run(_demo(args.seconds, args.data_dir, args.defs))
+            return demo_cmd.run(args)
         if args.command == "ingest":
             return _ingest(args)
         if args.command == "dashboards":
@@ -198,99 +183,3 @@ def _pair(pair: tuple[float | None, float | None] | None) -> str:
     if pair is None:
         return ""
     return "..".join("" if v is None else f"{v:g}" for v in pair)
-
-
-async def _demo(seconds: float, data_dir: Path | None, defs_dir: Path) -> int:
-    from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
-    from groundstation.influx_writer import InfluxV1
-    from groundstation.ingest import IngestService, archive_factory, make_sink
-    from groundstation.malloc_tuning import keep_large_buffers
-    from groundstation.servers import InfluxDBServer, MosquittoServer, ServerError
-    from simulators.downlink import Downlink
-
-    definitions = load_all(defs_dir)
-    tmp = None
-    if data_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="groundstation-demo-")
-        data_dir = Path(tmp.name)
-    broker = MosquittoServer(data_dir / "mosquitto")
-    database = InfluxDBServer(data_dir / "influxdb")
-    try:
-        try:
-            broker.start()
-            database.start()
-        except ServerError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"broker    Mosquitto at {broker.host}:{broker.port}")
-        print(f"database  InfluxDB at {database.url} (database 'groundstation')")
-        influx = InfluxV1(database.url, "groundstation")
-        influx.create_database()
-        keep_large_buffers()
-        config = Config(
-            mqtt=MqttConfig(host=broker.host, port=broker.port),  # type: ignore[call-arg]
-            influx=InfluxConfig(api="v1", url=database.url,  # type: ignore[call-arg]
-                                spool_dir=data_dir / "spool"),
-            ingest=IngestConfig(defs_dir=defs_dir,  # type: ignore[call-arg]
-                                archive_dir=data_dir / "archive"))
-        sink = make_sink(config)
-        await sink.start()
-        ingest = IngestService(config, definitions, sink,
-                               archive=archive_factory(config.ingest.archive_dir))
-        stop, ready = asyncio.Event(), asyncio.Event()
-        ingest_task = asyncio.create_task(ingest.run(stop, ready))
-        await asyncio.wait_for(ready.wait(), 10)
-        links = [Downlink(d, broker.host, broker.port) for d in definitions.values()]
-        print(f"downlink  {', '.join(d.vehicle for d in definitions.values())} transmitting "
-              f"for {seconds:g} s ...")
-        await asyncio.gather(*(link.run(seconds) for link in links))
-        deadline = time.monotonic() + 10
-        sent = sum(link.sent_frames for link in links)
-        while ingest.frames_stored < sent and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        stop.set()
-        await ingest_task
-        await sink.close()
-        _print_summary(definitions, links, ingest, influx)
-        return 0
-    finally:
-        broker.close()
-        database.close()
-        if tmp is not None:
-            tmp.cleanup()
-
-
-def _print_summary(definitions, links, ingest, influx) -> None:  # type: ignore[no-untyped-def]
-    print()
-    for link in links:
-        d = link.definition
-        print(f"{d.name.get('en', d.vehicle)}: sent {link.sent_frames} frames in "
-              f"{link.sent_messages} messages")
-    print(f"ingest: {ingest.frames_in} frames received, {ingest.lines_submitted} lines "
-          f"stored, {ingest.alarm_events} alarm events, rejected: "
-          f"{dict(ingest.rejected) or 'none'}")
-    for d in definitions.values():
-        res = influx.query(f"SELECT last(*) FROM tm WHERE vehicle='{d.vehicle}'")
-        count = influx.query(f"SELECT count(*) FROM tm WHERE vehicle='{d.vehicle}'")
-        series = res["results"][0].get("series", [])
-        print(f"\n{d.name.get('en', d.vehicle)} — latest values read back from InfluxDB:")
-        if not series:
-            print("  (nothing stored)")
-            continue
-        cols, row = series[0]["columns"], series[0]["values"][0]
-        latest = {c.removeprefix("last_"): v for c, v in zip(cols, row, strict=True)}
-        counts = dict(zip(count["results"][0]["series"][0]["columns"],
-                          count["results"][0]["series"][0]["values"][0], strict=True))
-        shown = 0
-        for p in d.parameters:
-            if latest.get(p.id) is None or shown >= 12:
-                continue
-            value = latest[p.id]
-            if p.type == "discrete" and p.calibration and p.calibration.states:
-                text = p.calibration.states.get(int(value), str(value))
-            else:
-                unit = p.display.get("houston", p.unit)
-                text = f"{float(convert(value, p.unit, unit)):.4g} {UNITS[unit].label}"
-            n = counts.get(f"count_{p.id}", "?")
-            print(f"  {p.label.get('en', p.id):<24} {text:<16} ({n} samples stored)")
-            shown += 1

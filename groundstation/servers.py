@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -125,7 +126,11 @@ class _Server:
         binary: str | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        own_session: bool = False,
     ) -> None:
+        # own_session: the server does not get the terminal's Ctrl-C, so whoever started it
+        # (the demo) stops it last, after the clients that still talk to it.
+        self.own_session = own_session
         if data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix=f"gs-{self.binary_name}-"))
             self._owns_data_dir = True
@@ -233,6 +238,7 @@ class _Server:
                     stderr=subprocess.STDOUT,
                     cwd=self._data_dir,
                     env=self._child_env(),
+                    start_new_session=self.own_session,
                 )
             except OSError as exc:
                 raise ServerError(
@@ -386,6 +392,7 @@ class MosquittoServer(_Server):
         binary: str | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 10.0,
+        own_session: bool = False,
     ) -> None:
         super().__init__(
             data_dir,
@@ -393,6 +400,7 @@ class MosquittoServer(_Server):
             binary=binary,
             start_timeout=start_timeout,
             stop_timeout=stop_timeout,
+            own_session=own_session,
         )
         self.allow_anonymous = allow_anonymous
         self.extra_config = list(extra_config)
@@ -448,6 +456,37 @@ class MosquittoServer(_Server):
             return False
 
 
+class EmbeddedBroker(_Server):
+    """The Python broker of groundstation.embedded_broker (amqtt) as a child process: for the
+    demo on a machine without Mosquitto. Anonymous, no persistence, no ACL."""
+
+    binary_name = "amqtt"
+    package = "groundstation[embedded]"
+    scheme = "mqtt"
+
+    def resolve_binary(self) -> str:
+        from groundstation import embedded_broker
+
+        if not embedded_broker.available():
+            raise BinaryNotFoundError(f"no MQTT broker: Mosquitto is not installed and the "
+                                      f"embedded one needs amqtt: {embedded_broker.INSTALL_HINT}")
+        return sys.executable
+
+    def _write_config(self) -> None:
+        pass
+
+    def _command(self, binary: str) -> list[str]:
+        return [binary, "-m", "groundstation.embedded_broker", "--host", self._host,
+                "--port", str(self._port)]
+
+    def _probe_ready(self) -> bool:
+        try:
+            with socket.create_connection((self._host, self._port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
 class InfluxDBServer(_Server):
     """An InfluxDB 1.x server (``influxd``) speaking the v1 HTTP API on a loopback port."""
 
@@ -465,6 +504,7 @@ class InfluxDBServer(_Server):
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
         http_timeout: float = 30.0,
+        own_session: bool = False,
     ) -> None:
         if port is None and rpc_port is None:
             port, rpc_port = _free_ports(2)
@@ -474,6 +514,7 @@ class InfluxDBServer(_Server):
             binary=binary,
             start_timeout=start_timeout,
             stop_timeout=stop_timeout,
+            own_session=own_session,
         )
         self._rpc_port = rpc_port if rpc_port is not None else free_port(self._host)
         self.http_timeout = http_timeout
