@@ -2,7 +2,8 @@
 # Installs what groundstation needs on a Debian machine with Python 3.11+: the real
 # Mosquitto and InfluxDB 1.x from Debian, and a virtualenv in .venv with the project.
 # Sourced by .ci/run and ./run (set -euo pipefail, REPO, step and die come from them).
-# GS_EXTRAS picks the pip extras (default: test,export, so the Parquet tests run).
+# GS_EXTRAS picks the pip extras (default: test,export, so the Parquet tests run; the demo
+# takes embedded, the Python broker it falls back on without Mosquitto).
 
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -69,7 +70,7 @@ if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     "$PYTHON" -c 'import ensurepip, venv' || die "$PYTHON still cannot create a virtualenv"
 fi
 
-step "Creating virtualenv .venv and installing groundstation with test extras"
+step "Creating virtualenv .venv and installing groundstation[${GS_EXTRAS:-test,export}]"
 if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     "$PYTHON" -m venv --clear .venv
 fi
