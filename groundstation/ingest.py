@@ -536,8 +536,9 @@ class IngestService:
     def _on_sim_state(self, topic: str, payload: bytes) -> None:
         try:
             source, vehicle = topics.parse_sim_state(topic)
-            if not payload:  # a drill's ships gone: their retained state cleared
-                self.phase.pop((source, vehicle), None)
+            if not payload:
+                # A drill's ships stopped and cleared their retained state. Their last
+                # frames may still be queued here: they keep the drill's last phase.
                 return
             state = json.loads(payload)
             phase = state["phase"]
