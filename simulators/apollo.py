@@ -72,6 +72,10 @@ FC_R = 0.11  # ohm
 FEED_R = 0.012  # ohm, fuel cells to each main bus
 SHORT_R = 0.05  # ohm, path of a bus short
 DM_N2_TARGET, DM_CM_PRESS = 485.0, 255.0  # mm Hg
+DM_GAS_TAU = 60.0  # s, trapped DM gas following its walls (estimate)
+CM_RCS_NOMINAL = (292.0, 294.0)  # psia, CM RCS 1 and 2 regulated (estimate)
+CM_RCS_MIN = 80.0  # psia: what is left when unchecked firing has emptied the tanks (estimate)
+CM_RCS_RESET_TAU = 12.0  # s, the instructor's reset of the CM RCS after entry_rcs_fumes
 
 SM_PARAMS = frozenset(
     [f"fc{k}_{x}" for k in (1, 2, 3) for x in ("volts", "amps", "o2_flow", "h2_flow",
@@ -137,6 +141,8 @@ class ApolloModel:
         # The DM is launched with a 255 mm Hg O2 fill (estimate).
         self.dm = Gas.at(V_DM, DM_CM_PRESS, 1.0, 0.05)
         self.dm_temp = 293.0
+        self.dm_gas_dt = 0.0  # K, the dm_trapped_gas fault's change of the sealed gas
+        self.cm_rcs_loss = [0.0, 0.0]  # psi each CM RCS system has lost firing unchecked
         self.lioh = [0.3, 1.9]  # lb absorbed; staggered so they are changed alternately
         self.next_lioh = tl.hms(12)
         self.o2_flow = 0.2
@@ -196,6 +202,7 @@ class ApolloModel:
         self._thermal(t, dt, env, fx, coarse)
         self._water(t, h, env)
         self._prop(t, dt, h, phase, env)
+        self._cm_rcs(dt, fx)
         if not coarse:
             self._caution_warning(t, dt)
 
@@ -236,10 +243,15 @@ class ApolloModel:
         cm.remove_amount(out * PV_O2 * h)
         cm.o2 = max(cm.o2 - crew * O2_PER_CREW * act * PV_O2 * h, 0.0)
         self._scrub(t, crew, act, h)
-        if t >= tl.CABIN_REPRESS:
+        relief = tl.CABIN_REPRESS
+        for f, lvl in fx.each("entry_rcs_fumes"):
+            if lvl > 0:
+                # ASTP: the relief valve opened while the RCS was still firing, drawing its
+                # oxidiser fumes in with the air.
+                relief = min(relief, f.start)
+        if t >= relief:
             # The relief valve lets outside air in on the parachutes (21 % O2).
-            target = 5.0 + 9.7 * clamp((t - tl.CABIN_REPRESS) / (tl.SPLASHDOWN
-                                                                  - tl.CABIN_REPRESS), 0, 1)
+            target = 5.0 + 9.7 * clamp((t - relief) / (tl.SPLASHDOWN - relief), 0, 1)
             gap = max(target * MMHG_PER_PSI - cm.press, 0.0) * V_CM
             cm.o2 += 0.21 * gap
             cm.n2 += 0.79 * gap
@@ -248,7 +260,7 @@ class ApolloModel:
         q = clamp(REG_K * (REG_SET - p) / (1 + psi_per_lb * REG_K * h), 0.0, REG_MAX)
         p2 = p + psi_per_lb * q * h
         qe = clamp(EMER_K * (EMER_SET - p2) / (1 + psi_per_lb * EMER_K * h), 0.0, EMER_MAX)
-        if t >= tl.CABIN_REPRESS:
+        if t >= relief:
             q = qe = 0.0
         cm.o2 += (q + qe) * PV_O2 * h * (V_CM / vol)
         if self.dm_connected(t):
@@ -466,6 +478,8 @@ class ApolloModel:
             eq = 138.0 + 8.0 * (s - 0.58) + (-1.0, 1.5, -1.5, 0.5)[q]
             self.rcs_temp[q] = relax(self.rcs_temp[q], eq, dt, 1800.0)
         self.dm_temp = relax(self.dm_temp, 293.0 + 3.0 * (s - 0.58), dt, 1200.0)
+        trapped = sum(f.params["delta_k"] * lvl for f, lvl in fx.each("dm_trapped_gas"))
+        self.dm_gas_dt = relax(self.dm_gas_dt, trapped, dt, DM_GAS_TAU)
 
     # --- water ---------------------------------------------------------------------------------
 
@@ -514,6 +528,21 @@ class ApolloModel:
             eq = 171.0 if burning else 177.5 + 0.5 * i + 1.2 * (env.sunlit - 0.58)
             self.sps_press[i] = relax(self.sps_press[i], eq, dt, 3.0 if burning else 30.0)
 
+    def _cm_rcs(self, dt: float, fx: FaultView) -> None:
+        """The CM RCS pressures; only the entry_rcs_fumes fault moves them."""
+        rate = sum(f.params["rate_psi_s"] * lvl for f, lvl in fx.each("entry_rcs_fumes"))
+        for k in range(2):
+            if rate > 0:
+                most = CM_RCS_NOMINAL[k] - CM_RCS_MIN
+                self.cm_rcs_loss[k] = min(self.cm_rcs_loss[k] + rate * (1.0, 0.92)[k] * dt,
+                                          most)
+            else:
+                # Cleared: the instructor puts the propellant back (as for a rupture).
+                self.cm_rcs_loss[k] = relax(self.cm_rcs_loss[k], 0.0, dt, CM_RCS_RESET_TAU)
+
+    def cm_rcs_press(self, k: int, sunlit: float) -> float:
+        return CM_RCS_NOMINAL[k] + 1.5 * (sunlit - 0.58) - self.cm_rcs_loss[k]
+
     # --- caution and warning -------------------------------------------------------------------
 
     def _caution_warning(self, t: float, dt: float) -> None:
@@ -527,6 +556,9 @@ class ApolloModel:
                 on.add(f"AC BUS {i + 1}")
         if max(self.inv_temp) > 190.0:
             on.add("INV TEMP")
+        for k in range(2):
+            if CM_RCS_NOMINAL[k] - self.cm_rcs_loss[k] < 260.0:
+                on.add(f"CM RCS {k + 1}")
         if self.cm.pco2 >= 7.6:
             on.add("CO2 PP HI")
         if self.o2_high_s > 16.5:
@@ -594,13 +626,14 @@ class ApolloModel:
             "sps_he_press": 3550.0 * (1.0 - 0.55 * (SPS_LOAD - self.sps_prop) / SPS_LOAD),
             "sps_ox_qty": 100.0 * self.sps_prop / SPS_FULL,
             "sps_fuel_qty": 100.0 * self.sps_prop / SPS_FULL + 0.4,
-            "cm_rcs1_press": 292.0 + 1.5 * (env.sunlit - 0.58),
-            "cm_rcs2_press": 294.0 + 1.5 * (env.sunlit - 0.58),
+            "cm_rcs1_press": self.cm_rcs_press(0, env.sunlit),
+            "cm_rcs2_press": self.cm_rcs_press(1, env.sunlit),
             "bmag1_temp": self.bmag[0].value,
             "bmag2_temp": self.bmag[1].value,
             # Sealed between closed hatches the DM's gas warms and cools with the sun (the
             # real "leak" that both centres puzzled over); open, it shares one pressure.
-            "dm_press": self.dm.press * (self.dm_temp / 293.0 if stage == "isolated" else 1.0),
+            "dm_press": self.dm.press * ((self.dm_temp + self.dm_gas_dt) / 293.0
+                                         if stage == "isolated" else 1.0),
             "dm_hatch_cm": "OPEN" if stage == "cm" else "CLOSED",
             "dm_hatch_soyuz": "OPEN" if stage == "soyuz" else "CLOSED",
             "cm_fwd_hatch": "OPEN" if tl.tunnel_open(t) else "CLOSED",

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from groundstation import topics
 from groundstation.definitions import DEFS_DIR, DefinitionError, load_all
 from simulators import timeline as tl
 from simulators.clock import format_get, parse_duration
@@ -48,8 +49,14 @@ Topics:
   telemetry/live/<vehicle>/<stream>  frames, msgpack envelopes (playback dumps too, with
                                      their original seq and times and "playback": true)
   sim/state/<vehicle>                retained JSON: GET, UTC, phase, docked, AOS, faults
-  sim/control/<vehicle>              JSON requests: inject and clear faults (see below)
+  sim/control/<vehicle>              JSON requests: inject and clear faults, pause and
+                                     resume the mission clock (see below)
   sim/reply/<vehicle>                one JSON reply per request; bad requests change nothing
+
+With --source training/<drill> the ships fly for a drill instead: frames on
+telemetry/training/<drill>/<vehicle>/<stream>, state on sim/state/training/<drill>/<vehicle>
+(cleared when the simulator stops), no control topic; the broker lets only the instructor
+account publish there.
 """
 
 EPILOG = """\
@@ -61,6 +68,10 @@ examples:
   groundstation sim both --start 055:00:00 \\
       --fault apollo:o2_tank_heater:tank=2,rupture=true,at=055:53:00
   groundstation sim apollo --fault apollo:cabin_leak:rate_lb_h=2,ramp_s=300
+  groundstation sim apollo --start cabin-repress-5m \\
+      --fault apollo:entry_rcs_fumes:at=cabin-repress-3m     the ASTP entry fumes
+  groundstation sim apollo --start docking-2+25m \\
+      --fault apollo:dm_trapped_gas:at=docking-2+30m          the false DM leak
   groundstation sim both --list-events                the timeline, with its GETs
   groundstation sim both --list-faults                what can be broken, and how
 
@@ -72,6 +83,8 @@ control requests (mosquitto_pub -t sim/control/apollo_csm -m '...'):
   {"cmd": "inject", "fault": "los", "duration_s": 600}    Apollo records, then dumps
   {"cmd": "clear", "fault_id": "F1"}      {"cmd": "clear", "fault": "cabin_leak"}
   {"cmd": "clear_all"}    {"cmd": "list"}    {"cmd": "status"}
+  {"cmd": "pause"}        freeze the mission clock (both ships): no frames, state "paused"
+  {"cmd": "resume"}       fly on from the same GET at the same speed (no catching up)
   Watch the answers with: mosquitto_sub -t 'sim/reply/#' -t 'sim/state/#' -v
 
 times (--start, --until, "at"): a GET such as 044:19:08 or -007:30:01, or an event with an
@@ -114,6 +127,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
                    help="inject a fault at start-up; keys are the fault's parameters and "
                         "at, ramp_s, duration_s (repeatable)")
+    p.add_argument("--source", default="live", metavar="live|training/DRILL",
+                   help="live (default), or training/<drill> to fly a drill's ships under "
+                        "the training topics (as the instructor account)")
     p.add_argument("--no-historical", action="store_true",
                    help="leave out the real minor anomalies (Soyuz TV failure, the false "
                         "GNC alarm of Jul 17)")
@@ -140,6 +156,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if until is not None and until <= start:
         print(f"error: --until {format_get(until)} is not after --start {format_get(start)}",
+              file=sys.stderr)
+        return 2
+    try:
+        source = topics.check_source(args.source)
+    except ValueError as exc:
+        print(f"error: --source: {exc}", file=sys.stderr)
+        return 2
+    if source.startswith(topics.REPLAY + "/"):
+        print("error: --source: the simulators fly live or training/<drill> ships",
               file=sys.stderr)
         return 2
     if not 0 < args.speed <= 10000:
@@ -176,13 +201,14 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, username=args.username, password=args.password,
         speed=args.speed, frames_per_message=args.frames_per_message, qos=args.qos,
         backlog_frames=args.backlog_frames, recorder_s=args.recorder_minutes * 60.0,
-        playback_rate=args.playback_rate, until=until)
+        playback_rate=args.playback_rate, until=until, source=source)
     runner = SimRunner(mission, [defs[v] for v in ships], options)
+    listens = ("no control topic" if runner.training else
+               f"control on {', '.join(control_topic(v) for v in ships)}, replies on "
+               f"{', '.join(reply_topic(v) for v in ships)}")
     print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
-          f"{args.host}:{args.port} (seed {args.seed}); control on "
-          f"{', '.join(control_topic(v) for v in ships)}, replies on "
-          f"{', '.join(reply_topic(v) for v in ships)}, state on "
-          f"{', '.join(state_topic(v) for v in ships)}")
+          f"{args.host}:{args.port} (seed {args.seed}, source {source}); {listens}, state "
+          f"on {', '.join(state_topic(v, source) for v in ships)}")
     return asyncio.run(_run(runner))
 
 

@@ -14,26 +14,41 @@ Requests ("id" is optional and echoed in the reply as "request"):
     {"cmd": "clear_all"}
     {"cmd": "list"}                          active and scheduled faults, and the catalogue
     {"cmd": "status"}                        the state message, now
+    {"cmd": "pause"}                         freeze the mission clock: no frames go down,
+                                             the state says "paused": true
+    {"cmd": "resume"}                        fly on from the same GET at the same speed
+
+Pause and resume act on the runner, which flies every ship of its mission on one clock:
+pausing through either ship's topic pauses both. Both are idempotent (the reply's
+"paused" says where the clock is now). A drill's ships (source training/<drill>) listen
+to no control topic: the drill pauses them in-process (SimRunner.pause, resume).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
+from groundstation import topics
 from simulators.faults import CATALOGUE, COMMON, FaultError
 from simulators.mission import Mission
 
 MAX_REQUEST = 64 * 1024
-COMMANDS = ("inject", "clear", "clear_all", "list", "status")
+COMMANDS = ("inject", "clear", "clear_all", "list", "status", "pause", "resume")
 _KEYS = {
     "inject": {"cmd", "id", "fault", "params", "at", "ramp_s", "duration_s"},
     "clear": {"cmd", "id", "fault", "fault_id"},
     "clear_all": {"cmd", "id"},
     "list": {"cmd", "id"},
     "status": {"cmd", "id"},
+    "pause": {"cmd", "id"},
+    "resume": {"cmd", "id"},
 }
+
+# The runner's answer to pause (True) or resume (False): what goes into the reply.
+PauseHandler = Callable[[bool], dict[str, Any]]
 
 
 def control_topic(vehicle: str) -> str:
@@ -44,8 +59,8 @@ def reply_topic(vehicle: str) -> str:
     return f"sim/reply/{vehicle}"
 
 
-def state_topic(vehicle: str) -> str:
-    return f"sim/state/{vehicle}"
+def state_topic(vehicle: str, source: str = topics.LIVE) -> str:
+    return topics.sim_state(vehicle, source)
 
 
 def catalogue(vehicle: str) -> list[dict[str, Any]]:
@@ -64,8 +79,10 @@ def catalogue(vehicle: str) -> list[dict[str, Any]]:
     return out
 
 
-def handle(mission: Mission, vehicle: str, payload: bytes) -> dict[str, Any]:
-    """Apply one control request for a vehicle; the reply says what happened."""
+def handle(mission: Mission, vehicle: str, payload: bytes,
+           pause: PauseHandler | None = None) -> dict[str, Any]:
+    """Apply one control request for a vehicle; the reply says what happened. Pause and
+    resume need the runner's handler; without one they are refused."""
     request: Any = None
     try:
         if len(payload) > MAX_REQUEST:
@@ -87,7 +104,12 @@ def handle(mission: Mission, vehicle: str, payload: bytes) -> dict[str, Any]:
         if extra:
             raise FaultError(f"{cmd}: unknown key {extra[0]!r}; it takes "
                              f"{', '.join(sorted(_KEYS[cmd] - {'cmd'}))}")
-        result = _apply(mission, vehicle, cmd, msg)
+        if cmd in ("pause", "resume"):
+            if pause is None:
+                raise FaultError(f"{cmd}: this simulator has no clock to {cmd} (no runner)")
+            result = pause(cmd == "pause")
+        else:
+            result = _apply(mission, vehicle, cmd, msg)
         return {"ok": True, "request": request, "cmd": cmd, **result}
     except FaultError as exc:
         return {"ok": False, "request": request, "error": str(exc)}

@@ -150,6 +150,27 @@ CATALOGUE: dict[str, FaultSpec] = {s.name: s for s in (
     FaultSpec("glycol_loop", (tl.APOLLO,), "system", "glycol coolant pump failure",
               (), "evaporator outlet rises past 66 degF, radiator outlet falls below -30 degF "
                   "in the dark, inverter temperatures pass 190 degF, the cabin warms"),
+    FaultSpec("entry_rcs_fumes", (tl.APOLLO,), "system",
+              "the ASTP entry anomaly (Jul 24 1975): earth landing system not armed, the CM "
+              "RCS keeps firing in the descent and the open cabin relief valve draws its "
+              "N2O4 fumes in; only between CM/SM separation and splashdown",
+              (Param("rate_psi_s", float, "how fast both CM RCS pressures fall while the "
+                     "thrusters fire unchecked (system 2 at 92 % of it)", default=0.9,
+                     lo=0.05, hi=20.0),),
+              "CM RCS 1 and 2 PRESS fall through the 260 psia C&W line (~35-40 s with the "
+              "default rate; the master alarm with them), cabin pressure climbs from ~5 psia "
+              "toward ambient at once instead of at cabin-repress (inside the entry limits); "
+              "no sensor sees the fumes. Clearing is the instructor's reset: the RCS "
+              "pressures come back within a minute, the cabin keeps what it took in"),
+    FaultSpec("dm_trapped_gas", (tl.APOLLO,), "system",
+              "the false DM leak: the gas sealed in the docking module between its closed "
+              "hatches cools (or warms); only while the DM is sealed",
+              (Param("delta_k", float, "change of the trapped gas temperature, K (negative "
+                     "cools); followed with a 60 s time constant", default=-50.0,
+                     lo=-100.0, hi=100.0),),
+              "DM PRESS falls (default: ~258 to ~215 mm Hg, below the 230 mm Hg yellow line "
+              "after ~60 s) as if the DM leaked, while no gas is lost: clearing brings the "
+              "reading back within a few minutes"),
     # --- Soyuz system faults ----------------------------------------------------------------
     FaultSpec("cabin_depress", (tl.SOYUZ,), "system", "Soyuz cabin depressurisation (a hole)",
               (Param("hole_mm", float, "hole diameter", default=10.0, lo=0.5, hi=50.0),
@@ -244,6 +265,7 @@ class FaultManager:
         self._check_specific(vehicle, name, out)
         common = {c.name: c for c in COMMON}
         start = _when(at, now)
+        _check_window(name, start)
         ramp = common["ramp_s"].check(name, ramp_s if ramp_s is not None else 0.0)
         end = None
         if duration_s is not None:
@@ -328,6 +350,34 @@ class FaultManager:
     def pending_or_active(self, vehicle: str | None, get: float) -> list[Fault]:
         return [f for f in self.faults if (vehicle is None or f.vehicle == vehicle)
                 and (f.end is None or f.end > get)]
+
+
+def dm_sealed(get: float) -> bool:
+    """The DM attached with both its hatches closed and no transfer cycle working it: its
+    gas is trapped (apollo.dm_stage "isolated")."""
+    return (tl.dm_attached(get) and tl.dm_cycle_at(get) is None
+            and not tl.tunnel_open(get))
+
+
+# When the DM is sealed: the checkout before the tunnel is first opened, the undocking and
+# second docking (the tunnel closed from 087:50 to 092:00), and before the DM is jettisoned.
+DM_SEALED = ((tl.DM_DOCK, tl.TUNNEL_OPEN), (tl.hms(87, 50), tl.hms(92, 0)),
+             (tl.TUNNEL_CLOSED_FINAL, tl.DM_JETTISON))
+
+
+def _check_window(name: str, start: float) -> None:
+    """Faults that only mean something in one part of the mission refuse any other start,
+    rather than being accepted and showing nothing."""
+    if name == "entry_rcs_fumes" and not tl.CM_SM_SEP <= start < tl.SPLASHDOWN:
+        raise FaultError(f"entry_rcs_fumes: at {format_get(start)} is outside the CM's "
+                         f"descent; the CM RCS is only live from CM/SM separation "
+                         f"({format_get(tl.CM_SM_SEP)}) to splashdown "
+                         f"({format_get(tl.SPLASHDOWN)}), e.g. at cabin-repress-3m")
+    if name == "dm_trapped_gas" and not dm_sealed(start):
+        spans = ", ".join(f"{format_get(a)}-{format_get(b)}" for a, b in DM_SEALED)
+        raise FaultError(f"dm_trapped_gas: the DM is not sealed at {format_get(start)} "
+                         f"(open to a cabin or in a transfer cycle); it is sealed {spans}, "
+                         "e.g. at docking-2+30m")
 
 
 def _when(at: Any, now: float) -> float:

@@ -80,11 +80,14 @@ class Transmitter:
 
     def __init__(self, definition: VehicleDefinition, faults: FaultManager, seed: int, *,
                  frames_per_message: int = 5, playback_frames_per_message: int | None = None,
-                 recorder_frames: int = 0, playback_rate: float = 10.0):
+                 recorder_frames: int = 0, playback_rate: float = 10.0,
+                 source: str = topics.LIVE):
         self.definition = definition
         self.vehicle = definition.vehicle
         self.stream = definition.stream
-        self.topic = topics.telemetry(self.vehicle, self.stream)
+        # A drill's ships go down under telemetry/training/<drill>/..., never as live.
+        self.source = topics.check_source(source)
+        self.topic = topics.telemetry(self.vehicle, self.stream, source=self.source)
         self.period_ns = round(1e9 / definition.frame.rate_hz)
         self.faults = faults
         self.fpm = max(1, min(int(frames_per_message), MAX_FRAMES))

@@ -12,6 +12,15 @@ one point).
 
 Control requests arrive on sim/control/<vehicle> and are answered on sim/reply/<vehicle>;
 the retained sim/state/<vehicle> message says where the mission is (see control.py).
+
+A drill's ships fly with source "training/<drill>": their frames go out on
+telemetry/training/<drill>/<vehicle>/<stream> and their state on
+sim/state/training/<drill>/<vehicle>, so the ingest keeps their data and their mission phase
+apart from the live ships'. They listen to no control topic (the drill drives its mission
+in-process), and a clean stop clears their retained state so the ingest forgets the phase.
+
+pause() freezes the mission clock (no frames, the state says "paused": true); resume()
+flies on from the same GET at the same speed, without catching up the time it was paused.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Any
 
 import aiomqtt
 
+from groundstation import topics
 from groundstation.definitions import VehicleDefinition
 from simulators import control
 from simulators import timeline as tl
@@ -57,6 +67,7 @@ class RunnerOptions:
     until: float | None = None  # GET to stop at (default: the end of the ships' missions)
     state_interval_s: float = 1.0  # real seconds between state messages
     client_id: str | None = None
+    source: str = topics.LIVE  # or "training/<drill>": a drill's ships, never live
 
 
 class Publisher:
@@ -71,6 +82,8 @@ class Publisher:
         self.queued_frames = 0
         self.max_queued_frames = 0  # the deepest the backlog got (e.g. while the broker was away)
         self.control: deque[tuple[str, bytes, bool]] = deque()
+        # Sent once everything else has gone, as the publisher stops.
+        self.final: deque[tuple[str, bytes, bool]] = deque()
         self.dropped_frames = 0
         self.dropped_messages = 0
         self.sent_messages = 0
@@ -104,6 +117,11 @@ class Publisher:
             for c in [c for c in self.control if c[2] and c[0] == topic]:
                 self.control.remove(c)
         self.control.append((topic, data, retain))
+        self._wake.set()
+
+    def put_final(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """A message for the very end: after every frame and state message queued."""
+        self.final.append((topic, payload, retain))
         self._wake.set()
 
     @property
@@ -173,6 +191,12 @@ class Publisher:
                 self.sent_frames += m.frames
                 continue
             if stop.is_set():
+                if self.final:
+                    item = self.final[0]
+                    await asyncio.wait_for(client.publish(item[0], item[1], qos=1,
+                                                          retain=item[2]), 30)
+                    self.final.popleft()
+                    continue
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -206,6 +230,11 @@ class SimRunner:
                  options: RunnerOptions):
         if not definitions:
             raise ValueError("no ships to fly")
+        self.source = topics.check_source(options.source)
+        if self.source.startswith(topics.REPLAY + "/"):
+            raise ValueError(f"source {self.source!r}: a simulator flies live or "
+                             "training/<drill> ships; replays come from the archive")
+        self.training = self.source != topics.LIVE
         self.mission = mission
         self.o = options
         self.vehicles = [d.vehicle for d in definitions]
@@ -217,14 +246,46 @@ class SimRunner:
             rec = int(options.recorder_s * d.frame.rate_hz) if d.vehicle == tl.APOLLO else 0
             self.tx[d.vehicle] = Transmitter(d, mission.faults, mission.seed,
                                              frames_per_message=fpm, recorder_frames=rec,
-                                             playback_rate=options.playback_rate)
-        self.publisher = Publisher(options, [control.control_topic(v) for v in self.vehicles],
-                                   self._on_control)
+                                             playback_rate=options.playback_rate,
+                                             source=self.source)
+        listen = [] if self.training else [control.control_topic(v) for v in self.vehicles]
+        self.publisher = Publisher(options, listen, self._on_control)
         self._ships = {v: _ShipState() for v in self.vehicles}
         mission.listeners.append(self._on_event)
         self.started_get = mission.t
         self.achieved_speed = 0.0
         self.running = False
+        self.paused = False
+        self._frozen = False  # the flying loop has seen the pause (and flushed)
+        self._position = mission.t  # mission time the frames have been generated to
+        self._t0 = 0.0  # loop time of _sim0: pacing is _sim0 + speed x (now - _t0)
+        self._sim0 = mission.t
+
+    # --- pause ---------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Freeze the mission clock; frames already made still go down. Idempotent."""
+        if not self.paused:
+            self.paused = True
+            log.info("paused at %s", format_get(self.get))
+
+    def resume(self) -> None:
+        """Fly on from the GET of the pause at the same speed. Idempotent."""
+        if self.paused:
+            self.paused = False
+            log.info("resumed at %s", format_get(self.get))
+
+    @property
+    def get(self) -> float:
+        """GET of the newest frame generated (of the ship furthest behind)."""
+        return min(min(self.streams[v].next_get for v in self.vehicles), self.mission.t)
+
+    def _on_pause(self, pause: bool) -> dict[str, Any]:
+        if pause:
+            self.pause()
+        else:
+            self.resume()
+        return {"paused": self.paused, "get": self.get, "get_text": format_get(self.get)}
 
     # --- control ------------------------------------------------------------------------
 
@@ -232,13 +293,15 @@ class SimRunner:
         vehicle = topic.rsplit("/", 1)[-1]
         if vehicle not in self.vehicles:
             return
-        reply = control.handle(self.mission, vehicle, payload)
+        reply = control.handle(self.mission, vehicle, payload, self._on_pause)
         if reply["ok"]:
             log.info("%s: %s %s", vehicle, reply.get("cmd"), reply.get("fault_id", ""))
         else:
             log.warning("%s: rejected control request: %s", vehicle, reply["error"])
         self.publisher.put_control(control.reply_topic(vehicle), reply)
-        self._publish_state(vehicle)
+        # A pause stops every ship of the mission; any other request concerns one.
+        for v in (self.vehicles if reply.get("cmd") in ("pause", "resume") else [vehicle]):
+            self._publish_state(v)
 
     def _on_event(self, event: tl.Event, get: float) -> None:
         for v in event.vehicles:
@@ -254,7 +317,8 @@ class SimRunner:
         tx = self.tx[vehicle]
         s.update({
             "t": self.streams[vehicle].next_time_ns,
-            "running": self.running, "seed": self.mission.seed,
+            "source": self.source, "running": self.running, "paused": self.paused,
+            "seed": self.mission.seed,
             "speed": self.o.speed, "achieved_speed": round(self.achieved_speed, 2),
             "started": format_get(self.started_get),
             "recorder_frames": tx.recorded,
@@ -273,8 +337,8 @@ class SimRunner:
         return s
 
     def _publish_state(self, vehicle: str) -> None:
-        self.publisher.put_control(control.state_topic(vehicle), self.state(vehicle),
-                                   retain=True)
+        self.publisher.put_control(control.state_topic(vehicle, self.source),
+                                   self.state(vehicle), retain=True)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -291,6 +355,11 @@ class SimRunner:
                 for m in self.tx[v].flush():
                     self.publisher.put(m)
                 self._publish_state(v)
+                if self.training:
+                    # After the last frame: an empty retained message deletes the drill's
+                    # state, and the ingest forgets the drill's phase.
+                    self.publisher.put_final(control.state_topic(v, self.source), b"",
+                                             retain=True)
             done.set()
             try:
                 await asyncio.wait_for(pub, 15)
@@ -303,7 +372,7 @@ class SimRunner:
 
     async def _fly(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        t0, sim0 = loop.time(), self.mission.t
+        self._t0, self._sim0 = loop.time(), self._position
         end = min(tl.MISSION_END[v] for v in self.vehicles) if len(self.vehicles) == 1 \
             else max(tl.MISSION_END[v] for v in self.vehicles)
         if self.o.until is not None:
@@ -311,6 +380,26 @@ class SimRunner:
         last_state = -1e9
         tick = 0.05
         while not stop.is_set():
+            if self.paused:
+                now = loop.time()
+                if not self._frozen:
+                    self._frozen = True
+                    self.achieved_speed = 0.0
+                    last_state = -1e9  # say so at once
+                    for v in self.vehicles:
+                        for m in self.tx[v].flush():  # what was made before the pause
+                            self.publisher.put(m)
+                if now - last_state >= self.o.state_interval_s:
+                    last_state = now
+                    for v in self.vehicles:
+                        self._publish_state(v)
+                await _sleep_or(stop, tick)
+                continue
+            if self._frozen:
+                # Resumed: pace from here, so the paused time is not caught up.
+                self._frozen = False
+                self._t0, self._sim0 = loop.time(), self._position
+            t0, sim0 = self._t0, self._sim0
             elapsed = loop.time() - t0
             target = min(sim0 + self.o.speed * elapsed, end)
             for v in self.vehicles:
@@ -325,6 +414,7 @@ class SimRunner:
                     if step_to >= target or stop.is_set():
                         break
                     await asyncio.sleep(0)  # let the publisher and control in
+            self._position = max(self._position, target)
             now = loop.time()
             if now > t0:
                 # What was really flown per real second so far (below `speed` when the

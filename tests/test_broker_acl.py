@@ -408,3 +408,62 @@ async def test_a_vehicle_announces_only_its_own_mission_state_to_the_ingest(
         await csm.publish("sim/state/apollo_csm", MARK, qos=1)
         got = await received_until_mark(ingest)
     assert got == [("sim/state/apollo_csm", MARK)]
+
+
+# -- drills ----------------------------------------------------------------------------------
+
+
+async def test_the_instructor_flies_drills_under_the_training_subtree_only(
+        broker: MosquittoServer) -> None:
+    drill = topics.training("t1")
+    async with (
+        login(broker, "ingest", "telemetry/#", "sim/state/#") as ingest,
+        login(broker, "instructor") as instructor,
+    ):
+        # A drill's ships may never pass for live or replayed ones.
+        await instructor.publish(topics.telemetry("apollo_csm", "hbr"), b"AS LIVE", qos=1)
+        await instructor.publish(topics.telemetry("apollo_csm", "hbr", session="s1"),
+                                 b"AS REPLAY", qos=1)
+        await instructor.publish(topics.sim_state("apollo_csm"), b"AS LIVE STATE", qos=1)
+        await instructor.publish(topics.telemetry("apollo_csm", "hbr", source=drill),
+                                 b"DRILL FRAMES", qos=1)
+        await instructor.publish(topics.sim_state("apollo_csm", drill), MARK, qos=1)
+        got = await received_until_mark(ingest)
+    assert got == [("telemetry/training/t1/apollo_csm/hbr", b"DRILL FRAMES"),
+                   ("sim/state/training/t1/apollo_csm", MARK)]
+
+
+async def test_vehicles_and_operators_cannot_pose_as_a_drill(broker: MosquittoServer) -> None:
+    drill = topics.training("t1")
+    async with (
+        login(broker, "ingest", "telemetry/#", "sim/state/#") as ingest,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "flight") as flight,
+    ):
+        await flight.publish(topics.telemetry("apollo_csm", "hbr", source=drill), b"OP",
+                             qos=1)
+        await flight.publish(topics.sim_state("apollo_csm", drill), b"OP", qos=1)
+        await csm.publish(topics.telemetry("apollo_csm", "hbr", source=drill), b"CSM", qos=1)
+        await csm.publish(topics.sim_state("apollo_csm", drill), b"CSM", qos=1)
+        await csm.publish(topics.telemetry("apollo_csm", "hbr"), MARK, qos=1)
+        got = await received_until_mark(ingest)
+    assert got == [("telemetry/live/apollo_csm/hbr", MARK)]
+
+
+async def test_operators_watch_drills_but_only_the_instructor_steers_them(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "flight", "drill/#") as flight,
+        login(broker, "instructor", "drill/#") as instructor,
+        login(broker, "eecom") as eecom,
+    ):
+        # eecom's publish is acknowledged (QoS 1) only once the broker has queued it for
+        # its subscribers: had it been let through it would reach the instructor before the
+        # instructor's own marker, published after that acknowledgement.
+        await eecom.publish("drill/control/t1", b"FORGED", qos=1)
+        await eecom.publish("drill/status/t1", b"FORGED", qos=1)
+        await instructor.publish("drill/control/t1", b'{"cmd": "start"}', qos=1)
+        await instructor.publish("drill/status/t1", MARK, qos=1)
+        assert await received_until_mark(flight) == [("drill/status/t1", MARK)]
+        assert await received_until_mark(instructor) == [
+            ("drill/control/t1", b'{"cmd": "start"}'), ("drill/status/t1", MARK)]

@@ -17,6 +17,7 @@ import pytest
 from groundstation.definitions import VehicleDefinition, load_all
 from groundstation.envelope import decode_envelope
 from groundstation.servers import MosquittoServer
+from simulators import control
 from simulators import timeline as tl
 from simulators.clock import FRAME_EPOCH_NS, frame_index
 from simulators.link import Message
@@ -106,6 +107,10 @@ BAD = [
     ({"cmd": "inject", "fault": "los", "at": "000:01:00"}, "in the past"),
     ({"cmd": "inject", "fault": "los", "ramp_s": -5}, "below 0"),
     ({"cmd": "clear", "fault_id": "F9"}, "no active or scheduled fault 'F9'"),
+    ({"cmd": "pause", "speed": 2}, "pause: unknown key 'speed'"),
+    ({"cmd": "resume", "at": "now"}, "resume: unknown key 'at'"),
+    ({"cmd": "inject", "fault": "dm_trapped_gas"}, "the DM is not sealed"),
+    ({"cmd": "inject", "fault": "entry_rcs_fumes"}, "outside the CM's descent"),
 ]
 
 
@@ -124,7 +129,7 @@ async def test_control_replies_and_bad_requests_change_nothing(
             reply = await _request(listen, client, msg)
             assert reply["ok"] is False and error in reply["error"], reply
             assert reply["request"] == (f"bad-{i}" if isinstance(msg, dict) else None)
-        assert m.faults.faults == []
+        assert m.faults.faults == [] and not runner.paused
         reply = await _request(listen, client, {"cmd": "inject", "fault": "fuel_cell_loss",
                                                 "params": {"cell": 2}, "id": "drill-1"})
         assert reply["ok"] and reply["request"] == "drill-1" and reply["fault_id"] == "F1"
@@ -217,3 +222,59 @@ async def test_playback_dump_arrives_at_aos_with_original_times(
     for seq, _n, t in played:
         assert t == FRAME_EPOCH_NS + seq * 20_000_000  # their original times
     assert min(seqs_played) > max(k for k in seqs_live if k < min(seqs_played))
+
+
+def test_pause_needs_a_runner(defs: dict[str, VehicleDefinition]) -> None:
+    m = Mission(tl.hms(30), seed=1, definitions=defs)
+    reply = control.handle(m, A, b'{"cmd": "pause", "id": 4}')
+    assert reply == {"ok": False, "request": 4,
+                     "error": "pause: this simulator has no clock to pause (no runner)"}
+
+
+async def test_pause_and_resume_by_control_request(
+        mosquitto: MosquittoServer, defs: dict[str, VehicleDefinition]) -> None:
+    """Pause through sim/control/<vehicle>: both ships stop sending, their state says
+    paused; resume: the frames go on from the next sequence number at 1x, no catch-up."""
+    probe = Mission(tl.hms(55), seed=4, definitions=defs)
+    m = Mission(probe.find_coverage(A, probe.t, 300), seed=4, definitions=defs)
+    runner = SimRunner(m, [defs[A], defs[S]],
+                       RunnerOptions(host=mosquitto.host, port=mosquitto.port,
+                                     state_interval_s=0.2))
+    frames = f"telemetry/live/{A}/hbr"
+    async with Listener(mosquitto, [f"sim/reply/{A}"]) as replies, \
+            Listener(mosquitto, [frames, f"sim/state/{A}", f"sim/state/{S}"]) as listen, \
+            aiomqtt.Client(mosquitto.host, mosquitto.port) as client, flying(runner):
+        first = _seqs(await listen.next(frames))
+        await asyncio.sleep(0.5)
+        await client.publish(f"sim/control/{S}", b'{"cmd": "pause", "id": "p"}', qos=1)
+        await asyncio.sleep(0.5)  # the reply went to sim/reply/soyuz; the last frames land
+        assert runner.paused
+        last = max([first[-1], *(k for t, p in _drain(listen) if t == frames
+                                 for k in _seqs(p))])
+        await asyncio.sleep(1.5)
+        quiet = _drain(listen)
+        assert not [t for t, _ in quiet if t == frames]
+        states = {v: [json.loads(p) for t, p in quiet if t == f"sim/state/{v}"] for v in (A, S)}
+        for v in (A, S):  # one clock: both ships paused, their GET standing still
+            assert len(states[v]) >= 3 and all(s["paused"] for s in states[v])
+            assert len({s["get"] for s in states[v]}) == 1
+        await client.publish(f"sim/control/{A}", b'{"cmd": "resume", "id": "r"}', qos=1)
+        reply = json.loads(await replies.next(f"sim/reply/{A}"))
+        assert reply["ok"] and reply["request"] == "r" and reply["paused"] is False
+        assert reply["get"] == states[A][-1]["get"]
+        await asyncio.sleep(1.0)
+        after = [k for t, p in _drain(listen) if t == frames for k in _seqs(p)]
+    assert after[0] == last + 1 and after == list(range(last + 1, last + 1 + len(after)))
+    assert 30 <= len(after) <= 75, len(after)  # ~1 s at 50 frames/s, not the pause too
+
+
+def _drain(listen: Listener) -> list[tuple[str, bytes]]:
+    out = []
+    while not listen.queue.empty():
+        out.append(listen.queue.get_nowait())
+    return out
+
+
+def _seqs(payload: bytes) -> range:
+    env = decode_envelope(payload, vehicle=A, stream="hbr", frame_bytes=128)
+    return range(env.seq, env.seq + env.frames.shape[0])

@@ -14,9 +14,10 @@ from groundstation.definitions import VehicleDefinition, load_all
 from groundstation.envelope import decode_envelope
 from simulators import orbit
 from simulators import timeline as tl
+from simulators.apollo import dm_stage
 from simulators.checks import Report, check_blocks
 from simulators.clock import EARLIEST_GET, LIFTOFF_NS, parse_get
-from simulators.faults import FaultError, FaultManager
+from simulators.faults import DM_SEALED, FaultError, FaultManager, dm_sealed
 from simulators.link import Transmitter
 from simulators.mission import Mission
 from simulators.telemetry import TelemetryStream
@@ -161,6 +162,110 @@ def test_glycol_loop_failure(base: Mission) -> None:
               recover_s=5400)
     _assert_drill(r, {"glycol_evap_out_temp": 2, "glycol_rad_out_temp": -2,
                       "inv1_temp": 2, "inv2_temp": 2})
+
+
+@pytest.fixture(scope="module")
+def descent(defs: dict[str, VehicleDefinition]) -> Mission:
+    """The CM on its parachutes' way down, heard again after the blackout, five minutes
+    before the cabin relief valve would open."""
+    return Mission(tl.event("cabin-repress").get - 300, seed=7, definitions=defs,
+                   historical=False)
+
+
+def test_entry_rcs_fumes(descent: Mission) -> None:
+    # ASTP, Jul 24 1975: the CM RCS fires on unchecked (CM RCS 1 and 2 PRESS through the
+    # 260 psia C&W line, the master alarm with them) while the relief valve is open early.
+    m = copy.deepcopy(descent)
+    d = m.definitions[APOLLO]
+    s = TelemetryStream(m, d)
+    assert m.env(APOLLO, m.t).aos and m.phase(APOLLO) == "entry"
+    t_fault = m.t + 60.0
+    f = m.inject(APOLLO, "entry_rcs_fumes", {}, at=t_fault)
+    before = _check(m, d, s, t_fault)
+    during = _check(m, d, s, t_fault + 90)
+    m.clear(APOLLO, fault_id=f.id)
+    m.fast_forward(m.t + 60)
+    s.skip_to(m.t)
+    after = _check(m, d, s, m.t + 60)
+    _assert_drill((before, during, after), {"cm_rcs1_press": -2, "cm_rcs2_press": -2,
+                                            "master_alarm": 1})
+    assert set(during.violations) == {"cm_rcs1_press", "cm_rcs2_press", "master_alarm"}
+    # Red within the first minute (1 s samples): ~35 s for system 1, ~40 s for system 2.
+    red = {}
+    for pid in ("cm_rcs1_press", "cm_rcs2_press"):
+        m2 = copy.deepcopy(descent)
+        s2 = TelemetryStream(m2, d)
+        m2.inject(APOLLO, "entry_rcs_fumes", {}, at=t_fault)
+        t, p = series(m2, s2, pid, t_fault + 90)
+        red[pid] = float(t[np.flatnonzero(p < 260.0)[0]] - t_fault)
+        assert p[t < t_fault].min() > 285.0
+    assert 25 < red["cm_rcs1_press"] < red["cm_rcs2_press"] < 60, red
+
+
+def test_entry_rcs_fumes_cabin_climbs_early(descent: Mission) -> None:
+    m = copy.deepcopy(descent)
+    s = TelemetryStream(m, m.definitions[APOLLO])
+    t_fault = m.t + 30.0
+    m.inject(APOLLO, "entry_rcs_fumes", {}, at=t_fault)
+    t, p = series(m, s, "cabin_press", t_fault + 150)
+    assert 4.8 < p[t < t_fault].mean() < 5.2
+    assert p[-50:].mean() > 7.0  # ~1.1 psi a minute toward sea level, 4 min early
+    assert t[-1] < tl.CABIN_REPRESS
+
+
+def test_entry_rcs_fumes_only_in_the_descent(defs: dict[str, VehicleDefinition]) -> None:
+    m = Mission(tl.hms(30), seed=1, definitions=defs)
+    with pytest.raises(FaultError, match="outside the CM's descent"):
+        m.inject(APOLLO, "entry_rcs_fumes")
+    with pytest.raises(FaultError, match="outside the CM's descent"):
+        m.inject(APOLLO, "entry_rcs_fumes", at="splashdown+1m")
+    f = m.inject(APOLLO, "entry_rcs_fumes", at="cabin-repress-3m")
+    assert f.start == tl.CABIN_REPRESS - 180 and f.params == {"rate_psi_s": 0.9}
+
+
+@pytest.fixture(scope="module")
+def docked_again(defs: dict[str, VehicleDefinition]) -> Mission:
+    """The second docking: the tunnel is closed, the DM sealed between its hatches."""
+    return Mission(tl.event("docking-2").get + 1800 - 60, seed=7, definitions=defs,
+                   historical=False)
+
+
+def test_dm_trapped_gas_looks_like_a_leak(docked_again: Mission) -> None:
+    # The false DM leak: the trapped gas cools, DM PRESS falls below its 230 mm Hg yellow
+    # line (a DM leak to EECOM) within two minutes; no gas is lost, so clearing brings it back.
+    m = copy.deepcopy(docked_again)
+    assert m.phase(APOLLO) == "docked" and m.env(APOLLO, m.t + 60).aos
+    gas = m.apollo.dm.total
+    r = drill(m, APOLLO, "dm_trapped_gas", {}, on_s=300, recover_s=600, window_s=240)
+    _assert_drill(r, {"dm_press": -1})
+    assert set(r[1].violations) == {"dm_press"}
+    m2 = copy.deepcopy(docked_again)
+    s = TelemetryStream(m2, m2.definitions[APOLLO])
+    t_fault = m2.t + 60.0
+    m2.inject(APOLLO, "dm_trapped_gas", {}, at=t_fault)
+    t, p = series(m2, s, "dm_press", t_fault + 180)
+    assert 250 < p[t < t_fault].mean() < 265
+    low = float(t[np.flatnonzero(p < 230.0)[0]] - t_fault)
+    assert 45 < low < 120, low
+    assert p[-50:].mean() > 200.0  # yellow, not red
+    assert m2.apollo.dm.total == pytest.approx(gas, rel=1e-9)  # nothing leaked
+
+
+def test_dm_trapped_gas_only_while_the_dm_is_sealed(defs: dict[str, VehicleDefinition]
+                                                    ) -> None:
+    for get in np.arange(0, tl.DM_JETTISON + 3600, 60.0):
+        inside = any(a <= get < b for a, b in DM_SEALED)
+        assert dm_sealed(get) == inside == (dm_stage(get) == "isolated"), get
+    m = Mission(tl.hms(50), seed=1, definitions=defs)
+    with pytest.raises(FaultError, match="the DM is not sealed at 050:00:00"):
+        m.inject(APOLLO, "dm_trapped_gas")
+    with pytest.raises(FaultError, match=r"delta_k 500\.0 is above 100"):
+        m.inject(APOLLO, "dm_trapped_gas", {"delta_k": 500}, at="docking-2+30m")
+    with pytest.raises(FaultError, match="unknown parameter 'kelvin'"):
+        m.inject(APOLLO, "dm_trapped_gas", {"kelvin": -5}, at="docking-2+30m")
+    assert m.faults.faults == []
+    f = m.inject(APOLLO, "dm_trapped_gas", at="docking-2+30m")
+    assert f.params == {"delta_k": -50.0}
 
 
 # --- Soyuz system faults ----------------------------------------------------------------------
@@ -319,6 +424,11 @@ def test_pcm_sync_reads_nosync_during_a_sync_loss(base: Mission) -> None:
     (APOLLO, "sensor_bias", {"parameter": "master_alarm", "offset": 1.0}, "is a discrete"),
     (APOLLO, "sensor_stuck", {"parameter": "cabin_press", "value": 99.0}, "outside"),
     (SOYUZ, "bit_errors", {"ber": 0.5}, "above"),
+    (APOLLO, "entry_rcs_fumes", {"rate_psi_s": "fast"}, "must be a number"),
+    (APOLLO, "entry_rcs_fumes", {"rate_psi_s": 0.0}, "below"),
+    (SOYUZ, "entry_rcs_fumes", {}, "apollo_csm fault"),
+    (APOLLO, "dm_trapped_gas", {"delta_k": True}, "got a boolean"),
+    (SOYUZ, "dm_trapped_gas", {}, "apollo_csm fault"),
 ])
 def test_bad_requests_change_nothing(defs: dict[str, VehicleDefinition], vehicle: str,
                                      fault: str, params: dict[str, Any], message: str) -> None:
