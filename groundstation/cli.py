@@ -11,7 +11,7 @@ from pathlib import Path
 
 from groundstation import dashboards as dashboards_cmd
 from groundstation import demo as demo_cmd
-from groundstation import passes, replay
+from groundstation import drill_cli, passes, replay
 from groundstation.config import ConfigError, example_toml
 from groundstation.config import add_arguments as add_config_arguments
 from groundstation.config import load as load_config
@@ -30,6 +30,8 @@ examples:
   groundstation dashboards build          regenerate dashboards/*.json from telemetry_defs/
   groundstation archive ls                recorded passes, with AOS/LOS in UTC and GET
   groundstation replay 1 --speed 10       replay the first pass at 10x as a replay session
+  groundstation drill list                training drills, with their titles
+  groundstation drill run o2-tank-spike   run a drill; the debrief is written at the end
   groundstation sim both --start docking-30m --speed 10
                                           fly both ships from 30 min before docking, 10x
 """
@@ -80,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     sim_cli.add_parser(sub)
     passes.add_parser(sub)
     replay.add_parser(sub)
+    drill_cli.add_parser(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -100,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return passes.run(args)
         if args.command == "replay":
             return replay.run(args)
+        if args.command == "drill":
+            return drill_cli.run(args)
         if args.command == "defs" and args.defs_command == "check":
             return _defs_check(args.files)
         if args.command == "defs" and args.defs_command == "show":
