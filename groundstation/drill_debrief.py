@@ -277,6 +277,13 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
                 f"{STATUS_TEXT[a['status']]}"
                 + (f": {a['note']}" if a.get("note") else "") + " |")
         lines.append("")
+        knock_on = sorted({e["parameter"] for e in d.get("events", [])
+                           if e.get("kind") == "raised" and e.get("vehicle") == f["vehicle"]
+                           and e.get("parameter") in f.get("collateral", [])
+                           and e.get("get", -1e12) >= f["get"] - TOLERANCE_S})
+        if knock_on:
+            lines += ["Also raised as its consequences (the scenario's collateral, not "
+                      "scored): " + ", ".join(knock_on) + ".", ""]
     lines += ["## Raised without a fault", ""]
     if d["raised_without_fault"]:
         lines.append("No injected fault expects these (they cost the trainee nothing; "
