@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from groundstation import console as console_cmd
 from groundstation import dashboards as dashboards_cmd
 from groundstation import demo as demo_cmd
 from groundstation import drill_cli, passes, replay
@@ -30,6 +31,8 @@ examples:
   groundstation dashboards build          regenerate dashboards/*.json from telemetry_defs/
   groundstation archive ls                recorded passes, with AOS/LOS in UTC and GET
   groundstation replay 1 --speed 10       replay the first pass at 10x as a replay session
+  groundstation console houston --position EECOM
+                                          the Houston terminal console on a running station
   groundstation drill list                training drills, with their titles
   groundstation drill run o2-tank-spike   run a drill; the debrief is written at the end
   groundstation sim both --start docking-30m --speed 10
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     passes.add_parser(sub)
     replay.add_parser(sub)
     drill_cli.add_parser(sub)
+    console_cmd.add_parser(sub)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             return replay.run(args)
         if args.command == "drill":
             return drill_cli.run(args)
+        if args.command == "console":
+            return console_cmd.run(args)
         if args.command == "defs" and args.defs_command == "check":
             return _defs_check(args.files)
         if args.command == "defs" and args.defs_command == "show":
