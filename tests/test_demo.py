@@ -7,11 +7,17 @@ it stops everything it started, on time or on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -115,6 +121,50 @@ def test_ctrl_c_stops_the_ships_the_ingest_and_the_servers(tmp_path: Path) -> No
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, seen + rest
     assert "InfluxDB holds" in rest
+    assert processes_using(tmp_path / "demo") == []
+
+
+ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-B]|\x1b[=>]")
+
+
+def test_the_readme_demo_command_shows_the_houston_console_with_live_values(
+        tmp_path: Path) -> None:
+    """`groundstation demo` in a terminal (a pseudo-terminal here): the Houston console
+    with live values within a minute; Ctrl-C stops the console and everything else."""
+    need("mosquitto")
+    need("influxd")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 150, 0, 0))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "groundstation", "demo", "--data-dir", str(tmp_path / "demo")],
+        stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "150", "LINES": "45"})
+    os.close(slave)
+    screen = b""
+    value = None
+    try:
+        while value is None and time.monotonic() - t0 < 60:
+            if select.select([master], [], [], 0.5)[0]:
+                screen += os.read(master, 1 << 16)
+                text = ANSI.sub(b"", screen).decode("utf-8", "replace")
+                m = re.search(r"CABIN PRESS\.+\s*(\d+\.\d+)", text)
+                value = float(m.group(1)) if m else None
+        shown_after = time.monotonic() - t0
+        assert value is not None, ANSI.sub(b"", screen).decode("utf-8", "replace")[-3000:]
+        text = ANSI.sub(b"", screen).decode("utf-8", "replace")
+        assert "MCC-H" in text and "GET" in text
+        assert 4.7 < value < 5.4  # the docked cabin, nominal, in psia
+        assert shown_after < 60
+        os.write(master, b"\x03")  # Ctrl-C, as the terminal sends it to the console
+        with contextlib.suppress(OSError):
+            while proc.poll() is None and select.select([master], [], [], 0.5)[0]:
+                os.read(master, 1 << 16)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(master)
     assert processes_using(tmp_path / "demo") == []
 
 
