@@ -122,6 +122,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                     f"{ENV_PREFIX}{section.upper()}_{key.upper()}")
 
 
+def add_mqtt_arguments(parser: argparse.ArgumentParser, *, config_help: str,
+                       username_help: str) -> None:
+    """--config and the broker flags, for the commands that are MQTT clients only (replay,
+    drill, console): the same schema and precedence as the ingest, fewer options."""
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help=config_help)
+    for key, typ, text in (("host", str, "broker host"), ("port", int, "broker port"),
+                           ("username", str, username_help),
+                           ("password", str, "password (prefer the environment: "
+                                             f"{ENV_PREFIX}MQTT_PASSWORD)")):
+        parser.add_argument(f"--mqtt-{key}", dest=f"mqtt__{key}", type=typ, default=None,
+                            metavar=key.upper(),
+                            help=f"{text}; env {ENV_PREFIX}MQTT_{key.upper()}")
+
+
 def load(file: Path | None = None, env: Mapping[str, str] | None = None,
          args: argparse.Namespace | None = None) -> Config:
     """The effective configuration: file, then environment, then flags."""

@@ -32,8 +32,11 @@ ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 MAX_LUT_BITS = 16
 
 
-class DefinitionError(ValueError):
-    """A definition file is wrong. `problems` lists every (where, what) found."""
+class FileProblems(ValueError):
+    """A file is wrong in one or more places: `problems` lists every (where, what) found, so
+    a user fixes them all in one go."""
+
+    what = "file"
 
     def __init__(self, path: str | Path, problems: Sequence[tuple[str, str]]):
         self.path = str(path)
@@ -41,8 +44,14 @@ class DefinitionError(ValueError):
         lines = [f"{self.path}: {where}: {what}" if where else f"{self.path}: {what}"
                  for where, what in self.problems]
         n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in telemetry definition {self.path}"
+        head = f"{n} problem{'s' if n != 1 else ''} in {self.what} {self.path}"
         super().__init__(head + ":\n  " + "\n  ".join(lines))
+
+
+class DefinitionError(FileProblems):
+    """A definition file is wrong."""
+
+    what = "telemetry definition"
 
 
 class _Model(BaseModel):

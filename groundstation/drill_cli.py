@@ -14,6 +14,7 @@ from typing import Any
 
 import aiomqtt
 
+from groundstation.config import add_mqtt_arguments
 from groundstation.definitions import DEFS_DIR, DefinitionError, load_all
 from groundstation.drill_scenario import (
     SCENARIO_DIR,
@@ -23,10 +24,6 @@ from groundstation.drill_scenario import (
     scenario_files,
 )
 from simulators.clock import format_get, utc_text
-
-MQTT_FLAGS = (("host", str, "broker host"), ("port", int, "broker port"),
-              ("username", str, "user name (in a secured deployment: instructor)"),
-              ("password", str, "password (prefer the environment: GS_MQTT_PASSWORD)"))
 
 EPILOG = """\
 examples:
@@ -95,12 +92,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="do not read p/r/q/i commands from the terminal")
     run_p.add_argument("--defs", type=Path, default=DEFS_DIR,
                        help="telemetry definitions directory (default telemetry_defs/)")
-    run_p.add_argument("--config", type=Path, default=None, metavar="FILE",
-                       help="TOML configuration ([mqtt], and [ingest] archive_dir for the "
-                            "default --out)")
-    for key, typ, text in MQTT_FLAGS:
-        run_p.add_argument(f"--mqtt-{key}", dest=f"mqtt__{key}", type=typ, default=None,
-                           metavar=key.upper(), help=f"{text}; env GS_MQTT_{key.upper()}")
+    add_mqtt_arguments(run_p, config_help="TOML configuration ([mqtt], and [ingest] "
+                                          "archive_dir for the default --out)",
+                       username_help="user name (in a secured deployment: instructor)")
     return p
 
 

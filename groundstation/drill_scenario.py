@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from groundstation.definitions import VehicleDefinition, load_all
+from groundstation.definitions import FileProblems, VehicleDefinition, load_all
 from simulators import timeline as tl
 from simulators.clock import EARLIEST_GET, format_get, parse_duration
 from simulators.faults import CATALOGUE, FaultError, FaultManager
@@ -32,17 +31,10 @@ SHIP_ALIASES = {"apollo": tl.APOLLO, "apollo_csm": tl.APOLLO, "soyuz": tl.SOYUZ}
 SEVERITY_RANK = {"yellow": 1, "red": 2}
 
 
-class ScenarioError(ValueError):
-    """A scenario file is wrong. `problems` lists every (where, what) found."""
+class ScenarioError(FileProblems):
+    """A scenario file is wrong."""
 
-    def __init__(self, path: str | Path, problems: Sequence[tuple[str, str]]):
-        self.path = str(path)
-        self.problems = list(problems)
-        lines = [f"{self.path}: {where}: {what}" if where else f"{self.path}: {what}"
-                 for where, what in self.problems]
-        n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in drill scenario {self.path}"
-        super().__init__(head + ":\n  " + "\n  ".join(lines))
+    what = "drill scenario"
 
 
 class _Model(BaseModel):

@@ -49,6 +49,7 @@ from numpy.typing import NDArray
 from groundstation import replay_session as rs
 from groundstation import topics
 from groundstation.archive import LIVE, ArchiveReader, FrameChunk, StreamKey
+from groundstation.config import add_mqtt_arguments
 from groundstation.envelope import MAX_FRAMES, encode_envelope
 from groundstation.passes import Catalogue, drop_repeats, format_get, format_utc, parse_time
 from groundstation.progress import Progress
@@ -533,11 +534,6 @@ class Replayer:
 
 # -- command line ----------------------------------------------------------------------------
 
-MQTT_FLAGS = (("host", str, "broker host"), ("port", int, "broker port"),
-              ("username", str, "user name (the broker's replay account: replay)"),
-              ("password", str, "password (prefer the environment: GS_MQTT_PASSWORD)"))
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """`groundstation replay`."""
     p = subparsers.add_parser(
@@ -579,11 +575,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--archive-dir", dest="ingest__archive_dir", default=None, metavar="DIR",
                    help="the archive (default: [ingest] archive_dir, var/archive)")
-    p.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="TOML configuration ([mqtt] and [ingest] archive_dir are used)")
-    for key, typ, text in MQTT_FLAGS:
-        p.add_argument(f"--mqtt-{key}", dest=f"mqtt__{key}", type=typ, default=None,
-                       metavar=key.upper(), help=f"{text}; env GS_MQTT_{key.upper()}")
+    add_mqtt_arguments(p, config_help="TOML configuration ([mqtt] and [ingest] archive_dir "
+                                      "are used)",
+                       username_help="user name (the broker's replay account: replay)")
     return p
 
 
