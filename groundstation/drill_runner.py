@@ -40,6 +40,7 @@ from groundstation.drill_debrief import Injection, build_debrief, scenario_injec
 from groundstation.drill_offline import event_record
 from groundstation.drill_plot import plot_timeline
 from groundstation.drill_scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
+from simulators.cli import parse_value
 from simulators.clock import LIFTOFF_NS, format_get, parse_duration
 from simulators.faults import FaultError
 from simulators.mission import Mission
@@ -510,21 +511,10 @@ def parse_command(payload: bytes | str) -> dict[str, Any]:
             elif k == "id":
                 msg["id"] = v
             else:
-                msg["params"][k] = _value(v)
+                msg["params"][k] = parse_value(v)
         return msg
     raise ValueError(f"unknown command {words[0]!r}; commands are pause, resume, stop "
                      "[now], inject VEHICLE FAULT [key=value ...]")
-
-
-def _value(text: str) -> Any:
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
 
 
 def _expectations(raw: Any, vehicle: str, ack_within_s: float,

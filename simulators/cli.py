@@ -244,7 +244,7 @@ def _parse_fault(spec: str, apply: Any) -> Any:
         if "=" not in item:
             raise ValueError(f"{item!r} is not KEY=VALUE")
         k, v = (x.strip() for x in item.split("=", 1))
-        value = _value(v)
+        value = parse_value(v)
         if k in ("at", "ramp_s", "duration_s"):
             value = parse_duration(v) if k != "at" else v
             common[k] = value
@@ -253,7 +253,8 @@ def _parse_fault(spec: str, apply: Any) -> Any:
     return apply(vehicle, name, params, common)
 
 
-def _value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A fault parameter typed on a command line: true/false, an int, a float, or text."""
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"
