@@ -22,6 +22,8 @@ shape of a line-protocol line (one timestamp, the fields sampled then).
 from __future__ import annotations
 
 import functools
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +114,21 @@ class DecodedBatch:
     _columns: dict[str, tuple[int, NDArray[np.int64] | None]] = field(default_factory=dict)
     _series: dict[str, tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int8]]] = (
         field(default_factory=dict))
+    sync_ok: NDArray[np.bool_] | None = None  # (N,) frame passed the sync check
+    # Frames of a StreamDecoder batch at or before the newest frame the stream had already
+    # decoded (by sequence number): decoded and in the rows (first, before the live ones)
+    # so that they are stored, but not part of live(). n_duplicate of them had been
+    # received before; the others (n_late) arrive late, e.g. a recorder's playback.
+    n_old: int = 0
+    n_duplicate: int = 0
+    n_late: int = 0
+    _live: DecodedBatch | None = None
+
+    def live(self) -> DecodedBatch:
+        """The frames that move the stream on, in order: everything but duplicates and
+        late frames. What alarms, displays and sample-and-hold must see; storing the whole
+        batch is harmless, since a frame written again overwrites itself."""
+        return self if self._live is None else self._live
 
     @property
     def raw(self) -> NDArray[np.uint32]:
@@ -339,13 +356,17 @@ class Decommutator:
 
     def decode(self, frames: NDArray[np.uint8] | bytes, times_ns: NDArray[np.int64] | None = None,
                *, context: dict[str, Any] | None = None, last_counter: int | None = None,
-               held: dict[str, float] | None = None) -> DecodedBatch:
+               held: dict[str, float] | None = None, seq: NDArray[np.int64] | None = None,
+               last_seq: int | None = None) -> DecodedBatch:
         """Decode a batch of minor frames (N x frame bytes).
 
         times_ns: time of each frame; by default frame i is at i frame periods.
         context: mission phase and other parameters' values, which choose limit sets.
         last_counter: counter of the frame before this batch, to report a gap at its start.
         held: latest value of each parameter before this batch, for derived parameters.
+        seq: each frame's sequence number (from the envelope), increasing: gaps are then
+        counted from it, exactly, instead of from the frame counter modulo its range;
+        last_seq is the sequence number of the frame before the batch.
         """
         frames = self._as_frames(frames)
         n = frames.shape[0]
@@ -394,11 +415,12 @@ class Decommutator:
             definition=self.definition, n_frames=n, good=good, counter=counter, rows=rows,
             times_ns=np.asarray(times_ns, dtype=np.int64)[rows], minor=minor,
             param_index=np.asarray(param_index), eng=eng, limit=limit,
-            gaps=self._gaps(counter[rows], rows, last_counter), context=context,
-            bad_sync=int(n - np.count_nonzero(sync_ok)),
+            gaps=(self._gaps(counter[rows], rows, last_counter) if seq is None
+                  else self._seq_gaps(np.asarray(seq, dtype=np.int64)[rows], rows, last_seq)),
+            context=context, bad_sync=int(n - np.count_nonzero(sync_ok)),
             bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
             lut_index=luts[0] if luts else None,
-            _columns=self._columns,
+            _columns=self._columns, sync_ok=sync_ok,
         )
         if self._derived_plans:
             self._derive(batch, context, held or {})
@@ -498,6 +520,23 @@ class Decommutator:
             gaps.append(Gap(after_row=after, missing=int(missing[k])))
         return gaps
 
+    @staticmethod
+    def _seq_gaps(seq: NDArray[np.int64], rows: NDArray[np.int64], last_seq: int | None
+                  ) -> list[Gap]:
+        """Gaps between good frames by sequence number (no modulus: exact at any length)."""
+        if seq.size == 0:
+            return []
+        start = int(seq[0]) - 1 if last_seq is None else last_seq
+        if int(seq[-1]) - start == seq.size:
+            return []  # increasing and as many as their span: no gap
+        prev = np.empty_like(seq)
+        prev[1:] = seq[:-1]
+        prev[0] = start
+        missing = seq - prev - 1
+        where = np.flatnonzero(missing > 0)
+        return [Gap(after_row=int(rows[k - 1]) if k else -1, missing=int(missing[k]))
+                for k in where]
+
     def _same_samples(self, a: str, b: str) -> bool:
         ca, cb = self._columns.get(a), self._columns.get(b)
         if ca is None or cb is None:
@@ -584,23 +623,154 @@ def _topological(derived: list[Derived]) -> list[Derived]:
     return list(done.values())
 
 
-class StreamDecoder:
-    """A stream's decoder with the state that spans batches: the last frame counter (for
-    gaps at batch boundaries) and each parameter's latest value (for derived parameters)."""
+class _SeqSet:
+    """Sequence numbers received, as sorted disjoint closed intervals [lo, hi]. Only the
+    newest `cap` intervals are kept (a contiguous stream is one interval; every gap adds
+    one); anything at or below `floor` has been forgotten and counts as received."""
 
-    def __init__(self, definition: VehicleDefinition):
+    def __init__(self, cap: int = 16384):
+        self.cap = max(2, cap)
+        self.lo = np.empty(0, dtype=np.int64)
+        self.hi = np.empty(0, dtype=np.int64)
+        self.floor: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.lo.size)
+
+    def contains(self, seq: NDArray[np.int64]) -> NDArray[np.bool_]:
+        if self.lo.size:
+            i = np.searchsorted(self.lo, seq, side="right") - 1
+            hit = (i >= 0) & (seq <= self.hi[np.maximum(i, 0)])
+        else:
+            hit = np.zeros(seq.shape, dtype=bool)
+        if self.floor is not None:
+            hit |= seq <= self.floor
+        return hit
+
+    @staticmethod
+    def _runs(seq: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Intervals of a sorted array of distinct numbers."""
+        breaks = np.flatnonzero(np.diff(seq) != 1)
+        return (seq[np.concatenate(([0], breaks + 1))],
+                seq[np.concatenate((breaks, [seq.size - 1]))])
+
+    def append(self, seq: NDArray[np.int64]) -> None:
+        """Add increasing numbers all above every one already held (the live stream)."""
+        if seq.size == 0:
+            return
+        if seq.size == int(seq[-1] - seq[0]) + 1:  # one run, the usual case
+            lo, hi = seq[:1], seq[-1:]
+        else:
+            lo, hi = self._runs(seq)
+        if self.hi.size and lo[0] == self.hi[-1] + 1:
+            self.hi[-1] = hi[0]
+            lo, hi = lo[1:], hi[1:]
+        if lo.size:
+            self.lo = np.concatenate((self.lo, lo))
+            self.hi = np.concatenate((self.hi, hi))
+            self._trim()
+
+    def add(self, seq: NDArray[np.int64]) -> None:
+        """Add sorted distinct numbers, old ones among them."""
+        if seq.size == 0:
+            return
+        lo, hi = self._runs(seq)
+        lo = np.concatenate((self.lo, lo))
+        hi = np.concatenate((self.hi, hi))
+        order = np.argsort(lo, kind="stable")
+        lo, hi = lo[order], hi[order]
+        reach = np.maximum.accumulate(hi)
+        start = np.flatnonzero(np.concatenate(([True], lo[1:] > reach[:-1] + 1)))
+        self.lo, self.hi = lo[start], np.maximum.reduceat(hi, start)
+        self._trim()
+
+    def _trim(self) -> None:
+        if self.lo.size > self.cap:
+            drop = self.lo.size - self.cap // 2
+            self.floor = int(self.hi[drop - 1])
+            self.lo, self.hi = self.lo[drop:].copy(), self.hi[drop:].copy()
+
+
+class StreamDecoder:
+    """A stream's decoder with the state that spans batches: the newest frame decoded (for
+    gaps at batch boundaries) and each parameter's latest value (for derived parameters).
+
+    With sequence numbers (the envelope's `seq`, the source's frame number), frames are
+    told apart by them: a frame at or before the newest one the stream has decoded is not
+    part of the live stream. If it was received before (a QoS 1 message the broker delivers
+    again, a message overlapping one already in) it is a *duplicate*; otherwise it is
+    *late* (Apollo's recorder playing back what was not heard live). Either way it is still
+    decoded (batch rows, before the live ones, so that it is stored: storage is idempotent)
+    but it moves nothing on: no gap, no frame counter, no held value, not in batch.live().
+
+    Link counters: frames_good counts distinct good frames (live and late), frames_missing
+    the frames the live stream skipped, counted when it skipped them, exactly (from the
+    sequence numbers, whatever the counter's modulus); frames_recovered the late good
+    frames that filled such a gap (so frames_missing - frames_recovered are still lost);
+    frames_duplicate the frames received again (good or bad: they count nowhere else).
+
+    A source that starts again from an earlier point (a replay seeking back, a simulator
+    restarted earlier in the mission) sends nothing but old frames: after rewind_after_s
+    of that, the stream restarts from them (counted in `rewinds`), so that its alarms and
+    displays follow it again.
+
+    Without sequence numbers (offline tools decoding frames in order) gaps come from the
+    frame counter, modulo its range, as the frames alone allow.
+    """
+
+    def __init__(self, definition: VehicleDefinition, *, rewind_after_s: float = 3.0,
+                 clock: Callable[[], float] = time.monotonic, seen_intervals: int = 16384):
         self.decom = Decommutator(definition)
         self.last_counter: int | None = None
+        self.last_seq: int | None = None  # newest sequence number received
+        self.last_good_seq: int | None = None  # newest good live frame's (gaps count from it)
+        self.first_seq: int | None = None  # first good live frame's
         self.held: dict[str, float] = {}
         self.frames_good = 0
         self.frames_bad_sync = 0
         self.frames_bad_counter = 0
         self.frames_missing = 0
+        self.frames_duplicate = 0
+        self.frames_recovered = 0
+        self.rewinds = 0
+        self.rewind_after_s = rewind_after_s
+        self._clock = clock
+        self._seen_cap = seen_intervals
+        self._seen = _SeqSet(seen_intervals)
+        self._old_since: float | None = None  # when only old frames began to arrive
 
     def decode(self, frames: NDArray[np.uint8] | bytes, times_ns: NDArray[np.int64] | None = None,
-               context: dict[str, Any] | None = None) -> DecodedBatch:
-        batch = self.decom.decode(frames, times_ns, context=context,
-                                  last_counter=self.last_counter, held=self.held)
+               context: dict[str, Any] | None = None,
+               seq: int | NDArray[np.int64] | None = None) -> DecodedBatch:
+        """Decode a batch. seq: each frame's sequence number, or the first frame's when the
+        frames are consecutive (one envelope); None for frames known to be in order."""
+        if seq is None:
+            batch = self.decom.decode(frames, times_ns, context=context,
+                                      last_counter=self.last_counter, held=self.held)
+            self._advance(batch)
+            self.frames_missing += sum(g.missing for g in batch.gaps)
+            return batch
+        frames = self.decom._as_frames(frames)
+        n = frames.shape[0]
+        if isinstance(seq, int | np.integer):
+            seqs = int(seq) + np.arange(n, dtype=np.int64)
+        else:
+            seqs = np.asarray(seq, dtype=np.int64)
+            if seqs.shape != (n,):
+                raise ValueError(f"{seqs.shape} sequence numbers for {n} frames")
+        head = self.last_seq
+        if n == 0 or ((head is None or seqs[0] > head)
+                      and (n == 1 or bool((np.diff(seqs) > 0).all()))):
+            # The live stream moving on: every frame is new (the usual case).
+            batch = self.decom.decode(frames, times_ns, context=context, held=self.held,
+                                      seq=seqs, last_seq=self.last_good_seq)
+            self._seen.append(seqs)
+            self._advance_live(batch, seqs)
+            return batch
+        return self._decode_mixed(frames, times_ns, context, seqs)
+
+    def _advance(self, batch: DecodedBatch) -> None:
+        """State and counters after a batch of live frames."""
         if batch.n_good:
             self.last_counter = int(batch.counter[batch.rows[-1]])
             for d in self.decom._derived_order:
@@ -611,5 +781,113 @@ class StreamDecoder:
         self.frames_good += batch.n_good
         self.frames_bad_sync += batch.bad_sync
         self.frames_bad_counter += batch.bad_counter
+
+    def _advance_live(self, batch: DecodedBatch, seqs: NDArray[np.int64]) -> None:
+        self._advance(batch)
+        if seqs.size:
+            self._old_since = None
+            self.last_seq = int(seqs[-1])
+        if batch.n_good:
+            good = seqs[batch.rows]
+            self.last_good_seq = int(good[-1])
+            if self.first_seq is None:
+                self.first_seq = int(good[0])
         self.frames_missing += sum(g.missing for g in batch.gaps)
-        return batch
+
+    def _restart(self) -> None:
+        """Forget where the stream was: the next frames start it anew."""
+        self.last_counter = self.last_seq = self.last_good_seq = self.first_seq = None
+        self.held = {}
+        self._seen = _SeqSet(self._seen_cap)
+        self._old_since = None
+        self.rewinds += 1
+
+    def _decode_mixed(self, frames: NDArray[np.uint8], times_ns: NDArray[np.int64] | None,
+                      context: dict[str, Any] | None, seqs: NDArray[np.int64]) -> DecodedBatch:
+        """A batch with frames at or before the newest already decoded, or out of order."""
+        n = seqs.size
+        if times_ns is None:
+            times_ns = np.arange(n, dtype=np.int64) * self.decom.period_ns
+        times_ns = np.asarray(times_ns, dtype=np.int64)
+        # A frame is live when it is newer than the stream's newest and every frame before
+        # it in the batch.
+        before = np.empty(n, dtype=np.int64)
+        before[0] = np.iinfo(np.int64).min if self.last_seq is None else self.last_seq
+        np.maximum.accumulate(seqs[:-1], out=before[1:])
+        np.maximum(before[1:], before[0], out=before[1:])
+        live = seqs > before
+        if not live.any():
+            now = self._clock()
+            if self._old_since is None:
+                self._old_since = now
+            elif now - self._old_since >= self.rewind_after_s:
+                self._restart()
+                return self.decode(frames, times_ns, context, seqs)
+        old_idx = np.flatnonzero(~live)
+        live_idx = np.flatnonzero(live)
+        old_seqs = seqs[old_idx]
+        # Received before: in an earlier batch, or earlier in this one.
+        distinct, first, inverse = np.unique(seqs, return_index=True, return_inverse=True)
+        again = first[inverse.reshape(-1)] != np.arange(n)
+        dup = self._seen.contains(old_seqs) | again[old_idx]
+        # Old frames decode on their own, in sequence order (their derived values hold
+        # only what they carry themselves), and come first in the batch.
+        order = np.argsort(old_seqs, kind="stable")
+        old_idx, old_seqs, dup = old_idx[order], old_seqs[order], dup[order]
+        ob = self.decom.decode(frames[old_idx], times_ns[old_idx], context=context)
+        lb = self.decom.decode(frames[live_idx], times_ns[live_idx], context=context,
+                               held=self.held, seq=seqs[live_idx],
+                               last_seq=self.last_good_seq)
+        self._seen.add(distinct)
+        for g in lb.gaps:
+            g.after_row = int(live_idx[g.after_row]) if g.after_row >= 0 else -1
+        # Counters: live frames as always; late ones as good or bad frames (and recovered
+        # when they fill a gap counted missing); duplicates only as duplicates.
+        live_seqs = seqs[live_idx]
+        lb_rows = live_idx[lb.rows]
+        self._advance_live(lb, live_seqs)
+        assert ob.sync_ok is not None
+        late = ~dup
+        late_good = ob.good & late
+        self.frames_good += int(np.count_nonzero(late_good))
+        self.frames_bad_sync += int(np.count_nonzero(~ob.sync_ok & late))
+        self.frames_bad_counter += int(np.count_nonzero(ob.sync_ok & ~ob.good & late))
+        if self.first_seq is not None and self.last_good_seq is not None:
+            self.frames_recovered += int(np.count_nonzero(
+                late_good & (old_seqs > self.first_seq) & (old_seqs < self.last_good_seq)))
+        n_dup = int(np.count_nonzero(dup))
+        self.frames_duplicate += n_dup
+        # One batch of all the frames, old rows first, with the live part as its own.
+        good = np.zeros(n, dtype=bool)
+        counter = np.zeros(n, dtype=np.int64)
+        sync_ok = np.zeros(n, dtype=bool)
+        for idx, b in ((old_idx, ob), (live_idx, lb)):
+            good[idx], counter[idx] = b.good, b.counter
+            assert b.sync_ok is not None
+            sync_ok[idx] = b.sync_ok
+        ob_rows = old_idx[ob.rows]
+        lb.rows, lb.n_frames, lb.good, lb.counter, lb.sync_ok = lb_rows, n, good, counter, sync_ok
+        derived = {}
+        for pid in lb.derived.keys() | ob.derived.keys():
+            parts = [b.derived[pid] for b in (ob, lb) if pid in b.derived]
+            derived[pid] = tuple(np.concatenate(x) for x in zip(*parts, strict=True))
+
+        def raw() -> NDArray[np.uint32]:
+            return np.concatenate((ob.raw, lb.raw))
+
+        return DecodedBatch(
+            definition=lb.definition, n_frames=n, good=good, counter=counter,
+            rows=np.concatenate((ob_rows, lb_rows)),
+            times_ns=np.concatenate((ob.times_ns, lb.times_ns)),
+            minor=np.concatenate((ob.minor, lb.minor)),
+            param_index=np.concatenate((ob.param_index, lb.param_index)),
+            eng=np.concatenate((ob.eng, lb.eng)), limit=np.concatenate((ob.limit, lb.limit)),
+            gaps=lb.gaps, context=context, bad_sync=ob.bad_sync + lb.bad_sync,
+            bad_counter=ob.bad_counter + lb.bad_counter,
+            derived=derived,  # type: ignore[arg-type]
+            _raw=raw,
+            lut_index=(None if lb.lut_index is None or ob.lut_index is None
+                       else np.concatenate((ob.lut_index, lb.lut_index))),
+            _columns=lb._columns, sync_ok=sync_ok, n_old=ob.n_good, n_duplicate=n_dup,
+            n_late=int(old_idx.size) - n_dup, _live=lb,
+        )

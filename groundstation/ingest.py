@@ -361,30 +361,39 @@ class IngestService:
         """Decode a stream's pending frames, check alarms, submit the values for storage,
         and acknowledge the messages once the storage says they are durable."""
         t0 = time.perf_counter()
+        seq: int | np.ndarray
         if len(received) == 1:
             frames = received[0].env.frames
             times = received[0].env.times_ns(s.decoder.decom.period_ns)
+            seq = received[0].env.seq
         else:
             frames = np.concatenate([r.env.frames for r in received])
             times = np.concatenate([r.env.times_ns(s.decoder.decom.period_ns)
                                     for r in received])
+            seq = np.concatenate([r.env.seq + np.arange(r.env.frames.shape[0], dtype=np.int64)
+                                  for r in received])
         context = self._context(s)
-        batch = s.decoder.decode(frames, times, context)
+        # By sequence number, frames already decoded (a QoS 1 message delivered again) and
+        # frames older than the newest (a recorder's playback) are told from the live
+        # stream: all are stored (a rewrite overwrites itself), but only the live ones
+        # (batch.live()) feed alarms, displays, the limit context and the latency.
+        batch = s.decoder.decode(frames, times, context, seq=seq)
+        live = batch.live()
         if batch.n_good < batch.n_frames:
             self._quarantine_frames(s, batch, frames, times)
-        events = s.alarms.process(batch, context)
+        events = s.alarms.process(live, context)
         lines = batch_lines(batch, s.source, s.decoder.decom)
         self.decode_seconds.append(time.perf_counter() - t0)
         if events:
             self._on_alarm_events(s, events, lines)
-        if batch.n_good:
-            s.latest.update(batch.latest())
+        if live.n_good:
+            s.latest.update(live.latest())
             s.latest_dirty = True
-            self._update_context(s, batch)
-            s.last_frame_ns = int(batch.times_ns[-1])
+            self._update_context(s, live)
+            s.last_frame_ns = int(live.times_ns[-1])
             s.last_data_mono = time.monotonic()
             now = time.time_ns()
-            s.latency_ns.append(now - int(batch.times_ns[-1]))
+            s.latency_ns.append(now - int(live.times_ns[-1]))
         self.frames_stored += batch.n_good
         # No archive flush here: each append is already one write() (it survives a crash of
         # this process) and the archive fsyncs every second; an fsync per batch on the event
@@ -686,7 +695,8 @@ def link_stats(s: _Stream) -> dict[str, Any]:
     return {
         "vehicle": s.vehicle, "source": s.source, "frames_good": d.frames_good,
         "sync_errors": d.frames_bad_sync, "counter_errors": d.frames_bad_counter,
-        "frames_missing": d.frames_missing, "last_frame_ns": s.last_frame_ns,
+        "frames_missing": d.frames_missing, "frames_duplicate": d.frames_duplicate,
+        "frames_recovered": d.frames_recovered, "last_frame_ns": s.last_frame_ns,
         "latency_ms_p50": lat[len(lat) // 2] / 1e6 if lat else None,
         "latency_ms_max": lat[-1] / 1e6 if lat else None,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -182,3 +183,177 @@ def test_latest_gives_each_parameters_last_sample(mini: VehicleDefinition) -> No
     assert latest["t10"][0] == times[13]  # frame 3 of the second cycle
     assert latest["cm_dm_dp"][0] == times[-1]
     assert set(latest) == {*(p.id for p in mini.parameters), "cm_dm_dp"}
+
+
+# --- duplicates, overlaps and late frames (by the envelope's sequence number) -----------
+
+
+@pytest.fixture(scope="module")
+def soyuz() -> VehicleDefinition:
+    return load_definition(Path(__file__).parent.parent / "telemetry_defs" / "soyuz.yaml")
+
+
+def _messages(stream: StreamDecoder, frames: np.ndarray, times: np.ndarray,
+              spans: list[tuple[int, int]]) -> list[Any]:
+    """Each (first, stop) span decoded as one envelope whose seq is its first frame."""
+    return [stream.decode(frames[a:b], times[a:b], seq=a) for a, b in spans]
+
+
+def _frames(defn: VehicleDefinition, n: int) -> tuple[np.ndarray, np.ndarray]:
+    enc = FrameEncoder(defn)
+    period = round(1e9 / defn.frame.rate_hz)
+    frames = enc.encode({}, n, start_counter=defn.frame.counter.first)
+    return frames, 1_000_000_000 + np.arange(n, dtype=np.int64) * period
+
+
+def test_a_redelivered_message_counts_as_duplicates_not_as_a_counter_wrap(
+        soyuz: VehicleDefinition) -> None:
+    # Soyuz's 8-bit counter: frames 90..99 again after 99 read as 246 frames lost.
+    frames, times = _frames(soyuz, 150)
+    stream = StreamDecoder(soyuz)
+    _messages(stream, frames, times, [(a, a + 5) for a in range(0, 100, 5)])
+    held = dict(stream.held)
+    again = stream.decode(frames[90:95], times[90:95], seq=90)
+    again2 = stream.decode(frames[95:100], times[95:100], seq=95)
+    for b in (again, again2):
+        assert b.gaps == [] and b.n_good == 5 and b.n_duplicate == 5 and b.n_old == 5
+        assert b.live().n_good == 0  # stored, but nothing moves on
+    np.testing.assert_array_equal(again.times_ns, times[90:95])
+    assert stream.held == held
+    assert stream.last_seq == 99 and stream.last_counter == 99
+    _messages(stream, frames, times, [(a, a + 5) for a in range(100, 150, 5)])
+    assert stream.frames_missing == 0 and stream.frames_duplicate == 10
+    assert stream.frames_good == 150 and stream.frames_recovered == 0
+
+
+def test_a_partly_overlapping_message_decodes_its_new_frames_as_live(
+        soyuz: VehicleDefinition) -> None:
+    frames, times = _frames(soyuz, 150)
+    stream = StreamDecoder(soyuz)
+    _messages(stream, frames, times, [(0, 100)])
+    batch = stream.decode(frames[95:105], times[95:105], seq=95)
+    assert (batch.n_good, batch.n_duplicate, batch.n_late) == (10, 5, 0)
+    live = batch.live()
+    np.testing.assert_array_equal(live.times_ns, times[100:105])
+    assert list(live.rows) == [5, 6, 7, 8, 9] and live.gaps == []
+    # The old rows come first, so a batch's last rows are its newest live frames.
+    np.testing.assert_array_equal(batch.times_ns, times[95:105])
+    assert max(t for t, _, _ in batch.latest().values()) == times[104]
+    # A loss after the overlap is still counted exactly.
+    stream.decode(frames[112:150], times[112:150], seq=112)
+    assert stream.frames_missing == 7 and stream.frames_duplicate == 5
+    assert stream.frames_good == 143
+
+
+def test_duplicates_within_one_batch(mini: VehicleDefinition) -> None:
+    # The ingest concatenates the messages pending on a stream: a message and its
+    # redelivery may land in the same batch.
+    frames, times = _frames(mini, 20)
+    stream = StreamDecoder(mini)
+    order = np.r_[0:5, 0:5, 5:10, 3:8, 10:20]
+    batch = stream.decode(frames[order], times[order], seq=order)
+    assert batch.n_frames == 30 and batch.n_good == 30 and batch.n_duplicate == 10
+    assert batch.gaps == [] and batch.live().n_good == 20
+    np.testing.assert_array_equal(batch.live().times_ns, times)
+    assert stream.frames_missing == 0 and stream.frames_good == 20
+    assert stream.frames_duplicate == 10
+
+
+def test_missing_frames_are_exact_beyond_the_counter_range(mini: VehicleDefinition) -> None:
+    # mini's counter runs 1..50: losing 60 frames looks like 10 from the counter alone.
+    frames, times = _frames(mini, 200)
+    stream = StreamDecoder(mini)
+    stream.decode(frames[:20], times[:20], seq=0)
+    batch = stream.decode(frames[80:100], times[80:100], seq=80)
+    assert [(g.after_row, g.missing) for g in batch.gaps] == [(-1, 60)]
+    kept = np.r_[100:110, 113:130]
+    batch = stream.decode(frames[kept], times[kept], seq=kept)
+    assert [(g.after_row, g.missing) for g in batch.gaps] == [(9, 3)]
+    assert stream.frames_missing == 63 and stream.frames_duplicate == 0
+
+
+def test_bad_frames_in_a_redelivery_are_not_counted_twice(mini: VehicleDefinition) -> None:
+    frames, times = _frames(mini, 20)
+    frames[3, 0] ^= 0x80  # a sync error
+    stream = StreamDecoder(mini)
+    stream.decode(frames[:10], times[:10], seq=0)
+    assert (stream.frames_bad_sync, stream.frames_missing) == (1, 1)
+    stream.decode(frames[:10], times[:10], seq=0)
+    stream.decode(frames[10:], times[10:], seq=10)
+    assert (stream.frames_bad_sync, stream.frames_missing) == (1, 1)
+    assert stream.frames_good == 19 and stream.frames_duplicate == 10
+
+
+def test_a_recorder_dump_after_newer_frames_fills_its_gap(soyuz: VehicleDefinition) -> None:
+    # Heard 0..49, then LOS; live again from 100 while the recorder plays 50..99 back.
+    frames, times = _frames(soyuz, 200)
+    stream = StreamDecoder(soyuz)
+    _messages(stream, frames, times, [(0, 50), (100, 120)])
+    assert stream.frames_missing == 50
+    live_before = (stream.last_seq, stream.last_good_seq, stream.last_counter)
+    dump = stream.decode(frames[50:75], times[50:75], seq=50)
+    assert (dump.n_good, dump.n_late, dump.n_duplicate, dump.gaps) == (25, 25, 0, [])
+    assert dump.live().n_good == 0
+    assert (stream.last_seq, stream.last_good_seq, stream.last_counter) == live_before
+    # Live and playback in one batch: the live part's gaps are the live stream's own.
+    mixed = np.r_[120:130, 75:100, 130:135]
+    batch = stream.decode(frames[mixed], times[mixed], seq=mixed)
+    assert batch.gaps == [] and batch.n_late == 25
+    np.testing.assert_array_equal(batch.live().times_ns, times[np.r_[120:130, 130:135]])
+    # The dump again is a duplicate; the stream goes on without a gap.
+    stream.decode(frames[50:100], times[50:100], seq=50)
+    _messages(stream, frames, times, [(135, 200)])
+    assert stream.frames_missing == 50 and stream.frames_recovered == 50
+    assert stream.frames_duplicate == 50 and stream.frames_good == 200
+
+
+def test_derived_values_of_old_frames_leave_the_held_values_alone(
+        mini: VehicleDefinition) -> None:
+    enc = FrameEncoder(mini)
+    stream = StreamDecoder(mini)
+    first = enc.encode({"cabin_press": 5.0, "dm_press": 200.0}, 10, start_counter=1)
+    second = enc.encode({"cabin_press": 5.0, "dm_press": 400.0}, 10, start_counter=11)
+    times = np.arange(20, dtype=np.int64) * 20_000_000
+    stream.decode(first, times[:10], seq=0)
+    stream.decode(second, times[10:], seq=10)
+    held = dict(stream.held)
+    again = stream.decode(first, times[:10], seq=0)
+    assert stream.held == held
+    # The old frames' derived values are their own (dm_press at 200 mm Hg), in order.
+    t, dp, _ = again.derived["cm_dm_dp"]
+    assert list(t) == list(times[1:10])
+    np.testing.assert_allclose(dp, 5.0 - 200.0 / 51.71493, atol=0.1)
+
+
+def test_a_source_starting_again_earlier_is_followed_after_a_while(
+        mini: VehicleDefinition) -> None:
+    # A replay seeking back sends only old frames: the stream restarts from them.
+    now = [0.0]
+    frames, times = _frames(mini, 200)
+    stream = StreamDecoder(mini, rewind_after_s=3.0, clock=lambda: now[0])
+    stream.decode(frames[100:200], times[100:200], seq=100)
+    for a in range(0, 30, 10):
+        batch = stream.decode(frames[a:a + 10], times[a:a + 10], seq=a)
+        assert batch.live().n_good == 0
+        now[0] += 1.0
+    assert stream.rewinds == 0 and stream.frames_recovered == 0
+    now[0] += 1.0
+    batch = stream.decode(frames[30:40], times[30:40], seq=30)
+    assert stream.rewinds == 1 and batch.live().n_good == 10
+    assert stream.last_seq == 39 and stream.frames_missing == 0
+    stream.decode(frames[45:50], times[45:50], seq=45)
+    assert stream.last_seq == 49 and stream.frames_missing == 5
+
+
+def test_memory_of_received_frames_is_bounded(mini: VehicleDefinition) -> None:
+    # Every lost frame splits the received ones into one more interval; only the newest
+    # are kept, and a frame older than those counts as received (never as new data).
+    frames, times = _frames(mini, 100)
+    stream = StreamDecoder(mini, seen_intervals=8)
+    kept = np.arange(0, 100, 2)  # every other frame lost: 50 intervals
+    stream.decode(frames[kept], times[kept], seq=kept)
+    assert len(stream._seen) <= 8 and stream.frames_missing == 49
+    stream.decode(frames[95:96], times[95:96], seq=95)  # within memory: late
+    stream.decode(frames[5:6], times[5:6], seq=5)  # forgotten: taken as a duplicate
+    assert (stream.frames_recovered, stream.frames_duplicate) == (1, 1)
+    assert stream.frames_good == 51
