@@ -4,8 +4,9 @@ Alphanumeric pages in the style of the Houston CRT displays and the Moscow conso
 parameters grouped by position (Houston: FLIGHT, EECOM, GNC, INCO) or by ЦУП group (СОЖ,
 СТР, СЭП, СУД, ДУ, ССВП, РТС), in the centre's language and units and coloured by limit
 state; the active alarm list, where `a` acknowledges the selected alarm under the
-operator's name; GET and GMT (and Moscow time on the Moscow console) of the newest data;
-AOS/LOS and link quality per ship; trends where the curve matters more than the number.
+operator's name, `h` shelves it for ten minutes and `u` unshelves it; GET and GMT (and
+Moscow time on the Moscow console) of the newest data; AOS/LOS and link quality per ship;
+trends where the curve matters more than the number, drawn against the parameter's limits.
 
 Everything comes from MQTT (groundstation/console_feed.py), as the ingest publishes it for
 consoles; the pages are made from the telemetry definitions (groundstation/console_pages.py).
@@ -19,8 +20,10 @@ import asyncio
 import contextlib
 import getpass
 import io
+import itertools
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,12 +34,19 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.widgets import DataTable, Sparkline, Static
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
 
 from groundstation import console_pages as cp
 from groundstation import topics
 from groundstation.config import MqttConfig
-from groundstation.console_feed import ConsoleFeed, ConsoleModel, SourceView, VehicleView
+from groundstation.console_feed import (
+    SHELVE_S,
+    ConsoleFeed,
+    ConsoleModel,
+    SourceView,
+    VehicleView,
+)
 from groundstation.definitions import VehicleDefinition, load_all
 
 __all__ = ["ConsoleApp", "add_parser", "run"]
@@ -60,9 +70,7 @@ Screen { background: #000000; color: #3cdc5a; layout: vertical; }
 #page { padding: 0 1; }
 #trends { width: 44; border-left: solid #1f5f2a; padding: 0 1; }
 #trends .trend-label { height: 1; }
-#trends Sparkline { height: 2; margin-bottom: 1; }
-#trends Sparkline > .sparkline--max-color { color: #7dff8f; }
-#trends Sparkline > .sparkline--min-color { color: #1c6e2c; }
+#trends Trend { height: 2; margin-bottom: 1; }
 #alarm-title { height: 1; background: #0a1a0a; padding: 0 1; }
 #alarms { height: 9; background: #000000; scrollbar-size-vertical: 1; }
 #alarms > .datatable--header { background: #0a1a0a; color: #9bd9a5; text-style: bold; }
@@ -71,9 +79,110 @@ Screen { background: #000000; color: #3cdc5a; layout: vertical; }
 """
 
 KEYS_HELP = {
-    "houston": "1-4/Tab page · ↑↓ select · a ACK · s source · q quit",
-    "moscow": "1-8/Tab страница · ↑↓ выбор · a КВИТИРОВАТЬ · s источник · q выход",
+    "houston": "1-4/Tab page · ↑↓ select · a ACK · h shelve 10 min · u unshelve · s source · "
+               "q quit",
+    "moscow": "1-8/Tab страница · ↑↓ выбор · a КВИТИРОВАТЬ · h отложить на 10 мин · "
+              "u вернуть · s источник · q выход",
 }
+
+# How each centre words an operator request: (the key's verb, the ingest's event when done,
+# the refusal).
+ACTION_TEXT = {
+    "acknowledge": (("ACK", "ACKNOWLEDGED", "ACK REFUSED"),
+                    ("КВИТ.", "КВИТИРОВАН", "КВИТ. ОТКЛОНЕНО")),
+    "shelve": (("SHELVE", "SHELVED", "SHELVE REFUSED"),
+               ("ОТЛОЖИТЬ", "ОТЛОЖЕН", "ОТЛОЖИТЬ НЕЛЬЗЯ")),
+    "unshelve": (("UNSHELVE", "UNSHELVED", "UNSHELVE REFUSED"),
+                 ("ВЕРНУТЬ", "ВОЗВРАЩЁН", "ВЕРНУТЬ НЕЛЬЗЯ")),
+}
+EVENT_ACTION = {"acknowledged": "acknowledge", "shelved": "shelve", "unshelved": "unshelve"}
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def trend_columns(samples: Sequence[tuple[float, int]], width: int
+                  ) -> list[tuple[float, int]]:
+    """The samples as at most `width` columns, oldest first, each (value, limit state).
+    While there are fewer samples than columns each sample has a column of its own (the
+    chart grows from the right, never stretched); after that the samples are shared out
+    evenly over the width, so the chart fills it and only compresses as the history grows
+    to its full length.
+
+    A nominal column shows its mean; a column with an excursion shows the worst sample,
+    so a short spike past a limit is neither averaged away nor drawn in the wrong colour."""
+    n = len(samples)
+    if width <= 0 or not n:
+        return []
+    if n <= width:
+        return list(samples)
+    cols: list[tuple[float, int]] = []
+    edges = [i * n // width for i in range(width + 1)]
+    for a, b in itertools.pairwise(edges):
+        bucket = samples[a:b]
+        worst = max(abs(st) for _, st in bucket)
+        if worst == 0:
+            cols.append((sum(v for v, _ in bucket) / len(bucket), 0))
+        else:
+            bad = [(v, st) for v, st in bucket if abs(st) == worst]
+            cols.append(min(bad) if bad[-1][1] < 0 else max(bad))
+    return cols
+
+
+def trend_text(f: cp.Field, samples: Sequence[tuple[float, int]], width: int, height: int,
+               dim: bool = False) -> Text:
+    """A strip chart of canonical-unit (value, state) samples, `height` rows of eighth
+    blocks on the trend's fixed scale (cp.trend_scale), each bar in its limit colour."""
+    shown = [(f.convert(v), st) for v, st in samples]
+    lo, hi = cp.trend_scale(f, [v for v, _ in shown])
+    cols = trend_columns(shown, width)
+    steps = 8 * height
+    levels = []
+    for v, st in cols:
+        frac = (v - lo) / (hi - lo) if hi > lo else 0.5
+        # Never below one eighth: an empty cell would read as no data.
+        levels.append((1 + round(min(1.0, max(0.0, frac)) * (steps - 1)), st))
+    styles = {st: cp.limit_colour(st) + (" dim" if dim else "") for _, st in levels}
+    pad = " " * (width - len(cols))
+    rows: list[Text] = []
+    for r in range(height):
+        base = 8 * (height - 1 - r)
+        row = Text(pad)
+        # One span per run of a colour, not per cell: this is redrawn a few times a second.
+        run, run_state = "", None
+        for level, st in levels:
+            if st != run_state and run:
+                row.append(run, style=styles[run_state])
+                run = ""
+            run_state = st
+            run += BARS[min(8, max(0, level - base))]
+        if run:
+            row.append(run, style=styles[run_state])
+        rows.append(row)
+    return Text("\n").join(rows)
+
+
+class Trend(Widget):
+    """One parameter's recent history as a strip chart on a fixed scale (the yellow band,
+    widened for the data): unlike a sparkline scaled to its own min and max, a steady
+    value stays a flat line and a value nearing a limit is drawn near the edge."""
+
+    DEFAULT_CSS = "Trend { height: 2; }"
+
+    def __init__(self, f: cp.Field, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.field = f
+        self._samples: tuple[tuple[float, int], ...] = ()
+        self._dim = False
+
+    def show(self, samples: Sequence[tuple[float, int]], dim: bool) -> None:
+        data = tuple(samples)
+        if data != self._samples or dim != self._dim:
+            self._samples, self._dim = data, dim
+            self.refresh()
+
+    def render(self) -> Text:
+        return trend_text(self.field, self._samples, self.size.width, self.size.height or 2,
+                          self._dim)
 
 
 def operator_name(mqtt: MqttConfig, operator: str | None) -> str:
@@ -104,6 +213,8 @@ class ConsoleApp(App[int]):
         Binding("ctrl+c", "quit", "Quit", priority=True, show=False),
         Binding("q", "quit", "Quit", show=False),
         Binding("a", "acknowledge", "Acknowledge", show=False),
+        Binding("h", "shelve", "Shelve", show=False),
+        Binding("u", "unshelve", "Unshelve", show=False),
         Binding("s", "next_source", "Source", show=False),
         Binding("tab", "page(+1)", "Next page", priority=True, show=False),
         Binding("shift+tab", "page(-1)", "Previous page", priority=True, show=False),
@@ -132,7 +243,8 @@ class ConsoleApp(App[int]):
         self.model = ConsoleModel([(f.vehicle, f.pid) for f in self.trends])
         self.feed = ConsoleFeed(self.mqtt, self.operator, self.model, client_id)
         self.status_text: Text = Text(KEYS_HELP[centre], style=DIM)
-        self._pending_ack: tuple[str, str, float] | None = None  # vehicle, pid, sent at
+        # The request waiting for the ingest's answer: action, vehicle, pid, sent at.
+        self._pending: tuple[str, str, str, float] | None = None
         self._seen_reply = 0
         self._drawn: tuple[int, int, str, bool] | None = None
         self._drawn_los: tuple[bool, ...] = ()
@@ -151,9 +263,9 @@ class ConsoleApp(App[int]):
             with VerticalScroll(id="page-scroll"):
                 yield Static(id="page")
             with Vertical(id="trends"):
-                for i in range(len(self.trends)):
+                for i, f in enumerate(self.trends):
                     yield Static(id=f"trend-label-{i}", classes="trend-label")
-                    yield Sparkline([], id=f"trend-{i}")
+                    yield Trend(f, id=f"trend-{i}")
         yield Static(id="alarm-title")
         table: DataTable[Any] = DataTable(id="alarms", cursor_type="row", zebra_stripes=False)
         yield table
@@ -198,6 +310,17 @@ class ConsoleApp(App[int]):
         self.redraw()
 
     async def action_acknowledge(self) -> None:
+        await self._request("acknowledge")
+
+    async def action_shelve(self) -> None:
+        await self._request("shelve", SHELVE_S)
+
+    async def action_unshelve(self) -> None:
+        await self._request("unshelve")
+
+    async def _request(self, action: str, duration_s: float | None = None) -> None:
+        """Send the ingest a request about the selected alarm; _check_reply shows the
+        answer on the status line."""
         table = self.query_one("#alarms", DataTable)
         if table.row_count == 0:
             self._set_status("no alarm selected" if self.centre == "houston"
@@ -207,14 +330,16 @@ class ConsoleApp(App[int]):
         vehicle, _, pid = str(row_key.value).partition("/")
         f = self.fields.get((vehicle, pid))
         name = f.label if f else pid
+        verb = ACTION_TEXT[action][self.centre == "moscow"][0]
+        # Pending before the publish: the ingest's answer can arrive (and the redraw show
+        # it) while the publish still waits for the broker's PUBACK.
+        self._pending = (action, vehicle, pid, time.monotonic())
+        self._set_status(f"{verb} {name} → {self.operator} …", AMBER)
         try:
-            await self.feed.acknowledge(vehicle, pid, self.source)
+            await self.feed.request(vehicle, pid, self.source, action, duration_s)
         except (ConnectionError, OSError, aiomqtt.MqttError) as exc:
-            self._set_status(f"ACK {name}: {exc}", RED)
-            return
-        self._pending_ack = (vehicle, pid, time.monotonic())
-        self._set_status(f"ACK {name} → {self.operator} …" if self.centre == "houston" else
-                         f"КВИТ. {name} → {self.operator} …", AMBER)
+            self._pending = None
+            self._set_status(f"{verb} {name}: {exc}", RED)
 
     # --- drawing -------------------------------------------------------------------------
 
@@ -244,7 +369,7 @@ class ConsoleApp(App[int]):
             self._drawn, self._drawn_los = key, los
             width = self.query_one("#page-scroll", VerticalScroll).size.width
             self.query_one("#page", Static).update(self.page_text(src, now, width))
-            self._draw_trends(src)
+            self._draw_trends(src, now)
         akey = (self.model.alarm_version, self.source, len(self.fields))
         if akey != self._drawn_alarms:
             self._drawn_alarms = akey
@@ -390,95 +515,127 @@ class ConsoleApp(App[int]):
             lines.append(line)
         return lines
 
-    def _draw_trends(self, src: SourceView) -> None:
+    def _draw_trends(self, src: SourceView, now: float) -> None:
         for i, f in enumerate(self.trends):
             v = src.vehicles.get(f.vehicle)
-            hist = list(v.history.get(f.pid, ())) if v else []
+            hist = v.history.get(f.pid, ()) if v else ()
             item = v.values.get(f.pid) if v else None
+            stale = v is None or not v.aos(now) or not self.model.connected
             label = Text(f"{cp.SHIP_SHORT[self.centre].get(f.vehicle, '')[:3]} ", style=DIM)
             label.append(f.label[:22].ljust(22), style="#8fd79c")
             if item is not None:
                 label.append(f" {f.with_unit(item[1])}", style=cp.limit_colour(item[2]))
             self.query_one(f"#trend-label-{i}", Static).update(label)
-            self.query_one(f"#trend-{i}", Sparkline).data = [f.convert(x) for x in hist]
+            self.query_one(f"#trend-{i}", Trend).show(list(hist), stale)
 
     def alarm_rows(self, src: SourceView) -> list[tuple[str, list[Text]]]:
-        """The active alarms of the shown source, newest first: (row key, cells)."""
+        """The active alarms of the shown source, newest first and shelved ones last:
+        (row key, cells)."""
+        return [(k, cells) for k, cells, _, _ in self._alarm_list(src)]
+
+    def _alarm_list(self, src: SourceView) -> list[tuple[str, list[Text], str, str]]:
+        """(row key, cells, severity, state) of each alarm in the list."""
         c = self.centre
         ru = c == "moscow"
-        rows: list[tuple[int, str, list[Text]]] = []
+        rows: list[tuple[bool, int, str, list[Text], str, str]] = []
         for vid, v in src.vehicles.items():
             for a in v.active.get("alarms", []):
                 pid = a["parameter"]
                 f = self.fields.get((vid, pid))
                 sev = a.get("severity", "nominal")
                 state = a.get("state", "")
+                shelved = state == "shelved"
                 unacked = state in ("active_unacked", "normal_unacked")
                 colour = {"red": "red1", "yellow": AMBER}.get(sev, "green3")
-                style = f"bold {colour}" + (" reverse" if unacked else "")
+                # A shelved alarm is out of the way on purpose: listed, but greyed out.
+                style = "grey58" if shelved else f"bold {colour}" + (" reverse" if unacked
+                                                                    else "")
                 raised = a.get("raised_ns")
                 when = cp.msk_text(raised, with_date=False) if ru else cp.get_text(raised)
                 value = (a.get("value_text") or (f.text(a.get("value")) if f else
                                                  str(a.get("value"))))
+                # The limit is in the value's unit, so the unit is written once (it keeps
+                # the list within 120 columns).
                 limit = f.text(a["limit"]) if f and a.get("limit") is not None else ""
                 label = f.label if f else (a.get("label_ru") if ru else a.get("label")) or pid
                 unit = f.unit_text if f and not f.discrete else ""
+                state_text = cp.ALARM_STATE_TEXT.get(state, (state, state))[ru]
+                until = a.get("shelved_until_ns")
+                if shelved and until:
+                    # When it comes back by itself, in the centre's clock (to the minute).
+                    state_text += (f" до {cp.msk_text(until, with_date=False)[:5]}" if ru
+                                   else f" → {cp.get_text(until)[:-3]}")
                 cells = [when, cp.SHIP_SHORT[c].get(vid, vid),
                          (f.position if f else a.get("console")) or "",
-                         label, f"{value} {unit}".strip(), f"{limit} {unit}".strip() if limit
-                         else "", cp.SEVERITY_TEXT.get(sev, (sev, sev))[ru],
-                         cp.ALARM_STATE_TEXT.get(state, (state, state))[ru],
+                         label, f"{value} {unit}".strip(), limit,
+                         cp.SEVERITY_TEXT.get(sev, (sev, sev))[ru], state_text,
                          a.get("acked_by") or a.get("shelved_by") or ""]
-                rows.append((raised or 0, f"{vid}/{pid}",
-                             [Text(str(x), style=style) for x in cells]))
-        rows.sort(key=lambda r: (-r[0], r[1]))
-        return [(k, cells) for _, k, cells in rows]
+                rows.append((shelved, raised or 0, f"{vid}/{pid}",
+                             [Text(str(x), style=style) for x in cells], sev, state))
+        rows.sort(key=lambda r: (r[0], -r[1], r[2]))
+        return [(k, cells, sev, state) for _, _, k, cells, sev, state in rows]
 
     def _draw_alarms(self, src: SourceView) -> None:
         table = self.query_one("#alarms", DataTable)
         selected = None
         if table.row_count:
             selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        rows = self.alarm_rows(src)
+        rows = self._alarm_list(src)
         table.clear()
-        for k, cells in rows:
+        for k, cells, _, _ in rows:
             table.add_row(*cells, key=k)
-        keys = [k for k, _ in rows]
+        keys = [k for k, _, _, _ in rows]
         if selected in keys:
             table.move_cursor(row=keys.index(selected), animate=False)
-        counts = Text(f"{cp.word('alarms', self.centre)} ", style="bold")
-        red = sum(1 for _, cells in rows if "red" in str(cells[6].style))
-        unacked = sum(1 for _, cells in rows if "reverse" in str(cells[6].style))
-        if rows:
-            counts.append(f"{len(rows)}", style="bold")
-            counts.append(f"  ● {red}", style=RED)
-            counts.append(f"  ● {len(rows) - red}", style=AMBER)
-            counts.append("  unack " if self.centre == "houston" else "  не квит. ",
-                          style=DIM)
-            counts.append(str(unacked), style="bold reverse" if unacked else "")
-        else:
-            counts.append(cp.word("no_alarms", self.centre), style=DIM)
-        self.query_one("#alarm-title", Static).update(counts)
+        self.query_one("#alarm-title", Static).update(self.alarm_title(rows))
+
+    def alarm_title(self, rows: list[tuple[str, list[Text], str, str]]) -> Text:
+        """The alarm list's title: how many, how many red and yellow (shelved ones aside),
+        how many wait for an acknowledgement, how many are shelved."""
+        c = self.centre
+        out = Text(f"{cp.word('alarms', c)} ", style="bold")
+        if not rows:
+            out.append(cp.word("no_alarms", c), style=DIM)
+            return out
+        listed = [(sev, state) for _, _, sev, state in rows if state != "shelved"]
+        red = sum(sev == "red" for sev, _ in listed)
+        unacked = sum(state in ("active_unacked", "normal_unacked") for _, state in listed)
+        shelved = len(rows) - len(listed)
+        out.append(f"{len(listed)}", style="bold")
+        out.append(f"  ● {red}", style=RED)
+        out.append(f"  ● {sum(sev == 'yellow' for sev, _ in listed)}", style=AMBER)
+        out.append(f"  {cp.word('unacked', c)} ", style=DIM)
+        out.append(str(unacked), style="bold reverse" if unacked else "")
+        if shelved:
+            out.append(f"  {cp.word('shelved', c)} ", style=DIM)
+            out.append(str(shelved), style="grey58")
+        return out
 
     def _check_reply(self) -> None:
+        ru = self.centre == "moscow"
         if self.model.reply_count == self._seen_reply:
-            if self._pending_ack and time.monotonic() - self._pending_ack[2] > 10:
-                self._set_status("ACK: no answer from the ingest" if self.centre == "houston"
-                                 else "КВИТ.: нет ответа", RED)
-                self._pending_ack = None
+            if self._pending and time.monotonic() - self._pending[3] > 10:
+                verb = ACTION_TEXT[self._pending[0]][ru][0]
+                self._set_status(f"{verb}: нет ответа" if ru
+                                 else f"{verb}: no answer from the ingest", RED)
+                self._pending = None
             return
         self._seen_reply = self.model.reply_count
         reply = self.model.replies[-1]
-        self._pending_ack = None
+        pending, self._pending = self._pending, None
         if reply.get("ok"):
             ev = reply.get("event") or {}
+            action = EVENT_ACTION.get(ev.get("kind", ""), "acknowledge")
             f = self.fields.get((ev.get("vehicle", ""), ev.get("parameter", "")))
             name = f.label if f else ev.get("parameter", "?")
-            word = "ACKNOWLEDGED" if self.centre == "houston" else "КВИТИРОВАН"
-            self._set_status(f"✓ {name} {word} — {ev.get('operator')}", "bold green3")
+            text = f"✓ {name} {ACTION_TEXT[action][ru][1]}"
+            if action == "shelve" and ev.get("until_ns") and ev.get("time_ns"):
+                minutes = (ev["until_ns"] - ev["time_ns"]) / 60e9
+                text += f" на {minutes:.0f} мин" if ru else f" for {minutes:.0f} min"
+            self._set_status(f"{text} — {ev.get('operator')}", "bold green3")
         else:
-            word = "ACK REFUSED" if self.centre == "houston" else "КВИТ. ОТКЛОНЕНО"
-            self._set_status(f"✗ {word}: {reply.get('error')}", RED)
+            action = pending[0] if pending else "acknowledge"
+            self._set_status(f"✗ {ACTION_TEXT[action][ru][2]}: {reply.get('error')}", RED)
 
 
 # --- the command -------------------------------------------------------------------------
@@ -493,6 +650,9 @@ keys:
   1..9, Tab, Shift-Tab   pages (Houston: FLIGHT EECOM GNC INCO; Moscow: ОБЗОР СОЖ СТР СЭП
                          СУД ДУ ССВП РТС)
   Up, Down               select an alarm;  a  acknowledge it (as the operator)
+  h                      shelve the selected alarm for 10 minutes of mission time (it stays
+                         listed, greyed out, and returns by itself when the time is up)
+  u                      unshelve the selected alarm now
   s                      next source: live, then the replay sessions and drills seen
   q, Ctrl-C              quit
 

@@ -39,6 +39,7 @@ log = logging.getLogger("groundstation.console")
 # parameters at 2 Hz while frames arrive, so three seconds is several missed updates.
 LOS_AFTER_S = 3.0
 HISTORY = 240  # trend samples kept per parameter (two minutes at the ingest's 2 Hz)
+SHELVE_S = 600.0  # how long the shelve key shelves an alarm (mission time, as the ingest)
 EVENTS = 200  # alarm events kept per source
 LINK_WINDOW_S = 5.0  # link quality and frame rate are taken over this window
 
@@ -109,7 +110,9 @@ class VehicleView:
     arrived: float = 0.0  # monotonic time new data last arrived
     active: dict[str, Any] = field(default_factory=dict)  # retained active list
     link: LinkView = field(default_factory=LinkView)
-    history: dict[str, deque[float]] = field(default_factory=dict)
+    # (value, limit state) of recent updates of the trended parameters: the trend colours
+    # each bar by the state the ingest judged, not by a second reading of the limits here.
+    history: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
 
     def aos(self, now: float) -> bool | None:
         """True in AOS, False in LOS, None before any data."""
@@ -252,7 +255,8 @@ class ConsoleModel:
             ts, value, state = item
             veh.values[pid] = (int(ts), None if value is None else float(value), int(state))
             if (vid, pid) in self.trend_keys and value is not None:
-                veh.history.setdefault(pid, deque(maxlen=HISTORY)).append(float(value))
+                veh.history.setdefault(pid, deque(maxlen=HISTORY)).append(
+                    (float(value), int(state)))
         if isinstance(t, int) and (veh.time_ns is None or t != veh.time_ns):
             veh.time_ns = t
             veh.arrived = now
@@ -333,12 +337,25 @@ class ConsoleFeed:
                 payload = b"" if payload is None else str(payload).encode()
             self.model.on_message(str(message.topic), bytes(payload))
 
-    async def acknowledge(self, vehicle: str, parameter: str, source: str) -> None:
-        """Ask the ingest to acknowledge an alarm; its answer comes on alarms/replies/<op>.
-        Raises ConnectionError while the broker is away."""
+    async def request(self, vehicle: str, parameter: str, source: str,
+                      action: str = "acknowledge", duration_s: float | None = None) -> None:
+        """Ask the ingest to acknowledge, shelve or unshelve an alarm; its answer comes on
+        alarms/replies/<operator>. Raises ConnectionError while the broker is away."""
         client = self._client
         if client is None:
             raise ConnectionError("no broker connection; try again once it is back")
-        request = {"parameter": parameter, "action": "acknowledge", "source": source}
+        request: dict[str, Any] = {"parameter": parameter, "action": action, "source": source}
+        if duration_s is not None:
+            request["duration_s"] = duration_s
         await client.publish(topics.acknowledgements(self.operator, vehicle),
                              json.dumps(request).encode(), qos=1)
+
+    async def acknowledge(self, vehicle: str, parameter: str, source: str) -> None:
+        await self.request(vehicle, parameter, source, "acknowledge")
+
+    async def shelve(self, vehicle: str, parameter: str, source: str,
+                     duration_s: float = SHELVE_S) -> None:
+        await self.request(vehicle, parameter, source, "shelve", duration_s)
+
+    async def unshelve(self, vehicle: str, parameter: str, source: str) -> None:
+        await self.request(vehicle, parameter, source, "unshelve")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from groundstation import dashboards as db
-from groundstation.definitions import VehicleDefinition
+from groundstation.definitions import Parameter, VehicleDefinition
 from groundstation.limits import LimitState
 
 CENTRES = ("houston", "moscow")
@@ -70,6 +70,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "quality": ("Q", "КАЧ"),
     "fps": ("fr/s", "к/с"),
     "no_alarms": ("no active alarms", "активных сигналов нет"),
+    "unacked": ("unack", "не квит."),
+    "shelved": ("shelved", "отложено"),
     "ground": ("GROUND — LINK QUALITY", "НАЗЕМНЫЙ КОМПЛЕКС — КАЧЕСТВО СВЯЗИ"),
 }
 
@@ -117,6 +119,9 @@ class Field:
     discrete: bool = False
     counter: bool = False
     position: str = ""  # Houston position or Moscow group
+    # The default limit set's yellow band in the display unit (either end may be open).
+    yellow: tuple[float | None, float | None] | None = None
+    count: float = 0.0  # one count of the sensor in the display unit (0: not known)
 
     def convert(self, value: float) -> float:
         return self.scale * value + self.offset
@@ -156,9 +161,18 @@ def make_field(ref: db._Ref, centre: str) -> Field:
     scale, offset = db._conversion(ref, style)
     unit_text = "" if unit in ("state", "count") else db._unit_text(unit, lang(centre))
     position = ref.entry.console.get(centre, "")
+    lim = ref.entry.limits
+    yellow = None
+    if lim is not None and lim.yellow is not None and not (ref.discrete or ref.counter):
+        yellow = (db._convert(lim.yellow[0], scale, offset),
+                  db._convert(lim.yellow[1], scale, offset))
+    count = 0.0
+    if isinstance(ref.entry, Parameter) and not (ref.discrete or ref.counter):
+        lo, hi = ref.entry.eng_range()
+        count = (hi - lo) / ref.entry.raw_max * scale
     return Field(ref.vid, ref.pid, db._label(ref.entry, lang(centre)), unit, unit_text, scale,
                  offset, db._decimals(ref, scale), ref.states, ref.discrete, ref.counter,
-                 position)
+                 position, yellow, count)
 
 
 def fields(defs: dict[str, VehicleDefinition], centre: str) -> dict[tuple[str, str], Field]:
@@ -236,6 +250,29 @@ def find_page(page_list: list[Page], position: str | None) -> int:
 def trend_fields(defs: dict[str, VehicleDefinition], centre: str) -> list[Field]:
     all_fields = fields(defs, centre)
     return [all_fields[k] for k in TRENDS[centre] if k in all_fields]
+
+
+# A trend spans at least this many sensor counts, so that noise of a count or two moves a
+# bar by one step at most (two rows of eighths: 16 steps) instead of filling the height.
+TREND_MIN_COUNTS = 32
+
+
+def trend_scale(f: Field, values: list[float]) -> tuple[float, float]:
+    """The vertical scale of a trend, in the display unit: the yellow band, widened to
+    take in the data when it leaves the band, and at least TREND_MIN_COUNTS counts tall.
+
+    A controller reads a trend against its limits: a value creeping towards a limit must
+    look like it, and a steady value must look steady, whatever its noise."""
+    lo, hi = f.yellow or (None, None)
+    if values:
+        lo = min(values) if lo is None else min(lo, min(values))
+        hi = max(values) if hi is None else max(hi, max(values))
+    if lo is None or hi is None:
+        return 0.0, 1.0
+    step = f.count if f.count > 0 else 10.0 ** -f.decimals
+    span = max(hi - lo, TREND_MIN_COUNTS * step)
+    mid = (lo + hi) / 2
+    return mid - span / 2, mid + span / 2
 
 
 # --- clocks ------------------------------------------------------------------------------

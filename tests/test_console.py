@@ -4,8 +4,9 @@ console reading only what the ingest publishes on MQTT.
 
 Each console (Houston, Moscow) is driven through: live values in its language and units; a
 sensor fault injected into the simulator that crosses a red limit, shown red in the alarm
-list; the acknowledgement key, answered by the ingest with the operator's name; a broker
-restart, which the console reports and survives by itself. A screenshot of each console is
+list; the acknowledgement key, answered by the ingest with the operator's name; the shelve
+and unshelve keys, answered the same way; a broker restart, which the console reports and
+survives by itself. A screenshot of each console is
 saved (and, with GS_SAVE_SCREENSHOTS=1, written to docs/screenshots/ for the README).
 """
 
@@ -17,6 +18,7 @@ import contextlib
 import html
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -93,16 +95,26 @@ class Case:
     unack: str
     ack: str
     shot_text: str
+    shelved: str  # the status line after shelving
+    unshelved: str  # ... and after unshelving
 
 
 CASES = [
     Case("houston", "EECOM", "eecom", A, "cabin_press", -1.2, "CABIN PRESS", "psia",
          (4.7, 5.4), "°F", "BROKER LOST — reconnecting", "ACKNOWLEDGED", "RED", "UNACK",
-         "ACK", "CABIN PRESS"),
+         "ACK", "CABIN PRESS", "SHELVED for 10 min", "UNSHELVED"),
     Case("moscow", "СОЖ", "tsup", S, "sa_press", -120.0, "Давление в СА", "мм рт. ст.",
          (490.0, 560.0), "°C", "БРОКЕР ПОТЕРЯН — переподключение", "КВИТИРОВАН", "КРАСН",
-         "НЕ КВИТ", "КВИТ", "Давление"),
+         "НЕ КВИТ", "КВИТ", "Давление", "ОТЛОЖЕН на 10 мин", "ВОЗВРАЩЁН"),
 ]
+
+
+def press(app: console.ConsoleApp, *keys: str) -> None:
+    """Press keys without the pilot's wait for an idle CPU after each, which never comes
+    while the ships, the ingest and the console share this process (up to 2 s a key);
+    the test waits for each key's effect instead."""
+    for key in keys:
+        app.simulate_key(key)
 
 
 def page_value(app: console.ConsoleApp, label: str) -> tuple[float, str]:
@@ -182,8 +194,8 @@ async def test_console_through_fault_ack_and_broker_restart(
         table = app.query_one("#alarms")
         keys = [k for k, _ in app.alarm_rows(live)]
         steps = keys.index(key) - table.cursor_row  # type: ignore[attr-defined]
-        await pilot.press(*(["down"] * steps if steps > 0 else ["up"] * -steps))
-        await pilot.press("a")
+        press(app, *(["down"] * steps if steps > 0 else ["up"] * -steps))
+        press(app, "a")
         await wait_for(lambda: any(e["kind"] == "acknowledged" and e["parameter"] == case.pid
                                    and e["operator"] == case.operator for e in live.events),
                        10, "the acknowledged event")
@@ -195,6 +207,45 @@ async def test_console_through_fault_ack_and_broker_restart(
                                          "SELECT operator FROM alarms WHERE "
                                          f"event='acknowledged' AND parameter='{case.pid}'")),
                        10, "the acknowledgement stored")
+
+        # 3b. Shelve it for the default ten minutes, then unshelve it: each through the
+        # ingest, each event coming back on the alarm topic with the operator's name.
+        def event(kind: str) -> dict[str, object] | None:
+            return next((e for e in live.events if e["kind"] == kind
+                         and e["parameter"] == case.pid), None)
+
+        press(app, "h")
+        await wait_for(lambda: (e := event("shelved")) is not None
+                       and e["operator"] == case.operator, 10, "the shelved event")
+        shelved = event("shelved")
+        assert shelved is not None
+        assert shelved["until_ns"] - shelved["time_ns"] == 600 * 10**9  # type: ignore[operator]
+        await wait_for(lambda: case.shelved in app.status_text.plain, 5, "the shelve answer")
+        shelved_text = console_pages.ALARM_STATE_TEXT["shelved"][case.centre == "moscow"]
+        await wait_for(lambda: (a := alarm()) is not None and a[7].startswith(shelved_text)
+                       and a[8] == case.operator, 5, "the alarm shown shelved")
+        row = alarm()
+        assert row is not None and "red1" not in row[-1] and "reverse" not in row[-1]
+        assert app.alarm_rows(live)[-1][0] == key  # shelved alarms go last
+        await pilot.pause(2 * console.REFRESH_S)
+        title = app.screen_text().split(console_pages.word("alarms", case.centre))[-1]
+        assert f"{console_pages.word('shelved', case.centre)} 1" in title.splitlines()[0]
+        # The cursor stayed on the shelved alarm as it moved down the list: u unshelves it.
+        press(app, "u")
+        await wait_for(lambda: event("unshelved") is not None, 10, "the unshelved event")
+        await wait_for(lambda: case.unshelved in app.status_text.plain, 5,
+                       "the unshelve answer")
+        # Still past its limit: back in the list as a fresh alarm, to be acknowledged again.
+        await wait_for(lambda: (a := alarm()) is not None and a[7] == case.unack
+                       and a[6] == case.red, 5, "the alarm back after unshelving")
+        press(app, "u")  # not shelved any more: the ingest refuses, the console says so
+        await wait_for(lambda: "✗" in app.status_text.plain
+                       and "not shelved" in app.status_text.plain, 5, "the refusal")
+        app._set_status("")
+        press(app, "a")
+        await wait_for(lambda: (a := alarm()) is not None and a[7] == case.ack, 5,
+                       "the alarm acknowledged again")
+        await wait_for(lambda: case.acked in app.status_text.plain, 5, "the second answer")
 
         # 4. The broker goes away and comes back: the console says so, reconnects by
         # itself, and fresh values arrive.
@@ -233,6 +284,7 @@ async def test_console_through_fault_ack_and_broker_restart(
         await pilot.pause(2 * console.REFRESH_S)
         header = app.screen_text().splitlines()[1]
         assert header.count(console_pages.word("aos", case.centre)) == 2, header
+        assert case.acked in app.status_text.plain  # the last answer stays on the status line
         path = Path(app.save_screenshot(f"console-{case.centre}.svg", str(tmp_path)))
         svg = html.unescape(path.read_text(encoding="utf-8")).replace("\xa0", " ")
         assert case.shot_text in svg and case.label in svg
@@ -277,6 +329,9 @@ async def test_pages_sources_and_keys_without_a_broker(defs: dict[str, VehicleDe
         assert app.source == "live"
         await pilot.press("a")  # nothing selected: a message, no request
         assert "no alarm selected" in app.status_text.plain
+        app._set_status("")
+        await pilot.press("h")
+        assert "no alarm selected" in app.status_text.plain
         await pilot.press("ctrl+c")
         await pilot.pause()
     assert not app.is_running
@@ -298,6 +353,43 @@ def test_moscow_pages_speak_russian_in_metric(defs: dict[str, VehicleDefinition]
         console_pages.find_page(console_pages.pages(defs, "houston"), "RETRO")
     houston = console_pages.fields(defs, "houston")
     assert houston[(S, "sa_temp")].with_unit(20.0) == "68.0 °F"
+
+
+def trend_levels(text: str) -> list[int | None]:
+    """The height of each column of a two-row trend, in eighths (None: no sample)."""
+    top, bottom = text.splitlines()
+    return [None if b == " " else console.BARS.index(b) + console.BARS.index(t)
+            for t, b in zip(top, bottom, strict=True)]
+
+
+def test_trends_are_drawn_against_the_limits(defs: dict[str, VehicleDefinition]) -> None:
+    f = console_pages.fields(defs, "houston")[(A, "cabin_press")]
+    assert f.yellow == (4.7, 5.4) and f.count == pytest.approx(0.1 / 1.5)
+    # A steady cabin with two counts of noise: a flat line (one step of wobble at most),
+    # not bars jumping between the bottom and the top as a min-max scale would draw it.
+    rng = random.Random(1)
+    steady = [(5.0 + rng.choice((-2, -1, 0, 1, 2)) * f.count, 0) for _ in range(240)]
+    lo, hi = console_pages.trend_scale(f, [v for v, _ in steady])
+    assert lo < 4.7 and hi > 5.4  # the yellow band, and at least 32 counts
+    levels = trend_levels(console.trend_text(f, steady, 40, 2).plain)
+    assert len(levels) == 40 and None not in levels
+    assert max(levels) - min(levels) <= 1 and 6 <= levels[0] <= 10  # mid-scale
+    # A leak through the yellow and red limits: the scale widens to take in the data, the
+    # bars step down, green, then amber, then red.
+    leak = [(5.0 - 0.01 * i, 0 if 5.0 - 0.01 * i >= 4.7 else -1 if 5.0 - 0.01 * i >= 4.3
+             else -2) for i in range(90)]
+    lo, hi = console_pages.trend_scale(f, [v for v, _ in leak])
+    assert lo <= 4.11
+    text = console.trend_text(f, leak, 40, 2)
+    levels = trend_levels(text.plain)
+    shown = [x for x in levels if x is not None]
+    assert len(shown) == 40  # 90 samples shared out over the width
+    assert shown == sorted(shown, reverse=True) and shown[0] - shown[-1] >= 5
+    # Each row is a run of green, then amber, then red bars.
+    assert [str(span.style) for span in text.spans] == ["green3", "orange1", "bold red1"] * 2
+    # A short history is not stretched: one sample a column, the newest at the right.
+    levels = trend_levels(console.trend_text(f, leak[:25], 40, 2).plain)
+    assert levels[:15] == [None] * 15 and None not in levels[15:]
 
 
 def test_topics_and_model() -> None:
@@ -333,6 +425,7 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         parser.parse_args(["console", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "groundstation console houston --position EECOM" in out
+    assert "shelve the selected alarm for 10 minutes" in out and "unshelve" in out
     assert console.operator_name(MqttConfig(username="kravets"), "other") == "kravets"
     assert console.operator_name(MqttConfig(), "eecom") == "eecom"
     with pytest.raises(ValueError, match="one MQTT topic level"):
