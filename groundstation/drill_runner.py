@@ -40,6 +40,7 @@ from groundstation.drill_debrief import Injection, build_debrief, scenario_injec
 from groundstation.drill_offline import event_record
 from groundstation.drill_plot import plot_timeline
 from groundstation.drill_scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
+from simulators import timeline as tl
 from simulators.cli import parse_value
 from simulators.clock import LIFTOFF_NS, format_get, parse_duration
 from simulators.faults import FaultError
@@ -329,6 +330,11 @@ class DrillRunner:
                       f"from {format_get(self.sc.start_get)} for "
                       f"{format_get(self.sc.duration_s)} at {self.speed:g}x; data under "
                       f"source='{self.source}'; control on {control_topic(self.drill_id)}")
+            centre = "moscow" if self.sc.ships == [tl.SOYUZ] else "houston"
+            position = f" --position {self.sc.positions[0]}" if centre == "houston" and \
+                self.sc.positions else ""
+            self._say(f"trainees: groundstation console {centre}{position} --source "
+                      f"{self.source}  (or press s on a running console)")
             self._set_state("running")
             self._inject_due()  # faults at the very start go in before the first frame
             sim_task = asyncio.create_task(self.sim.run(stop_sim))
