@@ -131,8 +131,9 @@ class IngestService:
         self.acked = 0
         self.alarm_events = 0
         self.decode_seconds: deque[float] = deque(maxlen=512)
-        # (source, vehicle) -> mission phase, from the simulator's state (a drill's ships
-        # have their own); a replay session borrows the live phase.
+        # (source, vehicle) -> mission phase: the live ships' and a drill's from their
+        # simulator's state, a replay session's from the replay tool (the phase at the
+        # recording's time); a session that announces none borrows the live phase.
         self.phase: dict[tuple[str, str], str] = {}
         self._context_values: dict[str, dict[str, Any]] = {}  # source -> {veh.param: value}
         self._context_params = self._referenced_context_parameters()
@@ -478,14 +479,18 @@ class IngestService:
             return
         source = "replay/" + topic.rsplit("/", 1)[1]
         if info is None:  # the session ended (or its replay tool died: its MQTT will)
-            self.replay_sessions.pop(source, None)
-            self._context_values.pop(source, None)
+            # Its frames still queued here are processed first, in the session's context
+            # (its definitions, phase and context values), then that context is freed.
             for key, s in list(self.streams.items()):
                 if s.source == source:
                     self._drop_stream(key)
                     for t in (topics.alarms(s.vehicle, source) + "/active",
                               f"ingest/link/{source}/{s.vehicle}"):
                         self._clear_retained(t)
+            self.replay_sessions.pop(source, None)
+            self._context_values.pop(source, None)
+            for key in [k for k in self.phase if k[0] == source]:
+                del self.phase[key]
             return
         self.replay_sessions[source] = info
         for key, s in list(self.streams.items()):
@@ -521,9 +526,9 @@ class IngestService:
 
     def _context(self, s: _Stream) -> dict[str, Any]:
         ctx: dict[str, Any] = dict(self._context_values.get(s.source, {}))
-        key = (s.source if s.source.startswith(topics.TRAINING + "/") else topics.LIVE,
-               s.vehicle)
-        phase = self.phase.get(key)
+        phase = self.phase.get((s.source, s.vehicle))
+        if phase is None and s.source.startswith(topics.REPLAY + "/"):
+            phase = self.phase.get((topics.LIVE, s.vehicle))
         if phase is not None:
             ctx["phase"] = phase
         return ctx

@@ -53,6 +53,8 @@ from groundstation.config import add_mqtt_arguments
 from groundstation.envelope import MAX_FRAMES, encode_envelope
 from groundstation.passes import Catalogue, drop_repeats, format_get, format_utc, parse_time
 from groundstation.progress import Progress
+from simulators import timeline as tl
+from simulators.clock import utc_ns_to_get
 
 __all__ = ["ReplayControl", "ReplayPlan", "ReplayResult", "Replayer", "add_parser",
            "parse_speed", "plan_replay", "run"]
@@ -340,6 +342,7 @@ class Replayer:
         self.state = "starting"
         self.warnings: list[str] = []
         self._announced: dict[str, str] = {}  # vehicle -> sha256 in the session message
+        self._phases: dict[str, str] = {}  # vehicle -> mission phase announced
         self._texts: dict[str, str] = {}
         self._last_status = 0.0
         self._feeds: dict[StreamKey, _Feed] = {}
@@ -422,6 +425,9 @@ class Replayer:
                     # The end of the session: the ingest finishes it and drops its state.
                     await client.publish(rs.session_topic(self.session), b"", qos=1,
                                          retain=True)
+                    for vehicle in self._phases:
+                        await client.publish(topics.sim_state(vehicle, self.source), b"",
+                                             qos=1, retain=True)
                     if self.state in ("running", "paused", "starting"):
                         self.state = "stopped"
                     await self._publish_status(client, retain=False)
@@ -431,6 +437,22 @@ class Replayer:
         return ReplayResult(self.session, self.state, self.frames_sent, self.messages_sent,
                             sum(f.skipped for f in self._feeds.values()),
                             time.monotonic() - started, dict(self._announced))
+
+    async def _announce_phase(self, client: aiomqtt.Client, vehicle: str, t_ns: int) -> None:
+        """The mission phase at the recording's time, before the frames that enter it: the
+        ingest checks a session's frames against the limits of their own phase (an entry
+        pass replayed while the ships are docked is judged as entry). The phase comes from
+        the ASTP flight plan (simulators/timeline.py), the same one the live ships fly."""
+        if vehicle not in tl.VEHICLES:
+            return
+        phase = tl.phase_at(vehicle, utc_ns_to_get(t_ns))
+        if self._phases.get(vehicle) == phase:
+            return
+        self._phases[vehicle] = phase
+        state = {"vehicle": vehicle, "phase": phase, "get": utc_ns_to_get(t_ns),
+                 "source": self.source, "from": "flight plan at the recording's time"}
+        await client.publish(topics.sim_state(vehicle, self.source), json.dumps(state),
+                             qos=1, retain=True)
 
     def _wanted_at(self, t_ns: int) -> dict[str, tuple[str, str]]:
         out: dict[str, tuple[str, str]] = {}
@@ -516,6 +538,7 @@ class Replayer:
                 await client.publish(rs.session_topic(self.session),
                                      self._session_payload(wanted), qos=1, retain=True)
             seq, t_first, frames = feed.take(self._frames_per_message(feed, speed))
+            await self._announce_phase(client, key.vehicle, t_first)
             topic = topics.telemetry(key.vehicle, key.stream, self.session)
             await client.publish(topic, encode_envelope(key.vehicle, key.stream, seq, t_first,
                                                         frames), qos=1)

@@ -65,14 +65,15 @@ def training(drill: str) -> str:
 
 
 def sim_state(vehicle: str, source: str = LIVE) -> str:
-    """The simulator's retained state: sim/state/<vehicle> for the live ships,
-    sim/state/training/<drill>/<vehicle> for a drill's."""
+    """The retained mission state (phase, GET, ...): sim/state/<vehicle> for the live ships,
+    sim/state/training/<drill>/<vehicle> for a drill's, sim/state/replay/<session>/<vehicle>
+    for a replay (the phase of the recording's time, from the replay tool)."""
     if source == LIVE:
         return f"sim/state/{vehicle}"
     return f"sim/state/{check_source(source)}/{vehicle}"
 
 
-SIM_STATE_SUBSCRIPTIONS = ("sim/state/+", "sim/state/training/+/+")
+SIM_STATE_SUBSCRIPTIONS = ("sim/state/+", "sim/state/training/+/+", "sim/state/replay/+/+")
 
 
 def parse_sim_state(topic: str) -> tuple[str, str]:
@@ -80,8 +81,8 @@ def parse_sim_state(topic: str) -> tuple[str, str]:
     parts = topic.split("/")
     if len(parts) == 3 and parts[:2] == ["sim", "state"]:
         return LIVE, parts[2]
-    if len(parts) == 5 and parts[:3] == ["sim", "state", TRAINING]:
-        return f"{TRAINING}/{parts[3]}", parts[4]
+    if len(parts) == 5 and parts[:2] == ["sim", "state"] and parts[2] in (TRAINING, REPLAY):
+        return f"{parts[2]}/{parts[3]}", parts[4]
     raise ValueError(f"not a simulator state topic: {topic!r}")
 
 

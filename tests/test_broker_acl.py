@@ -169,6 +169,22 @@ async def test_only_the_replay_account_publishes_replays_and_never_live(
     assert got == [("telemetry/replay/s7/apollo_csm/hbr", MARK)] * 2
 
 
+async def test_the_replay_account_announces_its_sessions_phase_only(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "ingest", "sim/state/#") as ingest,
+        login(broker, "replay") as replay,
+        login(broker, "flight") as flight,
+    ):
+        await replay.publish(topics.sim_state("apollo_csm"), b"AS LIVE", qos=1)
+        await replay.publish(topics.sim_state("apollo_csm", "training/d1"), b"DRILL", qos=1)
+        await flight.publish(topics.sim_state("apollo_csm", "replay/s7"), b"OP", qos=1)
+        await replay.publish(topics.sim_control("apollo_csm"), b"CONTROL", qos=1)
+        await replay.publish(topics.sim_state("apollo_csm", "replay/s7"), MARK, qos=1)
+        got = await received_until_mark(ingest)
+    assert got == [("sim/state/replay/s7/apollo_csm", MARK)]
+
+
 async def test_operators_and_instructor_cannot_read_telemetry(broker: MosquittoServer) -> None:
     async with (
         login(broker, "flight", "#") as flight,

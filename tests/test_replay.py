@@ -351,3 +351,64 @@ async def test_acl_replay_control_and_sessions(tmp_path: Path) -> None:
             assert [p for _, p in await received_until_mark(flight)] == [MARK]
     finally:
         server.stop()
+
+
+async def test_a_session_is_judged_in_the_mission_phase_of_its_recording(
+        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    """Apollo's cabin climbing to 14 psia on the parachutes is normal in entry and a red
+    alarm in orbit. Recorded during entry, replayed while the live ships are docked: the
+    session is judged as entry (the phase of its own time), so no alarm."""
+    from groundstation.definitions import load_all
+    from simulators import timeline as tl
+    from simulators.clock import get_to_utc_ns
+    from simulators.downlink import nominal_values
+
+    defn = load_all()[tl.APOLLO]
+    entry_ns = get_to_utc_ns(tl.CABIN_REPRESS + 120)
+    assert tl.phase_at(tl.APOLLO, tl.CABIN_REPRESS + 120) == "entry"
+    repress = {**nominal_values(defn), "cabin_press": 14.0, "suit_press": 14.0}
+    link = Downlink(defn, mosquitto.host, mosquitto.port, frames_per_message=50,
+                    values=lambda _seq, _n: repress)
+    period = round(1e9 / defn.frame.rate_hz)
+
+    def live_state(phase: str) -> bytes:
+        return json.dumps({"vehicle": tl.APOLLO, "phase": phase}).encode()
+
+    influx = InfluxV1(influxdb.url, "phase")
+    async with running_ingest(mosquitto, influxdb, tmp_path, {tl.APOLLO: defn}, "phase",
+                              batch_max_frames=4096) as service, \
+            aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="sim") as sim:
+        # Recorded live during entry: no alarm then.
+        await sim.publish(topics.sim_state(tl.APOLLO), live_state("entry"), qos=1, retain=True)
+        await wait_for(lambda: service.phase.get((topics.LIVE, tl.APOLLO)) == "entry")
+        for k in range(10):
+            topic, payload = link.next_message(entry_ns + k * 50 * period)
+            await sim.publish(topic, payload, qos=1)
+        # CABIN PRESS is sampled every fifth frame: 100 samples in 500 frames.
+        await wait_for(lambda: count(influx, "live") == 100, what="the entry pass stored")
+        assert alarms(influx, "live") == []
+        # Now the live ships are docked, where 14 psia is far above the red limit.
+        await sim.publish(topics.sim_state(tl.APOLLO), live_state("docked"), qos=1,
+                          retain=True)
+        await wait_for(lambda: service.phase.get((topics.LIVE, tl.APOLLO)) == "docked")
+        root = tmp_path / "archive"
+        plan = plan_replay(root, start=entry_ns, end=entry_ns + 3600 * 10**9)
+        async with Watch(mosquitto, ("sim/state/replay/+/+",)) as watch:
+            result = await Replayer(root, plan, host=mosquitto.host, port=mosquitto.port,
+                                    session="entry1", speed=None, progress=False).run()
+            await wait_for(lambda: count(influx, "replay/entry1") == 100,
+                           what="the session stored")
+    assert result.frames_sent == 500
+    states = [json.loads(p) for t, p in watch.messages if p]
+    assert [(s["phase"], s["source"]) for s in states] == [("entry", "replay/entry1")]
+    assert alarms(influx, "replay/entry1") == []
+    # The same frames under the live (docked) phase would have raised CABIN PRESS red:
+    # proven on the live stream itself.
+    async with running_ingest(mosquitto, influxdb, tmp_path / "again", {tl.APOLLO: defn},
+                              "phase", batch_max_frames=4096), \
+            aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="sim") as sim:
+        for k in range(10, 14):
+            topic, payload = link.next_message(entry_ns + k * 50 * period)
+            await sim.publish(topic, payload, qos=1)
+        await wait_for(lambda: any(a["parameter"] == "cabin_press" and a["event"] == "raised"
+                                   for a in alarms(influx, "live")), what="the live alarm")
