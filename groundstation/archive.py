@@ -64,13 +64,17 @@ Index file (``.gsi``)
 
 A sparse index of the data file in blocks of consecutive records. A block ends after
 ``index_every_records`` records (default 256) or ``index_every_bytes`` (default 1 MiB), and
-also whenever a record's time is earlier than the previous record's, or more than
-``block_gap_ns`` (default 1 s) after the previous record's last frame. So every block's
-records are in time order, and every gap in the data longer than ``block_gap_ns`` lies
-*between* two blocks: a catalogue of passes (acquisition to loss of signal) can be built
-from the index alone. Header::
+whenever the next record does not carry on the block's frames: its first frame is not the
+next one in sequence (seq = the block's end_seq) and in time (t = the block's last frame
+time + the frame period), or it is more than ``block_gap_ns`` (default 1 s) later. So every
+block is one *run* of consecutive frames (frame i has seq first_seq + i and time t_min +
+i * period; n_frames = end_seq - first_seq): a repeated frame (a QoS 1 redelivery), older
+frames (a recorder's playback), a dropout, however short, and every gap lie *between*
+blocks. A catalogue of passes (acquisition to loss of signal) with exact counts of
+distinct, repeated and missing frames is built from the index alone, and reading in time
+order is a sort of the blocks. Header::
 
-    magic 8 bytes "\\x89GSI\\r\\n\\x1a\\n", version u16 = 1, reserved u16,
+    magic 8 bytes "\\x89GSI\\r\\n\\x1a\\n", version u16 = 2, reserved u16,
     data_header_crc u32 (the data file header's crc32, tying the index to its data file)
 
 then one 76-byte entry per block, appended when the block ends::
@@ -81,6 +85,17 @@ then one 76-byte entry per block, appended when the block ends::
     t_min i64, t_max i64            first frame's time; last frame's time
     recv_min i64, recv_max i64      receive times of the first and last record
     crc32 u32                       of the 72 bytes before it
+
+Index version 1 (written before 2) has the same header and entries, but its blocks were
+cut only where time went back (a record starting before the previous one) or paused: a
+block may hold a dropout shorter than ``block_gap_ns`` and a message received twice in a
+row. Readers still use version-1 indexes: an entry whose numbers fit one run (n_frames =
+end_seq - first_seq and t_max - t_min = (n_frames - 1) * period, every healthy block) is
+taken as one; any other is scanned and cut into runs (``ArchiveReader.runs``). (The one
+case this gets wrong: a repeat and a dropout of exactly as many frames in one v1 block.)
+A writer never appends to a file with a version-1 index: it starts a new file. Readers
+from before version 2 reject a version-2 index and scan the data instead (slower, and
+correct).
 
 The index is only a hint. A reader uses the longest prefix of entries that have a good
 CRC, are contiguous (each block starts where the previous one ended, the first right
@@ -150,6 +165,7 @@ cannot fill the disk the archive needs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -193,7 +209,11 @@ __all__ = [
 log = logging.getLogger("groundstation.archive")
 
 LIVE = "live"
-VERSION = 1
+VERSION = 1  # data and quarantine files
+# Index files: 1 cut blocks only where time went back or paused; 2 also wherever the next
+# record does not carry on the previous one's frames (seq and time one frame on), so every
+# version-2 block is one run of consecutive frames.
+INDEX_VERSION = 2
 HOUR_NS = 3600 * 10**9
 
 DATA_MAGIC = b"\x89GSA\r\n\x1a\n"
@@ -378,6 +398,7 @@ class ReaderStats:
     bytes_read: int = 0  # every byte read from data, index and quarantine files
     index_bytes_read: int = 0  # the part of bytes_read that came from index files
     records: int = 0  # good records decoded
+    repeats: int = 0  # frames read_frames left out: a time it had already given (duplicates)
 
 
 class _Region:
@@ -569,10 +590,19 @@ class Block:
     recv_min: int
     recv_max: int
     indexed: bool  # False: summarised by scanning (the tail the index does not cover yet)
+    # True: known to be one run of consecutive frames (frame i: first_seq + i, at t_min +
+    # i * period), as every block of a version-2 index or of a scan is; False: a version-1
+    # index entry, which may hold repeats and holes (see ArchiveReader.runs).
+    run: bool = False
 
     @property
     def end(self) -> int:
         return self.offset + self.length
+
+    def looks_like_run(self, period_ns: int) -> bool:
+        """Do the summary's numbers fit one run? (Always, for a run.)"""
+        n = self.n_frames
+        return n == self.end_seq - self.first_seq and self.t_max - self.t_min == (n - 1) * period_ns
 
 
 class Record(NamedTuple):
@@ -641,11 +671,11 @@ def _data_header(meta: dict[str, Any], header_len: int, crc: int) -> FileHeader:
         raise ValueError(f"header metadata lacks or garbles {exc}") from None
 
 
-def _block_from_entry(path: Path, raw: bytes, pos: int) -> Block | None:
+def _block_from_entry(path: Path, raw: bytes, pos: int, run: bool) -> Block | None:
     fields = _IDX_ENTRY.unpack_from(raw, pos)
     if zlib.crc32(raw[pos:pos + _IDX_ENTRY.size - 4]) != fields[-1]:
         return None
-    return Block(path, *fields[:-1], indexed=True)
+    return Block(path, *fields[:-1], indexed=True, run=run)
 
 
 class _BlockAcc:
@@ -660,9 +690,12 @@ class _BlockAcc:
         self.t_min = self.t_max = self.last_t = 0
         self.recv_min = self.recv_max = 0
 
-    def breaks_before(self, t_ns: int, gap_ns: int) -> bool:
-        """Would a record at t_ns break time order, or follow a gap, inside this block?"""
-        return self.n_records > 0 and (t_ns < self.last_t or t_ns - self.t_max > gap_ns)
+    def breaks_before(self, seq: int, t_ns: int, gap_ns: int, period: int) -> bool:
+        """Must a record (seq, t_ns) start a new block? Yes unless it carries on this
+        block's frames: its first frame is the next one in sequence and in time (so a
+        repeat, a dump of older frames, a dropout or a gap always starts a new block)."""
+        return self.n_records > 0 and (seq != self.end_seq or t_ns != self.t_max + period
+                                       or t_ns - self.t_max > gap_ns)
 
     def add(self, size: int, seq: int, t_ns: int, n: int, period: int, recv: int) -> None:
         last_t = t_ns + (n - 1) * period
@@ -681,7 +714,7 @@ class _BlockAcc:
     def block(self, path: Path, indexed: bool) -> Block:
         return Block(path, self.offset, self.length, self.n_records, self.n_frames,
                      self.first_seq, self.end_seq, self.t_min, self.t_max, self.recv_min,
-                     self.recv_max, indexed)
+                     self.recv_max, indexed, run=True)
 
     def entry(self) -> bytes:
         raw = _IDX_ENTRY.pack(self.offset, self.length, self.n_records, self.n_frames,
@@ -707,15 +740,20 @@ def _load_index(data: ArchiveFile, stats: ReaderStats,
             report(ArchiveProblem(idx_path, 0, len(raw), "index", "index header incomplete"))
         return []
     magic, version, _res, data_crc = _IDX_HEAD.unpack_from(raw, 0)
-    if magic != INDEX_MAGIC or version != VERSION or data_crc != data.header.crc:
+    if magic != INDEX_MAGIC or data_crc != data.header.crc:
         report(ArchiveProblem(idx_path, 0, len(raw), "index",
                               "index header does not belong to this data file"))
+        return []
+    if version not in (1, INDEX_VERSION):
+        report(ArchiveProblem(idx_path, 0, len(raw), "index",
+                              f"index format version {version}; this reader knows 1 and "
+                              f"{INDEX_VERSION}: scanning the data"))
         return []
     blocks: list[Block] = []
     expect = data.header.header_len
     pos = _IDX_HEAD.size
     while pos + _IDX_ENTRY.size <= len(raw):
-        b = _block_from_entry(data.path, raw, pos)
+        b = _block_from_entry(data.path, raw, pos, run=version >= 2)
         why = ""
         if b is None:
             why = "index entry CRC mismatch"
@@ -733,6 +771,69 @@ def _load_index(data: ArchiveFile, stats: ReaderStats,
         pos += _IDX_ENTRY.size
     # A partial entry at the end is an index write cut short: the data scan covers it.
     return blocks
+
+
+def _frames_between(t0: int, n: int, period: int, a: int, b: int) -> int:
+    """How many of the frames t0 + i * period (0 <= i < n) lie in [a, b]."""
+    if b < a:
+        return 0
+    if period <= 0:
+        return n if a <= t0 <= b else 0
+    first = max(0, -((t0 - a) // period))
+    last = min(n - 1, (b - t0) // period)
+    return max(0, last - first + 1)
+
+
+class _Chunker:
+    """Gathers frames of record bodies into FrameChunks of at most ``size`` frames.
+
+    Per-record work stays in plain Python ints and byte slices (a one-frame record would
+    otherwise pay numpy's per-call overhead several times); arrays are built once per chunk.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pieces: list[memoryview] = []
+        self.runs: list[tuple[int, int, int, int, int]] = []  # count, t0, seq0, recv, period
+        self.count = 0
+        self.width = -1
+        self.ready: list[FrameChunk] = []
+
+    def add(self, body: bytes, seq: int, t_ns: int, recv: int, width: int, period: int,
+            lo: int, hi: int) -> None:
+        """Frames lo..hi-1 of a record."""
+        if width != self.width and self.count:
+            self._emit()
+        self.width = width
+        view = memoryview(body)
+        hsize = _REC_BODY.size
+        while lo < hi:
+            take = min(hi - lo, self.size - self.count)
+            self.pieces.append(view[hsize + lo * width:hsize + (lo + take) * width])
+            self.runs.append((take, t_ns + lo * period, seq + lo, recv, period))
+            self.count += take
+            lo += take
+            if self.count >= self.size:
+                self._emit()
+
+    def finish(self) -> None:
+        if self.count:
+            self._emit()
+
+    def take(self) -> list[FrameChunk]:
+        ready, self.ready = self.ready, []
+        return ready
+
+    def _emit(self) -> None:
+        count, runs = self.count, self.runs
+        frames = np.frombuffer(b"".join(self.pieces), np.uint8).reshape(count, self.width)
+        counts = np.array([r[0] for r in runs], dtype=np.int64)
+        firsts = np.repeat(np.cumsum(counts) - counts, counts)
+        within = np.arange(count, dtype=np.int64) - firsts
+        col = np.array([r[1:] for r in runs], dtype=np.int64).reshape(-1, 4)
+        t0, seq0, recv, period = (np.repeat(col[:, i], counts) for i in range(4))
+        self.ready.append(FrameChunk(frames, t0 + within * period, seq0 + within, recv))
+        self.pieces, self.runs, self.count = [], [], 0
 
 
 # -- the reader ------------------------------------------------------------------------------
@@ -837,22 +938,8 @@ class ArchiveReader:
 
     def _tail_blocks(self, data: ArchiveFile, fd: int, start: int,
                      gap_ns: int) -> Iterator[Block]:
-        """Scan the unindexed tail, cutting it into blocks by the writer's time rules."""
-        region = _Region(fd, start, data.size, self.stats)
-        period = data.header.frame_period_ns
-        acc: _BlockAcc | None = None
-        for off, body in _scan(region, data.path, start, _REC_BODY.size, _check_frames_body,
-                               self._report, at_eof=True):
-            seq, t_ns, recv, n, _w = _REC_BODY.unpack_from(body, 0)
-            if acc is not None and (acc.breaks_before(t_ns, gap_ns)
-                                    or off != acc.offset + acc.length):
-                yield acc.block(data.path, indexed=False)
-                acc = None
-            if acc is None:
-                acc = _BlockAcc(off)
-            acc.add(_REC_HEAD.size + len(body), seq, t_ns, n, period, recv)
-        if acc is not None:
-            yield acc.block(data.path, indexed=False)
+        """Scan the unindexed tail, cutting it into blocks by the writer's rules (runs)."""
+        return self._scan_runs(data, fd, start, data.size, gap_ns, at_eof=True)
 
     def blocks(self, vehicle: str, stream: str, source: str = LIVE, *,
                gap_ns: int = 10**9) -> Iterator[Block]:
@@ -869,6 +956,57 @@ class ArchiveReader:
                 start = indexed[-1].end if indexed else data.header.header_len
                 if start < data.size:
                     yield from self._tail_blocks(data, fd, start, gap_ns)
+
+    def runs(self, vehicle: str, stream: str, source: str = LIVE, *,
+             start_ns: int | None = None, end_ns: int | None = None) -> Iterator[Block]:
+        """Every block of a stream as runs of consecutive frames (``Block.run`` true), in
+        the order they were written.
+
+        A version-2 index and the scanned tail give runs as they are. A version-1 index
+        entry is taken as it is when its numbers fit one run (a healthy block); one that
+        does not (it holds a repeat, a dropout or both) is scanned and cut into runs: exact,
+        at the cost of reading those blocks' records. With start_ns/end_ns, only the runs
+        with a frame time in [start_ns, end_ns) (others are not scanned).
+        """
+        for data in self.files(vehicle, stream, source):
+            period = data.header.frame_period_ns
+            with _open_fd(data.path) as fd:
+                indexed = _load_index(data, self.stats, self._report)
+                for b in indexed:
+                    if (start_ns is not None and b.t_max < start_ns) \
+                            or (end_ns is not None and b.t_min >= end_ns):
+                        continue
+                    if b.run:
+                        yield b
+                    elif b.looks_like_run(period):
+                        yield dataclasses.replace(b, run=True)
+                    else:
+                        yield from self._scan_runs(data, fd, b.offset, b.end, 10**9,
+                                                   at_eof=False)
+                start = indexed[-1].end if indexed else data.header.header_len
+                if start < data.size:
+                    for b in self._tail_blocks(data, fd, start, 10**9):
+                        if (start_ns is None or b.t_max >= start_ns) \
+                                and (end_ns is None or b.t_min < end_ns):
+                            yield b
+
+    def _scan_runs(self, data: ArchiveFile, fd: int, start: int, end: int, gap_ns: int,
+                   at_eof: bool) -> Iterator[Block]:
+        region = _Region(fd, start, end, self.stats)
+        period = data.header.frame_period_ns
+        acc: _BlockAcc | None = None
+        for off, body in _scan(region, data.path, start, _REC_BODY.size, _check_frames_body,
+                               self._report, at_eof=at_eof):
+            seq, t_ns, recv, n, _w = _REC_BODY.unpack_from(body, 0)
+            if acc is not None and (acc.breaks_before(seq, t_ns, gap_ns, period)
+                                    or off != acc.offset + acc.length):
+                yield acc.block(data.path, indexed=False)
+                acc = None
+            if acc is None:
+                acc = _BlockAcc(off)
+            acc.add(_REC_HEAD.size + len(body), seq, t_ns, n, period, recv)
+        if acc is not None:
+            yield acc.block(data.path, indexed=False)
 
     # -- records --
 
@@ -921,59 +1059,118 @@ class ArchiveReader:
 
     def read_frames(self, vehicle: str, stream: str, source: str = LIVE,
                     start_ns: int | None = None, end_ns: int | None = None, *,
-                    chunk_frames: int = 65536) -> Iterator[FrameChunk]:
+                    chunk_frames: int = 65536, as_written: bool = False) -> Iterator[FrameChunk]:
         """Frames with start_ns <= time < end_ns, in chunks of at most chunk_frames.
 
-        Memory stays bounded by one chunk plus one read buffer however long the recording.
-        A chunk never mixes frame lengths (a definition change starts a new chunk).
+        By default each frame once, in time order: a frame archived twice (a QoS 1
+        redelivery) is given once, and frames archived late (a recorder's playback) in
+        their place in time. A frame whose time is at or before one already given is left
+        out and counted in ``stats.repeats`` (with the archive's frames on their period's
+        grid, exactly the copies of a frame already given). The order comes from the
+        index (runs sorted by time), so it costs no more reading than the arrival order.
+        ``as_written=True`` gives every archived frame in the order written, repeats and
+        all.
+
+        Memory stays bounded by one chunk plus one read buffer however long the recording
+        (and the window's index entries). A chunk never mixes frame lengths (a definition
+        change starts a new chunk).
         """
         if chunk_frames < 1:
             raise ValueError("chunk_frames must be at least 1")
-        # Per-record work stays in plain Python ints and byte slices (a one-frame record
-        # would otherwise pay numpy's per-call overhead several times); arrays are built
-        # once per chunk.
-        pieces: list[memoryview] = []
-        runs: list[tuple[int, int, int, int, int]] = []  # (count, t0, seq0, recv, period)
-        count = 0
-        width = -1
-
-        def emit() -> FrameChunk:
-            nonlocal pieces, runs, count
-            frames = np.frombuffer(b"".join(pieces), np.uint8).reshape(count, width)
-            counts = np.array([r[0] for r in runs], dtype=np.int64)
-            firsts = np.repeat(np.cumsum(counts) - counts, counts)
-            within = np.arange(count, dtype=np.int64) - firsts
-            col = np.array([r[1:] for r in runs], dtype=np.int64).reshape(-1, 4)
-            t0, seq0, recv, period = (np.repeat(col[:, i], counts) for i in range(4))
-            chunk = FrameChunk(frames, t0 + within * period, seq0 + within, recv)
-            pieces, runs, count = [], [], 0
-            return chunk
-
+        out = _Chunker(chunk_frames)
         unpack = _REC_BODY.unpack_from
-        hsize = _REC_BODY.size
-        for data in self.files(vehicle, stream, source):
-            period = data.header.frame_period_ns
-            for body in self._file_bodies(data, start_ns, end_ns):
-                seq, t_ns, recv, n, w = unpack(body, 0)
-                lo, hi = 0, n
-                if start_ns is not None and t_ns < start_ns:
-                    lo = n if period == 0 else min(n, -((t_ns - start_ns) // period))
-                if end_ns is not None and t_ns + (n - 1) * period >= end_ns:
-                    hi = 0 if period == 0 else max(0, min(n, -((t_ns - end_ns) // period)))
-                if w != width and count:
-                    yield emit()
-                width = w
-                view = memoryview(body)
-                while lo < hi:
-                    take = min(hi - lo, chunk_frames - count)
-                    pieces.append(view[hsize + lo * w:hsize + (lo + take) * w])
-                    runs.append((take, t_ns + lo * period, seq + lo, recv, period))
-                    count += take
-                    lo += take
-                    if count >= chunk_frames:
-                        yield emit()
-        if count:
-            yield emit()
+        if as_written:
+            for data in self.files(vehicle, stream, source):
+                period = data.header.frame_period_ns
+                for body in self._file_bodies(data, start_ns, end_ns):
+                    seq, t_ns, recv, n, w = unpack(body, 0)
+                    lo, hi = 0, n
+                    if start_ns is not None and t_ns < start_ns:
+                        lo = n if period == 0 else min(n, -((t_ns - start_ns) // period))
+                    if end_ns is not None and t_ns + (n - 1) * period >= end_ns:
+                        hi = 0 if period == 0 else max(0, min(n, -((t_ns - end_ns) // period)))
+                    out.add(body, seq, t_ns, recv, w, period, lo, hi)
+                    if out.ready:
+                        yield from out.take()
+        else:
+            yield from self._frames_in_time_order(vehicle, stream, source, start_ns, end_ns,
+                                                  out)
+        out.finish()
+        yield from out.take()
+
+    def _frames_in_time_order(self, vehicle: str, stream: str, source: str,
+                              start_ns: int | None, end_ns: int | None,
+                              out: _Chunker) -> Iterator[FrameChunk]:
+        """The frames to give (see read_frames), in time order, through ``out``.
+
+        The runs in the window, sorted by first frame time, are swept once: of each run
+        only the frames after the latest time already given are read. Runs being runs of
+        consecutive frames, what is left of each is one stretch, and the stretches follow
+        each other in time.
+        """
+        files = {f.path: f for f in self.files(vehicle, stream, source)}
+        runs = [(b.t_min, -b.t_max, i, b) for i, b in enumerate(
+            self.runs(vehicle, stream, source, start_ns=start_ns, end_ns=end_ns))
+            if b.path in files]
+        runs.sort(key=lambda r: r[:3])
+        last = end_ns - 1 if end_ns is not None else None
+        given: int | None = start_ns - 1 if start_ns is not None else None
+        jobs: list[tuple[Path, int, int, int, int]] = []  # path, start, end, t from, t to
+        for _t, _m, _i, b in runs:
+            period = files[b.path].header.frame_period_ns
+            hi_t = b.t_max if last is None else min(b.t_max, last)
+            in_window = _frames_between(b.t_min, b.n_frames, period,
+                                        b.t_min if start_ns is None else start_ns, hi_t)
+            lo_t = b.t_min if given is None else max(b.t_min, given + 1)
+            take = _frames_between(b.t_min, b.n_frames, period, lo_t, hi_t)
+            self.stats.repeats += in_window - take
+            if take:
+                jobs.append((b.path, b.offset, b.end, lo_t, hi_t))
+                k = 0 if period == 0 else min(b.n_frames - 1, (hi_t - b.t_min) // period)
+                given = b.t_min + k * period
+        # Read: a region per stretch of adjacent blocks (one read buffer for a healthy
+        # stream's consecutive blocks), a few files open at a time.
+        fds: dict[Path, int] = {}
+        unpack = _REC_BODY.unpack_from
+        try:
+            region: _Region | None = None
+            for i, (path, off, end, lo_t, hi_t) in enumerate(jobs):
+                data = files[path]
+                period = data.header.frame_period_ns
+                fd = fds.get(path)
+                if fd is None:
+                    if len(fds) >= 8:
+                        os.close(fds.pop(next(iter(fds))))
+                    fd = fds[path] = os.open(path, os.O_RDONLY)
+                    region = None
+                follows = i > 0 and jobs[i - 1][0] == path and jobs[i - 1][2] == off
+                if region is None or not follows or region.base > off:
+                    stop = end
+                    for p2, o2, e2, _a, _b in jobs[i + 1:]:
+                        if p2 != path or o2 != stop:
+                            break
+                        stop = e2
+                    region = _Region(fd, off, stop, self.stats)
+                for roff, body in _scan(region, path, off, _REC_BODY.size, _check_frames_body,
+                                        self._report, at_eof=region.end >= data.size):
+                    if roff >= end:
+                        break
+                    self.stats.records += 1
+                    seq, t_ns, recv, n, w = unpack(body, 0)
+                    if lo_t <= t_ns and t_ns + (n - 1) * period <= hi_t:
+                        lo, hi = 0, n  # the usual case: the whole record
+                    elif period == 0:
+                        lo, hi = (0, n) if lo_t <= t_ns <= hi_t else (0, 0)
+                    else:
+                        lo = max(0, -((t_ns - lo_t) // period))
+                        hi = min(n, (hi_t - t_ns) // period + 1)
+                    if lo < hi:
+                        out.add(body, seq, t_ns, recv, w, period, lo, hi)
+                        if out.ready:
+                            yield from out.take()
+        finally:
+            for fd in fds.values():
+                os.close(fd)
 
     def verify(self, vehicle: str, stream: str, source: str = LIVE) -> list[ArchiveProblem]:
         """Read every record of a stream; return the problems found in it."""
@@ -1142,7 +1339,8 @@ class ArchiveWriter(_LockedWriter):
             f = self._rotate(t_ns)
         block = self._block
         assert block is not None
-        if block.n_records and (block.breaks_before(t_ns, self.block_gap_ns)
+        if block.n_records and (block.breaks_before(seq, t_ns, self.block_gap_ns,
+                                                    self.frame_period_ns)
                                 or block.n_records >= self.index_every_records
                                 or block.length >= self.index_every_bytes):
             self._end_block()
@@ -1204,7 +1402,7 @@ class ArchiveWriter(_LockedWriter):
             idx_fd = os.open(path.with_suffix(INDEX_SUFFIX),
                              os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
             (crc,) = _U32.unpack_from(header, len(header) - 4)
-            _write_all(idx_fd, _IDX_HEAD.pack(INDEX_MAGIC, VERSION, 0, crc))
+            _write_all(idx_fd, _IDX_HEAD.pack(INDEX_MAGIC, INDEX_VERSION, 0, crc))
         except BaseException:
             os.close(fd)
             if idx_fd >= 0:
@@ -1289,7 +1487,9 @@ class ArchiveWriter(_LockedWriter):
             self._note(ArchiveProblem(path, torn.offset, torn.length, "torn",
                                       f"{torn.detail}; cut off by the writer on reopening"))
             size = torn.offset
-        if not same:
+        if not same or (blocks and not blocks[0].run):
+            # Another stream configuration, or a version-1 index (whose blocks a version-2
+            # index must not follow): new records go to a new file.
             return
         # Continue this file: open it, trim the index to its good entries, re-index the tail.
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -1301,7 +1501,7 @@ class ArchiveWriter(_LockedWriter):
             os.close(idx_fd)
             idx_fd = os.open(idx_path, os.O_WRONLY | os.O_APPEND)
             if not blocks:
-                _write_all(idx_fd, _IDX_HEAD.pack(INDEX_MAGIC, VERSION, 0, crc))
+                _write_all(idx_fd, _IDX_HEAD.pack(INDEX_MAGIC, INDEX_VERSION, 0, crc))
         except BaseException:
             os.close(fd)
             os.close(idx_fd)
@@ -1314,7 +1514,8 @@ class ArchiveWriter(_LockedWriter):
             (body_len,) = _U32.unpack_from(fixed, _REC_BODY.size)
             size_rec = _REC_HEAD.size + body_len
             b = self._block
-            if b.n_records and (b.breaks_before(t_ns, self.block_gap_ns)
+            if b.n_records and (b.breaks_before(seq, t_ns, self.block_gap_ns,
+                                                self.frame_period_ns)
                                 or b.n_records >= self.index_every_records
                                 or b.length >= self.index_every_bytes):
                 self._end_block()

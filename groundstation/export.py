@@ -20,8 +20,9 @@ Layouts:
 
 Formats: ``csv`` (standard library) or ``parquet`` (needs pyarrow: ``pip install
 'groundstation[export]'``), one row group per chunk. Frames that fail their sync or counter
-check are left out (they are in the quarantine, see ``archive show``); a frame recorded
-twice is written once.
+check are left out (they are in the quarantine, see ``archive show``); each frame is
+written once, in time order: a frame archived twice (a QoS 1 redelivery) once, frames a
+recorder played back later in their place in time.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class ExportResult:
     rows: int
     frames: int
     skipped_bad: int  # frames that failed sync or counter checks
-    repeats: int  # frames recorded twice, written once
+    repeats: int  # further copies of frames archived more than once, left out
     seconds: float
     columns: list[str]
 
@@ -98,8 +99,14 @@ def _state_names(names: NDArray[np.str_], codes: NDArray[np.float64]) -> NDArray
 def _decoded_chunks(reader: ArchiveReader, p: Pass, defs: dict[str, VehicleDefinition],
                     current: VehicleDefinition | None, chunk_frames: int,
                     stats: dict[str, int]) -> Iterator[tuple[DecodedBatch, NDArray[np.int64]]]:
-    """(decoded batch, seq of its good frames) per chunk of the pass, in time order."""
-    files = reader.files(p.vehicle, p.stream, p.source)
+    """(decoded batch, seq of its good frames) per chunk of the pass, in time order.
+
+    read_frames gives each frame once, in time order (a recorder's playback in its place,
+    a redelivery once); drop_repeats is only a guard. A frame is decoded with the
+    definitions of the file starting last at or before it (files sorted by time: a
+    playback's file may have been written after later ones)."""
+    files = sorted(reader.files(p.vehicle, p.stream, p.source),
+                   key=lambda f: (f.header.first_t_ns, f.number))
     starts = np.array([f.header.first_t_ns for f in files] or [0], dtype=np.int64)
     shas = [f.header.definition_sha256 for f in files] or [""]
     decoders: dict[str, StreamDecoder] = {}
@@ -112,10 +119,13 @@ def _decoded_chunks(reader: ArchiveReader, p: Pass, defs: dict[str, VehicleDefin
         return decoders[key]
 
     last_t = -1
+    left_out = reader.stats.repeats  # read_frames counts the copies it leaves out
+    dropped_here = 0
     for chunk in reader.read_frames(p.vehicle, p.stream, p.source, p.aos_ns, p.los_ns + 1,
                                     chunk_frames=chunk_frames):
         chunk, last_t, dropped = drop_repeats(chunk, last_t)
-        stats["repeats"] += dropped
+        dropped_here += dropped
+        stats["repeats"] = reader.stats.repeats - left_out + dropped_here
         if not len(chunk.times_ns):
             continue
         file_of = np.maximum(np.searchsorted(starts, chunk.times_ns, side="right") - 1, 0)
@@ -133,6 +143,7 @@ def _decoded_chunks(reader: ArchiveReader, p: Pass, defs: dict[str, VehicleDefin
             stats["frames"] += b - a
             stats["bad"] += batch.n_frames - batch.n_good
             yield batch, chunk.seq[a:b][batch.rows]
+    stats["repeats"] = reader.stats.repeats - left_out + dropped_here
 
 
 def _wide(batch: DecodedBatch, cols: _Columns) -> dict[str, NDArray[Any]]:

@@ -6,10 +6,21 @@ loss of signal (LOS, its last frame): a run of frames in which no silence lasts 
 dropout, a handover between ground stations); frames missing without a silence (a few lost
 frames) show in the ``missing`` count.
 
-Everything comes from the archive's index (``ArchiveReader.blocks``): a block never spans a
-silence longer than the writer's ``block_gap_ns`` (1 s), so passes and gaps over 1 s are
-found without reading a single frame; only a file's unindexed tail (at most one block in a
-healthy file) is scanned. Shorter dropouts are counted from the blocks' sequence numbers.
+Everything comes from the archive's index (``ArchiveReader.runs``): every index block is
+one run of consecutive frames (seq and time one frame on each), so passes, gaps and frame
+counts are found without reading a single frame; only a file's unindexed tail (at most one
+block in a healthy file) is scanned. The runs, sorted by time, are swept once:
+
+* ``frames`` counts distinct frames: a frame archived more than once (a QoS 1 message
+  delivered again after a broker or ingest restart) counts once, its further copies in
+  ``duplicates`` (a frame is known by its time: frames lie on the frame period's grid);
+* frames archived after later ones (Apollo's recorder playing back what was not heard
+  live) count where they belong in time, in ``late`` too: a silence a playback filled is
+  no gap, and its frames are not missing;
+* ``missing``: across a gap (a silence over ``gap_s``) the frames the rate would have
+  carried; across a shorter dropout, from the sequence numbers. Both exact.
+
+Memory is a few numbers per run; nothing depends on the frames.
 
 Rejected input is attributed from the quarantine: a frame that failed its sync or counter
 check names its own frame time; a message that failed the envelope check is matched by its
@@ -144,8 +155,10 @@ def parse_time(text: str | int) -> int:
 def drop_repeats(chunk: FrameChunk, last_t: int) -> tuple[FrameChunk, int, int]:
     """(frames later than every frame before them, the new last time, frames dropped).
 
-    A message received twice (redelivered around a reconnect) is archived twice; replay and
-    export keep its first copy so that frames stay in time order, each once.
+    A message received twice (redelivered around a reconnect) is archived twice.
+    ``ArchiveReader.read_frames`` already gives each frame once, in time order (and counts
+    what it left out in ``stats.repeats``); replay and export keep this as a guard, which
+    drops nothing from a version-2 index.
     """
     t = chunk.times_ns
     if not len(t):
@@ -160,6 +173,15 @@ def drop_repeats(chunk: FrameChunk, last_t: int) -> tuple[FrameChunk, int, int]:
 
 
 # -- the catalogue ---------------------------------------------------------------------------
+
+
+def _frames_upto(b: Block, period: int, t: int) -> int:
+    """How many frames of the run b are at or before time t."""
+    if t < b.t_min:
+        return 0
+    if period <= 0:
+        return b.n_frames
+    return min(b.n_frames, (t - b.t_min) // period + 1)
 
 
 @dataclass(frozen=True)
@@ -192,17 +214,24 @@ class Pass:
     aos_ns: int
     los_ns: int
     period_ns: int
-    frames: int  # frames recorded (as archived: a frame received twice counts twice)
+    frames: int  # distinct frames recorded (a frame archived twice counts once)
     missing: int  # frames the rate says should be there and are not
     gaps: list[Gap]
-    blocks: list[Block]
-    out_of_order: int  # blocks that start before the previous one ended (redelivered data)
+    blocks: list[Block]  # the runs of consecutive frames the pass is made of, in time order
+    out_of_order: int  # runs overlapping frames already counted (repeated data)
     definitions: list[str]  # definition SHA-256s of the files the pass is in, in order
     files: list[Path]
     recv_min: int
     recv_max: int
     rejected: Rejected | None = None  # None: no quarantine to look in
     problems: list[ArchiveProblem] = field(default_factory=list)
+    duplicates: int = 0  # further copies of frames archived more than once (redeliveries)
+    late: int = 0  # frames archived after later ones (recorder playback), in their place
+
+    @property
+    def archived(self) -> int:
+        """Frames in the archive files, copies included."""
+        return self.frames + self.duplicates
 
     @property
     def vehicle(self) -> str:
@@ -234,6 +263,8 @@ class Pass:
             "aos_utc": format_utc(self.aos_ns, "ms"), "los_utc": format_utc(self.los_ns, "ms"),
             "aos_get": format_get(self.aos_ns, "ms"), "los_get": format_get(self.los_ns, "ms"),
             "duration_s": self.duration_ns / 1e9, "frames": self.frames,
+            "duplicates": self.duplicates, "archived_frames": self.archived,
+            "late_frames": self.late,
             "expected_frames": self.expected, "missing_frames": self.missing,
             "gaps": [{"start_utc": format_utc(g.start_ns, "ms"),
                       "end_utc": format_utc(g.end_ns, "ms"), "duration_s": g.duration_ns / 1e9,
@@ -289,14 +320,25 @@ class Catalogue:
 
     def _stream_passes(self, key: StreamKey) -> list[Pass]:
         files = {f.path: f for f in self.reader.files(key.vehicle, key.stream, key.source)}
-        blocks = list(self.reader.blocks(key.vehicle, key.stream, key.source,
-                                         gap_ns=min(self.gap_ns, 10**9)))
-        blocks = [b for b in blocks if b.path in files]
-        # Healthy streams are already in time order; redelivered or out-of-order data is not.
-        blocks.sort(key=lambda b: (b.t_min, b.t_max))
+        # Runs of consecutive frames, as written (the index: see ArchiveReader.runs).
+        runs = [b for b in self.reader.runs(key.vehicle, key.stream, key.source)
+                if b.path in files]
+        if not runs:
+            return []
+        # Frames that came late: at or before a time written earlier (a recorder's playback
+        # or a redelivery). Each run's frames after the latest time written before it were
+        # live when they came; those stretches never overlap.
+        live: dict[int, int] = {}
+        newest: int | None = None
+        for b in runs:  # in the order written
+            period = files[b.path].header.frame_period_ns
+            live[id(b)] = b.n_frames - (0 if newest is None else
+                                        _frames_upto(b, period, newest))
+            newest = b.t_max if newest is None else max(newest, b.t_max)
+        runs.sort(key=lambda b: (b.t_min, -b.t_max))
         groups: list[list[Block]] = []
         end = None
-        for b in blocks:
+        for b in runs:
             if end is None or b.t_min - end > self.los_gap_ns:
                 groups.append([b])
                 end = b.t_max
@@ -307,34 +349,43 @@ class Catalogue:
         for group in groups:
             period = files[group[0].path].header.frame_period_ns
             gaps: list[Gap] = []
-            missing = 0
-            out_of_order = 0
-            last_t = None
-            last_seq = None
+            missing = distinct = overlapping = 0
+            # One sweep in time order: the frames up to `covered` are counted; a run adds
+            # its frames after it (the rest are frames counted already), and the silence
+            # before it, if any, is missing frames (a gap when over gap_s).
+            covered = group[0].t_min - 1
+            next_seq: int | None = None  # seq of the frame after the one at `covered`
             for b in group:
-                inside = b.end_seq - b.first_seq - b.n_frames
-                missing += max(0, inside)
-                if last_t is not None:
-                    if b.t_min <= last_t:
-                        out_of_order += 1
-                    elif b.t_min - last_t > self.gap_ns:
-                        lost = (b.t_min - last_t) // period - 1 if period else 0
-                        gaps.append(Gap(last_t, b.t_min, max(0, lost)))
-                        missing += max(0, lost)
-                    elif last_seq is not None and b.first_seq > last_seq:
-                        missing += b.first_seq - last_seq
-                last_t = b.t_max if last_t is None else max(last_t, b.t_max)
-                last_seq = b.end_seq
+                p_b = files[b.path].header.frame_period_ns
+                if b.t_min > covered and next_seq is not None:
+                    silence = b.t_min - covered
+                    by_time = max(0, silence // p_b - 1) if p_b else 0
+                    if silence > self.gap_ns:
+                        gaps.append(Gap(covered, b.t_min, by_time))
+                        missing += by_time
+                    else:  # a short dropout: exact from the sequence numbers
+                        by_seq = b.first_seq - next_seq
+                        missing += by_seq if by_seq >= 0 else by_time
+                elif next_seq is not None:
+                    overlapping += 1
+                new = b.n_frames - _frames_upto(b, p_b, covered)
+                distinct += new
+                if new:
+                    covered = b.t_max
+                    next_seq = b.end_seq
+            archived = sum(b.n_frames for b in group)
             paths = list(dict.fromkeys(b.path for b in group))
             shas = list(dict.fromkeys(files[p].header.definition_sha256 for p in paths))
             problems = [p for p in self.reader.torn if p.path in paths]
             out.append(Pass(
                 id="", index=0, key=key, aos_ns=group[0].t_min,
                 los_ns=max(b.t_max for b in group), period_ns=period,
-                frames=sum(b.n_frames for b in group), missing=missing, gaps=gaps,
-                blocks=group, out_of_order=out_of_order, definitions=shas, files=paths,
+                frames=distinct, missing=missing, gaps=gaps,
+                blocks=group, out_of_order=overlapping, definitions=shas, files=paths,
                 recv_min=min(b.recv_min for b in group),
-                recv_max=max(b.recv_max for b in group), problems=problems))
+                recv_max=max(b.recv_max for b in group), problems=problems,
+                duplicates=archived - distinct,
+                late=max(0, distinct - sum(live[id(b)] for b in group))))
         return out
 
     def _name(self) -> None:
@@ -544,7 +595,7 @@ def _ls(cat: Catalogue, args: argparse.Namespace) -> int:
     else:
         print(f"{'#':>3}  {'pass':<36} {'AOS (UTC)':<20} {'LOS (UTC)':<20} "
               f"{'AOS GET':>10} {'LOS GET':>10} {'duration':>9} {'frames':>9} "
-              f"{'gaps':>4} {'missing':>7} {'rejected':>8}")
+              f"{'dups':>6} {'gaps':>4} {'missing':>7} {'rejected':>8}")
         for p in passes:
             rej = "n/a" if p.rejected is None else str(p.rejected.frames)
             if p.rejected is not None and p.rejected.messages:
@@ -552,7 +603,8 @@ def _ls(cat: Catalogue, args: argparse.Namespace) -> int:
             print(f"{p.index:>3}  {p.id:<36} {format_utc(p.aos_ns):<20} "
                   f"{format_utc(p.los_ns):<20} {format_get(p.aos_ns):>10} "
                   f"{format_get(p.los_ns):>10} {format_duration(p.duration_ns):>9} "
-                  f"{p.frames:>9,} {len(p.gaps):>4} {p.missing:>7,} {rej:>8}"
+                  f"{p.frames:>9,} {p.duplicates:>6,} {len(p.gaps):>4} {p.missing:>7,} "
+                  f"{rej:>8}"
                   + ("  TORN" if any(x.kind == "torn" for x in p.problems) else ""))
     notes = []
     if not cat.quarantine_found:
@@ -581,11 +633,15 @@ def _show(cat: Catalogue, args: argparse.Namespace) -> int:
     print(f"AOS       {format_utc(p.aos_ns, 'ms')}   GET {format_get(p.aos_ns, 'ms')}")
     print(f"LOS       {format_utc(p.los_ns, 'ms')}   GET {format_get(p.los_ns, 'ms')}")
     print(f"duration  {format_duration(p.duration_ns)}")
-    print(f"frames    {p.frames:,} recorded, {p.expected:,} expected at the frame rate, "
-          f"{p.missing:,} missing")
-    if p.out_of_order:
-        print(f"          {p.out_of_order} blocks out of time order (frames received again "
-              "after a reconnect; replay and export skip the repeats)")
+    print(f"frames    {p.frames:,} distinct recorded, {p.expected:,} expected at the frame "
+          f"rate, {p.missing:,} missing")
+    if p.duplicates:
+        print(f"          {p.duplicates:,} duplicates: frames archived again (a redelivery "
+              f"after a reconnect), counted, replayed and exported once ({p.archived:,} "
+              "archived)")
+    if p.late:
+        print(f"          {p.late:,} late: archived after later frames (recorder playback), "
+              "counted, replayed and exported in their place in time")
     print(f"gaps      {len(p.gaps)} longer than {cat.gap_ns / 1e9:g} s")
     for g in p.gaps:
         print(f"          {format_utc(g.start_ns, 'ms')} .. {format_utc(g.end_ns, 'ms')}  "

@@ -116,8 +116,11 @@ class ReplayPlan:
 
 
 def _segments(reader: ArchiveReader, key: StreamKey) -> list[Segment]:
+    # By time, not by writing order: a recorder's playback may sit in a file written after
+    # files of later frames.
     out: list[Segment] = []
-    for f in reader.files(key.vehicle, key.stream, key.source):
+    for f in sorted(reader.files(key.vehicle, key.stream, key.source),
+                    key=lambda f: (f.header.first_t_ns, f.number)):
         h = f.header
         if not out or (out[-1].sha256, out[-1].period_ns) != (h.definition_sha256,
                                                                h.frame_period_ns):
@@ -435,7 +438,9 @@ class Replayer:
                                          retain=True)
                 self.progress.close(note=self.state)
         return ReplayResult(self.session, self.state, self.frames_sent, self.messages_sent,
-                            sum(f.skipped for f in self._feeds.values()),
+                            # copies the reader left out, and any drop_repeats caught
+                            self.reader.stats.repeats
+                            + sum(f.skipped for f in self._feeds.values()),
                             time.monotonic() - started, dict(self._announced))
 
     async def _announce_phase(self, client: aiomqtt.Client, vehicle: str, t_ns: int) -> None:

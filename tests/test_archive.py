@@ -535,13 +535,24 @@ def test_random_appends_round_trip(tmp_path_factory: pytest.TempPathFactory,
         frames = [(s.seq + i, s.t_ns + i * PERIOD, s.received_ns, bytes(s.frames[i]))
                   for s in sent for i in range(len(s.frames))
                   if lo <= s.t_ns + i * PERIOD < hi]
-        got = []
-        for c in reader.read_frames("apollo_csm", "hbr", "live", lo, hi, chunk_frames=5):
-            assert 0 < len(c.frames) <= 5
-            got += [(int(q), int(t), int(r), bytes(f))
-                    for q, t, r, f in zip(c.seq, c.times_ns, c.received_ns, c.frames,
-                                          strict=True)]
-        assert got == frames
+        def read(**kw: bool) -> list[tuple[int, int, int, bytes]]:
+            got = []
+            for c in reader.read_frames("apollo_csm", "hbr", "live", lo, hi, chunk_frames=5,
+                                        **kw):
+                assert 0 < len(c.frames) <= 5
+                got += [(int(q), int(t), int(r), bytes(f))
+                        for q, t, r, f in zip(c.seq, c.times_ns, c.received_ns, c.frames,
+                                              strict=True)]
+            return got
+
+        assert read(as_written=True) == frames
+        # By default: in time order, each time once; what is left out is counted.
+        before = reader.stats.repeats
+        ordered = read()
+        times = [t for _, t, _, _ in ordered]
+        assert times == sorted(set(times)) and set(ordered) <= set(frames)
+        assert set(times) <= {t for _, t, _, _ in frames}
+        assert len(ordered) + reader.stats.repeats - before == len(frames)
 
 
 @settings(max_examples=60, deadline=None)

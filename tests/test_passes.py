@@ -263,7 +263,8 @@ def test_repeated_frames_are_replayed_and_exported_once(tmp_path: Path) -> None:
     record(root, [(T0 + 50 * PERIOD, 50)], start_seq=50)
     record(root, [(T0 + 100 * PERIOD, 50)], start_seq=nxt)
     (p,) = Catalogue(root).passes
-    assert p.frames == 200 and p.out_of_order == 1
+    assert (p.frames, p.duplicates, p.archived, p.missing) == (150, 50, 200, 0)
+    assert p.out_of_order == 1
     r = export.export_pass(root, p, tmp_path / "r.csv", progress=False)
     assert (r.rows, r.repeats) == (150, 50)
 
