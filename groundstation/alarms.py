@@ -55,6 +55,8 @@ and shelving default to the latest data time, so replay sessions (whose frames a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -68,7 +70,7 @@ from groundstation.decom import PAD, DecodedBatch
 from groundstation.definitions import Derived, Limits, LimitSet, Parameter, VehicleDefinition
 
 SEVERITIES = ("nominal", "yellow", "red")
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2 added each track's limits fingerprint; 1 is still read
 
 # Masks of the per-side, per-level streaks: (side, level). Index j into _Track.runs.
 _MASKS = ((1, 1), (1, 2), (-1, 1), (-1, 2))
@@ -162,6 +164,7 @@ class _Spec:
     unit: str
     console: str | None
     subsystem: str | None
+    fingerprint: str = ""  # of what decides its condition: limits, states, persistence
 
 
 @dataclass
@@ -241,7 +244,10 @@ class AlarmEngine:
         states = {}
         if isinstance(e, Parameter) and e.calibration is not None and e.calibration.states:
             states = dict(e.calibration.states)
+        key = json.dumps([lim.model_dump(mode="json"), isinstance(e, Parameter) and
+                          e.type == "discrete", sorted(states.items())], sort_keys=True)
         return _Spec(
+            fingerprint=hashlib.sha256(key.encode()).hexdigest()[:16],
             pid=e.id, order=order, index=index, limits=lim,
             discrete=isinstance(e, Parameter) and e.type == "discrete", states=states,
             persistence=lim.persistence,
@@ -630,36 +636,122 @@ class AlarmEngine:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        """The engine's state as plain data (JSON/msgpack), for restore() after a restart."""
+        """The engine's state as plain data (JSON/msgpack), for restore() after a restart.
+
+        Cheap when little is going on: one small dict per parameter with something to
+        remember (a streak, an active condition, a listed or shelved alarm)."""
         tracks = {}
         for pid, tr in self._tracks.items():
             d = {k: getattr(tr, k) for k in _TRACK_FIELDS}
             d["runs"], d["starts"] = list(tr.runs), list(tr.starts)
             d["value"] = _finite(tr.value)
+            d["limits"] = self._specs[pid].fingerprint
             tracks[pid] = d
         return {"version": SNAPSHOT_VERSION, "vehicle": self.vehicle, "source": self.source,
                 "now_ns": self.now_ns, "seq": self._seq, "tracks": tracks}
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Replace the state with a snapshot of an engine for the same vehicle and source.
-        Parameters no longer limited in the definition are dropped."""
-        if snap.get("version") != SNAPSHOT_VERSION:
+    def restore(self, snap: dict[str, Any]) -> list[str]:
+        """Replace the state with a snapshot of an engine for the same vehicle and source
+        (ValueError, changing nothing, for another engine's or an unreadable snapshot).
+
+        A snapshot taken under other definitions restores what still applies. Returns a
+        warning for each thing dropped:
+
+        * a parameter that no longer exists or no longer has limits: its alarm is dropped;
+        * a parameter whose limits (or states, persistence, deadband) changed: its
+          condition and streaks are dropped, since they were judged against the old
+          limits, and the next data re-evaluate it. What the operators did stays where it
+          still means something: an alarm waiting for an acknowledgement stays listed
+          (latched) and a shelf stays until its expiry; an acknowledged alarm is dropped,
+          so if the new limits are still violated it is raised afresh for a new ack;
+        * a malformed track (wrong types): dropped.
+        """
+        if not isinstance(snap, dict):
+            raise ValueError("alarm snapshot is not a mapping")
+        if snap.get("version") not in (1, SNAPSHOT_VERSION):
             raise ValueError(f"alarm snapshot version {snap.get('version')!r}; this engine "
-                             f"reads version {SNAPSHOT_VERSION}")
+                             f"reads versions 1 and {SNAPSHOT_VERSION}")
         if (snap.get("vehicle"), snap.get("source")) != (self.vehicle, self.source):
             raise ValueError(f"alarm snapshot is for {snap.get('vehicle')}/{snap.get('source')}"
                              f", not {self.vehicle}/{self.source}")
+        now_ns, seq, raw = snap.get("now_ns", 0), snap.get("seq", 0), snap.get("tracks", {})
+        if not (_is_int(now_ns) and _is_int(seq) and seq >= 0 and isinstance(raw, dict)):
+            raise ValueError("alarm snapshot has a malformed now_ns, seq or tracks")
+        where = f"{self.source}/{self.vehicle}"
+        warnings: list[str] = []
         tracks = {}
-        for pid, d in snap.get("tracks", {}).items():
-            if pid not in self._specs:
+        for pid, d in raw.items():
+            spec = self._specs.get(pid)
+            if spec is None:
+                why = ("has no limits any more" if pid in self._ids
+                       else "is no longer in the definition")
+                warnings.append(f"{where}: dropped the alarm state of {pid}: it {why}")
                 continue
-            tr = _Track(**{k: d[k] for k in _TRACK_FIELDS if k in d})
-            tr.runs, tr.starts = list(tr.runs), list(tr.starts)
-            tr.value = math.nan if tr.value is None else float(tr.value)
+            tr = _track_from(d)
+            if tr is None:
+                warnings.append(f"{where}: dropped the alarm state of {pid}: malformed")
+                continue
+            fp = d.get("limits")
+            if fp is not None and fp != spec.fingerprint:
+                kept = []
+                if tr.listed and not tr.acked:
+                    kept.append("still listed, unacknowledged")
+                elif tr.listed:
+                    tr.listed = False
+                if tr.shelved_until is not None:
+                    kept.append(f"still shelved by {tr.shelved_by}")
+                tr.cond, tr.limit = 0, None
+                tr.runs, tr.starts = [0, 0, 0, 0], [0, 0, 0, 0]
+                tr.acked, tr.acked_by, tr.acked_ns = False, None, None
+                if not tr.listed and tr.shelved_until is None:
+                    tr.peak, tr.raised_ns = 0, None
+                warnings.append(f"{where}: the limits of {pid} changed: its condition is "
+                                "judged again from the next data ("
+                                + ("; ".join(kept) or "its alarm state is dropped") + ")")
+                if tr.idle:
+                    continue
             tracks[pid] = tr
         self._tracks = tracks
-        self.now_ns = int(snap.get("now_ns", 0))
-        self._seq = int(snap.get("seq", 0))
+        self.now_ns = now_ns
+        self._seq = seq
+        return warnings
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _opt_int(x: Any) -> bool:
+    return x is None or _is_int(x)
+
+
+def _opt_str(x: Any) -> bool:
+    return x is None or isinstance(x, str)
+
+
+def _track_from(d: Any) -> _Track | None:
+    """A track from its snapshot, or None if the snapshot is malformed (any wrong type)."""
+    if not isinstance(d, dict):
+        return None
+    try:
+        tr = _Track(**{k: d[k] for k in _TRACK_FIELDS if k in d})
+    except TypeError:
+        return None
+    four = (isinstance(tr.runs, list) and isinstance(tr.starts, list)
+            and len(tr.runs) == len(tr.starts) == 4
+            and all(_is_int(x) and x >= 0 for x in (*tr.runs, *tr.starts)))
+    if not (four and _is_int(tr.cond) and -2 <= tr.cond <= 2 and _is_int(tr.peak)
+            and 0 <= tr.peak <= 2 and isinstance(tr.listed, bool)
+            and isinstance(tr.acked, bool) and all(_opt_int(getattr(tr, k)) for k in (
+                "raised_ns", "acked_ns", "shelved_ns", "shelved_until"))
+            and all(_opt_str(getattr(tr, k)) for k in ("acked_by", "shelved_by"))
+            and (tr.value is None or isinstance(tr.value, int | float))
+            and (tr.limit is None or isinstance(tr.limit, int | float))):
+        return None
+    tr.runs, tr.starts = list(tr.runs), list(tr.starts)
+    tr.value = math.nan if tr.value is None else float(tr.value)
+    tr.limit = None if tr.limit is None else float(tr.limit)
+    return tr
 
 
 def _mask_index(cond: int, level: int) -> int:

@@ -83,6 +83,10 @@ class InfluxConfig(_Section):
 class IngestConfig(_Section):
     defs_dir: Path = Field(DEFS_DIR, description="telemetry definitions directory")
     archive_dir: Path = Field(Path("var/archive"), description="raw frame archive directory")
+    alarm_state_dir: Path | None = Field(
+        None, description="where the alarm state of live and training streams (latched, "
+                          "acknowledged and shelved alarms, event seq) is kept across "
+                          "restarts, as alarms.json (default: <archive_dir>/state)")
     batch_max_frames: int = Field(4096, ge=1, le=65536,
                                   description="frames of one stream decoded together, at most")
     batch_max_delay_ms: int = Field(5, ge=0, le=10_000,

@@ -20,6 +20,19 @@ overwrites the first, so at-least-once delivery gives exactly-once storage.
 Backpressure: messages received but not yet acknowledged are bounded
 (`queue_max_messages`); at the bound the service stops reading from the broker, which
 holds the rest (and, with its in-flight window full, stops sending).
+
+Alarm state across restarts: the alarm engines of live and training streams (latched,
+acknowledged and shelved alarms, streaks, the event seq) are saved to
+`alarm_state_dir/alarms.json` and restored at start-up, before the first message, and the
+restored active lists are published again (retained). What is saved for a stream is its
+engine's state after the last batch whose messages were acknowledged to the broker: the
+messages after it are the ones the broker sends again after a restart, and replaying
+them on that state gives the same events with the same seq at the same times, which
+overwrite themselves in InfluxDB. A snapshot is taken per batch (a few small dicts) and
+the file is written, atomically (temporary file, fsync, rename) and off the event loop,
+once such a batch had alarm events or an operator acted, at most every
+ALARM_STATE_MIN_INTERVAL_S, and at a clean shutdown. Replay sessions are not saved: their
+alarm state ends with the session.
 """
 
 from __future__ import annotations
@@ -28,7 +41,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import shutil
 import socket
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
@@ -50,6 +66,10 @@ from groundstation.lineprotocol import batch_lines, escape_tag
 log = logging.getLogger("groundstation.ingest")
 
 ACK_SUBSCRIPTION = "ack/+/+"
+ALARM_STATE_FILE = "alarms.json"
+ALARM_STATE_FORMAT = "groundstation-alarm-state"
+ALARM_STATE_VERSION = 1
+ALARM_STATE_MIN_INTERVAL_S = 0.2  # the state file is written at most this often
 # An alarm published right after a batch of PUBACKs must not wait for the broker's delayed
 # ACK (Nagle): measured, that was the whole 40 ms tail of alarm latency.
 NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
@@ -88,6 +108,13 @@ class _Received:
     received_ns: int
 
 
+@dataclass(slots=True)
+class _Checkpoint:
+    snapshot: dict[str, Any]
+    changed: bool  # the batch had alarm events (or an operator acted)
+    done: bool = False
+
+
 @dataclass
 class _Stream:
     source: str
@@ -103,6 +130,13 @@ class _Stream:
     latency_ns: deque[int] = field(default_factory=lambda: deque(maxlen=512))
     last_frame_ns: int = 0
     last_data_mono: float = 0.0  # when the last good frame arrived (monotonic)
+    last_data_wall_ns: int = 0  # ... and on the wall clock (saved: see the module docstring)
+    persist: bool = False  # its alarm state is saved across restarts (live and training)
+    archive_pending: bool = False  # restored at start-up: its archive opens with its data
+    # Alarm snapshots after each batch, waiting for the batch's messages to be
+    # acknowledged; `saveable` is the newest one all of whose batches are.
+    checkpoints: deque[_Checkpoint] = field(default_factory=deque)
+    saveable: dict[str, Any] | None = None
 
     @property
     def vehicle(self) -> str:
@@ -147,10 +181,23 @@ class IngestService:
         # Storage submissions in arrival order; their number is bounded by the in-flight
         # message bound, since each holds unacknowledged messages (or none, for alarms
         # and self-telemetry, which are few).
-        self._submissions: asyncio.Queue[tuple[list[str], list[_Received]]] = asyncio.Queue()
+        # With each, the stream's alarm checkpoint (see _checkpoint), if it keeps one.
+        self._submissions: asyncio.Queue[tuple[list[str], list[_Received],
+                                               Callable[[bool], None] | None]] = asyncio.Queue()
         self.connected = asyncio.Event()
         # Replay sessions' own definitions (see groundstation/replay_session.py).
         self.replay_sessions: dict[str, replay_session.SessionInfo] = {}
+        # Alarm state across restarts (see the module docstring).
+        state_dir = config.ingest.alarm_state_dir or config.ingest.archive_dir / "state"
+        self.alarm_state_path = Path(state_dir) / ALARM_STATE_FILE
+        self.alarm_state_saves = 0
+        self.alarm_state_errors = 0
+        self.alarm_state_restored: list[tuple[str, str, str]] = []
+        self._state_dirty = asyncio.Event()
+        self._state_lock = threading.Lock()
+        self._state_generation = 0  # of the documents built ...
+        self._state_written = 0  # ... and of the last one written
+        self._stop: asyncio.Event | None = None
 
     # --- the service loop ----------------------------------------------------------------
 
@@ -158,10 +205,13 @@ class IngestService:
         """Run until stop is set, reconnecting to the broker whenever the link drops."""
         cfg = self.config.mqtt
         backoff = 0.2
+        self._stop = stop
+        self.restore_alarm_state()
         workers = [asyncio.create_task(self._flusher(stop)),
                    asyncio.create_task(self._submitter()),
                    asyncio.create_task(self._display_publisher(stop)),
-                   asyncio.create_task(self._stats_publisher(stop))]
+                   asyncio.create_task(self._stats_publisher(stop)),
+                   asyncio.create_task(self._alarm_state_saver())]
         try:
             while not stop.is_set():
                 try:
@@ -184,6 +234,7 @@ class IngestService:
             await self._drain_submissions()
             if self._durable_tasks:
                 await asyncio.gather(*self._durable_tasks, return_exceptions=True)
+            self.save_alarm_state()
             for s in self.streams.values():
                 if s.archive is not None:
                     s.archive.close()
@@ -325,7 +376,11 @@ class IngestService:
         if s is None:
             archive = self._archive_factory(defn, source) if self._archive_factory else None
             s = self.streams[key] = _Stream(source, defn, StreamDecoder(defn),
-                                            AlarmEngine(defn, source), archive)
+                                            AlarmEngine(defn, source), archive,
+                                            persist=_persists(source))
+        elif s.archive_pending:  # restored at start-up, before any frame
+            s.archive_pending = False
+            s.archive = self._archive_factory(defn, source) if self._archive_factory else None
         return s
 
     async def _flusher(self, stop: asyncio.Event) -> None:
@@ -393,37 +448,41 @@ class IngestService:
             self._update_context(s, live)
             s.last_frame_ns = int(live.times_ns[-1])
             s.last_data_mono = time.monotonic()
-            now = time.time_ns()
+            now = s.last_data_wall_ns = time.time_ns()
             s.latency_ns.append(now - int(live.times_ns[-1]))
         self.frames_stored += batch.n_good
         # No archive flush here: each append is already one write() (it survives a crash of
         # this process) and the archive fsyncs every second; an fsync per batch on the event
         # loop cost alarms up to 25 ms at p99.
         self.lines_submitted += len(lines)
-        self._submissions.put_nowait((lines, received))
+        self._submissions.put_nowait((lines, received, self._checkpoint(s, bool(events))
+                                      if s.persist else None))
 
-    def store(self, lines: list[str]) -> None:
-        """Storage for lines that acknowledge no message (alarm events, self-telemetry)."""
-        self._submissions.put_nowait((lines, []))
+    def store(self, lines: list[str], stream: _Stream | None = None) -> None:
+        """Storage for lines that acknowledge no message (alarm events, self-telemetry);
+        `stream`: the one whose alarm state they change."""
+        self._submissions.put_nowait((lines, [], self._checkpoint(stream, True)
+                                      if stream is not None and stream.persist else None))
 
     async def _submitter(self) -> None:
         while True:
-            lines, received = await self._submissions.get()
-            await self._submit(lines, received)
+            await self._submit(*await self._submissions.get())
 
     async def _drain_submissions(self) -> None:
         while not self._submissions.empty():
-            lines, received = self._submissions.get_nowait()
-            await self._submit(lines, received)
+            await self._submit(*self._submissions.get_nowait())
 
-    async def _submit(self, lines: list[str], received: list[_Received]) -> None:
+    async def _submit(self, lines: list[str], received: list[_Received],
+                      checkpoint: Callable[[bool], None] | None) -> None:
         try:
             done = await self.sink.submit(lines)
         except Exception:
             log.exception("storage refused %d lines; %d messages stay unacknowledged",
                           len(lines), len(received))
+            if checkpoint is not None:
+                checkpoint(False)
             return
-        task = asyncio.ensure_future(self._ack_when_durable(done, received))
+        task = asyncio.ensure_future(self._ack_when_durable(done, received, checkpoint))
         self._durable_tasks.add(task)
         task.add_done_callback(self._durable_tasks.discard)
 
@@ -443,14 +502,20 @@ class IngestService:
             if self._quarantine_sink is not None:
                 self._quarantine_sink(q)
 
-    async def _ack_when_durable(self, done: Awaitable[Any], received: list[_Received]) -> None:
+    async def _ack_when_durable(self, done: Awaitable[Any], received: list[_Received],
+                                checkpoint: Callable[[bool], None] | None = None) -> None:
         try:
             await done
         except Exception:
             # Not durable: leave the messages unacknowledged so the broker sends them
             # again after a reconnect.
             log.exception("storage failed; %d messages stay unacknowledged", len(received))
+            if checkpoint is not None:
+                checkpoint(False)
             return
+        if checkpoint is not None:
+            checkpoint(not received or (self._client is not None and all(
+                r.generation == self._generation for r in received)))
         for r in received:
             self._ack(r.mid, r.qos, r.generation)
             if r.generation == self._generation:
@@ -595,12 +660,13 @@ class IngestService:
                                        '{"parameter": ID, "action": "acknowledge"|"shelve"|'
                                        '"unshelve", "duration_s": S, "source": "live"}'})
             return
-        engine = next((s.alarms for s in self.streams.values()
+        stream = next((s for s in self.streams.values()
                        if s.vehicle == vehicle and s.source == source), None)
-        if engine is None:
+        if stream is None:
             self.publish(reply_topic, {"ok": False, "error": f"no {source} data from "
                                                             f"{vehicle!r} yet"})
             return
+        engine = stream.alarms
         try:
             if action == "acknowledge":
                 ev = engine.acknowledge(pid, operator)
@@ -619,7 +685,177 @@ class IngestService:
         self.publish(topics.alarms(vehicle, source), d)
         self.publish(topics.alarms(vehicle, source) + "/active", engine.active(), retain=True)
         self.publish(reply_topic, {"ok": True, "event": d})
-        self.store([alarm_line(d)])
+        self.store([alarm_line(d)], stream)
+
+    # --- alarm state across restarts (see the module docstring) ----------------------------
+
+    def _checkpoint(self, s: _Stream, changed: bool) -> Callable[[bool], None]:
+        """Snapshot a stream's alarm state after a batch (or an operator's action); the
+        returned callback says whether the batch's messages were acknowledged."""
+        cp = _Checkpoint(s.alarms.snapshot(), changed)
+        s.checkpoints.append(cp)
+        return lambda acked: self._checkpoint_done(s, cp, acked)
+
+    def _checkpoint_done(self, s: _Stream, cp: _Checkpoint, acked: bool) -> None:
+        if not acked and self._stop is not None and self._stop.is_set():
+            # Stopping, with the messages unacknowledged: the broker sends them again to
+            # the next ingest, which replays them on the state saved before them.
+            return
+        # Otherwise an unacknowledged batch was cut off by a reconnect, whose redelivered
+        # copies are duplicates here (acknowledged without reaching the alarms), or its
+        # storage failed (logged): either way the state moves on.
+        cp.done = True
+        changed = False
+        while s.checkpoints and s.checkpoints[0].done:
+            head = s.checkpoints.popleft()
+            s.saveable = head.snapshot
+            changed |= head.changed
+        if changed:
+            self._state_dirty.set()
+
+    async def _alarm_state_saver(self) -> None:
+        while True:
+            await self._state_dirty.wait()
+            self._state_dirty.clear()
+            self._state_generation += 1
+            doc = self._alarm_state_doc(final=False)
+            await asyncio.to_thread(self._write_alarm_state, doc, self._state_generation)
+            await asyncio.sleep(ALARM_STATE_MIN_INTERVAL_S)
+
+    def save_alarm_state(self) -> None:
+        """Write the alarm state file now (at shutdown, once storage has settled)."""
+        self._state_generation += 1
+        self._write_alarm_state(self._alarm_state_doc(final=True), self._state_generation)
+
+    def _alarm_state_doc(self, final: bool) -> dict[str, Any]:
+        streams = []
+        for (source, vehicle, stream), s in self.streams.items():
+            if not s.persist:
+                continue
+            # At the end, a stream with no batch waiting is saved as it is now (streaks
+            # of the last batches included).
+            snap = s.alarms.snapshot() if final and not s.checkpoints else s.saveable
+            if snap is None:
+                continue  # nothing acknowledged yet: the broker has all of it
+            streams.append({"source": source, "vehicle": vehicle, "stream": stream,
+                            "last_frame_ns": s.last_frame_ns,
+                            "last_data_wall_ns": s.last_data_wall_ns, "alarms": snap})
+        return {"format": ALARM_STATE_FORMAT, "version": ALARM_STATE_VERSION,
+                "saved_ns": time.time_ns(), "streams": streams}
+
+    def _write_alarm_state(self, doc: dict[str, Any], generation: int) -> None:
+        """Atomically replace the state file (temporary file, fsync, rename, fsync of the
+        directory). Runs in a thread; a newer document never loses to an older one."""
+        path = self.alarm_state_path
+        with self._state_lock:
+            if generation <= self._state_written:
+                return
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+                dir_fd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+            except (OSError, ValueError) as exc:
+                self.alarm_state_errors += 1
+                log.error("could not save the alarm state to %s: %s; the alarms stay in "
+                          "memory and the next change tries again", path, exc)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                return
+            self._state_written = generation
+            self.alarm_state_saves += 1
+
+    def restore_alarm_state(self) -> None:
+        """Restore the saved alarm state (before the first message) and publish the
+        restored active lists. A file that cannot be read or parsed is kept aside and the
+        ingest starts with no alarms; a part that no longer fits the definitions is
+        dropped with a warning and the rest restored."""
+        path = self.alarm_state_path
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("cannot read the alarm state file %s (%s): starting with no alarms",
+                      path, exc)
+            self._keep_bad_state_file(path)
+            return
+        try:
+            doc = json.loads(data)
+            if not (isinstance(doc, dict) and doc.get("format") == ALARM_STATE_FORMAT):
+                raise ValueError("not an alarm state file")
+            if doc.get("version") != ALARM_STATE_VERSION:
+                raise ValueError(f"version {doc.get('version')!r}, this ingest reads "
+                                 f"{ALARM_STATE_VERSION}")
+            entries = doc["streams"]
+            if not isinstance(entries, list):
+                raise ValueError("'streams' is not a list")
+        except (ValueError, KeyError) as exc:  # JSONDecodeError and UnicodeError included
+            log.error("the alarm state file %s is unreadable (%s): starting with no alarms",
+                      path, exc)
+            self._keep_bad_state_file(path)
+            return
+        bad = False
+        now_mono, now_wall = time.monotonic(), time.time_ns()
+        for e in entries:
+            try:
+                key = (e["source"], e["vehicle"], e["stream"])
+                if not all(isinstance(x, str) for x in key):
+                    raise TypeError("source, vehicle and stream must be strings")
+                source, vehicle, stream = key
+                topics.check_source(source)
+                defn = self.definitions.get(vehicle)
+                if not _persists(source) or defn is None or defn.stream != stream:
+                    log.warning("alarm state of %s/%s/%s dropped: no such live or training "
+                                "stream in the definitions", source, vehicle, stream)
+                    continue
+                engine = AlarmEngine(defn, source)
+                for warning in engine.restore(e["alarms"]):
+                    log.warning("alarm state restored with a change: %s", warning)
+                last_frame_ns = int(e.get("last_frame_ns") or 0)
+                last_wall_ns = int(e.get("last_data_wall_ns") or 0)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("alarm state file %s: a stream's state is malformed (%s); dropped",
+                          path, exc)
+                bad = True
+                continue
+            if key in self.streams:
+                continue
+            s = self.streams[key] = _Stream(
+                source, defn, StreamDecoder(defn), engine, None, persist=True,
+                archive_pending=self._archive_factory is not None,
+                last_frame_ns=last_frame_ns, last_data_wall_ns=last_wall_ns,
+                saveable=engine.snapshot())
+            if last_wall_ns:
+                # Shelves keep expiring during the gap in the data, downtime included.
+                s.last_data_mono = now_mono - max(0, now_wall - last_wall_ns) / 1e9 or 1e-9
+            self.alarm_state_restored.append(key)
+            summary = engine.active()
+            log.info("restored the alarm state of %s/%s: %d alarms listed or shelved, "
+                     "event seq %d", source, vehicle, len(summary["alarms"]),
+                     engine.snapshot()["seq"])
+            self.publish(topics.alarms(vehicle, source) + "/active", summary, retain=True)
+        if bad:
+            self._keep_bad_state_file(path)
+
+    def _keep_bad_state_file(self, path: Path) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        keep = path.with_name(f"{path.name}.bad-{stamp}")
+        try:
+            shutil.copy2(path, keep)
+        except OSError as exc:
+            log.error("could not keep a copy of the bad alarm state file %s: %s", path, exc)
+            return
+        log.error("kept a copy of the bad alarm state file as %s", keep)
 
     # --- consoles and self-telemetry -----------------------------------------------------
 
@@ -672,7 +908,7 @@ class IngestService:
                 if events:
                     lines: list[str] = []
                     self._on_alarm_events(s, events, lines)
-                    self.store(lines)
+                    self.store(lines, s)
 
     def stats(self) -> dict[str, Any]:
         decode = sorted(self.decode_seconds)
@@ -687,11 +923,19 @@ class IngestService:
             "messages_acked": self.acked, "inflight_messages": self._inflight,
             "pending_frames": sum(s.pending_frames for s in self.streams.values()),
             "outbox": self._outbox.qsize(), "alarm_events": self.alarm_events,
+            "alarm_state_saves": self.alarm_state_saves,
+            "alarm_state_errors": self.alarm_state_errors,
             "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
             "decode_ms_p50": 1000 * decode[len(decode) // 2] if decode else None,
             "decode_ms_max": 1000 * decode[-1] if decode else None,
             "sink": sink,
         }
+
+
+def _persists(source: str) -> bool:
+    """Live and training streams keep their alarm state across restarts; a replay
+    session's ends with the session (its source disappears with it)."""
+    return not source.startswith(topics.REPLAY + "/")
 
 
 def link_stats(s: _Stream) -> dict[str, Any]:

@@ -620,3 +620,58 @@ def test_process_cost_is_reported(apollo_def: VehicleDefinition,
                     "o2_flow", "main_bus_a_volts", "cabin_press", "fc1_o2_flow"}
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+def test_restore_under_changed_definitions_keeps_what_still_applies(
+        mini: Feed, tmp_path: Path) -> None:
+    mini.send(12, hatch=["OPEN"] * 2 + ["CLOSED"] * 10, cabin_press=[YH] * 2 + [5.0] * 10,
+              temp=110.0)
+    mini.engine.acknowledge("temp", "eecom", mini.t(12))
+    assert {a["parameter"]: a["state"] for a in mini.engine.active()["alarms"]} == {
+        "hatch": "normal_unacked", "cabin_press": "normal_unacked", "temp": "active_acked"}
+    snap = json.loads(json.dumps(mini.engine.snapshot()))
+    snap["tracks"]["gone"] = snap["tracks"]["range"] = dict(snap["tracks"]["hatch"])
+    snap["tracks"]["cm_dm_dp"] = {"cond": "red", "listed": True}
+    # New definitions: cabin pressure and temperature limits changed, hatch's did not.
+    text = (DATA / "mini.yaml").read_text()
+    text = text.replace("red: [4.6, 5.4]", "red: [4.6, 5.6]")
+    text = text.replace("red: [null, 100]", "red: [null, 105]")
+    (tmp_path / "mini.yaml").write_text(text)
+    new = Feed(load_definition(tmp_path / "mini.yaml"), MINI_BASE)
+    new.frame = mini.frame
+    warnings = new.engine.restore(snap)
+    assert len(warnings) == 5, warnings
+    text = "\n".join(warnings)
+    assert "gone: it is no longer in the definition" in text
+    assert "range: it has no limits any more" in text
+    assert "cm_dm_dp: malformed" in text
+    assert "limits of cabin_press changed" in text and "still listed, unacknowledged" in text
+    assert "limits of temp changed" in text and "its alarm state is dropped" in text
+    # hatch as it was; cabin pressure still waits for its ack; temperature's acknowledged
+    # alarm is gone, and is raised afresh under its new limit.
+    summary = new.engine.active()
+    assert {a["parameter"]: a["state"] for a in summary["alarms"]} == {
+        "hatch": "normal_unacked", "cabin_press": "normal_unacked"}
+    assert new.engine.snapshot()["seq"] == mini.engine.snapshot()["seq"]
+    events = new.send(10, temp=110.0)
+    assert [(e.kind.value, e.parameter, e.state.value) for e in events] == [
+        ("raised", "temp", "active_unacked")]
+    assert events[0].seq == mini.engine.snapshot()["seq"] + 1
+
+
+def test_restore_refuses_a_malformed_snapshot_and_changes_nothing(mini: Feed) -> None:
+    mini.send(2, hatch=["OPEN", "OPEN"])
+    before = mini.engine.snapshot()
+    good = json.loads(json.dumps(before))
+    for bad in ([], {**good, "version": 99}, {**good, "seq": "7"}, {**good, "tracks": []},
+                {**good, "vehicle": "soyuz"}):
+        with pytest.raises(ValueError):
+            mini.engine.restore(bad)  # type: ignore[arg-type]
+        assert mini.engine.snapshot() == before
+    # A version 1 snapshot (no limits fingerprints) is read as it stands.
+    v1 = {**good, "version": 1,
+          "tracks": {k: {f: x for f, x in t.items() if f != "limits"}
+                     for k, t in good["tracks"].items()}}
+    engine = AlarmEngine(mini.definition, "live")
+    assert engine.restore(v1) == []
+    assert engine.snapshot() == before
