@@ -238,6 +238,11 @@ class IngestService:
             for s in self.streams.values():
                 if s.archive is not None:
                     s.archive.close()
+            # The quarantine's writer holds a lock on its directory: a new ingest on the
+            # same archive (a restart in the same process) must be able to take it.
+            close = getattr(self._quarantine_sink, "close", None)
+            if close is not None:
+                close()
 
     async def _session(self, stop: asyncio.Event, ready: asyncio.Event | None) -> None:
         cfg = self.config.mqtt
@@ -1072,13 +1077,21 @@ async def serve(config: Config, definitions: dict[str, VehicleDefinition], stop:
     return service
 
 
-def quarantine_writer(root: Path) -> Callable[[Quarantined], None]:
-    """Rejected messages and frames, kept on disk with their reason (bounded in size)."""
-    from groundstation.archive import QuarantineWriter
+class QuarantineSink:
+    """Rejected messages and frames, kept on disk with their reason (bounded in size). Holds
+    the quarantine directory's lock until closed."""
 
-    writer = QuarantineWriter(root)
+    def __init__(self, root: Path) -> None:
+        from groundstation.archive import QuarantineWriter
 
-    def keep(q: Quarantined) -> None:
-        writer.append(q.topic, q.reason, q.detail, q.payload)
+        self._writer = QuarantineWriter(root)
 
-    return keep
+    def __call__(self, q: Quarantined) -> None:
+        self._writer.append(q.topic, q.reason, q.detail, q.payload)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def quarantine_writer(root: Path) -> QuarantineSink:
+    return QuarantineSink(root)

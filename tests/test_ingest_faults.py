@@ -238,6 +238,11 @@ def test_malformed_messages_are_quarantined_and_every_good_frame_is_stored(
         flood()
         n_good = sent["good"] * FRAMES_PER_MESSAGE
         loop.run_until_complete(wait_for(lambda: _stored(influx)[0] >= n_good, timeout=30))
+        # A message whose only frame has a bad sync pattern is judged when its stream's
+        # batch is decoded, which may come after the last good frame is stored.
+        loop.run_until_complete(wait_for(
+            lambda: ingest.stats()["rejected"].get("bad_sync", 0) >= sent["bad_frames"],
+            timeout=10, what="every bad-sync frame judged"))
         stats = ingest.stats()
         assert sent["bad_messages"] + sent["bad_frames"] >= 1000
         envelope_rejects = stats["rejected_total"] - stats["rejected"].get("bad_sync", 0)
