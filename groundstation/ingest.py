@@ -225,11 +225,7 @@ class IngestService:
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, cfg.reconnect_max_s)
         finally:
-            for w in workers:
-                w.cancel()
-            for w in workers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await w
+            await _cancel_all(workers)
             await self._flush_all()
             await self._drain_submissions()
             if self._durable_tasks:
@@ -276,11 +272,7 @@ class IngestService:
                         raise t.exception()  # type: ignore[misc]
             finally:
                 self._client = None
-                for t in tasks:
-                    t.cancel()
-                for t in tasks:
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await t
+                await _cancel_all(tasks)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -309,9 +301,14 @@ class IngestService:
                 self._ack(message.mid, message.qos, self._generation)
 
     async def _send(self, client: aiomqtt.Client) -> None:
+        me = asyncio.current_task()
         while True:
             topic, payload, retain = await self._outbox.get()
             await client.publish(topic, payload, qos=1, retain=retain)
+            if me is not None and me.cancelling():
+                # Python 3.11's wait_for (inside aiomqtt's publish) drops a cancellation
+                # that arrives as the PUBACK does: honour it here, or shutdown hangs.
+                raise asyncio.CancelledError
 
     def publish(self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
                 ) -> None:
@@ -1025,6 +1022,21 @@ def sink_config(config: Config) -> Any:
                       batch_max_bytes=int(c.batch_max_mb * (1 << 20)),
                       max_queue_bytes=int(c.queue_max_mb * (1 << 20)),
                       spool_max_bytes=int(c.spool_max_mb * (1 << 20)))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], timeout: float = 10.0) -> None:
+    """Cancel tasks and wait for them, at most `timeout` seconds: a task that swallowed its
+    cancellation must not hang the service's shutdown (it is logged and left)."""
+    for t in tasks:
+        t.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=timeout)
+    for t in stuck:
+        log.error("task %s did not stop within %.0f s of being cancelled; left behind",
+                  t.get_name(), timeout)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None and \
+                not isinstance(t.exception(), aiomqtt.MqttError):
+            log.error("task %s ended with %r", t.get_name(), t.exception())
 
 
 class NullSink:
