@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from groundstation.definitions import DEFS_DIR, VehicleDefinition, load_all
-from groundstation.units import UNITS, convert
 
 # Both ships in contact for 11 minutes, 26 minutes after the first docking (GET 044:19:08),
 # found with Mission.find_coverage: a newcomer sees both ships' values at once.
@@ -301,8 +300,6 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
                     definitions: dict[str, VehicleDefinition]) -> int:
     import aiomqtt
 
-    from simulators.clock import format_get, utc_ns_to_get
-
     latest: dict[str, dict[str, Any]] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -343,7 +340,7 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
                         return 1
                 if loop.time() >= next_print:
                     next_print += 5.0
-                    for line in _value_lines(latest, definitions, format_get, utc_ns_to_get):
+                    for line in _value_lines(latest, definitions, args.centre):
                         print(line, flush=True)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)
@@ -360,7 +357,11 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
 
 
 def _value_lines(latest: dict[str, dict[str, Any]], definitions: dict[str, VehicleDefinition],
-                 format_get: Any, get_from_ns: Any) -> list[str]:
+                 centre: str) -> list[str]:
+    """The newest values as the console would show them (its labels, units and decimals)."""
+    from groundstation import console_pages as cp
+
+    shown = cp.fields(definitions, centre)
     out = []
     for vehicle, values in sorted(latest.items()):
         d = definitions.get(vehicle)
@@ -369,27 +370,16 @@ def _value_lines(latest: dict[str, dict[str, Any]], definitions: dict[str, Vehic
         newest = max(v[0] for v in values.values())
         parts = []
         for pid in SHOWN.get(vehicle, []):
-            if pid in values:
-                parts.append(_value_text(d, pid, values[pid]))
-        name = d.name.get("en", vehicle)
-        out.append(f"GET {format_get(get_from_ns(newest))}  {name}: {'; '.join(parts)}")
+            f = shown.get((vehicle, pid))
+            if f is None or pid not in values:
+                continue
+            _, value, state = values[pid]
+            flag = {1: " (YELLOW)", 2: " (RED)"}.get(abs(int(state or 0)), "")
+            parts.append(f"{f.label} {f.with_unit(value)}{flag}")
+        name = cp.SHIP_SHORT[centre].get(vehicle, vehicle) if centre == "moscow" else \
+            d.name.get("en", vehicle)
+        out.append(f"GET {cp.get_text(newest)}  {name}: {'; '.join(parts)}")
     return out
-
-
-def _value_text(d: VehicleDefinition, pid: str, sample: list[Any]) -> str:
-    p = d._by_id[pid]
-    _, value, state = sample
-    label = p.label.get("en", pid)
-    if value is None:
-        return f"{label} ----"
-    cal = getattr(p, "calibration", None)
-    if cal is not None and cal.states:
-        text = cal.states.get(int(value), str(value))
-    else:
-        unit = p.display.get("houston", p.unit)
-        text = f"{float(convert(value, p.unit, unit)):.4g} {UNITS[unit].label}"
-    flag = {0: "", 1: " (YELLOW)", 2: " (RED)"}.get(abs(int(state)) if state else 0, "")
-    return f"{label} {text}{flag}"
 
 
 def _alarm_text(ev: dict[str, Any], definitions: dict[str, VehicleDefinition]) -> str:

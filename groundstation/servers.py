@@ -71,6 +71,15 @@ def find_binary(name: str) -> str | None:
     return os.path.abspath(found) if found else None
 
 
+def _accepts(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections there (a broker is ready when it does)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """Return a TCP port on ``host`` that nothing was listening on a moment ago."""
     return _free_ports(1, host)[0]
@@ -449,11 +458,7 @@ class MosquittoServer(_Server):
         return [binary, "-c", str(self.config_path)]
 
     def _probe_ready(self) -> bool:
-        try:
-            with socket.create_connection((self._host, self._port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return _accepts(self._host, self._port)
 
 
 class EmbeddedBroker(_Server):
@@ -480,11 +485,7 @@ class EmbeddedBroker(_Server):
                 "--port", str(self._port)]
 
     def _probe_ready(self) -> bool:
-        try:
-            with socket.create_connection((self._host, self._port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return _accepts(self._host, self._port)
 
 
 class InfluxDBServer(_Server):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from groundstation.broker_auth import secure_broker_config
 from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
 from groundstation.definitions import VehicleDefinition
 from groundstation.influx_writer import InfluxV1
@@ -81,3 +84,40 @@ def rows(influx: InfluxV1, q: str) -> list[dict[str, Any]]:
     for s in res.get("series", []):
         out += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
     return out
+
+
+def start_ingest_process(mosquitto: MosquittoServer, influxdb: InfluxDBServer, defs_dir: Path,
+                         database: str, *flags: str) -> subprocess.Popen[str]:
+    """`groundstation ingest` as its own process (to be killed), once it has subscribed."""
+    cmd = [sys.executable, "-m", "groundstation", "ingest",
+           "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port),
+           "--influx-api", "v1", "--influx-url", influxdb.url, "--influx-database", database,
+           "--ingest-defs-dir", str(defs_dir), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 30
+    for line in proc.stdout:
+        if "ingest: subscribed" in line:
+            return proc
+        if time.monotonic() > deadline:
+            break
+    proc.kill()
+    raise AssertionError(f"the ingest did not start: {proc.stdout.read()}")
+
+
+@contextmanager
+def secure_mosquitto(tmp: Path, users: Mapping[str, str]) -> Iterator[MosquittoServer]:
+    """A real Mosquitto with the repository's ACL and these users' passwords."""
+    try:
+        extra = secure_broker_config(tmp / "auth", users)
+    except BinaryNotFoundError as exc:  # pragma: no cover - depends on the machine
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)", pytrace=False)
+        pytest.skip(str(exc))
+    server = MosquittoServer(tmp / "broker", allow_anonymous=False, extra_config=extra)
+    start_or_skip(server)
+    try:
+        yield server
+    finally:
+        server.stop()

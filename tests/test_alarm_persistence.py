@@ -11,8 +11,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from groundstation.encoder import FrameEncoder
 from groundstation.envelope import encode_envelope
 from groundstation.influx_writer import InfluxV1
 from groundstation.servers import InfluxDBServer, MosquittoServer
-from tests.harness import rows, running_ingest, wait_for
+from tests.harness import rows, running_ingest, start_ingest_process, wait_for
 
 MINI = Path(__file__).parent / "data" / "mini.yaml"
 T0 = 174_845_349_000_000_000
@@ -188,23 +186,10 @@ def _start_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Pat
     defs = tmp / "defs"
     defs.mkdir(exist_ok=True)
     (defs / "mini.yaml").write_text(MINI.read_text())
-    cmd = [sys.executable, "-m", "groundstation", "ingest",
-           "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port),
-           "--influx-api", "v1", "--influx-url", influxdb.url, "--influx-database", "killed",
-           "--influx-flush-interval-ms", "20", "--influx-spool-dir", str(tmp / "spool"),
-           "--ingest-archive-dir", str(tmp / "arch"), "--ingest-defs-dir", str(defs),
-           "--ingest-alarm-state-dir", str(tmp / "alarm-state")]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 30
-    for line in proc.stdout:
-        if "ingest: subscribed" in line:
-            return proc
-        if time.monotonic() > deadline:
-            break
-    proc.kill()
-    raise AssertionError(f"the ingest did not start: {proc.stdout.read()}")
+    return start_ingest_process(
+        mosquitto, influxdb, defs, "killed", "--influx-flush-interval-ms", "20",
+        "--influx-spool-dir", str(tmp / "spool"), "--ingest-archive-dir", str(tmp / "arch"),
+        "--ingest-alarm-state-dir", str(tmp / "alarm-state"))
 
 
 async def test_a_sigkilled_ingest_keeps_the_alarm_state_it_had_saved(

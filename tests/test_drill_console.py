@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 
 from groundstation import console
-from groundstation.broker_auth import secure_broker_config
 from groundstation.config import MqttConfig
 from groundstation.definitions import VehicleDefinition, load_all
 from groundstation.drill_runner import DrillOptions, DrillRunner
 from groundstation.drill_scenario import load_scenario
-from groundstation.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
-from tests.harness import running_ingest, start_or_skip, wait_for
+from groundstation.servers import InfluxDBServer, MosquittoServer
+from tests.harness import running_ingest, secure_mosquitto, wait_for
 
 DATA = Path(__file__).parent / "data"
 USERS = {"ingest": "ingest-pw", "instructor": "instructor-pw", "eecom": "eecom-pw",
@@ -32,16 +31,8 @@ SPEED = 10.0
 
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
-    try:
-        extra = secure_broker_config(tmp_path / "auth", USERS)
-    except BinaryNotFoundError as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(str(exc))
-    server = MosquittoServer(tmp_path / "broker", allow_anonymous=False, extra_config=extra)
-    start_or_skip(server)
-    try:
+    with secure_mosquitto(tmp_path, USERS) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def login(broker: MosquittoServer, user: str) -> MqttConfig:

@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 
 from groundstation import topics
-from groundstation.broker_auth import secure_broker_config
 from groundstation.definitions import load_definition
 from groundstation.encoder import FrameEncoder
 from groundstation.envelope import encode_envelope
 from groundstation.influx_writer import InfluxV1
 from groundstation.ingest import IngestService
-from groundstation.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
-from tests.harness import rows, running_ingest, start_or_skip, wait_for
+from groundstation.servers import InfluxDBServer, MosquittoServer
+from tests.harness import rows, running_ingest, secure_mosquitto, wait_for
 
 MINI = Path(__file__).parent / "data" / "mini.yaml"
 USERS = {"ingest": "ingest-pw", "flight": "flight-pw", "eecom": "eecom-pw",
@@ -33,16 +32,8 @@ T0 = 174_845_349_000_000_000
 
 @pytest.fixture
 def secure_broker(tmp_path: Path) -> Iterator[MosquittoServer]:
-    try:
-        extra = secure_broker_config(tmp_path / "auth", USERS)
-    except BinaryNotFoundError as exc:  # pragma: no cover - depends on the machine
-        pytest.skip(str(exc))
-    server = MosquittoServer(tmp_path / "broker", allow_anonymous=False, extra_config=extra)
-    start_or_skip(server)
-    try:
+    with secure_mosquitto(tmp_path, USERS) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def ingest_as_user(broker: MosquittoServer, influxdb: InfluxDBServer, tmp: Path
