@@ -283,7 +283,22 @@ def _console(args: argparse.Namespace, stack: _Stack,
                                      port=stack.broker.port,
                                      client_id=f"demo-console-{os.getpid()}"),
                      operator=args.operator, source="live", definitions=definitions)
-    app.run()
+    timer = None
+    if args.seconds is not None:
+        import threading
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):  # the console may have closed already
+                app.call_from_thread(app.exit)
+
+        timer = threading.Timer(args.seconds, stop)
+        timer.daemon = True
+        timer.start()
+    try:
+        app.run()
+    finally:
+        if timer is not None:
+            timer.cancel()
     return 0
 
 
