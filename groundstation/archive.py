@@ -311,6 +311,18 @@ def hash_definition(text: str | bytes) -> str:
 # -- small file helpers ----------------------------------------------------------------------
 
 
+def _append_whole(fd: int, size: int, record: bytes) -> None:
+    """Append a record to a file of `size` bytes, or leave the file as it was: a short write
+    (disk full) would leave a torn record that later appends would bury mid-file, so it is
+    cut off again before the error is reported."""
+    try:
+        _write_all(fd, record)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, size)
+        raise
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -1345,14 +1357,7 @@ class ArchiveWriter(_LockedWriter):
                                 or block.length >= self.index_every_bytes):
             self._end_block()
             block = self._block = _BlockAcc(f.size)
-        try:
-            _write_all(f.fd, record)
-        except BaseException:
-            # A short write (disk full) would leave a torn record that later appends
-            # would bury mid-file: cut it off again before reporting the error.
-            with contextlib.suppress(OSError):
-                os.ftruncate(f.fd, f.size)
-            raise
+        _append_whole(f.fd, f.size, record)
         f.size += len(record)
         block.add(len(record), seq, t_ns, n, self.frame_period_ns, received_ns)
         self.records_written += 1
@@ -1604,12 +1609,7 @@ class QuarantineWriter(_LockedWriter):
         if self._fd < 0 or received_ns // self.rotate_ns != self._first_ns // self.rotate_ns \
                 or self._size + len(record) > self.max_file_bytes:
             self._rotate(int(received_ns))
-        try:
-            _write_all(self._fd, record)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._size)
-            raise
+        _append_whole(self._fd, self._size, record)
         self._size += len(record)
         self.messages_written += 1
         self._dirty = True
