@@ -618,8 +618,9 @@ class IngestService:
         try:
             source, vehicle = topics.parse_sim_state(topic)
             if not payload:
-                # A drill's ships stopped and cleared their retained state. Their last
-                # frames may still be queued here: they keep the drill's last phase.
+                # A drill's ships (or a replay tool) stopped and cleared their retained
+                # state. Their last frames may still be queued here and keep the last
+                # phase; a replay session's context is freed when the session ends.
                 return
             state = json.loads(payload)
             phase = state["phase"]
