@@ -338,9 +338,9 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
                 topic = str(m.topic)
                 if topic.startswith("params/"):
                     latest.setdefault(body["vehicle"], {}).update(body["values"])
-                elif isinstance(body, dict) and body.get("event"):
+                elif isinstance(body, dict) and body.get("kind"):
                     alarms += 1
-                    print(_alarm_text(body, definitions), flush=True)
+                    print(_alarm_text(body), flush=True)
 
         task = asyncio.create_task(receive())
         next_print = loop.time() + 3.0
@@ -397,10 +397,10 @@ def _value_lines(latest: dict[str, dict[str, Any]], definitions: dict[str, Vehic
     return out
 
 
-def _alarm_text(ev: dict[str, Any], definitions: dict[str, VehicleDefinition]) -> str:
+def _alarm_text(ev: dict[str, Any]) -> str:
     who = f" by {ev['operator']}" if ev.get("operator") else ""
-    return (f"ALARM {ev.get('event')}: {ev.get('vehicle')} {ev.get('label') or ev.get('parameter')}"
-            f" {ev.get('severity', '')}{who}")
+    return (f"ALARM {ev.get('kind')}: {ev.get('vehicle')} "
+            f"{ev.get('label') or ev.get('parameter')} {ev.get('severity', '')}{who}")
 
 
 def _stored_counts(url: str, definitions: dict[str, VehicleDefinition]) -> dict[str, int]:

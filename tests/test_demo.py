@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from paho.mqtt import publish as paho_publish
 
 from groundstation import embedded_broker
 from groundstation.archive import DATA_SUFFIX
@@ -117,6 +118,21 @@ def test_ctrl_c_stops_the_ships_the_ingest_and_the_servers(tmp_path: Path) -> No
         proc.kill()
         pytest.fail(f"no values within 60 s:\n{seen}")
     assert len(processes_using(tmp_path / "demo")) >= 4  # broker, database, ingest, ships
+    # An instructor breaks the cabin pressure sensor through the simulator's control topic:
+    # the demo prints the alarm the ingest raises.
+    port = int(re.search(r"Mosquitto at 127\.0\.0\.1:(\d+)", seen)[1])  # type: ignore[index]
+    paho_publish.single("sim/control/apollo_csm", hostname="127.0.0.1", port=port, qos=1,
+                        payload='{"cmd": "inject", "fault": "sensor_bias", '
+                                '"params": {"parameter": "cabin_press", "offset": -1.5}}')
+    while time.monotonic() < deadline + 30:
+        line = proc.stdout.readline()
+        seen += line
+        if line.startswith("ALARM "):
+            assert line.strip() == "ALARM raised: apollo_csm CABIN PRESS red"
+            break
+    else:
+        proc.kill()
+        pytest.fail(f"no alarm printed:\n{seen}")
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, seen + rest
