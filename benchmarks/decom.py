@@ -53,9 +53,10 @@ from numpy.typing import NDArray  # noqa: E402
 from peers import PEERS, PeerInfo  # noqa: E402
 from peers._common import FrameSpec, PeerResult, frame_spec, synthetic_frames  # noqa: E402
 
-from groundstation.decom import Decommutator  # noqa: E402
-from groundstation.definitions import DEFS_DIR, VehicleDefinition, load_definition  # noqa: E402
+from groundstation.core.decom import Decommutator  # noqa: E402
+from groundstation.core.definitions import VehicleDefinition, load_definition  # noqa: E402
 from groundstation.malloc_tuning import keep_large_buffers  # noqa: E402
+from groundstation.paths import defs_dir  # noqa: E402
 
 BATCH_SIZES = (1, 64, 4096)
 POOL = 4096  # frames generated per vehicle
@@ -81,7 +82,7 @@ def realistic_frames(defn: VehicleDefinition, n: int, seed: int = 1975) -> NDArr
     discretes mostly in their first state, counters counting. Random bytes with a valid
     sync and counter if the encoder is not there."""
     try:
-        from groundstation.encoder import FrameEncoder
+        from groundstation.core.encoder import FrameEncoder
     except ImportError:
         return synthetic_frames(defn, n, seed=seed)
     rng = np.random.default_rng(seed)
@@ -260,7 +261,7 @@ def print_table(rows: list[Row], ours: dict[int, Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="shorter time slices, fewer repeats")
-    ap.add_argument("--defs", type=Path, default=DEFS_DIR, help="telemetry definitions folder")
+    ap.add_argument("--defs", type=Path, default=defs_dir(), help="telemetry definitions folder")
     ap.add_argument("--peer-vehicle", default="apollo_csm",
                     help="vehicle whose frames go through the peers")
     ap.add_argument("--peers", default=",".join(p.key for p in PEERS),

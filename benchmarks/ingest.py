@@ -62,15 +62,15 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from machine import cpu_model  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
-from groundstation import topics  # noqa: E402
-from groundstation.broker_auth import deploy_settings  # noqa: E402
 from groundstation.config import InfluxConfig, IngestConfig  # noqa: E402
-from groundstation.decom import StreamDecoder  # noqa: E402
-from groundstation.definitions import VehicleDefinition, load_all  # noqa: E402
-from groundstation.encoder import FrameEncoder  # noqa: E402
-from groundstation.envelope import encode_envelope  # noqa: E402
-from groundstation.lineprotocol import batch_lines  # noqa: E402
-from groundstation.servers import InfluxDBServer, MosquittoServer, find_binary  # noqa: E402
+from groundstation.core import topics  # noqa: E402
+from groundstation.core.decom import StreamDecoder  # noqa: E402
+from groundstation.core.definitions import VehicleDefinition, load_all  # noqa: E402
+from groundstation.core.encoder import FrameEncoder  # noqa: E402
+from groundstation.core.envelope import encode_envelope  # noqa: E402
+from groundstation.deploy.broker_auth import deploy_settings  # noqa: E402
+from groundstation.deploy.servers import InfluxDBServer, MosquittoServer, find_binary  # noqa: E402
+from groundstation.storage.influx.lineprotocol import batch_lines  # noqa: E402
 from simulators.downlink import nominal_values  # noqa: E402
 
 APOLLO, SOYUZ = "apollo_csm", "soyuz"

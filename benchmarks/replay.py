@@ -35,13 +35,14 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from groundstation.archive import ArchiveWriter  # noqa: E402
-from groundstation.definitions import DEFS_DIR, VehicleDefinition, load_definition  # noqa: E402
-from groundstation.encoder import FrameEncoder  # noqa: E402
-from groundstation.influx_writer import InfluxV1  # noqa: E402
-from groundstation.passes import parse_time  # noqa: E402
-from groundstation.replay import Replayer, plan_replay  # noqa: E402
-from groundstation.servers import InfluxDBServer, MosquittoServer  # noqa: E402
+from groundstation.core.definitions import VehicleDefinition, load_definition  # noqa: E402
+from groundstation.core.encoder import FrameEncoder  # noqa: E402
+from groundstation.deploy.servers import InfluxDBServer, MosquittoServer  # noqa: E402
+from groundstation.paths import defs_dir  # noqa: E402
+from groundstation.replay.replayer import Replayer, plan_replay  # noqa: E402
+from groundstation.storage.archive import ArchiveWriter  # noqa: E402
+from groundstation.storage.influx.backends import InfluxV1  # noqa: E402
+from groundstation.storage.passes import parse_time  # noqa: E402
 from simulators.downlink import nominal_values  # noqa: E402
 
 T0 = parse_time("1975-07-17T15:00:00Z")
@@ -143,7 +144,7 @@ def main() -> int:
                          "--influx-write-concurrency 1'")
     args = ap.parse_args()
     extra = shlex.split(args.ingest_args)
-    defn = load_definition(DEFS_DIR / "apollo_csm.yaml")
+    defn = load_definition(defs_dir() / "apollo_csm.yaml")
     n_frames = int(args.minutes * 60 * defn.frame.rate_hz)
     every_frame = next(p.id for p in defn.parameters if p.frames is None and p.every is None)
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmpdir:

@@ -9,16 +9,15 @@ from (file and key, variable, or flag) and what is allowed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from groundstation.definitions import DEFS_DIR
+from groundstation import paths
 
 ENV_PREFIX = "GS_"
 
@@ -81,7 +80,8 @@ class InfluxConfig(_Section):
 
 
 class IngestConfig(_Section):
-    defs_dir: Path = Field(DEFS_DIR, description="telemetry definitions directory")
+    defs_dir: Path = Field(default_factory=paths.defs_dir,
+                           description="telemetry definitions directory")
     archive_dir: Path = Field(Path("var/archive"), description="raw frame archive directory")
     alarm_state_dir: Path | None = Field(
         None, description="where the alarm state of live and training streams (latched, "
@@ -109,47 +109,17 @@ SECTIONS: dict[str, type[_Section]] = {"mqtt": MqttConfig, "influx": InfluxConfi
                                        "ingest": IngestConfig}
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add --config and one flag per option, generated from the schema."""
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="TOML config file (sections [mqtt], [influx], [ingest])")
-    for section, model in SECTIONS.items():
-        group = parser.add_argument_group(f"[{section}] options",
-                                          f"environment: {ENV_PREFIX}{section.upper()}_<KEY>")
-        for key, field in model.model_fields.items():
-            flag = f"--{section}-{key.replace('_', '-')}"
-            default = field.default
-            shown = "" if default is None else f" (default: {default})"
-            group.add_argument(flag, dest=f"{section}__{key}", default=None,
-                               metavar=key.upper(),
-                               help=f"{field.description}{shown}; env "
-                                    f"{ENV_PREFIX}{section.upper()}_{key.upper()}")
-
-
-def add_mqtt_arguments(parser: argparse.ArgumentParser, *, config_help: str,
-                       username_help: str) -> None:
-    """--config and the broker flags, for the commands that are MQTT clients only (replay,
-    drill, console): the same schema and precedence as the ingest, fewer options."""
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help=config_help)
-    for key, typ, text in (("host", str, "broker host"), ("port", int, "broker port"),
-                           ("username", str, username_help),
-                           ("password", str, "password (prefer the environment: "
-                                             f"{ENV_PREFIX}MQTT_PASSWORD)")):
-        parser.add_argument(f"--mqtt-{key}", dest=f"mqtt__{key}", type=typ, default=None,
-                            metavar=key.upper(),
-                            help=f"{text}; env {ENV_PREFIX}MQTT_{key.upper()}")
-
-
 def load(file: Path | None = None, env: Mapping[str, str] | None = None,
-         args: argparse.Namespace | None = None) -> Config:
-    """The effective configuration: file, then environment, then flags."""
+         flags: Mapping[str, Any] | None = None) -> Config:
+    """The effective configuration: file, then environment, then flags (a command line's
+    parsed values, `<section>__<key>` -> value; None means not given)."""
     env = os.environ if env is None else env
     layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if file is not None:
         layers.append((f"config file {file}", _from_file(file)))
     layers.append(("environment", _from_env(env)))
-    if args is not None:
-        layers.append(("command line", _from_args(args)))
+    if flags is not None:
+        layers.append(("command line", _from_flags(flags)))
     merged: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     origin: dict[tuple[str, str], str] = {}
     for name, layer in layers:
@@ -217,9 +187,9 @@ def _from_env(env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _from_args(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def _from_flags(flags: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for dest, value in vars(args).items():
+    for dest, value in flags.items():
         if "__" in dest and value is not None:
             section, key = dest.split("__", 1)
             if section in SECTIONS:
@@ -248,9 +218,3 @@ def _toml(v: Any) -> str:
         return repr(v)
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
-
-def parse_cli(argv: Sequence[str]) -> Config:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(list(argv))
-    return load(args.config, args=args)

@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from simulators import timeline as tl
+from groundstation.core import flightplan as tl
 from simulators.faults import Fault, FaultView
 from simulators.physics import (
     LB,

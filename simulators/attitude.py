@@ -17,8 +17,8 @@ import math
 import numpy as np
 from numpy.typing import NDArray
 
-from simulators import timeline as tl
-from simulators.clock import EARLIEST_GET
+from groundstation.core import flightplan as tl
+from groundstation.core.mission_time import EARLIEST_GET
 from simulators.orbit import PERIOD_S
 
 Array = NDArray[np.float64]

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from groundstation.decom import DecodedBatch, StreamDecoder
-from groundstation.definitions import VehicleDefinition, load_all
+from groundstation.core.decom import DecodedBatch, StreamDecoder
+from groundstation.core.definitions import VehicleDefinition, load_all
 from simulators.mission import DT, Mission
 from simulators.telemetry import FrameBlock, TelemetryStream
 

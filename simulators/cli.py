@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groundstation import topics
-from groundstation.definitions import DEFS_DIR, DefinitionError, load_all
-from simulators import timeline as tl
-from simulators.clock import format_get, parse_duration
+from groundstation.core import flightplan as tl
+from groundstation.core import topics
+from groundstation.core.definitions import DefinitionError, load_all
+from groundstation.core.mission_time import format_get, parse_duration
+from groundstation.paths import defs_dir
 from simulators.control import control_topic, reply_topic, state_topic
 from simulators.faults import CATALOGUE, FaultError, FaultManager
 from simulators.mission import Mission
@@ -133,7 +134,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-historical", action="store_true",
                    help="leave out the real minor anomalies (Soyuz TV failure, the false "
                         "GNC alarm of Jul 17)")
-    p.add_argument("--defs", type=Path, default=DEFS_DIR,
+    p.add_argument("--defs", type=Path, default=defs_dir(),
                    help="telemetry definitions directory (default telemetry_defs/)")
     p.add_argument("--list-events", action="store_true", help="print the timeline and exit")
     p.add_argument("--list-faults", action="store_true", help="print the faults and exit")

@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from groundstation import topics
+from groundstation.core import topics
 from simulators.faults import CATALOGUE, COMMON, FaultError
 from simulators.mission import Mission
 

@@ -18,10 +18,10 @@ from typing import Any
 import aiomqtt
 import numpy as np
 
-from groundstation import topics
-from groundstation.definitions import Parameter, VehicleDefinition
-from groundstation.encoder import FrameEncoder
-from groundstation.envelope import encode_envelope
+from groundstation.core import topics
+from groundstation.core.definitions import Parameter, VehicleDefinition
+from groundstation.core.encoder import FrameEncoder
+from groundstation.core.envelope import encode_envelope
 
 ValueSource = Callable[[int, int], Mapping[str, Any]]  # (first frame seq, n frames) -> values
 

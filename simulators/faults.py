@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulators import timeline as tl
-from simulators.clock import format_get
+from groundstation.core import flightplan as tl
+from groundstation.core.mission_time import format_get
 
 
 class FaultError(ValueError):

@@ -23,9 +23,9 @@ import msgpack
 import numpy as np
 from numpy.typing import NDArray
 
-from groundstation import topics
-from groundstation.definitions import VehicleDefinition
-from groundstation.envelope import MAX_FRAMES, VERSION
+from groundstation.core import topics
+from groundstation.core.definitions import VehicleDefinition
+from groundstation.core.envelope import MAX_FRAMES, VERSION
 from simulators.faults import Fault, FaultManager
 from simulators.telemetry import VEHICLE_IDS, FrameBlock
 

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from groundstation.definitions import Parameter, VehicleDefinition, load_all
+from groundstation.core import flightplan as tl
+from groundstation.core.definitions import Parameter, VehicleDefinition, load_all
+from groundstation.core.mission_time import EARLIEST_GET, format_get, utc_text
 from simulators import orbit
-from simulators import timeline as tl
 from simulators.apollo import DM_CM_PRESS, DM_N2_TARGET, V_DM, ApolloModel, Env, dm_stage
-from simulators.clock import EARLIEST_GET, format_get, utc_text
 from simulators.faults import Fault, FaultManager, FaultView
 from simulators.physics import exchange, merge
 from simulators.soyuz import SoyuzModel, sa_bo_open

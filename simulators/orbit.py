@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from simulators import timeline as tl
-from simulators.clock import LIFTOFF_NS, NS
+from groundstation.core import flightplan as tl
+from groundstation.core.mission_time import LIFTOFF_NS, NS
 
 R_E = 6378.137  # km
 MU = 398600.4418  # km^3/s^2

@@ -38,11 +38,11 @@ from typing import Any
 
 import aiomqtt
 
-from groundstation import topics
-from groundstation.definitions import VehicleDefinition
+from groundstation.core import flightplan as tl
+from groundstation.core import topics
+from groundstation.core.definitions import VehicleDefinition
+from groundstation.core.mission_time import format_get
 from simulators import control
-from simulators import timeline as tl
-from simulators.clock import format_get
 from simulators.link import Message, Transmitter, auto_frames_per_message
 from simulators.mission import Mission
 from simulators.telemetry import TelemetryStream

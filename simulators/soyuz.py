@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from simulators import timeline as tl
+from groundstation.core import flightplan as tl
 from simulators.apollo import Env, dm_stage
 from simulators.faults import FaultView
 from simulators.physics import Gas, breakthrough, clamp, pv_per_kg, relax

@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from groundstation.definitions import Parameter, VehicleDefinition
-from groundstation.encoder import FrameEncoder
-from simulators import timeline as tl
+from groundstation.core import flightplan as tl
+from groundstation.core.definitions import Parameter, VehicleDefinition
+from groundstation.core.encoder import FrameEncoder
+from groundstation.core.mission_time import FRAME_EPOCH_NS, LIFTOFF_NS, NS, frame_index
 from simulators.apollo import ApolloModel
 from simulators.attitude import attitude
-from simulators.clock import FRAME_EPOCH_NS, LIFTOFF_NS, NS, frame_index
 from simulators.downlink import nominal_value
 from simulators.faults import Fault
 from simulators.mission import DT, Mission

@@ -1,4 +1,12 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the kinds of test by directory:
+
+- tests/unit: no servers, fast; the inner loop (`pytest tests/unit`). A unit test that
+  tries to start a server fails and says where it belongs.
+- tests/integration: the real Mosquitto and InfluxDB, started per test by the fixtures.
+- tests/e2e: what a person runs: the demo, the consoles, drills, fault drills on processes.
+
+Tests under integration/ and e2e/ get the `servers` marker (and e2e/ the `e2e` marker), so
+`pytest -m "not servers"` is the same set as tests/unit."""
 
 from __future__ import annotations
 
@@ -7,11 +15,36 @@ from pathlib import Path
 
 import pytest
 
-from groundstation.servers import InfluxDBServer, MosquittoServer
+from groundstation.deploy import servers
+from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
 from tests.harness import start_or_skip
+from tests.influx_helpers import FakeInflux
+from tests.paths import TESTS
 
 # Each server starts in about 25 ms on a fresh data directory, so every test gets its
 # own instance: tests may stop, kill or restart it without disturbing their neighbours.
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        kind = Path(item.path).relative_to(TESTS).parts[0]
+        if kind in ("integration", "e2e"):
+            item.add_marker(pytest.mark.servers)
+        if kind == "e2e":
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_servers(request: pytest.FixtureRequest,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    if Path(request.node.path).relative_to(TESTS).parts[0] != "unit":
+        return
+
+    def refuse(self: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} starts a {type(self).__name__}: a test "
+                             "that needs a server belongs in tests/integration or tests/e2e")
+
+    monkeypatch.setattr(servers._Server, "start", refuse)
 
 
 @pytest.fixture
@@ -34,3 +67,13 @@ def influxdb(tmp_path: Path) -> Iterator[InfluxDBServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeInflux]:
+    """A fake InfluxDB 2.x HTTP API (see tests/influx_helpers.py)."""
+    server = FakeInflux()
+    try:
+        yield server
+    finally:
+        server.close()

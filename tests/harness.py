@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -12,14 +14,21 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import pytest
 
-from groundstation.broker_auth import secure_broker_config
 from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
-from groundstation.definitions import VehicleDefinition
-from groundstation.influx_writer import InfluxV1
-from groundstation.ingest import IngestService, archive_factory, make_sink, quarantine_writer
-from groundstation.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
+from groundstation.core.definitions import VehicleDefinition
+from groundstation.deploy.broker_auth import secure_broker_config
+from groundstation.deploy.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
+from groundstation.ingest.service import (
+    IngestService,
+    archive_factory,
+    make_sink,
+    quarantine_writer,
+)
+from groundstation.storage.influx.backends import InfluxV1
+from simulators.runner import SimRunner
 
 
 def start_or_skip(server: MosquittoServer | InfluxDBServer) -> None:
@@ -121,3 +130,104 @@ def secure_mosquitto(tmp: Path, users: Mapping[str, str]) -> Iterator[MosquittoS
         yield server
     finally:
         server.stop()
+
+
+# -- MQTT clients -------------------------------------------------------------------------
+
+ACL_USERS = {
+    "apollo_csm": "csm-pw-1975",
+    "soyuz": "soyuz-pw-19",
+    "ingest": "ingest-pw",
+    "flight": "flight-pw",
+    "eecom": "eecom-pw",
+    "instructor": "instructor-pw",
+    "replay": "replay-pw",
+}
+
+
+MARK = b"MARK"
+
+
+_client_numbers = itertools.count()
+
+
+@asynccontextmanager
+async def login(broker: MosquittoServer, user: str, *subscriptions: str,
+                password: str | None = None) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client(broker.host, broker.port, username=user,
+                              password=ACL_USERS[user] if password is None else password,
+                              identifier=f"test-{user}-{os.getpid()}-{next(_client_numbers)}",
+                              timeout=5) as client:
+        for sub in subscriptions:
+            await client.subscribe(sub, qos=1)
+        yield client
+
+
+async def received_until_mark(client: aiomqtt.Client, marks: int = 1,
+                              timeout: float = 5.0) -> list[tuple[str, bytes]]:
+    """Every message up to and including the marks-th marker."""
+    got: list[tuple[str, bytes]] = []
+    async with asyncio.timeout(timeout):
+        async for msg in client.messages:
+            assert isinstance(msg.payload, bytes)
+            got.append((msg.topic.value, msg.payload))
+            if msg.payload == MARK:
+                marks -= 1
+                if marks == 0:
+                    return got
+    return got
+
+
+class Listener:
+    """A subscriber that keeps reconnecting (the broker may be restarted under it)."""
+
+    def __init__(self, broker: MosquittoServer, topics: list[str], client_id: str | None = None):
+        self.broker, self.topics, self.client_id = broker, topics, client_id
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self.connected = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.broker.host, self.broker.port,
+                                          identifier=self.client_id,
+                                          clean_session=self.client_id is None) as c:
+                    for t in self.topics:
+                        await c.subscribe(t, qos=1)
+                    self.connected.set()
+                    async for msg in c.messages:
+                        self.queue.put_nowait((str(msg.topic), bytes(msg.payload)))
+            except aiomqtt.MqttError:
+                self.connected.clear()
+                await asyncio.sleep(0.1)
+
+    async def __aenter__(self) -> Listener:
+        self.task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.connected.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.task is not None
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def next(self, topic: str, timeout: float = 10.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            t, payload = await asyncio.wait_for(self.queue.get(),
+                                                max(deadline - time.monotonic(), 0.01))
+            if t == topic:
+                return payload
+
+
+@contextlib.asynccontextmanager
+async def flying(runner: SimRunner) -> AsyncIterator[asyncio.Event]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -1,0 +1,1 @@
+"""The `groundstation` commands, one module each. argparse lives here and nowhere else."""

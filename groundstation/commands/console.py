@@ -1,0 +1,83 @@
+"""`groundstation console houston|moscow`: the terminal console (groundstation/console/)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from groundstation.commands.options import add_mqtt_arguments, load_config
+from groundstation.config import ConfigError
+from groundstation.console import pages as cp
+from groundstation.console.app import ConsoleApp
+from groundstation.core import topics
+from groundstation.core.definitions import DefinitionError, load_all
+
+EPILOG = """\
+keys:
+  1..9, Tab, Shift-Tab   pages (Houston: FLIGHT EECOM GNC INCO; Moscow: ОБЗОР СОЖ СТР СЭП
+                         СУД ДУ ССВП РТС)
+  Up, Down               select an alarm;  a  acknowledge it (as the operator)
+  h                      shelve the selected alarm for 10 minutes of mission time (it stays
+                         listed, greyed out, and returns by itself when the time is up)
+  u                      unshelve the selected alarm now
+  s                      next source: live, then the replay sessions and drills seen
+  q, Ctrl-C              quit
+
+examples:
+  groundstation console houston --position EECOM --operator eecom
+  groundstation console moscow --position SOZH          # Latin aliases for the groups
+  groundstation console houston --source replay/r1975-0717 --mqtt-host broker
+  GS_MQTT_PASSWORD=... groundstation console houston --mqtt-username flight
+"""
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """`groundstation console`."""
+    p = subparsers.add_parser(
+        "console", help="terminal console: Houston or Moscow pages, alarms, link, trends",
+        description="A terminal console of one control centre, fed from MQTT by the ingest "
+                    "(processed parameters, alarms, link quality). Houston shows both ships "
+                    "in English and US units by position; Moscow shows them in Russian and "
+                    "metric units by ЦУП group, Soyuz first, with Moscow time. The operator "
+                    "on acknowledgements is the MQTT user name when one is given (the broker "
+                    "ACL binds ack/<user>/... to it), else --operator, else the login name. "
+                    "Broker settings come from --config, then GS_MQTT_* variables, then the "
+                    "flags, as for the ingest. The console reconnects by itself when the "
+                    "broker goes away.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    p.add_argument("centre", choices=cp.CENTRES, help="which control centre's console")
+    p.add_argument("--position", default=None, metavar="POS",
+                   help="start page: FLIGHT, EECOM, GNC or INCO (Houston); ОБЗОР, СОЖ, СТР, "
+                        "СЭП, СУД, ДУ, ССВП or РТС, or OBZOR, SOZH, STR, SEP, SUD, DU, SSVP, "
+                        "RTS (Moscow)")
+    p.add_argument("--source", default=topics.LIVE,
+                   help="live (default), replay/<session> or training/<drill>; 's' switches")
+    p.add_argument("--operator", default=None,
+                   help="operator name for acknowledgements when no MQTT user name is given "
+                        "(default: the login name)")
+    p.add_argument("--defs", type=Path, default=None, metavar="DIR",
+                   help="telemetry definitions directory (default: [ingest] defs_dir)")
+    add_mqtt_arguments(p, config_help="TOML configuration (its [mqtt] section is used)",
+                       username_help="user name the broker authenticates; it is also the "
+                                     "operator name on acknowledgements")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `groundstation console`; returns the exit status."""
+    try:
+        config = load_config(args)
+        if config.mqtt.username and args.operator and args.operator != config.mqtt.username:
+            print(f"warning: acknowledging as {config.mqtt.username!r}, the MQTT user name "
+                  f"(the broker binds acknowledgements to it), not {args.operator!r}",
+                  file=sys.stderr)
+        definitions = load_all(args.defs or config.ingest.defs_dir)
+        app = ConsoleApp(centre=args.centre, position=args.position, mqtt=config.mqtt,
+                         operator=args.operator, source=args.source, definitions=definitions)
+    except (ConfigError, DefinitionError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    app.run()
+    return 0

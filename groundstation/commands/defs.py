@@ -1,0 +1,72 @@
+"""`groundstation defs check|show`: validate and list telemetry definitions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from groundstation.core.definitions import DefinitionError, load_all, load_definition
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    defs = subparsers.add_parser("defs", help="check or list telemetry definitions")
+    defs_sub = defs.add_subparsers(dest="defs_command", metavar="ACTION", required=True)
+    check = defs_sub.add_parser("check", help="validate definition files; exit 1 on any "
+                                              "problem, naming file, parameter and field")
+    check.add_argument("files", nargs="*", type=Path,
+                       help="files to check (default: every *.yaml in telemetry_defs/)")
+    show = defs_sub.add_parser("show", help="list a vehicle's parameters")
+    show.add_argument("vehicle", help="vehicle id, e.g. apollo_csm or soyuz")
+    show.add_argument("--defs", type=Path, default=None,
+                      help="telemetry definitions directory (default: telemetry_defs/)")
+    return defs
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.defs_command == "check":
+        return _defs_check(args.files)
+    return _defs_show(args.vehicle, args.defs)
+
+
+def _defs_check(files: list[Path]) -> int:
+    if not files:
+        defs = load_all()
+        for d in defs.values():
+            print(f"ok  {d.path}: {d.vehicle}, {len(d.parameters)} parameters, "
+                  f"{len(d.derived)} derived, {d.frame.words}-word frames at "
+                  f"{d.frame.rate_hz:g}/s")
+        return 0
+    failed = 0
+    for f in files:
+        try:
+            d = load_definition(f)
+        except DefinitionError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok  {f}: {d.vehicle}, {len(d.parameters)} parameters")
+    return 1 if failed else 0
+
+
+def _defs_show(vehicle: str, directory: Path) -> int:
+    defs = load_all(directory)
+    if vehicle not in defs:
+        print(f"error: no vehicle {vehicle!r}; known: {', '.join(defs)}", file=sys.stderr)
+        return 1
+    d = defs[vehicle]
+    print(f"{'id':<22} {'label':<22} {'unit':<8} {'rate/s':>6}  {'yellow':<16} red")
+    for p in d.parameters:
+        rate = d.frame.rate_hz * (len(p.frames) / d.frame.minor_frames if p.frames else 1)
+        lim = p.limits
+        y = _pair(lim.yellow if lim else None) or ",".join(lim.yellow_states or []) if lim else ""
+        r = _pair(lim.red if lim else None) or ",".join(lim.red_states or []) if lim else ""
+        print(f"{p.id:<22} {p.label.get('en', ''):<22} {p.unit:<8} {rate:>6g}  {y:<16} {r}")
+    return 0
+
+
+def _pair(pair: tuple[float | None, float | None] | None) -> str:
+    if pair is None:
+        return ""
+    return "..".join("" if v is None else f"{v:g}" for v in pair)

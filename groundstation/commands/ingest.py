@@ -1,0 +1,64 @@
+"""`groundstation ingest`: the ingest service (groundstation/ingest/)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from groundstation.commands.options import add_config_arguments, load_config
+from groundstation.config import example_toml
+from groundstation.core.definitions import load_all
+from groundstation.ingest.service import serve
+from groundstation.malloc_tuning import keep_large_buffers
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    ingest = subparsers.add_parser(
+        "ingest", help="run the ingest service: MQTT telemetry to InfluxDB, consoles and the "
+                       "archive",
+        description="Subscribes to live and replayed telemetry, decodes it, checks limits, "
+                    "raises alarms, and writes values, alarm events and link quality to "
+                    "InfluxDB (spooling to disk while it is down), the raw frames to the "
+                    "archive, and processed parameters and alarms back to MQTT. Every option "
+                    "comes from the config file, then the environment, then the flags, each "
+                    "overriding the one before.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  groundstation ingest --mqtt-host broker --influx-url http://influx:8086\n"
+               "  GS_INFLUX_TOKEN=... groundstation ingest --config ingest.toml\n"
+               "  groundstation ingest --print-config > ingest.toml   # every option, "
+               "commented")
+    ingest.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration as TOML and exit")
+    add_config_arguments(ingest)
+    return ingest
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `groundstation ingest` until SIGINT or SIGTERM."""
+    config = load_config(args)
+    if args.print_config:
+        print(example_toml(config), end="")
+        return 0
+    definitions = load_all(config.ingest.defs_dir)
+    keep_large_buffers()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve(config, definitions, stop, ready))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if ready.is_set():
+            print(f"ingest: subscribed at {config.mqtt.host}:{config.mqtt.port}, writing to "
+                  f"{config.influx.url}; Ctrl-C stops", flush=True)
+        waiter.cancel()
+        await task
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,639 @@
+"""`groundstation console houston|moscow`: the terminal console (Textual).
+
+Alphanumeric pages in the style of the Houston CRT displays and the Moscow consoles:
+parameters grouped by position (Houston: FLIGHT, EECOM, GNC, INCO) or by ЦУП group (СОЖ,
+СТР, СЭП, СУД, ДУ, ССВП, РТС), in the centre's language and units and coloured by limit
+state; the active alarm list, where `a` acknowledges the selected alarm under the
+operator's name, `h` shelves it for ten minutes and `u` unshelves it; GET and GMT (and
+Moscow time on the Moscow console) of the newest data; AOS/LOS and link quality per ship;
+trends where the curve matters more than the number, drawn against the parameter's limits.
+
+Everything comes from MQTT (groundstation/console/feed.py), as the ingest publishes it for
+consoles; the pages are made from the telemetry definitions (groundstation/console/pages.py).
+The screen is redrawn from the model four times a second at most, never per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import io
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import aiomqtt
+from rich.console import Console
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from groundstation.config import MqttConfig
+from groundstation.console import pages as cp
+from groundstation.console.feed import (
+    SHELVE_S,
+    ConsoleFeed,
+    ConsoleModel,
+    SourceView,
+    VehicleView,
+)
+from groundstation.core import topics
+from groundstation.core.definitions import VehicleDefinition, load_all
+
+__all__ = ["ConsoleApp"]
+
+REFRESH_S = 0.25  # the screen is redrawn at most this often
+LABEL_W = 24
+VALUE_W = 10
+UNIT_W = 10
+CELL_GAP = 3
+AMBER = "orange1"
+RED = "bold red1"
+DIM = "grey42"
+
+CSS = """
+Screen { background: #000000; color: #3cdc5a; layout: vertical; }
+#header { height: 2; background: #050f05; color: #b8f5c0; padding: 0 1; }
+#tabs { height: 1; background: #0a1a0a; padding: 0 1; }
+#main { height: 1fr; }
+#page-scroll { width: 1fr; scrollbar-size-vertical: 1; scrollbar-background: #000000;
+               scrollbar-color: #1f5f2a; }
+#page { padding: 0 1; }
+#trends { width: 44; border-left: solid #1f5f2a; padding: 0 1; }
+#trends .trend-label { height: 1; }
+#trends Trend { height: 2; margin-bottom: 1; }
+#alarm-title { height: 1; background: #0a1a0a; padding: 0 1; }
+#alarms { height: 9; background: #000000; scrollbar-size-vertical: 1; }
+#alarms > .datatable--header { background: #0a1a0a; color: #9bd9a5; text-style: bold; }
+#alarms > .datatable--cursor { background: #1d3b78; }
+#status { height: 1; background: #050f05; color: #9bd9a5; padding: 0 1; }
+"""
+
+KEYS_HELP = {
+    "houston": "1-4/Tab page · ↑↓ select · a ACK · h shelve 10 min · u unshelve · s source · "
+               "q quit",
+    "moscow": "1-8/Tab страница · ↑↓ выбор · a КВИТИРОВАТЬ · h отложить на 10 мин · "
+              "u вернуть · s источник · q выход",
+}
+
+# How each centre words an operator request: (the key's verb, the ingest's event when done,
+# the refusal).
+ACTION_TEXT = {
+    "acknowledge": (("ACK", "ACKNOWLEDGED", "ACK REFUSED"),
+                    ("КВИТ.", "КВИТИРОВАН", "КВИТ. ОТКЛОНЕНО")),
+    "shelve": (("SHELVE", "SHELVED", "SHELVE REFUSED"),
+               ("ОТЛОЖИТЬ", "ОТЛОЖЕН", "ОТЛОЖИТЬ НЕЛЬЗЯ")),
+    "unshelve": (("UNSHELVE", "UNSHELVED", "UNSHELVE REFUSED"),
+                 ("ВЕРНУТЬ", "ВОЗВРАЩЁН", "ВЕРНУТЬ НЕЛЬЗЯ")),
+}
+EVENT_ACTION = {"acknowledged": "acknowledge", "shelved": "shelve", "unshelved": "unshelve"}
+
+BARS = " ▁▂▃▄▅▆▇█"
+
+
+def trend_columns(samples: Sequence[tuple[float, int]], width: int
+                  ) -> list[tuple[float, int]]:
+    """The samples as at most `width` columns, oldest first, each (value, limit state).
+    While there are fewer samples than columns each sample has a column of its own (the
+    chart grows from the right, never stretched); after that the samples are shared out
+    evenly over the width, so the chart fills it and only compresses as the history grows
+    to its full length.
+
+    A nominal column shows its mean; a column with an excursion shows the worst sample,
+    so a short spike past a limit is neither averaged away nor drawn in the wrong colour."""
+    n = len(samples)
+    if width <= 0 or not n:
+        return []
+    if n <= width:
+        return list(samples)
+    cols: list[tuple[float, int]] = []
+    edges = [i * n // width for i in range(width + 1)]
+    for a, b in itertools.pairwise(edges):
+        bucket = samples[a:b]
+        worst = max(abs(st) for _, st in bucket)
+        if worst == 0:
+            cols.append((sum(v for v, _ in bucket) / len(bucket), 0))
+        else:
+            bad = [(v, st) for v, st in bucket if abs(st) == worst]
+            cols.append(min(bad) if bad[-1][1] < 0 else max(bad))
+    return cols
+
+
+def trend_text(f: cp.Field, samples: Sequence[tuple[float, int]], width: int, height: int,
+               dim: bool = False) -> Text:
+    """A strip chart of canonical-unit (value, state) samples, `height` rows of eighth
+    blocks on the trend's fixed scale (cp.trend_scale), each bar in its limit colour."""
+    shown = [(f.convert(v), st) for v, st in samples]
+    lo, hi = cp.trend_scale(f, [v for v, _ in shown])
+    cols = trend_columns(shown, width)
+    steps = 8 * height
+    levels = []
+    for v, st in cols:
+        frac = (v - lo) / (hi - lo) if hi > lo else 0.5
+        # Never below one eighth: an empty cell would read as no data.
+        levels.append((1 + round(min(1.0, max(0.0, frac)) * (steps - 1)), st))
+    styles = {st: cp.limit_colour(st) + (" dim" if dim else "") for _, st in levels}
+    pad = " " * (width - len(cols))
+    rows: list[Text] = []
+    for r in range(height):
+        base = 8 * (height - 1 - r)
+        row = Text(pad)
+        # One span per run of a colour, not per cell: this is redrawn a few times a second.
+        run, run_state = "", None
+        for level, st in levels:
+            if st != run_state and run:
+                row.append(run, style=styles[run_state])
+                run = ""
+            run_state = st
+            run += BARS[min(8, max(0, level - base))]
+        if run:
+            row.append(run, style=styles[run_state])
+        rows.append(row)
+    return Text("\n").join(rows)
+
+
+class Trend(Widget):
+    """One parameter's recent history as a strip chart on a fixed scale (the yellow band,
+    widened for the data): unlike a sparkline scaled to its own min and max, a steady
+    value stays a flat line and a value nearing a limit is drawn near the edge."""
+
+    DEFAULT_CSS = "Trend { height: 2; }"
+
+    def __init__(self, f: cp.Field, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.field = f
+        self._samples: tuple[tuple[float, int], ...] = ()
+        self._dim = False
+
+    def show(self, samples: Sequence[tuple[float, int]], dim: bool) -> None:
+        data = tuple(samples)
+        if data != self._samples or dim != self._dim:
+            self._samples, self._dim = data, dim
+            self.refresh()
+
+    def render(self) -> Text:
+        return trend_text(self.field, self._samples, self.size.width, self.size.height or 2,
+                          self._dim)
+
+
+def operator_name(mqtt: MqttConfig, operator: str | None) -> str:
+    """The operator on acknowledgements: with a secured broker the ACL binds ack/<user>/...
+    to the authenticated user, so the MQTT user name wins; else --operator, else the login
+    name."""
+    name = mqtt.username or operator or _login()
+    if not name or set(name) & set("/+#") or name in ("apollo_csm", "soyuz"):
+        raise ValueError(f"operator name {name!r} cannot be used: it must be one MQTT topic "
+                         "level (no /, + or #) and not a vehicle id")
+    return name
+
+
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+class ConsoleApp(App[int]):
+    """The console of one control centre. Reads everything from MQTT through ConsoleFeed."""
+
+    CSS = CSS
+    TITLE = "groundstation console"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # Textual's own quit key is Ctrl-Q; a flight controller expects Ctrl-C to work.
+        Binding("ctrl+c", "quit", "Quit", priority=True, show=False),
+        Binding("q", "quit", "Quit", show=False),
+        Binding("a", "acknowledge", "Acknowledge", show=False),
+        Binding("h", "shelve", "Shelve", show=False),
+        Binding("u", "unshelve", "Unshelve", show=False),
+        Binding("s", "next_source", "Source", show=False),
+        Binding("tab", "page(+1)", "Next page", priority=True, show=False),
+        Binding("shift+tab", "page(-1)", "Previous page", priority=True, show=False),
+        Binding("right_square_bracket", "page(+1)", show=False),
+        Binding("left_square_bracket", "page(-1)", show=False),
+        *[Binding(str(i), f"goto({i - 1})", show=False) for i in range(1, 10)],
+    ]
+
+    def __init__(self, centre: str = "houston", position: str | None = None,
+                 mqtt: MqttConfig | None = None, operator: str | None = None,
+                 source: str = topics.LIVE,
+                 definitions: dict[str, VehicleDefinition] | None = None,
+                 client_id: str | None = None):
+        super().__init__()
+        if centre not in cp.CENTRES:
+            raise ValueError(f"centre must be houston or moscow, not {centre!r}")
+        self.centre = centre
+        self.mqtt = mqtt or MqttConfig()  # type: ignore[call-arg]
+        self.operator = operator_name(self.mqtt, operator)
+        self.source = topics.check_source(source)
+        self.definitions = definitions if definitions is not None else load_all()
+        self.pages = cp.pages(self.definitions, centre)
+        self.page_index = cp.find_page(self.pages, position)
+        self.fields = cp.fields(self.definitions, centre)
+        self.trends = cp.trend_fields(self.definitions, centre)
+        self.model = ConsoleModel([(f.vehicle, f.pid) for f in self.trends])
+        self.feed = ConsoleFeed(self.mqtt, self.operator, self.model, client_id)
+        self.status_text: Text = Text(KEYS_HELP[centre], style=DIM)
+        # The request waiting for the ingest's answer: action, vehicle, pid, sent at.
+        self._pending: tuple[str, str, str, float] | None = None
+        self._seen_reply = 0
+        self._drawn: tuple[int, int, str, bool] | None = None
+        self._drawn_los: tuple[bool, ...] = ()
+        self._drawn_alarms: tuple[int, str, int] | None = None
+        self._blink = False
+        self._feed_task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.title = f"{cp.word('title', centre)} — {self.operator}"
+
+    # --- layout --------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        yield Static(id="tabs")
+        with Horizontal(id="main"):
+            with VerticalScroll(id="page-scroll"):
+                yield Static(id="page")
+            with Vertical(id="trends"):
+                for i, f in enumerate(self.trends):
+                    yield Static(id=f"trend-label-{i}", classes="trend-label")
+                    yield Trend(f, id=f"trend-{i}")
+        yield Static(id="alarm-title")
+        table: DataTable[Any] = DataTable(id="alarms", cursor_type="row", zebra_stripes=False)
+        yield table
+        yield Static(id="status")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#alarms", DataTable)
+        for col in cp.ALARM_COLUMNS[self.centre]:
+            table.add_column(col, key=col)
+        table.focus()
+        self._feed_task = asyncio.create_task(self.feed.run(self._stop))
+        self.set_interval(REFRESH_S, self.redraw)
+        self.redraw()
+
+    async def on_unmount(self) -> None:
+        self._stop.set()
+        if self._feed_task is not None:
+            self._feed_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._feed_task
+
+    # --- actions -------------------------------------------------------------------------
+
+    def action_page(self, step: int) -> None:
+        self.page_index = (self.page_index + step) % len(self.pages)
+        self.query_one("#page-scroll", VerticalScroll).scroll_home(animate=False)
+        self.redraw()
+
+    def action_goto(self, index: int) -> None:
+        if 0 <= index < len(self.pages):
+            self.page_index = index
+            self.query_one("#page-scroll", VerticalScroll).scroll_home(animate=False)
+            self.redraw()
+
+    def action_next_source(self) -> None:
+        names = self.model.source_names()
+        if self.source not in names:
+            names = sorted([*names, self.source])
+        names = sorted(names, key=lambda s: (s != topics.LIVE, s))
+        self.source = names[(names.index(self.source) + 1) % len(names)]
+        self._set_status(f"{cp.word('source', self.centre)} → {self.source}", "bold")
+        self.redraw()
+
+    async def action_acknowledge(self) -> None:
+        await self._request("acknowledge")
+
+    async def action_shelve(self) -> None:
+        await self._request("shelve", SHELVE_S)
+
+    async def action_unshelve(self) -> None:
+        await self._request("unshelve")
+
+    async def _request(self, action: str, duration_s: float | None = None) -> None:
+        """Send the ingest a request about the selected alarm; _check_reply shows the
+        answer on the status line."""
+        table = self.query_one("#alarms", DataTable)
+        if table.row_count == 0:
+            self._set_status("no alarm selected" if self.centre == "houston"
+                             else "сигнал не выбран", AMBER)
+            return
+        row_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        vehicle, _, pid = str(row_key.value).partition("/")
+        f = self.fields.get((vehicle, pid))
+        name = f.label if f else pid
+        verb = ACTION_TEXT[action][self.centre == "moscow"][0]
+        # Pending before the publish: the ingest's answer can arrive (and the redraw show
+        # it) while the publish still waits for the broker's PUBACK.
+        self._pending = (action, vehicle, pid, time.monotonic())
+        self._set_status(f"{verb} {name} → {self.operator} …", AMBER)
+        try:
+            await self.feed.request(vehicle, pid, self.source, action, duration_s)
+        except (ConnectionError, OSError, aiomqtt.MqttError) as exc:
+            self._pending = None
+            self._set_status(f"{verb} {name}: {exc}", RED)
+
+    # --- drawing -------------------------------------------------------------------------
+
+    def _set_status(self, text: str, style: str = "") -> None:
+        self.status_text = Text(text, style=style)
+        self.query_one("#status", Static).update(self.status_text)
+
+    def redraw(self) -> None:
+        """Bring the screen up to date with the model (the timer calls this 4 times a
+        second; the page and the alarm list are rebuilt only when something changed)."""
+        if not self.is_running or not self.screen.is_mounted:
+            return
+        try:
+            self._redraw()
+        except NoMatches:  # a tick while the app shuts down: nothing left to draw
+            return
+
+    def _redraw(self) -> None:
+        now = time.monotonic()
+        self._blink = int(now / 0.5) % 2 == 0
+        src = self.model.source(self.source)
+        self.query_one("#header", Static).update(self.header_text(src, now))
+        self.query_one("#tabs", Static).update(self.tabs_text())
+        los = tuple(bool(v.aos(now)) for v in src.vehicles.values())
+        key = (self.model.version, self.page_index, self.source, self.model.connected)
+        if key != self._drawn or los != self._drawn_los:
+            self._drawn, self._drawn_los = key, los
+            width = self.query_one("#page-scroll", VerticalScroll).size.width
+            self.query_one("#page", Static).update(self.page_text(src, now, width))
+            self._draw_trends(src, now)
+        akey = (self.model.alarm_version, self.source, len(self.fields))
+        if akey != self._drawn_alarms:
+            self._drawn_alarms = akey
+            self._draw_alarms(src)
+        self._check_reply()
+
+    def screen_text(self) -> str:
+        """What the screen shows, as plain text (for tests and logs)."""
+        width, height = self.size
+        console = Console(width=width, height=height, file=io.StringIO(), record=True,
+                          force_terminal=True, color_system="truecolor", legacy_windows=False)
+        console.print(self.screen._compositor.render_update(
+            full=True, screen_stack=self._background_screens))
+        return console.export_text()
+
+    def header_text(self, src: SourceView, now: float) -> Text:
+        c = self.centre
+        t = src.newest_ns()
+        line1 = Text()
+        line1.append(cp.word("title", c), style="bold #e0ffe0")
+        sep = Text(" │ ", style=DIM)
+        clocks = [("get", cp.get_text(t)), ("gmt", cp.gmt_text(t))]
+        if c == "moscow":
+            clocks = [("msk", cp.msk_text(t)), *clocks]
+        for k, v in clocks:
+            line1.append_text(sep)
+            line1.append(f"{cp.word(k, c)} ", style=DIM)
+            line1.append(v, style="bold #e0ffe0")
+        line1.append_text(sep)
+        line1.append(f"{cp.word('source', c)} ", style=DIM)
+        line1.append(self.source.upper() if self.source != topics.LIVE else "LIVE",
+                     style="bold" if self.source == topics.LIVE else f"bold black on {AMBER}")
+        line1.append_text(sep)
+        line1.append(f"{cp.word('operator', c)} {self.operator}", style=DIM)
+        line1.append_text(sep)
+        if self.model.connected:
+            line1.append(cp.word("broker_ok", c), style="green3")
+        elif self.model.ever_connected or self.model.attempts:
+            lost = f" ({now - self.model.lost_at:.0f} s)" if self.model.lost_at else ""
+            line1.append(f"{cp.word('broker_lost', c)}{lost}", style="bold white on red3")
+        else:
+            line1.append(cp.word("connecting", c), style=AMBER)
+        line2 = Text()
+        for i, vid in enumerate(self._vehicles()):
+            v = src.vehicles.get(vid) or VehicleView()
+            if i:
+                line2.append_text(sep)
+            line2.append(f"{cp.SHIP_SHORT[c].get(vid, vid)} ", style="bold")
+            # Without the broker nothing can be said about the ships' signal.
+            aos = v.aos(now) if self.model.connected else None
+            if aos is None:
+                line2.append(cp.word("nodata", c), style=DIM)
+            elif aos:
+                line2.append(cp.word("aos", c), style="bold black on green3")
+            else:
+                line2.append(cp.word("los", c), style="bold white on red3")
+            q, fps = v.link.quality, v.link.frames_per_s
+            if q is not None:
+                qstyle = "green3" if q >= 99.0 else AMBER if q >= 90.0 else RED
+                line2.append(f" {cp.word('quality', c)} {q:5.1f}%", style=qstyle)
+            if fps is not None and aos:
+                line2.append(f" {fps:4.0f} {cp.word('fps', c)}", style=DIM)
+        line2.append_text(sep)
+        if src.master_alarm():
+            line2.append(f" {cp.word('master', c)} ",
+                         style="bold white on red3" if self._blink else "bold red1")
+        else:
+            line2.append(cp.word("no_master", c), style=DIM)
+        return Text("\n").join([line1, line2])
+
+    def tabs_text(self) -> Text:
+        out = Text()
+        for i, p in enumerate(self.pages):
+            label = f" {i + 1} {p.key} "
+            out.append(label, style="bold black on #3cdc5a" if i == self.page_index
+                       else "#3cdc5a")
+            out.append(" ")
+        out.append(f"  {self.pages[self.page_index].title}", style=DIM)
+        return out
+
+    def _vehicles(self) -> list[str]:
+        order = cp.VEHICLE_ORDER[self.centre]
+        return [v for v in order if v in self.definitions] + sorted(
+            set(self.definitions) - set(order))
+
+    def page_text(self, src: SourceView, now: float, width: int) -> Text:
+        page = self.pages[self.page_index]
+        cell_w = LABEL_W + 1 + VALUE_W + 1 + UNIT_W
+        cols = max(1, (max(width, cell_w) - 2 + CELL_GAP) // (cell_w + CELL_GAP))
+        lines: list[Text] = []
+        for section in page.sections:
+            lines.append(Text(section.title, style="bold #9fe8ff"))
+            cells = [self._cell(f, src, now) for f in section.fields]
+            for r in range(0, len(cells), cols):
+                line = Text()
+                for j, cell in enumerate(cells[r:r + cols]):
+                    if j:
+                        line.append(" " * CELL_GAP)
+                    line.append_text(cell)
+                lines.append(line)
+            lines.append(Text(""))
+        if page.link_quality:
+            lines.extend(self._link_lines(src, now))
+        return Text("\n").join(lines)
+
+    def _cell(self, f: cp.Field, src: SourceView, now: float) -> Text:
+        v = src.vehicles.get(f.vehicle)
+        item = v.values.get(f.pid) if v else None
+        stale = v is None or not v.aos(now) or not self.model.connected
+        label = f.label[:LABEL_W].ljust(LABEL_W, ".")
+        out = Text(label + " ", style=DIM if stale else "#8fd79c")
+        if item is None:
+            out.append("----".rjust(VALUE_W), style=DIM)
+        else:
+            _, value, state = item
+            style = cp.limit_colour(state)
+            if stale:
+                style = f"{style} dim"
+            out.append(f.text(value)[:VALUE_W].rjust(VALUE_W), style=style)
+        out.append(" " + f.unit_text[:UNIT_W].ljust(UNIT_W), style=DIM)
+        return out
+
+    def _link_lines(self, src: SourceView, now: float) -> list[Text]:
+        c = self.centre
+        lines = [Text(cp.word("ground", c), style="bold #9fe8ff")]
+        names = (("frames_good", "frames good", "кадров"), ("sync_errors", "sync err",
+                                                             "ошиб. синхр."),
+                 ("counter_errors", "ctr err", "ошиб. счётч."),
+                 ("frames_missing", "missing", "пропущено"))
+        for vid in self._vehicles():
+            v = src.vehicles.get(vid)
+            line = Text(f"{cp.SHIP_SHORT[c].get(vid, vid):<9}", style="bold")
+            if v is None or not v.link.stats:
+                line.append(cp.word("nodata", c), style=DIM)
+            else:
+                for key, en, ru in names:
+                    n = int(v.link.stats.get(key) or 0)
+                    bad = key != "frames_good" and n > 0
+                    line.append(f"{ru if c == 'moscow' else en} ", style=DIM)
+                    line.append(f"{n:<9,}", style=AMBER if bad else "#8fd79c")
+                if v.link.quality is not None:
+                    line.append(f"{cp.word('quality', c)} {v.link.quality:.1f}%", style="bold")
+            lines.append(line)
+        return lines
+
+    def _draw_trends(self, src: SourceView, now: float) -> None:
+        for i, f in enumerate(self.trends):
+            v = src.vehicles.get(f.vehicle)
+            hist = v.history.get(f.pid, ()) if v else ()
+            item = v.values.get(f.pid) if v else None
+            stale = v is None or not v.aos(now) or not self.model.connected
+            label = Text(f"{cp.SHIP_SHORT[self.centre].get(f.vehicle, '')[:3]} ", style=DIM)
+            label.append(f.label[:22].ljust(22), style="#8fd79c")
+            if item is not None:
+                label.append(f" {f.with_unit(item[1])}", style=cp.limit_colour(item[2]))
+            self.query_one(f"#trend-label-{i}", Static).update(label)
+            self.query_one(f"#trend-{i}", Trend).show(list(hist), stale)
+
+    def alarm_rows(self, src: SourceView) -> list[tuple[str, list[Text]]]:
+        """The active alarms of the shown source, newest first and shelved ones last:
+        (row key, cells)."""
+        return [(k, cells) for k, cells, _, _ in self._alarm_list(src)]
+
+    def _alarm_list(self, src: SourceView) -> list[tuple[str, list[Text], str, str]]:
+        """(row key, cells, severity, state) of each alarm in the list."""
+        c = self.centre
+        ru = c == "moscow"
+        rows: list[tuple[bool, int, str, list[Text], str, str]] = []
+        for vid, v in src.vehicles.items():
+            for a in v.active.get("alarms", []):
+                pid = a["parameter"]
+                f = self.fields.get((vid, pid))
+                sev = a.get("severity", "nominal")
+                state = a.get("state", "")
+                shelved = state == "shelved"
+                unacked = state in ("active_unacked", "normal_unacked")
+                colour = {"red": "red1", "yellow": AMBER}.get(sev, "green3")
+                # A shelved alarm is out of the way on purpose: listed, but greyed out.
+                style = "grey58" if shelved else f"bold {colour}" + (" reverse" if unacked
+                                                                    else "")
+                raised = a.get("raised_ns")
+                when = cp.msk_text(raised, with_date=False) if ru else cp.get_text(raised)
+                value = (a.get("value_text") or (f.text(a.get("value")) if f else
+                                                 str(a.get("value"))))
+                # The limit is in the value's unit, so the unit is written once (it keeps
+                # the list within 120 columns).
+                limit = f.text(a["limit"]) if f and a.get("limit") is not None else ""
+                label = f.label if f else (a.get("label_ru") if ru else a.get("label")) or pid
+                unit = f.unit_text if f and not f.discrete else ""
+                state_text = cp.ALARM_STATE_TEXT.get(state, (state, state))[ru]
+                until = a.get("shelved_until_ns")
+                if shelved and until:
+                    # When it comes back by itself, in the centre's clock (to the minute).
+                    state_text += (f" до {cp.msk_text(until, with_date=False)[:5]}" if ru
+                                   else f" → {cp.get_text(until)[:-3]}")
+                cells = [when, cp.SHIP_SHORT[c].get(vid, vid),
+                         (f.position if f else a.get("console")) or "",
+                         label, f"{value} {unit}".strip(), limit,
+                         cp.SEVERITY_TEXT.get(sev, (sev, sev))[ru], state_text,
+                         a.get("acked_by") or a.get("shelved_by") or ""]
+                rows.append((shelved, raised or 0, f"{vid}/{pid}",
+                             [Text(str(x), style=style) for x in cells], sev, state))
+        rows.sort(key=lambda r: (r[0], -r[1], r[2]))
+        return [(k, cells, sev, state) for _, _, k, cells, sev, state in rows]
+
+    def _draw_alarms(self, src: SourceView) -> None:
+        table = self.query_one("#alarms", DataTable)
+        selected = None
+        if table.row_count:
+            selected = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        rows = self._alarm_list(src)
+        table.clear()
+        for k, cells, _, _ in rows:
+            table.add_row(*cells, key=k)
+        keys = [k for k, _, _, _ in rows]
+        if selected in keys:
+            table.move_cursor(row=keys.index(selected), animate=False)
+        self.query_one("#alarm-title", Static).update(self.alarm_title(rows))
+
+    def alarm_title(self, rows: list[tuple[str, list[Text], str, str]]) -> Text:
+        """The alarm list's title: how many, how many red and yellow (shelved ones aside),
+        how many wait for an acknowledgement, how many are shelved."""
+        c = self.centre
+        out = Text(f"{cp.word('alarms', c)} ", style="bold")
+        if not rows:
+            out.append(cp.word("no_alarms", c), style=DIM)
+            return out
+        listed = [(sev, state) for _, _, sev, state in rows if state != "shelved"]
+        red = sum(sev == "red" for sev, _ in listed)
+        unacked = sum(state in ("active_unacked", "normal_unacked") for _, state in listed)
+        shelved = len(rows) - len(listed)
+        out.append(f"{len(listed)}", style="bold")
+        out.append(f"  ● {red}", style=RED)
+        out.append(f"  ● {sum(sev == 'yellow' for sev, _ in listed)}", style=AMBER)
+        out.append(f"  {cp.word('unacked', c)} ", style=DIM)
+        out.append(str(unacked), style="bold reverse" if unacked else "")
+        if shelved:
+            out.append(f"  {cp.word('shelved', c)} ", style=DIM)
+            out.append(str(shelved), style="grey58")
+        return out
+
+    def _check_reply(self) -> None:
+        ru = self.centre == "moscow"
+        if self.model.reply_count == self._seen_reply:
+            if self._pending and time.monotonic() - self._pending[3] > 10:
+                verb = ACTION_TEXT[self._pending[0]][ru][0]
+                self._set_status(f"{verb}: нет ответа" if ru
+                                 else f"{verb}: no answer from the ingest", RED)
+                self._pending = None
+            return
+        self._seen_reply = self.model.reply_count
+        reply = self.model.replies[-1]
+        pending, self._pending = self._pending, None
+        if reply.get("ok"):
+            ev = reply.get("event") or {}
+            action = EVENT_ACTION.get(ev.get("kind", ""), "acknowledge")
+            f = self.fields.get((ev.get("vehicle", ""), ev.get("parameter", "")))
+            name = f.label if f else ev.get("parameter", "?")
+            text = f"✓ {name} {ACTION_TEXT[action][ru][1]}"
+            if action == "shelve" and ev.get("until_ns") and ev.get("time_ns"):
+                minutes = (ev["until_ns"] - ev["time_ns"]) / 60e9
+                text += f" на {minutes:.0f} мин" if ru else f" for {minutes:.0f} min"
+            self._set_status(f"{text} — {ev.get('operator')}", "bold green3")
+        else:
+            action = pending[0] if pending else "acknowledge"
+            self._set_status(f"✗ {ACTION_TEXT[action][ru][2]}: {reply.get('error')}", RED)
+
+
+# --- the command -------------------------------------------------------------------------
+

@@ -1,0 +1,361 @@
+"""The console's MQTT side and its data model.
+
+`ConsoleFeed.run()` keeps one MQTT connection up for as long as the console runs: it
+subscribes to what the ingest publishes for consoles (processed parameters, alarm events,
+the retained active-alarm lists, link quality, and this operator's replies), for every
+source (live, replay sessions, training drills), and files each message into a
+`ConsoleModel`. When the broker goes away it says so in the model and reconnects forever
+with backoff; since every subscription is made again on each connection and the ingest's
+summaries are retained, the console is whole again as soon as the broker is back.
+
+The model only stores: the Textual app reads it a few times a second (never per message),
+using `version` to know whether anything changed.
+
+Times: the data carry mission time (1975), so whether a ship is in AOS is judged from when
+its data last *arrived* (wall clock), never from the data's own time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomqtt
+
+from groundstation.config import MqttConfig
+from groundstation.core import topics
+
+log = logging.getLogger("groundstation.console")
+
+# No new frame from a ship for this long (wall time) is loss of signal. The ingest publishes
+# parameters at 2 Hz while frames arrive, so three seconds is several missed updates.
+LOS_AFTER_S = 3.0
+HISTORY = 240  # trend samples kept per parameter (two minutes at the ingest's 2 Hz)
+SHELVE_S = 600.0  # how long the shelve key shelves an alarm (mission time, as the ingest)
+EVENTS = 200  # alarm events kept per source
+LINK_WINDOW_S = 5.0  # link quality and frame rate are taken over this window
+
+_SOURCES = ("live/+", "replay/+/+", "training/+/+")
+SUBSCRIPTIONS = (*(f"{kind}/{src}" for kind in ("params", "alarms", "ingest/link")
+                   for src in _SOURCES),
+                 *(f"alarms/{src}/active" for src in _SOURCES))
+
+
+def parse_topic(topic: str) -> tuple[str, str, str] | None:
+    """(kind, source, vehicle) of a console topic, kind being params, alarms, active or
+    link; None for anything else."""
+    parts = topic.split("/")
+    if parts[:2] == ["ingest", "link"]:
+        kind, rest = "link", parts[2:]
+    elif parts[0] in ("params", "alarms"):
+        kind, rest = parts[0], parts[1:]
+    else:
+        return None
+    if kind == "alarms" and rest and rest[-1] == "active":
+        kind, rest = "active", rest[:-1]
+    if len(rest) == 2 and rest[0] == topics.LIVE:
+        return kind, topics.LIVE, rest[1]
+    if len(rest) == 3 and rest[0] in (topics.REPLAY, topics.TRAINING) and rest[1]:
+        return kind, f"{rest[0]}/{rest[1]}", rest[2]
+    return None
+
+
+@dataclass
+class LinkView:
+    """One ship's downlink as the console judges it."""
+
+    stats: dict[str, Any] = field(default_factory=dict)
+    arrived: float = 0.0  # monotonic time of the last link message
+    quality: float | None = None  # good frames / all frames over the last few seconds, %
+    frames_per_s: float | None = None
+    # (monotonic, good, bad) of recent messages: figures are taken over a window of a few
+    # seconds, since messages can arrive in bursts (queued while the broker was away).
+    _samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+
+    def update(self, stats: dict[str, Any], now: float) -> None:
+        good = int(stats.get("frames_good") or 0)
+        bad = sum(int(stats.get(k) or 0) for k in ("sync_errors", "counter_errors",
+                                                   "frames_missing"))
+        samples = self._samples
+        if samples and (good < samples[-1][1] or bad < samples[-1][2]):
+            samples.clear()  # the ingest restarted: its counters began again
+        samples.append((now, good, bad))
+        while len(samples) > 2 and now - samples[1][0] >= LINK_WINDOW_S:
+            samples.popleft()
+        t0, g0, b0 = samples[0]
+        if len(samples) == 1:
+            if good:
+                self.quality = 100.0 * good / (good + bad)
+        elif now - t0 >= 0.5:
+            dg, db_ = good - g0, bad - b0
+            if dg + db_ > 0:
+                self.quality = 100.0 * dg / (dg + db_)
+            self.frames_per_s = dg / (now - t0)
+        self.stats = stats
+        self.arrived = now
+
+
+@dataclass
+class VehicleView:
+    values: dict[str, tuple[int, float | None, int]] = field(default_factory=dict)
+    time_ns: int | None = None  # data time of the newest frame
+    arrived: float = 0.0  # monotonic time new data last arrived
+    active: dict[str, Any] = field(default_factory=dict)  # retained active list
+    link: LinkView = field(default_factory=LinkView)
+    # (value, limit state) of recent updates of the trended parameters: the trend colours
+    # each bar by the state the ingest judged, not by a second reading of the limits here.
+    history: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+
+    def aos(self, now: float) -> bool | None:
+        """True in AOS, False in LOS, None before any data."""
+        if not self.arrived:
+            return None
+        return now - self.arrived <= LOS_AFTER_S
+
+
+@dataclass
+class SourceView:
+    vehicles: dict[str, VehicleView] = field(default_factory=dict)
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS))
+
+    def vehicle(self, vid: str) -> VehicleView:
+        v = self.vehicles.get(vid)
+        if v is None:
+            v = self.vehicles[vid] = VehicleView()
+        return v
+
+    def newest_ns(self) -> int | None:
+        times = [v.time_ns for v in self.vehicles.values() if v.time_ns is not None]
+        return max(times) if times else None
+
+    def master_alarm(self) -> bool:
+        return any(v.active.get("master_alarm") for v in self.vehicles.values())
+
+
+class ConsoleModel:
+    """Everything the console knows, by source then vehicle. Fed by ConsoleFeed."""
+
+    def __init__(self, trend_keys: list[tuple[str, str]] | None = None):
+        self.sources: dict[str, SourceView] = {}
+        self.trend_keys = set(trend_keys or ())
+        self.connected = False
+        self.ever_connected = False
+        self.broker_error: str | None = None
+        self.lost_at: float | None = None  # monotonic time the broker went away
+        self.attempts = 0  # failed connection attempts since the last success
+        self.connections = 0
+        self.replies: deque[dict[str, Any]] = deque(maxlen=50)
+        self.reply_count = 0
+        self.messages = 0
+        self.bad_messages = 0
+        self.version = 0  # bumped on every change, so the UI redraws only when needed
+        self.alarm_version = 0  # bumped when an alarm list or event changes
+
+    def source(self, name: str) -> SourceView:
+        s = self.sources.get(name)
+        if s is None:
+            s = self.sources[name] = SourceView()
+        return s
+
+    def source_names(self) -> list[str]:
+        """live first, then replay sessions, then drills, each by name."""
+        order = {topics.LIVE: 0, topics.REPLAY: 1, topics.TRAINING: 2}
+        return sorted(self.sources, key=lambda s: (order.get(s.split("/")[0], 3), s))
+
+    # --- the broker's state ------------------------------------------------------------
+
+    def on_connected(self) -> None:
+        self.connected = True
+        self.ever_connected = True
+        self.broker_error = None
+        self.lost_at = None
+        self.attempts = 0
+        self.connections += 1
+        self.version += 1
+
+    def on_disconnected(self, error: str) -> None:
+        if self.connected or self.lost_at is None:
+            self.lost_at = time.monotonic()
+        self.connected = False
+        self.broker_error = error
+        self.attempts += 1
+        self.version += 1
+
+    # --- messages ----------------------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes, now: float | None = None) -> None:
+        """File one message; a malformed one is counted and dropped (never raises)."""
+        now = time.monotonic() if now is None else now
+        self.messages += 1
+        try:
+            self._on_message(topic, payload, now)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.bad_messages += 1
+            log.warning("ignored a malformed message on %s: %s", topic, exc)
+
+    def _on_message(self, topic: str, payload: bytes, now: float) -> None:
+        if topic.startswith("alarms/replies/"):
+            reply = json.loads(payload)
+            if not isinstance(reply, dict):
+                raise ValueError("reply is not an object")
+            reply["received"] = now
+            self.replies.append(reply)
+            self.reply_count += 1
+            self.version += 1
+            return
+        where = parse_topic(topic)
+        if where is None:
+            return
+        kind, source, vid = where
+        if not payload:
+            # A retained summary cleared: the replay session ended.
+            if kind == "active":
+                self.source(source).vehicle(vid).active = {}
+                self.alarm_version += 1
+                self.version += 1
+            return
+        data = json.loads(payload)
+        if not isinstance(data, dict):
+            raise ValueError("payload is not an object")
+        view = self.source(source)
+        veh = view.vehicle(vid)
+        if kind == "params":
+            self._on_params(veh, vid, data, now)
+        elif kind == "active":
+            veh.active = data
+            self.alarm_version += 1
+        elif kind == "alarms":
+            data["received"] = now
+            view.events.appendleft(data)
+            self.alarm_version += 1
+        elif kind == "link":
+            last = veh.link.stats.get("last_frame_ns")
+            veh.link.update(data, now)
+            # The link message is retained and published every second: a frame time that
+            # moved on means frames are still arriving.
+            if data.get("last_frame_ns") and data.get("last_frame_ns") != last and last:
+                veh.arrived = now
+        self.version += 1
+
+    def _on_params(self, veh: VehicleView, vid: str, data: dict[str, Any], now: float
+                   ) -> None:
+        values = data["values"]
+        if not isinstance(values, dict):
+            raise ValueError("values is not an object")
+        t = data.get("time_ns")
+        for pid, item in values.items():
+            ts, value, state = item
+            veh.values[pid] = (int(ts), None if value is None else float(value), int(state))
+            if (vid, pid) in self.trend_keys and value is not None:
+                veh.history.setdefault(pid, deque(maxlen=HISTORY)).append(
+                    (float(value), int(state)))
+        if isinstance(t, int) and (veh.time_ns is None or t != veh.time_ns):
+            veh.time_ns = t
+            veh.arrived = now
+
+    def last_reply(self) -> dict[str, Any] | None:
+        return self.replies[-1] if self.replies else None
+
+
+def default_client_id(operator: str) -> str:
+    # Never the ingest's fixed id (MqttConfig's default): a second client with that id
+    # would throw the ingest off the broker. Clean sessions, so random is fine.
+    return f"gs-console-{operator}-{os.getpid()}-{random.randrange(1 << 32):08x}"
+
+
+class ConsoleFeed:
+    """The console's MQTT connection, kept up for as long as run() runs."""
+
+    def __init__(self, mqtt: MqttConfig, operator: str, model: ConsoleModel,
+                 client_id: str | None = None):
+        self.mqtt = mqtt
+        self.operator = operator
+        self.model = model
+        self.client_id = client_id or default_client_id(operator)
+        self._client: aiomqtt.Client | None = None
+
+    @property
+    def reply_topic(self) -> str:
+        return f"alarms/replies/{self.operator}"
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Connect, subscribe and file messages; reconnect with backoff forever (or until
+        stop is set)."""
+        stop = stop or asyncio.Event()
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff = 0.2
+            except (aiomqtt.MqttError, OSError) as exc:
+                self._client = None
+                self.model.on_disconnected(str(exc) or type(exc).__name__)
+                delay = backoff * (0.75 + 0.5 * random.random())
+                log.info("broker %s:%s: %s; reconnecting in %.1f s", self.mqtt.host,
+                         self.mqtt.port, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                backoff = min(backoff * 2, min(self.mqtt.reconnect_max_s, 5.0))
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        client = aiomqtt.Client(self.mqtt.host, self.mqtt.port, username=self.mqtt.username,
+                                password=self.mqtt.password, identifier=self.client_id,
+                                clean_session=True, keepalive=min(self.mqtt.keepalive_s, 10))
+        async with client:
+            for sub in (*SUBSCRIPTIONS, self.reply_topic):
+                await client.subscribe(sub, qos=1)
+            self._client = client
+            self.model.on_connected()
+            receiving = asyncio.create_task(self._receive(client))
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                done, _ = await asyncio.wait({receiving, stopping},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if receiving in done:
+                    receiving.result()  # raises the MqttError that ended the session
+                    raise aiomqtt.MqttError("the broker closed the connection")
+            finally:
+                self._client = None
+                for t in (receiving, stopping):
+                    t.cancel()
+                for t in (receiving, stopping):
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await t
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            self.model.on_message(str(message.topic), bytes(payload))
+
+    async def request(self, vehicle: str, parameter: str, source: str,
+                      action: str = "acknowledge", duration_s: float | None = None) -> None:
+        """Ask the ingest to acknowledge, shelve or unshelve an alarm; its answer comes on
+        alarms/replies/<operator>. Raises ConnectionError while the broker is away."""
+        client = self._client
+        if client is None:
+            raise ConnectionError("no broker connection; try again once it is back")
+        request: dict[str, Any] = {"parameter": parameter, "action": action, "source": source}
+        if duration_s is not None:
+            request["duration_s"] = duration_s
+        await client.publish(topics.acknowledgements(self.operator, vehicle),
+                             json.dumps(request).encode(), qos=1)
+
+    async def acknowledge(self, vehicle: str, parameter: str, source: str) -> None:
+        await self.request(vehicle, parameter, source, "acknowledge")
+
+    async def shelve(self, vehicle: str, parameter: str, source: str,
+                     duration_s: float = SHELVE_S) -> None:
+        await self.request(vehicle, parameter, source, "shelve", duration_s)
+
+    async def unshelve(self, vehicle: str, parameter: str, source: str) -> None:
+        await self.request(vehicle, parameter, source, "unshelve")

@@ -1,0 +1,314 @@
+"""What the terminal console shows: pages of parameters per control centre and position,
+with labels, units and formatting taken from the telemetry definitions.
+
+Houston speaks English in US units (each parameter's `display.houston` unit) and has the
+FLIGHT overview and the EECOM, GNC and INCO positions; Moscow speaks Russian in metric
+units (`display.moscow`: mm Hg, °C, atm, kg), puts Soyuz first and groups parameters by
+the ЦУП groups (СОЖ, СТР, СЭП, СУД, ДУ, ССВП, РТС). The grouping, key-value lists, labels,
+unit conversions and decimals are the Grafana generator's (groundstation/grafana/board.py),
+imported rather than written twice, so the console and the dashboards cannot disagree.
+
+Nothing here touches MQTT or Textual: it is pure data and text, so it is cheap to test.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from groundstation.core.definitions import Parameter, VehicleDefinition
+from groundstation.core.limits import LimitState
+from groundstation.grafana import board as db
+
+CENTRES = ("houston", "moscow")
+HOUSTON_POSITIONS = ("FLIGHT", "EECOM", "GNC", "INCO")
+MOSCOW_OVERVIEW = "ОБЗОР"
+# Latin spellings, so `--position SOZH` works on a keyboard without Cyrillic.
+MOSCOW_ALIASES = {"OBZOR": MOSCOW_OVERVIEW, "OVERVIEW": MOSCOW_OVERVIEW, "SOZH": "СОЖ",
+                  "STR": "СТР", "SEP": "СЭП", "SUD": "СУД", "DU": "ДУ", "SSVP": "ССВП",
+                  "RTS": "РТС", "SIGNAL": "Сигнализация"}
+
+LIFTOFF_NS = db.LIFTOFF_S * 1_000_000_000
+MSK = timedelta(hours=3)  # Moscow time was UTC+3 all year in 1975
+
+# Vehicles in the order each centre lists them.
+VEHICLE_ORDER = {"houston": ("apollo_csm", "soyuz"), "moscow": ("soyuz", "apollo_csm")}
+
+# Short ship names for the header and the alarm list.
+SHIP_SHORT = {"houston": {"apollo_csm": "CSM", "soyuz": "SOYUZ"},
+              "moscow": {"apollo_csm": "АПОЛЛОН", "soyuz": "СОЮЗ"}}
+
+# Trends: where the shape of the curve matters more than the number (a leak, a heater
+# cycling, a bus sagging under load).
+TRENDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "houston": (("apollo_csm", "cabin_press"), ("apollo_csm", "o2_tank1_press"),
+                ("apollo_csm", "o2_tank2_press"), ("apollo_csm", "main_bus_a_volts"),
+                ("apollo_csm", "main_bus_b_volts"), ("soyuz", "sa_press")),
+    "moscow": (("soyuz", "sa_press"), ("soyuz", "bo_press"), ("soyuz", "pco2"),
+               ("soyuz", "bus_volts"), ("apollo_csm", "cabin_press"),
+               ("apollo_csm", "main_bus_a_volts")),
+}
+
+WORDS: dict[str, tuple[str, str]] = {
+    "title": ("MCC-H  ASTP", "ЦУП  ЭПАС"),
+    "get": ("GET", "GET"),
+    "gmt": ("GMT", "GMT"),
+    "msk": ("MSK", "МСК"),
+    "aos": ("AOS", "СВЯЗЬ"),
+    "los": ("LOS", "НЕТ СВЯЗИ"),
+    "nodata": ("NO DATA", "НЕТ ДАННЫХ"),
+    "master": ("MASTER ALARM", "ОБЩАЯ ТРЕВОГА"),
+    "no_master": ("NO ALARM", "НЕТ ТРЕВОГИ"),
+    "broker_ok": ("MQTT OK", "MQTT НОРМА"),
+    "broker_lost": ("BROKER LOST — reconnecting", "БРОКЕР ПОТЕРЯН — переподключение"),
+    "connecting": ("connecting to broker", "подключение к брокеру"),
+    "source": ("SRC", "ИСТ"),
+    "alarms": ("ALARMS", "АВАРИЙНЫЕ СИГНАЛЫ"),
+    "trends": ("TRENDS", "ГРАФИКИ"),
+    "operator": ("OPR", "ОПЕР"),
+    "quality": ("Q", "КАЧ"),
+    "fps": ("fr/s", "к/с"),
+    "no_alarms": ("no active alarms", "активных сигналов нет"),
+    "unacked": ("unack", "не квит."),
+    "shelved": ("shelved", "отложено"),
+    "ground": ("GROUND — LINK QUALITY", "НАЗЕМНЫЙ КОМПЛЕКС — КАЧЕСТВО СВЯЗИ"),
+}
+
+ALARM_STATE_TEXT = {
+    "active_unacked": ("UNACK", "НЕ КВИТ"),
+    "active_acked": ("ACK", "КВИТ"),
+    "normal_unacked": ("RTN UNACK", "НОРМА НЕ КВИТ"),
+    "shelved": ("SHELVED", "ОТЛОЖЕН"),
+    "normal": ("NORMAL", "НОРМА"),
+}
+SEVERITY_TEXT = {"red": ("RED", "КРАСН"), "yellow": ("YEL", "ЖЁЛТ"), "nominal": ("NOM", "НОРМ")}
+ALARM_COLUMNS = {
+    "houston": ("GET", "SHIP", "POS", "PARAMETER", "VALUE", "LIMIT", "SEV", "STATE", "ACK BY"),
+    "moscow": ("МСК", "КА", "ГРУППА", "ПАРАМЕТР", "ЗНАЧЕНИЕ", "ПРЕДЕЛ", "УРОВ", "СОСТ",
+               "КВИТ."),
+}
+
+
+def word(key: str, centre: str) -> str:
+    en, ru = WORDS[key]
+    return ru if centre == "moscow" else en
+
+
+def lang(centre: str) -> str:
+    return "ru" if centre == "moscow" else "en"
+
+
+def style_of(centre: str) -> db._Style:
+    return db.MOSCOW if centre == "moscow" else db.HOUSTON
+
+
+@dataclass(frozen=True)
+class Field:
+    """One parameter as a centre shows it."""
+
+    vehicle: str
+    pid: str
+    label: str
+    unit: str  # the display unit's symbol
+    unit_text: str  # how the centre writes it
+    scale: float
+    offset: float
+    decimals: int
+    states: dict[int, str] = field(default_factory=dict)
+    discrete: bool = False
+    counter: bool = False
+    position: str = ""  # Houston position or Moscow group
+    # The default limit set's yellow band in the display unit (either end may be open).
+    yellow: tuple[float | None, float | None] | None = None
+    count: float = 0.0  # one count of the sensor in the display unit (0: not known)
+
+    def convert(self, value: float) -> float:
+        return self.scale * value + self.offset
+
+    def text(self, value: float | None) -> str:
+        """The value in the centre's unit, or a discrete's state name; no unit."""
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            return "----"
+        if self.discrete:
+            return self.states.get(int(value), str(int(value)))
+        if self.counter:
+            return str(int(value))
+        return f"{self.convert(value):.{self.decimals}f}"
+
+    def with_unit(self, value: float | None) -> str:
+        t = self.text(value)
+        return f"{t} {self.unit_text}" if self.unit_text and not self.discrete else t
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    fields: tuple[Field, ...]
+
+
+@dataclass(frozen=True)
+class Page:
+    key: str  # what --position names
+    title: str
+    sections: tuple[Section, ...]
+    link_quality: bool = False  # INCO and РТС also show the ground side of each link
+
+
+def make_field(ref: db._Ref, centre: str) -> Field:
+    style = style_of(centre)
+    unit = db._display_unit(ref, style)
+    scale, offset = db._conversion(ref, style)
+    unit_text = "" if unit in ("state", "count") else db._unit_text(unit, lang(centre))
+    position = ref.entry.console.get(centre, "")
+    lim = ref.entry.limits
+    yellow = None
+    if lim is not None and lim.yellow is not None and not (ref.discrete or ref.counter):
+        yellow = (db._convert(lim.yellow[0], scale, offset),
+                  db._convert(lim.yellow[1], scale, offset))
+    count = 0.0
+    if isinstance(ref.entry, Parameter) and not (ref.discrete or ref.counter):
+        lo, hi = ref.entry.eng_range()
+        count = (hi - lo) / ref.entry.raw_max * scale
+    return Field(ref.vid, ref.pid, db._label(ref.entry, lang(centre)), unit, unit_text, scale,
+                 offset, db._decimals(ref, scale), ref.states, ref.discrete, ref.counter,
+                 position, yellow, count)
+
+
+def fields(defs: dict[str, VehicleDefinition], centre: str) -> dict[tuple[str, str], Field]:
+    """Every parameter of every vehicle as the centre shows it, by (vehicle, id)."""
+    return {(r.vid, r.pid): make_field(r, centre) for d in defs.values()
+            for r in db._entries(d)}
+
+
+def _ordered(defs: dict[str, VehicleDefinition], centre: str) -> list[VehicleDefinition]:
+    order = VEHICLE_ORDER[centre]
+    return sorted(defs.values(), key=lambda d: (order.index(d.vehicle) if d.vehicle in order
+                                                else len(order), d.vehicle))
+
+
+def _key_section(defs: dict[str, VehicleDefinition], d: VehicleDefinition, centre: str
+                 ) -> Section:
+    tables = (db.FLIGHT_STATUS, db.FLIGHT_KEYS, db.FLIGHT_DOCKING)
+    refs = [r for t in tables
+            for r in db._pick(defs, {d.vehicle: t.get(d.vehicle, ())}, "console key values")]
+    return Section(db._vehicle_name(d, lang(centre)).upper(),
+                   tuple(make_field(r, centre) for r in refs))
+
+
+def pages(defs: dict[str, VehicleDefinition], centre: str) -> list[Page]:
+    """The centre's pages, in the order the keys 1, 2, 3... select them."""
+    if centre not in CENTRES:
+        raise ValueError(f"centre must be one of {', '.join(CENTRES)}, not {centre!r}")
+    ships = _ordered(defs, centre)
+    if centre == "houston":
+        out = [Page("FLIGHT", "FLIGHT — both ships",
+                    tuple(_key_section(defs, d, centre) for d in ships))]
+        for pos in HOUSTON_POSITIONS[1:]:
+            sections = []
+            for d in ships:
+                refs = [r for r in db._entries(d) if r.entry.console.get("houston") == pos]
+                for sub in db._subsystem_order(refs):
+                    group = [r for r in refs if (r.entry.subsystem or "OTHER") == sub]
+                    name = db.SUBSYSTEMS_EN.get(sub, sub.lower()).upper()
+                    sections.append(Section(f"{db._vehicle_name(d, 'en').upper()} · {sub} — "
+                                            f"{name}", tuple(make_field(r, centre)
+                                                             for r in group)))
+            out.append(Page(pos, pos, tuple(sections), link_quality=pos == "INCO"))
+        return out
+    out = [Page(MOSCOW_OVERVIEW, "ОБЗОР — оба корабля",
+                tuple(_key_section(defs, d, centre) for d in ships))]
+    present = {r.entry.console.get("moscow", "—") for d in ships for r in db._entries(d)}
+    groups = [g for g in db.MOSCOW_GROUPS if g in present] + sorted(
+        present - set(db.MOSCOW_GROUPS))
+    for g in groups:
+        sections = []
+        for d in ships:
+            refs = [r for r in db._entries(d) if r.entry.console.get("moscow", "—") == g]
+            if refs:
+                sections.append(Section(db._vehicle_name(d, "ru").upper(),
+                                        tuple(make_field(r, centre) for r in refs)))
+        full = db.MOSCOW_GROUPS.get(g)
+        out.append(Page(g, f"{g} — {full}" if full else g, tuple(sections),
+                        link_quality=g == "РТС"))
+    return out
+
+
+def find_page(page_list: list[Page], position: str | None) -> int:
+    """Index of the page --position names (case-insensitive; Latin aliases for Moscow)."""
+    if not position:
+        return 0
+    want = position.strip()
+    want = MOSCOW_ALIASES.get(want.upper(), want)
+    for i, p in enumerate(page_list):
+        if p.key.casefold() == want.casefold():
+            return i
+    known = ", ".join(p.key for p in page_list)
+    raise ValueError(f"no position {position!r} on this console; choose one of: {known}")
+
+
+def trend_fields(defs: dict[str, VehicleDefinition], centre: str) -> list[Field]:
+    all_fields = fields(defs, centre)
+    return [all_fields[k] for k in TRENDS[centre] if k in all_fields]
+
+
+# A trend spans at least this many sensor counts, so that noise of a count or two moves a
+# bar by one step at most (two rows of eighths: 16 steps) instead of filling the height.
+TREND_MIN_COUNTS = 32
+
+
+def trend_scale(f: Field, values: list[float]) -> tuple[float, float]:
+    """The vertical scale of a trend, in the display unit: the yellow band, widened to
+    take in the data when it leaves the band, and at least TREND_MIN_COUNTS counts tall.
+
+    A controller reads a trend against its limits: a value creeping towards a limit must
+    look like it, and a steady value must look steady, whatever its noise."""
+    lo, hi = f.yellow or (None, None)
+    if values:
+        lo = min(values) if lo is None else min(lo, min(values))
+        hi = max(values) if hi is None else max(hi, max(values))
+    if lo is None or hi is None:
+        return 0.0, 1.0
+    step = f.count if f.count > 0 else 10.0 ** -f.decimals
+    span = max(hi - lo, TREND_MIN_COUNTS * step)
+    mid = (lo + hi) / 2
+    return mid - span / 2, mid + span / 2
+
+
+# --- clocks ------------------------------------------------------------------------------
+
+
+def get_text(t_ns: int | None) -> str:
+    """GET of a data time, HHH:MM:SS from the Apollo liftoff."""
+    if t_ns is None:
+        return "---:--:--"
+    s = (t_ns - LIFTOFF_NS) / 1e9
+    sign = "-" if s < 0 else ""
+    s = int(abs(s) + 1e-9)
+    return f"{sign}{s // 3600:03d}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def utc(t_ns: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t_ns // 1000)
+
+
+def gmt_text(t_ns: int | None) -> str:
+    """GMT as NASA wrote it: day of year, then the time."""
+    if t_ns is None:
+        return "---:--:--:--"
+    return utc(t_ns).strftime("%j:%H:%M:%S")
+
+
+def msk_text(t_ns: int | None, with_date: bool = True) -> str:
+    if t_ns is None:
+        return "--.--.---- --:--:--" if with_date else "--:--:--"
+    t = utc(t_ns) + MSK
+    return t.strftime("%d.%m.%Y %H:%M:%S" if with_date else "%H:%M:%S")
+
+
+def limit_colour(state: int | None) -> str:
+    """Control-room colours: green nominal, amber yellow, red red."""
+    if state is None:
+        return "grey50"
+    sev = LimitState(max(-2, min(2, int(state)))).severity
+    return {"nominal": "green3", "yellow": "orange1", "red": "bold red1"}[sev]

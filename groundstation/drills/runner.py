@@ -1,0 +1,545 @@
+"""Running a drill: the scenario's ships flown in-process as training/<drill> sources, its
+faults injected on the mission clock, the ingest's alarm events and acknowledgements and
+the key parameters recorded off the broker, instructor control, and the debrief at the end.
+
+    drill/control/<drill>   the instructor: {"cmd": "pause" | "resume" | "stop" | "inject",
+                            ...} as JSON, or the same as a text line ("pause", "stop now",
+                            "inject apollo_csm cabin_leak rate_lb_h=5 ramp_s=60")
+    drill/status/<drill>    retained: state, GET, speed, counts, the answer to the last
+                            command. Every user may read it, so it names no pending fault
+                            (a trainee watching it must not learn what is coming).
+
+Faults are injected when their GET is a few mission seconds away, at exactly their GET
+(the simulators' state lists active and scheduled faults; scheduling them all at the start
+would show the trainee the whole drill). A pause freezes the mission clock: no frames, so
+no alarms, and reaction times do not count it. At the end (the scenario's duration, or the
+instructor's stop) the ships fly on for the grace period so the last alarms can still be
+acknowledged, then the runner waits for the ingest to catch up and writes the debrief.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiomqtt
+
+from groundstation.core import flightplan as tl
+from groundstation.core import topics
+from groundstation.core.definitions import VehicleDefinition
+from groundstation.core.mission_time import LIFTOFF_NS, format_get, parse_duration
+from groundstation.drills.debrief import Injection, build_debrief, scenario_injections, write
+from groundstation.drills.offline import event_record
+from groundstation.drills.plot import plot_timeline
+from groundstation.drills.scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
+from simulators.cli import parse_value
+from simulators.faults import FaultError
+from simulators.mission import Mission
+from simulators.runner import RunnerOptions, SimRunner
+
+log = logging.getLogger(__name__)
+
+LOOKAHEAD_S = 5.0  # mission seconds before its GET a fault is handed to the simulator
+TICK_S = 0.05
+
+
+def new_drill_id(scenario_id: str, now: datetime | None = None) -> str:
+    """<scenario>-<UTC yyyymmddThhmmssZ>: unique per run, one MQTT topic level, a valid
+    directory name."""
+    now = now or datetime.now(UTC)
+    return f"{scenario_id}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def check_drill_id(drill_id: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", drill_id):
+        raise ValueError(f"drill id {drill_id!r} must be letters, digits, '-', '_' or '.' "
+                         "(one MQTT topic level and a directory name)")
+    return drill_id
+
+
+def control_topic(drill_id: str) -> str:
+    return f"drill/control/{drill_id}"
+
+
+def status_topic(drill_id: str) -> str:
+    return f"drill/status/{drill_id}"
+
+
+@dataclass
+class DrillOptions:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    speed: float | None = None  # default: the scenario's
+    out_dir: Path = Path("var/drills")  # the debrief goes to out_dir/<drill_id>/ ...
+    out_exact: bool = False  # ... or to out_dir itself
+    drill_id: str | None = None
+    settle_s: float = 2.0  # wall seconds for the ingest to catch up after the ships stop
+    status_interval_s: float = 1.0
+    progress: TextIO | None = None  # progress lines (default: none)
+    interactive: bool = False  # read p/r/i/q commands from stdin
+
+
+@dataclass
+class Pause:
+    get: float
+    wall_start: float
+    wall_end: float | None = None
+
+
+@dataclass
+class _Due:
+    injection: Injection
+    params: dict[str, Any]
+    ramp_s: float
+    duration_s: float | None
+    done: bool = False
+
+
+@dataclass
+class DrillResult:
+    drill_id: str
+    out: Path
+    debrief: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+class DrillRunner:
+    def __init__(self, scenario: Scenario, definitions: dict[str, VehicleDefinition],
+                 options: DrillOptions):
+        self.sc = scenario
+        self.defs = definitions
+        self.o = options
+        self.drill_id = check_drill_id(options.drill_id or new_drill_id(scenario.id))
+        self.source = topics.training(self.drill_id)
+        self.speed = options.speed if options.speed is not None else scenario.speed
+        if not 0 < self.speed <= 1000:
+            raise ValueError("speed must be above 0 and at most 1000")
+        self.out = options.out_dir if options.out_exact else options.out_dir / self.drill_id
+        self.mission = Mission(scenario.start_get, seed=scenario.seed,
+                               historical=scenario.historical, definitions=definitions)
+        self.hard_end = scenario.end_get + scenario.grace
+        self.sim = SimRunner(self.mission, [definitions[v] for v in scenario.ships],
+                             RunnerOptions(host=options.host, port=options.port,
+                                           username=options.username,
+                                           password=options.password, speed=self.speed,
+                                           until=self.hard_end, source=self.source,
+                                           client_id=f"drill-{self.drill_id}-ships"[:64]))
+        plan = {f.id: f for f in scenario.faults}
+        self.due = [_Due(inj, dict(plan[inj.id].params), plan[inj.id].ramp_s,
+                         plan[inj.id].duration_s)
+                    for inj in scenario_injections(scenario)]
+        self.injections: list[Injection] = []
+        self.events: list[dict[str, Any]] = []
+        self.key = scenario.plot_parameters()
+        self._keys = {(v, p) for v, ps in self.key.items() for p in ps}
+        self.series: dict[tuple[str, str], list[tuple[float, float]]] = {k: []
+                                                                          for k in self._keys}
+        self._last_t: dict[tuple[str, str], int] = {}
+        self.pauses: list[Pause] = []
+        self.commands: list[dict[str, Any]] = []
+        self.state = "starting"
+        self.end_get = scenario.end_get  # the drill proper ends here; then the grace
+        self.stopped_early = False
+        self._stop_now = False
+        self._extra = 0
+        self._last_reply: dict[str, Any] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._status_dirty = True
+        self._wall0 = 0.0
+
+    # --- clock ---------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> float:
+        """The mission clock: GET of the newest frame the ships have made (frozen while
+        paused)."""
+        return self.sim.get
+
+    # --- instructor commands -----------------------------------------------------------------
+
+    def command(self, payload: bytes | str | dict[str, Any], by: str = "mqtt"
+                ) -> dict[str, Any]:
+        """Apply one instructor command; the reply says what happened (never raises)."""
+        try:
+            msg = payload if isinstance(payload, dict) else parse_command(payload)
+            reply = self._apply(msg)
+        except (ValueError, FaultError, KeyError, TypeError) as exc:
+            reply = {"ok": False, "error": str(exc).strip("'\"")}
+            msg = {"raw": payload if isinstance(payload, str | dict) else
+                   payload.decode("utf-8", "replace")}
+        self.commands.append({"get": self.clock, "get_text": format_get(self.clock),
+                              "by": by, "request": msg, "reply": reply})
+        self._last_reply = reply
+        self._status_dirty = True
+        return reply
+
+    def _apply(self, msg: dict[str, Any]) -> dict[str, Any]:
+        cmd = msg.get("cmd")
+        if cmd == "pause":
+            if self.state not in ("running", "grace"):
+                raise ValueError(f"cannot pause while {self.state}")
+            self.sim.pause()
+            self.pauses.append(Pause(self.clock, time.monotonic()))
+            self._set_state("paused")
+            return {"ok": True, "cmd": "pause", "get": format_get(self.clock)}
+        if cmd == "resume":
+            if self.state != "paused":
+                raise ValueError("not paused")
+            self.sim.resume()
+            self.pauses[-1].wall_end = time.monotonic()
+            self._set_state("grace" if self.stopped_early or self.clock >= self.end_get
+                            else "running")
+            return {"ok": True, "cmd": "resume", "get": format_get(self.clock)}
+        if cmd == "stop":
+            if msg.get("now") or self.state == "grace":
+                self._stop_now = True
+            else:
+                self.stopped_early = True
+                self.end_get = min(self.end_get, self.clock)
+            if self.sim.paused:
+                self.sim.resume()
+                if self.pauses and self.pauses[-1].wall_end is None:
+                    self.pauses[-1].wall_end = time.monotonic()
+            return {"ok": True, "cmd": "stop", "now": self._stop_now,
+                    "get": format_get(self.clock)}
+        if cmd == "inject":
+            return self._inject_extra(msg)
+        raise ValueError(f"unknown command {cmd!r}; commands are pause, resume, stop, "
+                         "inject")
+
+    def _inject_extra(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.state not in ("running", "paused"):
+            raise ValueError(f"cannot inject while {self.state}")
+        allowed = {"cmd", "vehicle", "fault", "params", "ramp_s", "duration_s", "expect",
+                   "id"}
+        extra = sorted(set(msg) - allowed)
+        if extra:
+            raise ValueError(f"inject: unknown key {extra[0]!r}; it takes "
+                             f"{', '.join(sorted(allowed - {'cmd'}))}")
+        vehicle = SHIP_ALIASES.get(str(msg.get("vehicle", "")).lower(), msg.get("vehicle"))
+        if not isinstance(vehicle, str):
+            raise ValueError("inject: 'vehicle' is required (apollo_csm or soyuz)")
+        if "fault" not in msg:
+            raise ValueError("inject: 'fault' is required")
+        expect = _expectations(msg.get("expect", []), vehicle, self.sc.ack_within_s,
+                               self.defs)
+        f = self.mission.inject(vehicle, msg["fault"], msg.get("params"), at="now",
+                                ramp_s=float(msg.get("ramp_s", 0.0) or 0.0),
+                                duration_s=msg.get("duration_s"))
+        self._extra += 1
+        fid = str(msg.get("id") or f"x{self._extra}")
+        inj = Injection(fid, vehicle, f.name, dict(f.params), f.start, origin="instructor",
+                        expect=expect, sim_id=f.id, clock=self.clock)
+        self.injections.append(inj)
+        self._say(f"instructor injected {fid}: {vehicle} {f.name} at {format_get(f.start)}")
+        return {"ok": True, "cmd": "inject", "id": fid, "get": format_get(f.start)}
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._status_dirty = True
+
+    # --- status and progress -----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        raised = sum(1 for e in self.events if e["kind"] == "raised")
+        acked = sum(1 for e in self.events if e["kind"] == "acknowledged")
+        return {"drill": self.drill_id, "scenario": self.sc.id, "title": self.sc.title,
+                "source": self.source, "state": self.state, "get": self.clock,
+                "get_text": format_get(self.clock), "start": format_get(self.sc.start_get),
+                "end": format_get(self.end_get), "speed": self.speed,
+                "achieved_speed": round(self.sim.achieved_speed, 2),
+                "faults_injected": len(self.injections),
+                "faults_pending": sum(1 for d in self.due if not d.done),
+                "alarms_raised": raised, "acknowledgements": acked,
+                "last_reply": self._last_reply, "time_ns": time.time_ns()}
+
+    def progress_line(self) -> str:
+        s = self.status()
+        left = max(0.0, self.end_get - self.clock)
+        return (f"{self.drill_id}  GET {s['get_text']}  {s['state']:<8} "
+                f"{s['achieved_speed']:5.1f}x  faults {s['faults_injected']}/"
+                f"{s['faults_injected'] + s['faults_pending']}  alarms {s['alarms_raised']}  "
+                f"acks {s['acknowledgements']}  {format_get(left)} to go")
+
+    def _say(self, text: str) -> None:
+        log.info("%s", text)
+        if self.o.progress is not None:
+            tty = bool(getattr(self.o.progress, "isatty", lambda: False)())
+            print(("\r\x1b[2K" if tty else "") + text, file=self.o.progress, flush=True)
+
+    # --- MQTT in -----------------------------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.split("/")
+        if topic == control_topic(self.drill_id):
+            reply = self.command(payload)
+            self._say(f"control: {payload[:200].decode('utf-8', 'replace')} -> "
+                      f"{'ok' if reply['ok'] else reply['error']}")
+            return
+        try:
+            msg = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(msg, dict):
+            return
+        if parts[0] == "alarms" and len(parts) == 4:
+            if msg.get("kind") and msg.get("time_ns") is not None:
+                self.events.append(event_record(msg, self.clock))
+                self._status_dirty = True
+        elif parts[0] == "params" and len(parts) == 4:
+            vehicle = parts[3]
+            for pid, cell in (msg.get("values") or {}).items():
+                key = (vehicle, pid)
+                if key not in self._keys or not isinstance(cell, list) or len(cell) < 2:
+                    continue
+                t, v = cell[0], cell[1]
+                if v is None or t is None or self._last_t.get(key) == t:
+                    continue
+                self._last_t[key] = t
+                self.series[key].append(((int(t) - LIFTOFF_NS) / 1e9, float(v)))
+
+    # --- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> DrillResult:
+        wall0 = self._wall0 = time.monotonic()
+        client = aiomqtt.Client(self.o.host, self.o.port, username=self.o.username,
+                                password=self.o.password,
+                                identifier=f"drill-{self.drill_id}"[:64], keepalive=10,
+                                timeout=10)
+        async with client:
+            self._client = client
+            for t in (f"alarms/{self.source}/+", f"params/{self.source}/+",
+                      control_topic(self.drill_id)):
+                await client.subscribe(t, qos=1)
+            listener = asyncio.create_task(self._listen(client))
+            stop_sim = asyncio.Event()
+            self._say(f"drill {self.drill_id}: {self.sc.title}; {', '.join(self.sc.ships)} "
+                      f"from {format_get(self.sc.start_get)} for "
+                      f"{format_get(self.sc.duration_s)} at {self.speed:g}x; data under "
+                      f"source='{self.source}'; control on {control_topic(self.drill_id)}")
+            centre = "moscow" if self.sc.ships == [tl.SOYUZ] else "houston"
+            position = f" --position {self.sc.positions[0]}" if centre == "houston" and \
+                self.sc.positions else ""
+            self._say(f"trainees: groundstation console {centre}{position} --source "
+                      f"{self.source}  (or press s on a running console)")
+            self._set_state("running")
+            self._inject_due()  # faults at the very start go in before the first frame
+            sim_task = asyncio.create_task(self.sim.run(stop_sim))
+            stdin = self._watch_stdin()
+            last_status = last_progress = 0.0
+            try:
+                while not sim_task.done():
+                    self._inject_due()
+                    if self.state == "running" and self.clock >= self.end_get:
+                        self._set_state("grace")
+                        self._say(f"drill time is up at {format_get(self.clock)}; "
+                                  f"{self.sc.grace:g} s of grace for acknowledgements")
+                    if (self._stop_now or self.clock >= self.end_get + self.sc.grace) \
+                            and not stop_sim.is_set():
+                        stop_sim.set()
+                    now = time.monotonic()
+                    if self._status_dirty or now - last_status >= self.o.status_interval_s:
+                        self._status_dirty = False
+                        last_status = now
+                        await self._publish_status(client)
+                    if self.o.progress is not None and now - last_progress >= (
+                            0.5 if getattr(self.o.progress, "isatty", lambda: False)()
+                            else 10.0):
+                        last_progress = now
+                        self._progress()
+                    await asyncio.sleep(TICK_S)
+                await sim_task
+                self._set_state("finishing")
+                await self._publish_status(client)
+                # The ingest is a little behind the ships: its last alarms and acks.
+                await asyncio.sleep(self.o.settle_s)
+            finally:
+                if stdin:
+                    stdin()
+                if not sim_task.done():
+                    stop_sim.set()
+                    with contextlib.suppress(Exception):
+                        await sim_task
+            ended = self.clock
+            debrief = self._debrief(ended, time.monotonic() - wall0)
+            files = self._write(debrief)
+            self._set_state("finished")
+            status = self.status()
+            status.update(score=debrief["score"], debrief=str(self.out))
+            await client.publish(status_topic(self.drill_id),
+                                 json.dumps(status).encode(), qos=1, retain=True)
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await listener
+        self._say(f"drill {self.drill_id} finished: score "
+                  f"{'n/a' if debrief['score'] is None else debrief['score']}/100; "
+                  f"debrief in {self.out}")
+        return DrillResult(self.drill_id, self.out, debrief, files)
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for m in client.messages:
+            payload = m.payload if isinstance(m.payload, bytes | bytearray) \
+                else str(m.payload).encode()
+            try:
+                self.on_message(str(m.topic), bytes(payload))
+            except Exception:  # one bad message must not end the drill
+                log.exception("drill: message on %s", m.topic)
+
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        with contextlib.suppress(aiomqtt.MqttError):
+            await client.publish(status_topic(self.drill_id),
+                                 json.dumps(self.status()).encode(), qos=1, retain=True)
+
+    def _progress(self) -> None:
+        out = self.o.progress
+        assert out is not None
+        if getattr(out, "isatty", lambda: False)():
+            print("\r\x1b[2K" + self.progress_line(), end="", file=out, flush=True)
+        else:
+            print(self.progress_line(), file=out, flush=True)
+
+    def _inject_due(self) -> None:
+        if self.state == "paused" or self.stopped_early:
+            return
+        for d in self.due:
+            if d.done or self.mission.t < d.injection.get - LOOKAHEAD_S:
+                continue
+            d.done = True
+            inj = d.injection
+            # At its GET if the physics has not passed it yet (it never should: the
+            # look-ahead is many ticks), else now, and the debrief says when it really was.
+            at: Any = inj.get if inj.get >= self.mission.t else "now"
+            f = self.mission.inject(inj.vehicle, inj.fault, d.params, at=at,
+                                    ramp_s=d.ramp_s, duration_s=d.duration_s)
+            inj.get, inj.sim_id, inj.clock = f.start, f.id, self.clock
+            self.injections.append(inj)
+            self._status_dirty = True
+            log.info("fault %s (%s %s) scheduled for %s", inj.id, inj.vehicle, inj.fault,
+                     format_get(f.start))
+
+    def _watch_stdin(self) -> Callable[[], None] | None:
+        if not self.o.interactive or not sys.stdin.isatty():
+            return None
+        loop = asyncio.get_running_loop()
+
+        def read() -> None:
+            line = sys.stdin.readline()
+            if not line:
+                loop.remove_reader(sys.stdin)
+                return
+            line = line.strip()
+            if not line:
+                return
+            word, _, rest = line.partition(" ")
+            text = {"p": "pause", "r": "resume", "q": "stop", "i": "inject"}.get(word, word)
+            reply = self.command(f"{text} {rest}".strip(), by="terminal")
+            self._say(f"{text}: {'ok' if reply['ok'] else reply['error']}")
+
+        try:
+            loop.add_reader(sys.stdin, read)
+        except (NotImplementedError, ValueError, OSError):
+            return None
+        self._say("commands: p = pause, r = resume, q = stop (q again: stop now), "
+                  "i VEHICLE FAULT [key=value ...] = inject")
+        return lambda: loop.remove_reader(sys.stdin)
+
+    # --- the end -------------------------------------------------------------------------------
+
+    def _debrief(self, ended: float, wall_s: float) -> dict[str, Any]:
+        pauses = [{"get": p.get, "get_text": format_get(p.get),
+                   "wall_s": round((p.wall_end or time.monotonic()) - p.wall_start, 2)}
+                  for p in self.pauses]
+        # Faults still pending when the drill was stopped early were never injected.
+        return build_debrief(self.sc, self.drill_id, self.injections, self.events,
+                             speed=self.speed, started_get=self.sc.start_get,
+                             ended_get=ended, pauses=pauses, commands=self.commands,
+                             stopped_early=self.stopped_early or self._stop_now,
+                             wall_s=round(wall_s, 2))
+
+    def _write(self, debrief: dict[str, Any]) -> list[Path]:
+        picture = self.out / "timeline.png"
+        try:
+            plot_timeline(picture, debrief, self.series, self.defs, self.key)
+        except Exception:  # the written debrief matters more than its picture
+            log.exception("timeline picture failed")
+            picture = None  # type: ignore[assignment]
+        write(debrief, self.out, picture.name if picture else None)
+        files = [self.out / "debrief.md", self.out / "debrief.json"]
+        return files + ([picture] if picture else [])
+
+
+# --- commands as text -----------------------------------------------------------------------------
+
+def parse_command(payload: bytes | str) -> dict[str, Any]:
+    """JSON object, or a text line: pause | resume | stop [now] |
+    inject VEHICLE FAULT [key=value ...] (ramp_s, duration_s, id are the injection's; other
+    keys are the fault's parameters)."""
+    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    text = text.strip()
+    if text.startswith("{"):
+        msg = json.loads(text)
+        if not isinstance(msg, dict):
+            raise ValueError("a command is a JSON object")
+        return msg
+    words = text.split()
+    if not words:
+        raise ValueError("empty command; send pause, resume, stop or inject ...")
+    cmd = words[0].lower()
+    if cmd in ("pause", "resume"):
+        return {"cmd": cmd}
+    if cmd == "stop":
+        return {"cmd": "stop", "now": len(words) > 1 and words[1].lower() == "now"}
+    if cmd == "inject":
+        if len(words) < 3:
+            raise ValueError("inject VEHICLE FAULT [key=value ...], e.g. inject apollo_csm "
+                             "cabin_leak rate_lb_h=5 ramp_s=60")
+        msg: dict[str, Any] = {"cmd": "inject", "vehicle": words[1], "fault": words[2],
+                               "params": {}}
+        for item in words[3:]:
+            if "=" not in item:
+                raise ValueError(f"{item!r} is not key=value")
+            k, v = item.split("=", 1)
+            if k in ("ramp_s", "duration_s"):
+                msg[k] = parse_duration(v)
+            elif k == "id":
+                msg["id"] = v
+            else:
+                msg["params"][k] = parse_value(v)
+        return msg
+    raise ValueError(f"unknown command {words[0]!r}; commands are pause, resume, stop "
+                     "[now], inject VEHICLE FAULT [key=value ...]")
+
+
+def _expectations(raw: Any, vehicle: str, ack_within_s: float,
+                  defs: dict[str, VehicleDefinition]) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise ValueError("inject: 'expect' must be a list of {parameter, severity, "
+                         "within_s, ack_within_s}")
+    out = []
+    for i, e in enumerate(raw):
+        if not isinstance(e, dict) or "parameter" not in e:
+            raise ValueError(f"inject: expect[{i}] needs at least 'parameter'")
+        v = SHIP_ALIASES.get(str(e.get("vehicle", vehicle)).lower(), vehicle)
+        if v not in defs or e["parameter"] not in defs[v].all_ids:
+            raise ValueError(f"inject: expect[{i}]: {v} has no parameter {e['parameter']!r}")
+        sev = e.get("severity", "yellow")
+        if sev not in SEVERITY_RANK:
+            raise ValueError(f"inject: expect[{i}]: severity must be yellow or red")
+        out.append({"parameter": e["parameter"], "vehicle": v, "severity": sev,
+                    "within_s": float(e.get("within_s", 300)),
+                    "ack_within_s": float(e.get("ack_within_s", ack_within_s)),
+                    "weight": float(e.get("weight", 1.0))})
+    return out

@@ -1,0 +1,411 @@
+"""Drill scenarios: YAML files that say where in the mission a training drill starts, which
+faults are injected when, which alarms each fault must raise, and how long the trainee has
+to acknowledge them. The schema is documented in simulators/scenarios/README.md.
+
+Validation is in two passes, like the telemetry definitions (groundstation/core/definitions.py):
+pydantic checks the shape, then the whole file is checked against the mission (times inside
+the ships' missions), the simulators' fault catalogue (names, parameters, values: the same
+FaultManager.validate the simulators use, so a scenario that loads will inject) and the
+telemetry definitions (parameter ids, that the expected severity has a limit to raise it).
+Every problem is reported with the file, the fault and the field, all at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from groundstation.core import flightplan as tl
+from groundstation.core.definitions import FileProblems, VehicleDefinition, load_all
+from groundstation.core.mission_time import EARLIEST_GET, format_get, parse_duration
+from groundstation.paths import scenarios_dir
+from simulators.faults import CATALOGUE, FaultError, FaultManager
+
+ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+SHIP_ALIASES = {"apollo": tl.APOLLO, "apollo_csm": tl.APOLLO, "soyuz": tl.SOYUZ}
+SEVERITY_RANK = {"yellow": 1, "red": 2}
+
+
+class ScenarioError(FileProblems):
+    """A scenario file is wrong."""
+
+    what = "drill scenario"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Duration = float | int | str
+
+
+def _vehicle(v: Any) -> Any:
+    if isinstance(v, str):
+        return SHIP_ALIASES.get(v.strip().lower(), v)
+    return v
+
+
+class Expect(_Model):
+    """An alarm a fault must raise."""
+
+    parameter: str
+    vehicle: str | None = None  # default: the fault's vehicle
+    severity: Literal["yellow", "red"] = "yellow"  # at least this severe
+    within_s: float = Field(gt=0)  # after the injection, mission seconds
+    ack_within_s: float | None = Field(default=None, gt=0)  # default: the scenario's
+    weight: float = Field(default=1.0, gt=0)
+
+    _norm = field_validator("vehicle", mode="before")(_vehicle)
+
+
+class FaultPlan(_Model):
+    id: str
+    vehicle: str
+    fault: str
+    params: dict[str, Any] = {}
+    at: Duration | None = None  # after the drill starts ("+2m", "90s", 120)
+    get: str | None = None  # a GET or event[+/-offset]
+    ramp_s: float = Field(default=0.0, ge=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    expect: list[Expect] = Field(min_length=1)
+    # Alarms this fault may also raise that are not scored (knock-on effects).
+    collateral: list[str] = []
+    note: str | None = None
+    # Filled in by the whole-file checks: GET of the injection.
+    start_get: float = 0.0
+
+    _norm = field_validator("vehicle", mode="before")(_vehicle)
+
+
+class Tolerated(_Model):
+    vehicle: str
+    parameter: str
+    reason: str
+
+    _norm = field_validator("vehicle", mode="before")(_vehicle)
+
+
+class Scenario(_Model):
+    schema_: Literal[1] = Field(alias="schema")
+    id: str
+    title: str
+    briefing: str
+    history: str | None = None  # the real event the drill is drawn from
+    calls: list[str] = []  # what the trainee should call, for the debrief
+    positions: list[str] = ["EECOM"]
+    start: str
+    ships: list[str] = Field(min_length=1)
+    speed: float = Field(default=1.0, gt=0, le=1000)
+    duration: Duration
+    seed: int = 1975
+    historical: bool = False  # the real minor anomalies (TV failure, false GNC alarm)
+    ack_within_s: float = Field(default=60.0, gt=0)
+    grace_s: float | None = Field(default=None, ge=0)  # mission s after the end for acks
+    faults: list[FaultPlan] = Field(min_length=1)
+    tolerate: list[Tolerated] = []
+    plot: dict[str, list[str]] = {}
+    path: str = ""
+    # Filled in by the whole-file checks.
+    start_get: float = 0.0
+    duration_s: float = 0.0
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("ships", mode="before")
+    @classmethod
+    def _ships(cls, v: Any) -> Any:
+        return [_vehicle(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("plot", mode="before")
+    @classmethod
+    def _plot(cls, v: Any) -> Any:
+        return {_vehicle(k): x for k, x in v.items()} if isinstance(v, dict) else v
+
+    @property
+    def end_get(self) -> float:
+        return self.start_get + self.duration_s
+
+    @property
+    def grace(self) -> float:
+        if self.grace_s is not None:
+            return self.grace_s
+        return max([self.ack_within(e) for f in self.faults for e in f.expect] + [30.0])
+
+    def ack_within(self, e: Expect) -> float:
+        return e.ack_within_s if e.ack_within_s is not None else self.ack_within_s
+
+    def expected_vehicle(self, f: FaultPlan, e: Expect) -> str:
+        return e.vehicle or f.vehicle
+
+    def plot_parameters(self) -> dict[str, list[str]]:
+        """Key parameters per transmitting ship: the plot section, else the expected
+        alarms' parameters in the order the faults name them."""
+        if self.plot:
+            return {v: list(p) for v, p in self.plot.items() if v in self.ships}
+        out: dict[str, list[str]] = {}
+        for f in self.faults:
+            for e in f.expect:
+                v = self.expected_vehicle(f, e)
+                if v in self.ships and e.parameter not in out.setdefault(v, []):
+                    out[v].append(e.parameter)
+        return out
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+def load_scenario(path: str | Path, definitions: dict[str, VehicleDefinition] | None = None
+                  ) -> Scenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(path, [("", f"cannot read the file: {exc.strerror}")]) from None
+    return parse_scenario(text, path, definitions)
+
+
+def parse_scenario(text: str, path: str | Path = "<string>",
+                   definitions: dict[str, VehicleDefinition] | None = None) -> Scenario:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(path, [("", f"not valid YAML: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ScenarioError(path, [("", "the file must be a mapping with id, title, "
+                                        "briefing, start, ships, duration and faults")])
+    try:
+        sc = Scenario.model_validate({**data, "path": str(path)})
+    except ValidationError as exc:
+        raise ScenarioError(path, [_where_what(e, data) for e in exc.errors()]) from None
+    problems = _check(sc, definitions if definitions is not None else load_all())
+    if problems:
+        raise ScenarioError(path, problems)
+    return sc
+
+
+def scenario_files(directory: str | Path | None = None) -> list[Path]:
+    return sorted(Path(directory if directory is not None else scenarios_dir()).glob("*.yaml"))
+
+
+def find_scenario(name: str, directory: str | Path | None = None) -> Path:
+    """A scenario by file path, or by id / file stem in the scenarios directory."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise FileNotFoundError(f"no scenario file {name}")
+        return p
+    for f in scenario_files(directory):
+        if f.stem == name:
+            return f
+        try:
+            data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and data.get("id") == name:
+            return f
+    known = ", ".join(f.stem for f in scenario_files(directory)) or "none"
+    raise FileNotFoundError(f"no scenario {name!r} in {directory} (scenarios: {known}; "
+                            "`groundstation drill list` shows them)")
+
+
+def _fault_name(data: dict[str, Any], index: int) -> str:
+    try:
+        fid = data["faults"][index].get("id")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        fid = None
+    return f"fault {fid!r} (faults[{index}])" if fid else f"faults[{index}]"
+
+
+def _where_what(err: Any, data: dict[str, Any]) -> tuple[str, str]:
+    loc = list(err["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "faults" and isinstance(loc[1], int):
+        where = _fault_name(data, loc[1])
+        loc = loc[2:]
+    field = ".".join(str(x) if not isinstance(x, int) else f"[{x}]" for x in loc
+                     if not str(x).startswith(("function-", "tagged-")))
+    field = field.replace(".[", "[")
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling against simulators/scenarios/README.md)"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    return ": ".join(x for x in (where, field) if x), msg
+
+
+# --- whole-file checks ------------------------------------------------------------------------
+
+def _duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 90, '90s', '20m' or '1h30m'")
+    if isinstance(value, int | float):
+        t = float(value)
+    else:
+        t = parse_duration(str(value).strip().removeprefix("+"))
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"{value!r} is not a duration")
+    return t
+
+
+def _check(sc: Scenario, defs: dict[str, VehicleDefinition]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if not ID_RE.match(sc.id):
+        out.append(("id", "must be 1-64 lower-case letters, digits, '-' or '_' (it becomes "
+                          "part of the drill id, one MQTT topic level)"))
+    for i, v in enumerate(sc.ships):
+        if v not in tl.VEHICLES:
+            out.append((f"ships[{i}]", f"no ship {v!r}; ships are {', '.join(tl.VEHICLES)}"))
+        elif v not in defs:
+            out.append((f"ships[{i}]", f"no telemetry definition for {v}"))
+    if len(set(sc.ships)) != len(sc.ships):
+        out.append(("ships", "a ship is listed twice"))
+    ships = [v for v in sc.ships if v in tl.VEHICLES and v in defs]
+    try:
+        sc.start_get = tl.parse_time(sc.start)
+    except ValueError as exc:
+        out.append(("start", str(exc)))
+        sc.start_get = math.nan
+    try:
+        sc.duration_s = _duration(sc.duration)
+        if sc.duration_s <= 0:
+            out.append(("duration", "must be longer than 0"))
+    except ValueError as exc:
+        out.append(("duration", str(exc)))
+        sc.duration_s = math.nan
+    timed = math.isfinite(sc.start_get) and math.isfinite(sc.duration_s)
+    if timed:
+        for v in ships:
+            if sc.start_get >= tl.MISSION_END[v]:
+                out.append(("start", f"{format_get(sc.start_get)} is after {v}'s mission "
+                                     f"ended ({format_get(tl.MISSION_END[v])})"))
+            elif sc.end_get > tl.MISSION_END[v]:
+                out.append(("duration", f"the drill would end at {format_get(sc.end_get)}, "
+                                        f"after {v}'s mission ended "
+                                        f"({format_get(tl.MISSION_END[v])}); shorten it or "
+                                        "start earlier"))
+    seen: set[str] = set()
+    manager = FaultManager(lambda v, pid: defs[v].parameter(pid))
+    for i, f in enumerate(sc.faults):
+        where = f"fault {f.id!r} (faults[{i}])"
+        if not ID_RE.match(f.id):
+            out.append((f"{where}: id", "must be lower-case letters, digits, '-' or '_'"))
+        if f.id in seen:
+            out.append((f"{where}: id", "duplicate fault id"))
+        seen.add(f.id)
+        out += [(f"{where}: {field}", m) for field, m in _check_fault(sc, f, manager, defs,
+                                                                        ships, timed)]
+    for i, t in enumerate(sc.tolerate):
+        out += [(f"tolerate[{i}]: {field}", m)
+                for field, m in _check_parameter(t.vehicle, t.parameter, None, defs,
+                                                 ships, "parameter")]
+    for v, pids in sc.plot.items():
+        if v not in ships:
+            out.append((f"plot: {v}", f"{v} does not transmit in this drill (ships: "
+                                      f"{', '.join(sc.ships)})"))
+            continue
+        for j, pid in enumerate(pids):
+            try:
+                defs[v].parameter(pid)
+            except KeyError:
+                if pid not in {d.id for d in defs[v].derived}:
+                    out.append((f"plot: {v}[{j}]", f"{v} has no parameter {pid!r}"))
+    return out
+
+
+def _check_fault(sc: Scenario, f: FaultPlan, manager: FaultManager,
+                 defs: dict[str, VehicleDefinition], ships: list[str], timed: bool
+                 ) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    when = math.nan
+    if (f.at is None) == (f.get is None):
+        out.append(("at", "give exactly one of 'at' (after the drill starts, e.g. '+2m') "
+                          "or 'get' (a GET such as '055:53:00' or an event such as "
+                          "'docking+10m')"))
+    elif f.at is not None:
+        try:
+            when = sc.start_get + _duration(f.at)
+        except ValueError as exc:
+            out.append(("at", str(exc)))
+    else:
+        try:
+            when = tl.parse_time(str(f.get))
+        except ValueError as exc:
+            out.append(("get", str(exc)))
+    field_of_time = "at" if f.at is not None else "get"
+    if timed and math.isfinite(when):
+        if when < sc.start_get:
+            out.append((field_of_time, f"{format_get(when)} is before the drill starts "
+                                       f"({format_get(sc.start_get)})"))
+        elif when >= sc.end_get:
+            out.append((field_of_time, f"{format_get(when)} is not before the drill ends "
+                                       f"({format_get(sc.end_get)}); lengthen 'duration' or "
+                                       "inject earlier"))
+    f.start_get = when
+    if f.fault not in CATALOGUE:
+        out.append(("fault", f"no fault {f.fault!r}; faults are {', '.join(CATALOGUE)} "
+                             "(`groundstation sim both --list-faults`)"))
+    elif f.vehicle not in tl.VEHICLES:
+        out.append(("vehicle", f"no ship {f.vehicle!r}; ships are {', '.join(tl.VEHICLES)}"))
+    else:
+        try:
+            manager.validate(f.vehicle, f.fault, f.params,
+                             now=when if math.isfinite(when) else EARLIEST_GET,
+                             at=when if math.isfinite(when) else "now", ramp_s=f.ramp_s,
+                             duration_s=f.duration_s)
+        except FaultError as exc:
+            out.append((_fault_field(str(exc), f.fault, field_of_time), str(exc)))
+    for j, e in enumerate(f.expect):
+        v = e.vehicle or f.vehicle
+        out += [(f"expect[{j}]: {field}", m)
+                for field, m in _check_parameter(v, e.parameter, e.severity, defs, ships,
+                                                 "parameter")]
+        if timed and sc.start_get <= when < sc.end_get \
+                and when + e.within_s > sc.end_get + sc.grace:
+            out.append((f"expect[{j}]: within_s", f"{e.within_s:g} s after the injection "
+                                                  f"is past the end of the drill "
+                                                  f"({format_get(sc.end_get)}) and its "
+                                                  "grace; lengthen 'duration'"))
+    for j, pid in enumerate(f.collateral):
+        out += [(f"collateral[{j}]", m)
+                for _, m in _check_parameter(f.vehicle, pid, None, defs, ships, "")]
+    return out
+
+
+def _fault_field(msg: str, fault: str, time_field: str) -> str:
+    """Which field of the scenario's fault a simulator FaultError is about."""
+    if msg.startswith(("no fault", "fault must")):
+        return "fault"
+    if msg.startswith(("no vehicle", f"{fault} is a")):
+        return "vehicle"
+    for name in ("ramp_s", "duration_s"):
+        if msg.startswith(f"{fault}: {name}"):
+            return name
+    if msg.startswith(("at ", "at:", f"{fault}: at ")) or " is not sealed at " in msg:
+        return time_field
+    return "params"
+
+
+def _check_parameter(vehicle: str, pid: str, severity: str | None,
+                     defs: dict[str, VehicleDefinition], ships: list[str], field: str
+                     ) -> list[tuple[str, str]]:
+    if vehicle not in tl.VEHICLES or vehicle not in defs:
+        return [("vehicle", f"no ship {vehicle!r}; ships are {', '.join(tl.VEHICLES)}")]
+    if vehicle not in ships:
+        return [("vehicle", f"{vehicle} does not transmit in this drill, so its alarms "
+                            "cannot be raised; add it to 'ships'")]
+    d = defs[vehicle]
+    entry = next((e for e in [*d.parameters, *d.derived] if e.id == pid), None)
+    if entry is None:
+        return [(field, f"{vehicle} has no parameter {pid!r}")]
+    if entry.limits is None:
+        return [(field, f"{vehicle}.{pid} has no limits, so it never raises an alarm")]
+    if severity == "red":
+        sets = [entry.limits, *entry.limits.contexts]
+        if not any((s.red is not None and any(x is not None for x in s.red)) or s.red_states
+                   for s in sets):
+            return [("severity", f"{vehicle}.{pid} has no red limit; expect yellow")]
+    return []

@@ -1,0 +1,1 @@
+"""The ingest service: telemetry from MQTT to InfluxDB, consoles and the archive."""

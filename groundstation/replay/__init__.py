@@ -1,0 +1,1 @@
+"""Replay of recorded passes through the broker, and the replay session protocol."""

@@ -1,0 +1,71 @@
+"""A nominal ship raises no alarm: every frame of at least an orbit of each mission phase
+(or the whole phase where it is shorter), decoded by the real decoder with the limit
+context of its phase, is inside every limit.
+
+The definitions are telemetry_defs/ as committed; the windows are flown in two worker
+processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pytest
+
+from groundstation.core import flightplan as tl
+from groundstation.core.definitions import load_all
+from simulators.checks import nominal_window
+from simulators.orbit import PERIOD_S
+
+A, S = tl.APOLLO, tl.SOYUZ
+ORBIT = PERIOD_S + 10.0
+WINDOWS: list[tuple[float, float, tuple[str, ...], int]] = [
+    (tl.hms(-9), tl.SOYUZ_ORBIT + 60, (S,), 1),  # Soyuz on the pad, launch, insertion
+    (tl.hms(-1, 30), tl.APOLLO_ORBIT + 300, (A, S), 2),  # Apollo pad and launch
+    (tl.hms(30), tl.hms(30) + ORBIT, (A, S), 3),  # free flight, day two
+    (tl.RENDEZVOUS, tl.RENDEZVOUS + ORBIT, (A, S), 4),
+    (tl.DM_CYCLES[0].start, tl.DM_CYCLES[0].start + ORBIT, (A, S), 5),  # transfer 1
+    (tl.hms(55), tl.hms(55) + ORBIT, (A, S), 6),  # docked, between transfers
+    (tl.UNDOCKING_2, tl.UNDOCKING_2 + ORBIT, (A, S), 7),  # station keeping
+    (tl.SOYUZ_DEORBIT, tl.SOYUZ_LANDING, (S,), 8),  # Soyuz entry, to landing
+    (tl.APOLLO_DEORBIT, tl.SPLASHDOWN, (A,), 9),  # Apollo entry, to splashdown
+]
+PHASE_LENGTH = {(A, "ascent"): tl.APOLLO_ORBIT, (S, "ascent"): tl.SOYUZ_ORBIT - tl.SOYUZ_LAUNCH,
+                (A, "entry"): tl.SPLASHDOWN - tl.APOLLO_DEORBIT,
+                (S, "entry"): tl.SOYUZ_LANDING - tl.SOYUZ_DEORBIT}
+CASES = [(v, p) for v in (A, S) for p in tl.PHASES]
+
+
+@pytest.fixture(scope="module")
+def flights() -> dict[str, Any]:
+    load_all()  # once, before the workers are forked from this process
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool:
+        results = list(pool.map(nominal_window, WINDOWS))
+    seconds: dict[tuple[str, str], float] = {}
+    violations: dict[tuple[str, str], dict[str, Any]] = {}
+    bad = 0
+    for res in results:
+        for v, r in res.items():
+            bad += r["bad_frames"]
+            for phase, sec in r["seconds"].items():
+                seconds[(v, phase)] = seconds.get((v, phase), 0.0) + sec
+            for pid, x in r["violations"].items():
+                violations.setdefault((v, x[3]), {})[pid] = x
+    return {"seconds": seconds, "violations": violations, "bad_frames": bad}
+
+
+@pytest.mark.parametrize(("vehicle", "phase"), CASES)
+def test_a_nominal_ship_stays_inside_every_limit(flights: dict[str, Any], vehicle: str,
+                                                 phase: str) -> None:
+    flown = flights["seconds"].get((vehicle, phase), 0.0)
+    need = min(PERIOD_S, PHASE_LENGTH.get((vehicle, phase), PERIOD_S))
+    assert flown >= need - 1, f"only {flown:.0f} s of {vehicle} in {phase} were checked"
+    assert flights["violations"].get((vehicle, phase), {}) == {}
+
+
+def test_every_frame_decoded(flights: dict[str, Any]) -> None:
+    assert flights["bad_frames"] == 0
+    assert flights["violations"] == {}
