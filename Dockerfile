@@ -9,25 +9,29 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-WORKDIR /app
+WORKDIR /src
 
-# Dependencies first, in a layer that survives edits to the source: install the project
-# with empty packages, then remove it and keep what it pulled in.
-COPY pyproject.toml README.md ./
-RUN mkdir groundstation simulators \
-    && touch groundstation/__init__.py simulators/__init__.py \
-    && pip install . \
-    && pip uninstall -y groundstation \
-    && rm -rf groundstation simulators build ./*.egg-info
+# Dependencies first, in a layer that survives edits to the source: the list is read from
+# pyproject.toml alone (tomllib is in the standard library), so only a change there
+# reinstalls them.
+COPY pyproject.toml ./
+RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["project"]["dependencies"]))' \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt \
+    && rm /tmp/requirements.txt
 
-# The source. Installed in place (editable), so the package finds telemetry_defs/,
-# deploy/ and dashboards/ beside it, as in a checkout.
+# The project, installed as any package is: pip builds the wheel (the definitions, the
+# deployment files and the dashboards travel inside it, under groundstation/_data/) and
+# finds its dependencies already there. The source is then removed, so what runs is the
+# installed package; `defs check` proves it finds its data.
+COPY README.md ./
 COPY groundstation/ groundstation/
 COPY simulators/ simulators/
 COPY telemetry_defs/ telemetry_defs/
 COPY deploy/ deploy/
 COPY dashboards/ dashboards/
-RUN pip install --no-deps -e . \
+RUN pip install . \
+    && cd / && rm -rf /src \
     && groundstation defs check \
     && useradd --system --uid 10001 --home-dir /var/lib/groundstation --no-create-home \
         groundstation \

@@ -1,35 +1,60 @@
 """Where the project's data files are: the telemetry definitions, the drill scenarios, the
 deployment files (Mosquitto's configuration and ACL) and the generated dashboards.
 
-The one place that knows. In a checkout (and an editable install) they are the
-repository's own top-level directories, so an edit shows at once; an installed wheel
-carries copies under ``groundstation/_data/`` (pyproject.toml's build step puts them
-there), found through importlib.resources. The checkout wins when both exist, so a
-developer never runs against a stale copy.
+The one place that knows. Where this package was imported from decides:
+
+- from a checkout (or an editable install, which imports from the checkout), they are the
+  repository's own top-level directories, so an edit shows at once;
+- from an installed wheel, they are the copies the wheel carries in ``groundstation/_data/``
+  (pyproject.toml's ``[tool.hatch.build.targets.wheel.sources]`` puts them there).
+
+A checkout is recognised by its pyproject.toml naming this project beside the package, not
+by a directory name, so a wheel installed where a stray ``telemetry_defs/`` or another
+project's pyproject.toml happens to lie still uses its own copies. Never a mix of the two.
 """
 
 from __future__ import annotations
 
+import tomllib
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parent.parent
-# What the wheel ships, by the name of its directory in the repository.
-_SHIPPED = ("telemetry_defs", "dashboards", "deploy")
+PROJECT = "groundstation"
+_PACKAGE = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE.parent
+# What the wheel ships under groundstation/_data/, by the name of its directory in the
+# repository (pyproject.toml maps each one).
+SHIPPED = ("telemetry_defs", "dashboards", "deploy")
+
+
+def is_checkout(root: Path) -> bool:
+    """Whether root is this project's source tree: a pyproject.toml naming the project."""
+    try:
+        with (root / "pyproject.toml").open("rb") as f:
+            project = tomllib.load(f).get("project")
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    return isinstance(project, dict) and project.get("name") == PROJECT
+
+
+@cache
+def data_root() -> Path:
+    """The directory holding telemetry_defs/, dashboards/ and deploy/: the checkout, or
+    groundstation/_data/ of the installed package."""
+    return _CHECKOUT if is_checkout(_CHECKOUT) else _PACKAGE / "_data"
 
 
 @cache
 def _root(name: str) -> Path:
-    if (_CHECKOUT / name).is_dir() and (_CHECKOUT / "pyproject.toml").is_file():
-        return _CHECKOUT / name
-    shipped = resources.files("groundstation") / "_data" / name
-    if shipped.is_dir():
-        return Path(str(shipped))
+    path = data_root() / name
+    if path.is_dir():
+        return path
+    where = ("the checkout" if data_root() == _CHECKOUT else
+             "the installed package (built without its data?)")
     raise FileNotFoundError(
-        f"groundstation's {name}/ directory is missing: neither a checkout "
-        f"({_CHECKOUT / name}) nor the installed package (groundstation/_data/{name}) has "
-        "it; reinstall the package (pip install groundstation) or run from a checkout")
+        f"groundstation's {name}/ directory is missing from {where}: {path}; "
+        "reinstall the package (pip install groundstation) or restore the checkout")
 
 
 def defs_dir() -> Path:
@@ -47,6 +72,13 @@ def mosquitto_dir() -> Path:
     return _root("deploy") / "mosquitto"
 
 
+@cache
 def scenarios_dir() -> Path:
-    """The drill scenarios: part of the simulators package, so shipped with it."""
-    return Path(str(resources.files("simulators") / "scenarios"))
+    """The drill scenarios: part of the simulators package (non-Python files that the
+    wheel carries with it), so found wherever that package was imported from."""
+    path = Path(str(resources.files("simulators") / "scenarios"))
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"the drill scenarios are missing: {path}; reinstall the package "
+            "(pip install groundstation) or restore the checkout")
+    return path

@@ -108,7 +108,10 @@ class _Child:
     @classmethod
     def start(cls, name: str, args: list[str], log: Path) -> _Child:
         with log.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "groundstation", *args],
+            # -P: not the working directory first on sys.path, as -m would put it, so the
+            # children run the same groundstation as this process, not a groundstation/
+            # directory where the user happens to stand (an older checkout, say).
+            proc = subprocess.Popen([sys.executable, "-P", "-m", "groundstation", *args],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
