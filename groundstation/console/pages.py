@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
 from groundstation.core.definitions import Parameter, VehicleDefinition
 from groundstation.core.limits import LimitState
+from groundstation.core.mission_time import format_get_ns, format_gmt_ns, format_msk_ns
 from groundstation.grafana import board as db
 
 CENTRES = ("houston", "moscow")
@@ -28,9 +28,6 @@ MOSCOW_OVERVIEW = "ОБЗОР"
 MOSCOW_ALIASES = {"OBZOR": MOSCOW_OVERVIEW, "OVERVIEW": MOSCOW_OVERVIEW, "SOZH": "СОЖ",
                   "STR": "СТР", "SEP": "СЭП", "SUD": "СУД", "DU": "ДУ", "SSVP": "ССВП",
                   "RTS": "РТС", "SIGNAL": "Сигнализация"}
-
-LIFTOFF_NS = db.LIFTOFF_S * 1_000_000_000
-MSK = timedelta(hours=3)  # Moscow time was UTC+3 all year in 1975
 
 # Vehicles in the order each centre lists them.
 VEHICLE_ORDER = {"houston": ("apollo_csm", "soyuz"), "moscow": ("soyuz", "apollo_csm")}
@@ -276,34 +273,24 @@ def trend_scale(f: Field, values: list[float]) -> tuple[float, float]:
 
 
 # --- clocks ------------------------------------------------------------------------------
+# The header and the alarm list show dashes where no frame has come yet.
 
 
 def get_text(t_ns: int | None) -> str:
     """GET of a data time, HHH:MM:SS from the Apollo liftoff."""
-    if t_ns is None:
-        return "---:--:--"
-    s = (t_ns - LIFTOFF_NS) / 1e9
-    sign = "-" if s < 0 else ""
-    s = int(abs(s) + 1e-9)
-    return f"{sign}{s // 3600:03d}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def utc(t_ns: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t_ns // 1000)
+    return "---:--:--" if t_ns is None else format_get_ns(t_ns)
 
 
 def gmt_text(t_ns: int | None) -> str:
     """GMT as NASA wrote it: day of year, then the time."""
-    if t_ns is None:
-        return "---:--:--:--"
-    return utc(t_ns).strftime("%j:%H:%M:%S")
+    return "---:--:--:--" if t_ns is None else format_gmt_ns(t_ns)
 
 
 def msk_text(t_ns: int | None, with_date: bool = True) -> str:
+    """Moscow time of a data time, with the date or without."""
     if t_ns is None:
         return "--.--.---- --:--:--" if with_date else "--:--:--"
-    t = utc(t_ns) + MSK
-    return t.strftime("%d.%m.%Y %H:%M:%S" if with_date else "%H:%M:%S")
+    return format_msk_ns(t_ns, with_date)
 
 
 def limit_colour(state: int | None) -> str:

@@ -30,8 +30,9 @@ mission time, so the consoles open on the day of the first docking (17 July 1975
 docker-compose.yml starts the simulators) and link to the whole joint flight and to
 wall-clock time ("Live: last 15 min", for data stamped now). `link` and `ingest` are
 stamped when the ingest measured them, so their panels use a relative time override
-(`timeFrom`) and always show the ground system now. GET and GMT come from
-`link.last_frame_ns`, the newest frame's time.
+(`timeFrom`) and always show the ground system now. GET, GMT and MSK come from
+`link.last_frame_ns`, the newest frame's time, shifted in the query by the epoch and the
+Moscow offset of groundstation.core.mission_time.
 
 The command line is `groundstation dashboards build [--check]`
 (groundstation/commands/dashboards.py); `push` is in groundstation/grafana/push.py.
@@ -55,6 +56,7 @@ from groundstation.core.definitions import (
     VehicleDefinition,
     load_all,
 )
+from groundstation.core.mission_time import LIFTOFF_NS, MSK_OFFSET_S, NS
 from groundstation.core.units import UNITS, conversion
 from groundstation.paths import dashboards_dir
 
@@ -70,11 +72,6 @@ DATASOURCE_UID = "gs-influxdb"
 DATASOURCE = {"type": "influxdb", "uid": DATASOURCE_UID}
 SCHEMA_VERSION = 41
 TAG = "groundstation"
-
-# GET 000:00:00 is Apollo's liftoff, 1975-07-15 19:50:01 UTC.
-LIFTOFF_S = int(datetime(1975, 7, 15, 19, 50, 1, tzinfo=UTC).timestamp())
-# Moscow time was UTC+3 all year in 1975 (summer time came in 1981), as it is today.
-MSK_OFFSET_MS = 3 * 3600 * 1000
 
 Entry = Parameter | Derived
 
@@ -628,7 +625,7 @@ def _timeline(refs: Sequence[_Ref], style: _Style, title: str) -> dict[str, Any]
 
 
 def _clock_get(style: _Style) -> dict[str, Any]:
-    q = (f'SELECT max("last_frame_ns") / 1000000000 - {LIFTOFF_S} AS "GET" FROM "link" '
+    q = (f'SELECT max("last_frame_ns") / 1000000000 - {LIFTOFF_NS // NS} AS "GET" FROM "link" '
          f"WHERE {SOURCE_FILTER} AND $timeFilter")
     desc = ("Ground elapsed time from Apollo's liftoff (1975-07-15 19:50:01 UTC) of the newest "
             "frame received (link.last_frame_ns), hours:minutes:seconds")
@@ -646,13 +643,13 @@ def _clock(style: _Style, which: str) -> dict[str, Any]:
     shift = ""
     fmt = "time:DDDD:HH:mm:ss"
     if which == "gmt" and style.timezone == "Europe/Moscow":
-        shift = f" - {MSK_OFFSET_MS}"
+        shift = f" - {MSK_OFFSET_S * 1000}"
     if which == "gmt" and style.lang == "ru":
         fmt = "time:DD.MM.YYYY HH:mm:ss"
     if which == "msk":
         fmt = "time:DD.MM.YYYY HH:mm:ss"
         if style.timezone != "Europe/Moscow":
-            shift = f" + {MSK_OFFSET_MS}"
+            shift = f" + {MSK_OFFSET_S * 1000}"
     alias = _w(which, "en")
     q = (f'SELECT max("last_frame_ns") / 1000000{shift} AS "{alias}" FROM "link" '
          f"WHERE {SOURCE_FILTER} AND $timeFilter")
