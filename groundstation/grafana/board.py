@@ -51,7 +51,7 @@ from typing import Any
 
 from groundstation.core import presentation as pr
 from groundstation.core.definitions import LimitSet, VehicleDefinition, load_all
-from groundstation.core.mission_time import LIFTOFF_NS, MSK_OFFSET_S, NS
+from groundstation.core.mission_time import LIFTOFF_NS, LIFTOFF_UTC, MSK_OFFSET_S, NS
 from groundstation.paths import dashboards_dir
 
 __all__ = [
@@ -469,8 +469,8 @@ def _timeline(refs: Sequence[pr.ParameterRef], style: pr.Style, title: str) -> d
 def _clock_get(style: pr.Style) -> dict[str, Any]:
     q = (f'SELECT max("last_frame_ns") / 1000000000 - {LIFTOFF_NS // NS} AS "GET" FROM "link" '
          f"WHERE {SOURCE_FILTER} AND $timeFilter")
-    desc = ("Ground elapsed time from Apollo's liftoff (1975-07-15 19:50:01 UTC) of the newest "
-            "frame received (link.last_frame_ns), hours:minutes:seconds")
+    desc = (f"Ground elapsed time from Apollo's liftoff ({LIFTOFF_UTC:%Y-%m-%d %H:%M:%S} UTC) "
+            "of the newest frame received (link.last_frame_ns), hours:minutes:seconds")
     return _panel("stat", _w("get", style.lang), [_target(q)],
                   {"unit": "dthms", "decimals": 0, "color": {"mode": "fixed",
                                                                "fixedColor": "text"},
