@@ -78,7 +78,7 @@ class Style:
 
     units: UnitSystem
     lang: Lang
-    timezone: str  # the IANA zone of the console's clock ("utc" for GMT)
+    timezone: str  # the clock's zone as Grafana names it: "utc" or "Europe/Moscow"
 
 
 HOUSTON = Style("houston", "en", "utc")
