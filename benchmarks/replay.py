@@ -37,15 +37,15 @@ import numpy as np  # noqa: E402
 
 from groundstation.core.definitions import VehicleDefinition, load_definition  # noqa: E402
 from groundstation.core.encoder import FrameEncoder  # noqa: E402
+from groundstation.core.mission_time import parse_time_ns  # noqa: E402
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer  # noqa: E402
 from groundstation.paths import defs_dir  # noqa: E402
 from groundstation.replay.replayer import Replayer, plan_replay  # noqa: E402
 from groundstation.storage.archive import ArchiveWriter  # noqa: E402
 from groundstation.storage.influx.backends import InfluxV1  # noqa: E402
-from groundstation.storage.passes import parse_time  # noqa: E402
 from simulators.downlink import nominal_values  # noqa: E402
 
-T0 = parse_time("1975-07-17T15:00:00Z")
+T0 = parse_time_ns("1975-07-17T15:00:00Z")
 
 
 def write_archive(root: Path, defn: VehicleDefinition, n_frames: int) -> None:

@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from groundstation.core import flightplan as tl
 from groundstation.core.definitions import Parameter, VehicleDefinition, load_all
-from groundstation.core.mission_time import EARLIEST_GET, format_get, utc_text
+from groundstation.core.mission_time import EARLIEST_GET, format_get, format_utc
 from simulators import orbit
 from simulators.apollo import DM_CM_PRESS, DM_N2_TARGET, V_DM, ApolloModel, Env, dm_stage
 from simulators.faults import Fault, FaultManager, FaultView
@@ -213,7 +213,7 @@ class Mission:
         t = self.t if get is None else get
         e = self.env(vehicle, t)
         return {"vehicle": vehicle, "get": t, "get_text": format_get(t),
-                "utc": utc_text(t), "phase": self.phase(vehicle, t),
+                "utc": format_utc(t), "phase": self.phase(vehicle, t),
                 "docked": self.docked(t), "aos": e.aos, "station": e.station,
                 "relay": e.relay, "ended": self.ended(vehicle, t),
                 "faults": [f.describe() for f in self.faults.pending_or_active(vehicle, t)]}

@@ -28,7 +28,13 @@ from numpy.typing import NDArray
 from groundstation.core import flightplan as tl
 from groundstation.core.definitions import Parameter, VehicleDefinition
 from groundstation.core.encoder import FrameEncoder
-from groundstation.core.mission_time import FRAME_EPOCH_NS, LIFTOFF_NS, NS, frame_index
+from groundstation.core.mission_time import (
+    FRAME_EPOCH_NS,
+    LIFTOFF_NS,
+    NS,
+    frame_index,
+    utc_ns_to_get,
+)
 from simulators.apollo import ApolloModel
 from simulators.attitude import attitude
 from simulators.downlink import nominal_value
@@ -131,7 +137,7 @@ class TelemetryStream:
 
     @property
     def next_get(self) -> float:
-        return (self.next_time_ns - LIFTOFF_NS) / NS
+        return utc_ns_to_get(self.next_time_ns)
 
     # --- generation -----------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ import numpy as np
 
 from groundstation.core.definitions import load_definition
 from groundstation.core.encoder import FrameEncoder
+from groundstation.core.mission_time import parse_time_ns
 from groundstation.storage.archive import ArchiveWriter
-from groundstation.storage.passes import parse_time
 from tests.paths import MINI
 
-T0 = parse_time("1975-07-17T16:09:09Z")
+T0 = parse_time_ns("1975-07-17T16:09:09Z")
 
 
 PERIOD = 20_000_000

@@ -9,15 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from groundstation.config import load as load_config
+from groundstation.core.mission_time import NS, format_duration, format_get_ns, format_utc_ns
 from groundstation.storage.archive import LIVE
 from groundstation.storage.export import FORMATS, LAYOUTS, export_pass
-from groundstation.storage.passes import (
-    DEFAULT_LOS_GAP_S,
-    Catalogue,
-    format_duration,
-    format_get,
-    format_utc,
-)
+from groundstation.storage.passes import DEFAULT_LOS_GAP_S, Catalogue
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -107,9 +102,9 @@ def _ls(cat: Catalogue, args: argparse.Namespace) -> int:
             rej = "n/a" if p.rejected is None else str(p.rejected.frames)
             if p.rejected is not None and p.rejected.messages:
                 rej += "*"
-            print(f"{p.index:>3}  {p.id:<36} {format_utc(p.aos_ns):<20} "
-                  f"{format_utc(p.los_ns):<20} {format_get(p.aos_ns):>10} "
-                  f"{format_get(p.los_ns):>10} {format_duration(p.duration_ns):>9} "
+            print(f"{p.index:>3}  {p.id:<36} {format_utc_ns(p.aos_ns):<20} "
+                  f"{format_utc_ns(p.los_ns):<20} {format_get_ns(p.aos_ns):>10} "
+                  f"{format_get_ns(p.los_ns):>10} {format_duration(p.duration_ns / NS):>9} "
                   f"{p.frames:>9,} {p.duplicates:>6,} {len(p.gaps):>4} {p.missing:>7,} "
                   f"{rej:>8}"
                   + ("  TORN" if any(x.kind == "torn" for x in p.problems) else ""))
@@ -137,9 +132,9 @@ def _show(cat: Catalogue, args: argparse.Namespace) -> int:
     print(f"pass      {p.id}   (#{p.index})")
     print(f"stream    {p.vehicle}/{p.stream}, source {p.source}, frame period "
           f"{p.period_ns / 1e6:g} ms")
-    print(f"AOS       {format_utc(p.aos_ns, 'ms')}   GET {format_get(p.aos_ns, 'ms')}")
-    print(f"LOS       {format_utc(p.los_ns, 'ms')}   GET {format_get(p.los_ns, 'ms')}")
-    print(f"duration  {format_duration(p.duration_ns)}")
+    print(f"AOS       {format_utc_ns(p.aos_ns, 'ms')}   GET {format_get_ns(p.aos_ns, 'ms')}")
+    print(f"LOS       {format_utc_ns(p.los_ns, 'ms')}   GET {format_get_ns(p.los_ns, 'ms')}")
+    print(f"duration  {format_duration(p.duration_ns / NS)}")
     print(f"frames    {p.frames:,} distinct recorded, {p.expected:,} expected at the frame "
           f"rate, {p.missing:,} missing")
     if p.duplicates:
@@ -151,8 +146,8 @@ def _show(cat: Catalogue, args: argparse.Namespace) -> int:
               "counted, replayed and exported in their place in time")
     print(f"gaps      {len(p.gaps)} longer than {cat.gap_ns / 1e9:g} s")
     for g in p.gaps:
-        print(f"          {format_utc(g.start_ns, 'ms')} .. {format_utc(g.end_ns, 'ms')}  "
-              f"(GET {format_get(g.start_ns)} .. {format_get(g.end_ns)}), "
+        print(f"          {format_utc_ns(g.start_ns, 'ms')} .. {format_utc_ns(g.end_ns, 'ms')}  "
+              f"(GET {format_get_ns(g.start_ns)} .. {format_get_ns(g.end_ns)}), "
               f"{g.duration_ns / 1e9:.1f} s, {g.missing:,} frames")
     if p.rejected is None:
         print("rejected  unknown: no quarantine in this archive")
@@ -167,7 +162,7 @@ def _show(cat: Catalogue, args: argparse.Namespace) -> int:
     for sha in p.definitions:
         have = "stored" if sha and reader.definition_text(sha) is not None else "NOT stored"
         print(f"defs      {sha or '(unknown)'}  ({have} in the archive)")
-    print(f"receive   {format_utc(p.recv_min, 'ms')} .. {format_utc(p.recv_max, 'ms')} "
+    print(f"receive   {format_utc_ns(p.recv_min, 'ms')} .. {format_utc_ns(p.recv_max, 'ms')} "
           "(ground wall clock)")
     print(f"index     {len(p.blocks)} blocks ({sum(not b.indexed for b in p.blocks)} from "
           "scanning an unindexed tail)")
@@ -204,7 +199,7 @@ def _export(args: argparse.Namespace) -> int:
     cat = catalogue_for(args)
     p = cat.find(args.pass_id)
     out = args.output or Path(f"{p.vehicle}_{p.stream}_"
-                              f"{format_utc(p.aos_ns).replace(':', '').replace('-', '')}"
+                              f"{format_utc_ns(p.aos_ns).replace(':', '').replace('-', '')}"
                               f".{'csv' if args.format == 'csv' else 'parquet'}")
     only = [x.strip() for x in args.parameters.split(",")] if args.parameters else None
     r = export_pass(cat.root, p, out, fmt=args.format, layout=args.layout, limits=args.limits,

@@ -14,7 +14,7 @@ import aiomqtt
 
 from groundstation.commands.options import add_mqtt_arguments, load_config
 from groundstation.core.definitions import DefinitionError, load_all
-from groundstation.core.mission_time import format_get, utc_text
+from groundstation.core.mission_time import format_get, format_utc
 from groundstation.drills.scenario import (
     ScenarioError,
     find_scenario,
@@ -178,7 +178,7 @@ def _check(files: list[Path], fly: bool) -> int:
 def _show(name: str, instructor: bool) -> int:
     sc = load_scenario(find_scenario(name))
     print(f"{sc.title}\n{'=' * len(sc.title)}")
-    print(f"start {format_get(sc.start_get)} GET ({utc_text(sc.start_get)}), "
+    print(f"start {format_get(sc.start_get)} GET ({format_utc(sc.start_get)}), "
           f"{format_get(sc.duration_s)} of mission time; ships: {', '.join(sc.ships)}; "
           f"positions: {', '.join(sc.positions)}; acknowledge within {sc.ack_within_s:g} s\n")
     print(sc.briefing.strip())

@@ -5,8 +5,9 @@ Houston speaks English in US units (each parameter's `display.houston` unit) and
 FLIGHT overview and the EECOM, GNC and INCO positions; Moscow speaks Russian in metric
 units (`display.moscow`: mm Hg, °C, atm, kg), puts Soyuz first and groups parameters by
 the ЦУП groups (СОЖ, СТР, СЭП, СУД, ДУ, ССВП, РТС). The grouping, key-value lists, labels,
-unit conversions and decimals are the Grafana generator's (groundstation/grafana/board.py),
-imported rather than written twice, so the console and the dashboards cannot disagree.
+unit conversions and decimals come from groundstation.core.presentation, which the Grafana
+generator uses too, so the console and the dashboards cannot disagree; the clocks are
+groundstation.core.mission_time's.
 
 Nothing here touches MQTT or Textual: it is pure data and text, so it is cheap to test.
 """
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 
-from groundstation.core.definitions import Parameter, VehicleDefinition
+from groundstation.core import presentation as pr
+from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.limits import LimitState
-from groundstation.grafana import board as db
+from groundstation.core.mission_time import format_get_ns, format_gmt_ns, format_msk_ns
 
 CENTRES = ("houston", "moscow")
 HOUSTON_POSITIONS = ("FLIGHT", "EECOM", "GNC", "INCO")
@@ -28,9 +29,6 @@ MOSCOW_OVERVIEW = "ОБЗОР"
 MOSCOW_ALIASES = {"OBZOR": MOSCOW_OVERVIEW, "OVERVIEW": MOSCOW_OVERVIEW, "SOZH": "СОЖ",
                   "STR": "СТР", "SEP": "СЭП", "SUD": "СУД", "DU": "ДУ", "SSVP": "ССВП",
                   "RTS": "РТС", "SIGNAL": "Сигнализация"}
-
-LIFTOFF_NS = db.LIFTOFF_S * 1_000_000_000
-MSK = timedelta(hours=3)  # Moscow time was UTC+3 all year in 1975
 
 # Vehicles in the order each centre lists them.
 VEHICLE_ORDER = {"houston": ("apollo_csm", "soyuz"), "moscow": ("soyuz", "apollo_csm")}
@@ -95,12 +93,12 @@ def word(key: str, centre: str) -> str:
     return ru if centre == "moscow" else en
 
 
-def lang(centre: str) -> str:
-    return "ru" if centre == "moscow" else "en"
+def style_of(centre: str) -> pr.Style:
+    return pr.MOSCOW if centre == "moscow" else pr.HOUSTON
 
 
-def style_of(centre: str) -> db._Style:
-    return db.MOSCOW if centre == "moscow" else db.HOUSTON
+def lang(centre: str) -> pr.Lang:
+    return style_of(centre).lang
 
 
 @dataclass(frozen=True)
@@ -155,30 +153,26 @@ class Page:
     link_quality: bool = False  # INCO and РТС also show the ground side of each link
 
 
-def make_field(ref: db._Ref, centre: str) -> Field:
+def make_field(ref: pr.ParameterRef, centre: str) -> Field:
     style = style_of(centre)
-    unit = db._display_unit(ref, style)
-    scale, offset = db._conversion(ref, style)
-    unit_text = "" if unit in ("state", "count") else db._unit_text(unit, lang(centre))
+    unit = pr.display_unit(ref, style)
+    scale, offset = pr.display_conversion(ref, style)
+    unit_text = "" if unit in ("state", "count") else pr.unit_text(unit, style.lang)
     position = ref.entry.console.get(centre, "")
     lim = ref.entry.limits
     yellow = None
     if lim is not None and lim.yellow is not None and not (ref.discrete or ref.counter):
-        yellow = (db._convert(lim.yellow[0], scale, offset),
-                  db._convert(lim.yellow[1], scale, offset))
-    count = 0.0
-    if isinstance(ref.entry, Parameter) and not (ref.discrete or ref.counter):
-        lo, hi = ref.entry.eng_range()
-        count = (hi - lo) / ref.entry.raw_max * scale
-    return Field(ref.vid, ref.pid, db._label(ref.entry, lang(centre)), unit, unit_text, scale,
-                 offset, db._decimals(ref, scale), ref.states, ref.discrete, ref.counter,
-                 position, yellow, count)
+        yellow = (pr.to_display(lim.yellow[0], scale, offset),
+                  pr.to_display(lim.yellow[1], scale, offset))
+    return Field(ref.vid, ref.pid, pr.label(ref.entry, style.lang), unit, unit_text, scale,
+                 offset, pr.decimals(ref, scale), ref.states, ref.discrete, ref.counter,
+                 position, yellow, pr.sensor_step(ref, scale))
 
 
 def fields(defs: dict[str, VehicleDefinition], centre: str) -> dict[tuple[str, str], Field]:
     """Every parameter of every vehicle as the centre shows it, by (vehicle, id)."""
     return {(r.vid, r.pid): make_field(r, centre) for d in defs.values()
-            for r in db._entries(d)}
+            for r in pr.parameter_refs(d)}
 
 
 def _ordered(defs: dict[str, VehicleDefinition], centre: str) -> list[VehicleDefinition]:
@@ -189,10 +183,11 @@ def _ordered(defs: dict[str, VehicleDefinition], centre: str) -> list[VehicleDef
 
 def _key_section(defs: dict[str, VehicleDefinition], d: VehicleDefinition, centre: str
                  ) -> Section:
-    tables = (db.FLIGHT_STATUS, db.FLIGHT_KEYS, db.FLIGHT_DOCKING)
+    tables = (pr.FLIGHT_STATUS, pr.FLIGHT_KEYS, pr.FLIGHT_DOCKING)
     refs = [r for t in tables
-            for r in db._pick(defs, {d.vehicle: t.get(d.vehicle, ())}, "console key values")]
-    return Section(db._vehicle_name(d, lang(centre)).upper(),
+            for r in pr.pick_refs(defs, {d.vehicle: t.get(d.vehicle, ())},
+                                  "console key values")]
+    return Section(pr.vehicle_name(d, lang(centre)).upper(),
                    tuple(make_field(r, centre) for r in refs))
 
 
@@ -207,29 +202,27 @@ def pages(defs: dict[str, VehicleDefinition], centre: str) -> list[Page]:
         for pos in HOUSTON_POSITIONS[1:]:
             sections = []
             for d in ships:
-                refs = [r for r in db._entries(d) if r.entry.console.get("houston") == pos]
-                for sub in db._subsystem_order(refs):
-                    group = [r for r in refs if (r.entry.subsystem or "OTHER") == sub]
-                    name = db.SUBSYSTEMS_EN.get(sub, sub.lower()).upper()
-                    sections.append(Section(f"{db._vehicle_name(d, 'en').upper()} · {sub} — "
+                refs = [r for r in pr.parameter_refs(d)
+                        if r.entry.console.get("houston") == pos]
+                for sub in pr.subsystem_order(refs):
+                    group = [r for r in refs if r.subsystem == sub]
+                    name = pr.subsystem_name(sub).upper()
+                    sections.append(Section(f"{pr.vehicle_name(d, 'en').upper()} · {sub} — "
                                             f"{name}", tuple(make_field(r, centre)
                                                              for r in group)))
             out.append(Page(pos, pos, tuple(sections), link_quality=pos == "INCO"))
         return out
     out = [Page(MOSCOW_OVERVIEW, "ОБЗОР — оба корабля",
                 tuple(_key_section(defs, d, centre) for d in ships))]
-    present = {r.entry.console.get("moscow", "—") for d in ships for r in db._entries(d)}
-    groups = [g for g in db.MOSCOW_GROUPS if g in present] + sorted(
-        present - set(db.MOSCOW_GROUPS))
+    groups = pr.moscow_group_order(r for d in ships for r in pr.parameter_refs(d))
     for g in groups:
         sections = []
         for d in ships:
-            refs = [r for r in db._entries(d) if r.entry.console.get("moscow", "—") == g]
+            refs = [r for r in pr.parameter_refs(d) if pr.moscow_group(r) == g]
             if refs:
-                sections.append(Section(db._vehicle_name(d, "ru").upper(),
+                sections.append(Section(pr.vehicle_name(d, "ru").upper(),
                                         tuple(make_field(r, centre) for r in refs)))
-        full = db.MOSCOW_GROUPS.get(g)
-        out.append(Page(g, f"{g} — {full}" if full else g, tuple(sections),
+        out.append(Page(g, pr.moscow_group_title(g), tuple(sections),
                         link_quality=g == "РТС"))
     return out
 
@@ -276,34 +269,24 @@ def trend_scale(f: Field, values: list[float]) -> tuple[float, float]:
 
 
 # --- clocks ------------------------------------------------------------------------------
+# The header and the alarm list show dashes where no frame has come yet.
 
 
 def get_text(t_ns: int | None) -> str:
     """GET of a data time, HHH:MM:SS from the Apollo liftoff."""
-    if t_ns is None:
-        return "---:--:--"
-    s = (t_ns - LIFTOFF_NS) / 1e9
-    sign = "-" if s < 0 else ""
-    s = int(abs(s) + 1e-9)
-    return f"{sign}{s // 3600:03d}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def utc(t_ns: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=t_ns // 1000)
+    return "---:--:--" if t_ns is None else format_get_ns(t_ns)
 
 
 def gmt_text(t_ns: int | None) -> str:
     """GMT as NASA wrote it: day of year, then the time."""
-    if t_ns is None:
-        return "---:--:--:--"
-    return utc(t_ns).strftime("%j:%H:%M:%S")
+    return "---:--:--:--" if t_ns is None else format_gmt_ns(t_ns)
 
 
 def msk_text(t_ns: int | None, with_date: bool = True) -> str:
+    """Moscow time of a data time, with the date or without."""
     if t_ns is None:
         return "--.--.---- --:--:--" if with_date else "--:--:--"
-    t = utc(t_ns) + MSK
-    return t.strftime("%d.%m.%Y %H:%M:%S" if with_date else "%H:%M:%S")
+    return format_msk_ns(t_ns, with_date)
 
 
 def limit_colour(state: int | None) -> str:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from groundstation.core.mission_time import format_get, utc_text
+from groundstation.core.mission_time import format_get, format_utc
 from groundstation.drills.scenario import SEVERITY_RANK, Scenario
 
 RAISES = ("raised", "escalated")
@@ -61,7 +61,7 @@ class Injection:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "vehicle": self.vehicle, "fault": self.fault,
                 "params": self.params, "get": self.get, "get_text": format_get(self.get),
-                "utc": utc_text(self.get), "origin": self.origin, "sim_id": self.sim_id,
+                "utc": format_utc(self.get), "origin": self.origin, "sim_id": self.sim_id,
                 "expect": self.expect, "collateral": self.collateral}
 
 
@@ -120,8 +120,8 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                      "ack_within_s": sc.ack_within_s, "calls": sc.calls,
                      "history": sc.history},
         "speed": speed, "started_get": started_get, "started": format_get(started_get),
-        "started_utc": utc_text(started_get), "ended_get": ended_get,
-        "ended": format_get(ended_get), "ended_utc": utc_text(ended_get),
+        "started_utc": format_utc(started_get), "ended_get": ended_get,
+        "ended": format_get(ended_get), "ended_utc": format_utc(ended_get),
         "stopped_early": stopped_early, "wall_s": wall_s,
         "pauses": pauses or [], "commands": commands or [],
         "faults": faults_out, "raised_without_fault": unexplained,
@@ -161,7 +161,7 @@ def _match(inj: Injection, exp: dict[str, Any], events: list[dict[str, Any]],
         return row
     used.add(id(hit))
     row.update(raised_get=hit["get"], raised=format_get(hit["get"]),
-               raised_utc=utc_text(hit["get"]), raised_after_s=hit["get"] - inj.get,
+               raised_utc=format_utc(hit["get"]), raised_after_s=hit["get"] - inj.get,
                raised_severity=hit["severity"], value=hit.get("value"),
                value_text=hit.get("value_text"), limit=hit.get("limit"),
                label=hit.get("label"), unit=hit.get("unit"))
@@ -176,7 +176,7 @@ def _match(inj: Injection, exp: dict[str, Any], events: list[dict[str, Any]],
     ack["acked_get"] = ack_get  # where the timeline draws it: on the same clock as the raise
     row.update(status=status, credit=1.0 if status == "acknowledged" else LATE_CREDIT,
                acked_by=ack.get("operator"), acked_get=ack_get, acked=format_get(ack_get),
-               acked_utc=utc_text(ack_get), reaction_s=round(reaction, 2))
+               acked_utc=format_utc(ack_get), reaction_s=round(reaction, 2))
     return row
 
 

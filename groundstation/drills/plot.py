@@ -18,27 +18,25 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter, MultipleLocator
 
 from groundstation.core import flightplan as tl
-from groundstation.core.definitions import Derived, Parameter, VehicleDefinition
+from groundstation.core import presentation as pr
+from groundstation.core.definitions import Parameter, VehicleDefinition
 from groundstation.core.mission_time import format_get
-from groundstation.core.units import UnitError, convert, get_unit
 
 SEVERITY_COLOUR = {"yellow": "#e0a800", "red": "#d62728", "nominal": "#7f7f7f"}
 ACK_COLOUR = "#2ca02c"
 INJECT_COLOUR = "#1f4e9c"
 
 
-def _entry(d: VehicleDefinition, pid: str) -> Parameter | Derived | None:
-    return next((e for e in [*d.parameters, *d.derived] if e.id == pid), None)
+def _entry(d: VehicleDefinition, pid: str) -> pr.Entry | None:
+    return next((r.entry for r in pr.parameter_refs(d) if r.pid == pid), None)
 
 
-def _display(e: Parameter | Derived) -> tuple[str, float, float]:
-    """(unit label, scale, offset) from the canonical unit to Houston's display unit."""
-    unit = e.display.get("houston", e.unit)
-    try:
-        a, b = float(convert(1.0, e.unit, unit)), float(convert(0.0, e.unit, unit))
-        return get_unit(unit).label, a - b, b
-    except UnitError:
-        return e.unit, 1.0, 0.0
+def _display(d: VehicleDefinition, e: pr.Entry) -> tuple[str, float, float]:
+    """(unit label, scale, offset) from the canonical unit to Houston's display unit, as
+    Houston's consoles show it."""
+    r = pr.ParameterRef(d, e)
+    scale, offset = pr.display_conversion(r, pr.HOUSTON)
+    return pr.unit_text(pr.display_unit(r, pr.HOUSTON), "en"), scale, offset
 
 
 def plot_timeline(path: Path, debrief: dict[str, Any],
@@ -105,7 +103,7 @@ def _panel(ax: Any, v: str, pid: str, d: VehicleDefinition, data: list[tuple[flo
            events: list[dict[str, Any]], t0: float) -> None:
     e = _entry(d, pid)
     assert e is not None
-    label, scale, offset = _display(e)
+    label, scale, offset = _display(d, e)
     if data:
         t = np.array([x[0] for x in data])
         y = np.array([x[1] for x in data], dtype=float) * scale + offset

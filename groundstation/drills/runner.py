@@ -37,7 +37,7 @@ import aiomqtt
 from groundstation.core import flightplan as tl
 from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition
-from groundstation.core.mission_time import LIFTOFF_NS, format_get, parse_duration
+from groundstation.core.mission_time import format_get, parse_duration, utc_ns_to_get
 from groundstation.drills.debrief import Injection, build_debrief, scenario_injections, write
 from groundstation.drills.offline import event_record
 from groundstation.drills.plot import plot_timeline
@@ -309,7 +309,7 @@ class DrillRunner:
                 if v is None or t is None or self._last_t.get(key) == t:
                     continue
                 self._last_t[key] = t
-                self.series[key].append(((int(t) - LIFTOFF_NS) / 1e9, float(v)))
+                self.series[key].append((utc_ns_to_get(int(t)), float(v)))
 
     # --- the run -----------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ What comes from the definitions:
   centre (the InfluxQL query converts: `SELECT last("cabin_press") * 51.7149... FROM "tm"`,
   every conversion in `units` being affine), the number of decimals (the sensor's
   resolution in the display unit), the grouping (Houston position and subsystem, or
-  Moscow group);
+  Moscow group). How a centre shows a parameter is groundstation.core.presentation's,
+  shared with the terminal console;
 * stat and time-series colours and limit bands: the default limit set's yellow and red
   limits, converted to the display unit (Grafana thresholds; a limit set that only
   applies in a context, such as "docked", is listed in the panel description);
@@ -30,8 +31,9 @@ mission time, so the consoles open on the day of the first docking (17 July 1975
 docker-compose.yml starts the simulators) and link to the whole joint flight and to
 wall-clock time ("Live: last 15 min", for data stamped now). `link` and `ingest` are
 stamped when the ingest measured them, so their panels use a relative time override
-(`timeFrom`) and always show the ground system now. GET and GMT come from
-`link.last_frame_ns`, the newest frame's time.
+(`timeFrom`) and always show the ground system now. GET, GMT and MSK come from
+`link.last_frame_ns`, the newest frame's time, shifted in the query by the epoch and the
+Moscow offset of groundstation.core.mission_time.
 
 The command line is `groundstation dashboards build [--check]`
 (groundstation/commands/dashboards.py); `push` is in groundstation/grafana/push.py.
@@ -43,19 +45,13 @@ import json
 import math
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from groundstation.core.definitions import (
-    Derived,
-    LimitSet,
-    Parameter,
-    VehicleDefinition,
-    load_all,
-)
-from groundstation.core.units import UNITS, conversion
+from groundstation.core import presentation as pr
+from groundstation.core.definitions import LimitSet, VehicleDefinition, load_all
+from groundstation.core.mission_time import LIFTOFF_NS, LIFTOFF_UTC, MSK_OFFSET_S, NS
 from groundstation.paths import dashboards_dir
 
 __all__ = [
@@ -71,13 +67,6 @@ DATASOURCE = {"type": "influxdb", "uid": DATASOURCE_UID}
 SCHEMA_VERSION = 41
 TAG = "groundstation"
 
-# GET 000:00:00 is Apollo's liftoff, 1975-07-15 19:50:01 UTC.
-LIFTOFF_S = int(datetime(1975, 7, 15, 19, 50, 1, tzinfo=UTC).timestamp())
-# Moscow time was UTC+3 all year in 1975 (summer time came in 1981), as it is today.
-MSK_OFFSET_MS = 3 * 3600 * 1000
-
-Entry = Parameter | Derived
-
 NOMINAL = "transparent"  # nominal: no colour, so yellow and red stand out
 YELLOW = "yellow"
 RED = "red"
@@ -85,26 +74,14 @@ STATE_COLOURS = ("#8e8e8e", "green", "blue", "purple", "#b877d9", "#5794f2", "#7
 
 
 class DashboardError(ValueError):
-    """The definitions lack something a console needs (a key parameter was renamed)."""
+    """The definitions lack something a console needs (a key parameter was renamed).
+
+    `build` raises it for a presentation.PresentationError too, so a caller of the
+    generator catches one exception."""
 
 
-# --- the control centres ---------------------------------------------------------------------
+# --- words and lists -------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class _Style:
-    """How a console speaks: whose display units, which language, which clock."""
-
-    units: str  # "houston" or "moscow": which `display` entry of a parameter to use
-    lang: str  # "en", "ru", or "bi" (both, for the joint view)
-    timezone: str  # the dashboard's time zone
-
-
-HOUSTON = _Style("houston", "en", "utc")
-MOSCOW = _Style("moscow", "ru", "Europe/Moscow")
-# ASTP's joint documents were metric: the joint view uses the metric (Moscow) units, so
-# CM, DM and Soyuz pressures compare directly in mm Hg, with labels in both languages.
-JOINT = _Style("moscow", "bi", "utc")
 
 _WORDS: dict[str, tuple[str, str]] = {
     "source": ("Source", "Источник"),
@@ -139,51 +116,14 @@ _WORDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _w(key: str, lang: str) -> str:
+def _w(key: str, lang: pr.Lang) -> str:
     en, ru = _WORDS[key]
     return ru if lang == "ru" else en if lang == "en" else f"{en} · {ru}"
 
 
-RU_UNITS = {
-    "psia": "psia", "psid": "psid", "mmHg": "мм рт. ст.", "kPa": "кПа", "atm": "атм",
-    "degF": "°F", "degC": "°C", "K": "К", "V": "В", "A": "А", "W": "Вт", "Ah": "А·ч",
-    "percent": "%", "lb": "фунт", "kg": "кг", "lb/h": "фунт/ч", "kg/h": "кг/ч", "deg": "°",
-    "deg/s": "°/с", "km": "км", "m": "м", "ft": "фут", "m/s": "м/с", "ft/s": "фут/с",
-    "dB": "дБ", "dBm": "дБм", "Hz": "Гц", "s": "с", "count": "", "state": "",
-}
 _GRAFANA_UNITS = {"degF": "fahrenheit", "degC": "celsius", "percent": "percent"}
 
-SUBSYSTEMS_EN = {
-    "ECS": "environmental control", "EPS": "electrical power", "CRYO": "cryogenics",
-    "PROP": "propulsion", "GNC": "guidance and control", "DOCK": "docking",
-    "COMM": "communications", "CW": "caution and warning", "CREW": "crew",
-}
-MOSCOW_GROUPS = {
-    "СОЖ": "система обеспечения жизнедеятельности",
-    "СТР": "система терморегулирования",
-    "СЭП": "система электропитания",
-    "СУД": "система управления движением",
-    "ДУ": "двигательные установки",
-    "ССВП": "стыковка и внутренний переход",
-    "РТС": "радиотехнические системы",
-    "Сигнализация": "сигнализация",
-}
-
-# FLIGHT's summary: each ship's key values and the docking state. A missing id is an error:
-# FLIGHT must not quietly lose a value because a definition file renamed it.
-FLIGHT_KEYS: dict[str, tuple[str, ...]] = {
-    "apollo_csm": ("cabin_press", "suit_press", "co2_pp", "cabin_o2_pp", "cabin_temp",
-                   "main_bus_a_volts", "main_bus_b_volts", "fc_total_amps",
-                   "o2_tanks_mean_qty", "sm_rcs_min_qty", "sps_he_press", "sband_signal"),
-    "soyuz": ("sa_press", "bo_press", "pco2", "sa_po2", "sa_temp", "bus_volts",
-              "batt_charge", "dpo_qty", "kdu_prop_qty", "rf_signal", "sud_mode",
-              "tv_status"),
-}
-FLIGHT_STATUS: dict[str, tuple[str, ...]] = {"apollo_csm": ("master_alarm", "pcm_sync")}
-FLIGHT_DOCKING: dict[str, tuple[str, ...]] = {
-    "apollo_csm": ("dock_capture_latch", "dock_ring_latch", "dm_hatch_cm"),
-    "soyuz": ("dock_capture", "dock_latches", "hatch_bo_dm"),
-}
+# FLIGHT's trends (its key values and docking state are presentation.FLIGHT_*).
 FLIGHT_TRENDS: dict[str, tuple[str, ...]] = {
     "apollo_csm": ("cabin_press", "co2_pp", "main_bus_a_volts"),
     "soyuz": ("sa_press", "pco2", "bus_volts"),
@@ -218,120 +158,17 @@ _WINDOWS = {
 # --- parameters --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class _Ref:
-    vehicle: VehicleDefinition
-    entry: Entry
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Ref) and (self.vid, self.pid) == (other.vid, other.pid)
-
-    def __hash__(self) -> int:
-        return hash((self.vid, self.pid))
-
-    @property
-    def vid(self) -> str:
-        return self.vehicle.vehicle
-
-    @property
-    def pid(self) -> str:
-        return self.entry.id
-
-    @property
-    def discrete(self) -> bool:
-        return isinstance(self.entry, Parameter) and self.entry.type == "discrete"
-
-    @property
-    def counter(self) -> bool:
-        return isinstance(self.entry, Parameter) and self.entry.type == "counter"
-
-    @property
-    def states(self) -> dict[int, str]:
-        e = self.entry
-        if isinstance(e, Parameter) and e.calibration is not None and e.calibration.states:
-            return dict(e.calibration.states)
-        return {}
-
-
-def _entries(d: VehicleDefinition) -> list[_Ref]:
-    return [_Ref(d, e) for e in [*d.parameters, *d.derived]]
-
-
-def _find(defs: dict[str, VehicleDefinition], vid: str, pid: str, purpose: str) -> _Ref:
-    d = defs.get(vid)
-    if d is None:
-        raise DashboardError(f"{purpose}: no vehicle {vid!r} in the definitions")
-    for r in _entries(d):
-        if r.pid == pid:
-            return r
-    raise DashboardError(f"{purpose}: {d.path or vid} has no parameter {pid!r}; update the "
-                         f"list in groundstation/grafana/board.py if it was renamed")
-
-
-def _pick(defs: dict[str, VehicleDefinition], table: dict[str, tuple[str, ...]],
-          purpose: str) -> list[_Ref]:
-    return [_find(defs, vid, pid, purpose) for vid, pids in table.items() if vid in defs
-            for pid in pids]
-
-
-def _label(e: Entry, lang: str) -> str:
-    en = e.label.get("en", e.id)
-    ru = e.label.get("ru", en)
-    return en if lang == "en" else ru if lang == "ru" else f"{en} · {ru}"
-
-
-def _vehicle_name(d: VehicleDefinition, lang: str) -> str:
-    en = d.name.get("en", d.vehicle)
-    ru = d.name.get("ru", en)
-    return en if lang == "en" else ru if lang == "ru" else f"{en} · {ru}"
-
-
-def _display_unit(r: _Ref, style: _Style) -> str:
-    return r.entry.display.get(style.units, r.entry.unit)
-
-
-def _conversion(r: _Ref, style: _Style) -> tuple[float, float]:
-    if r.discrete or r.counter:
-        return 1.0, 0.0
-    scale, offset = conversion(r.entry.unit, _display_unit(r, style))
-    if scale <= 0:
-        raise DashboardError(f"{r.vid}.{r.pid}: conversion to {_display_unit(r, style)} "
-                             "reverses the scale")
-    return scale, offset
-
-
-def _unit_text(unit: str, lang: str) -> str:
-    return RU_UNITS.get(unit, unit) if lang == "ru" else UNITS[unit].label
-
-
-def _grafana_unit(unit: str, lang: str) -> str:
+def _grafana_unit(unit: str, lang: pr.Lang) -> str:
     if unit in ("state", "count"):
         return "none"
     if unit in _GRAFANA_UNITS:
         return _GRAFANA_UNITS[unit]
-    text = _unit_text(unit, "ru" if lang == "ru" else "en")
+    text = pr.unit_text(unit, "ru" if lang == "ru" else "en")
     return f"suffix:{text}" if unit == "deg" else f"suffix: {text}"
-
-
-def _decimals(r: _Ref, scale: float) -> int:
-    """Enough decimals to show one count of the sensor in the display unit."""
-    e = r.entry
-    if r.discrete or r.counter:
-        return 0
-    if isinstance(e, Parameter):
-        lo, hi = e.eng_range()
-        step = (hi - lo) / e.raw_max * scale
-        if step > 0:
-            return int(min(4, max(0, math.ceil(-math.log10(step) - 1e-9))))
-    return 2
 
 
 def _fmt(v: float) -> str:
     return f"{v:g}"
-
-
-def _convert(v: float | None, scale: float, offset: float) -> float | None:
-    return None if v is None else scale * v + offset
 
 
 # --- thresholds and mappings -----------------------------------------------------------
@@ -362,12 +199,13 @@ def threshold_steps(limits: LimitSet | None, scale: float = 1.0, offset: float =
              ) -> tuple[float | None, float | None] | None:
         if pair is None:
             return None
-        return _convert(pair[0], scale, offset), _convert(pair[1], scale, offset)
+        return pr.to_display(pair[0], scale, offset), pr.to_display(pair[1], scale, offset)
 
     yellow, red = conv(limits.yellow), conv(limits.red)
     points = sorted({v for pair in (yellow, red) if pair for v in pair if v is not None})
-    steps = [{"color": colours[_severity(points[0] - 1.0 - abs(points[0]), yellow, red)],
-              "value": None}]
+    steps: list[dict[str, Any]] = [
+        {"color": colours[_severity(points[0] - 1.0 - abs(points[0]), yellow, red)],
+         "value": None}]
     for p in points:
         colour = colours[_severity(p, yellow, red)]
         if colour != steps[-1]["color"]:
@@ -375,7 +213,7 @@ def threshold_steps(limits: LimitSet | None, scale: float = 1.0, offset: float =
     return steps
 
 
-def _state_mappings(r: _Ref) -> list[dict[str, Any]]:
+def _state_mappings(r: pr.ParameterRef) -> list[dict[str, Any]]:
     lim = r.entry.limits
     red = set(lim.red_states or []) if lim else set()
     yellow = set(lim.yellow_states or []) if lim else set()
@@ -387,19 +225,20 @@ def _state_mappings(r: _Ref) -> list[dict[str, Any]]:
     return [{"type": "value", "options": options}] if options else []
 
 
-def _describe(r: _Ref, style: _Style) -> str:
+def _describe(r: pr.ParameterRef, style: pr.Style) -> str:
     """The panel's description: where the value comes from and its limits."""
-    e, lang = r.entry, "ru" if style.lang == "ru" else "en"
+    e = r.entry
+    lang: pr.Lang = "ru" if style.lang == "ru" else "en"
     ids = [x for x in (getattr(e, "msid", None), getattr(e, "channel", None)) if x]
     parts = [f"{r.vid}.{r.pid}" + (f" ({', '.join(ids)})" if ids else "")]
     if not (r.discrete or r.counter):
-        shown = _display_unit(r, style)
-        text = f"{_w('canonical', lang)} {_unit_text(e.unit, lang)}"
+        shown = pr.display_unit(r, style)
+        text = f"{_w('canonical', lang)} {pr.unit_text(e.unit, lang)}"
         if shown != e.unit:
-            text += f", {_w('shown_in', lang)} {_unit_text(shown, lang)}"
+            text += f", {_w('shown_in', lang)} {pr.unit_text(shown, lang)}"
         parts.append(text)
     lim = e.limits
-    unit = _unit_text(e.unit, lang)
+    unit = pr.unit_text(e.unit, lang)
 
     def pair(p: tuple[float | None, float | None] | None) -> str:
         if p is None:
@@ -462,14 +301,14 @@ def _tm_where(vid: str) -> str:
     return f"\"vehicle\" = '{vid}' AND {SOURCE_FILTER} AND $timeFilter"
 
 
-def _q_value(r: _Ref, style: _Style, alias: str) -> str:
-    scale, offset = _conversion(r, style)
+def _q_value(r: pr.ParameterRef, style: pr.Style, alias: str) -> str:
+    scale, offset = pr.display_conversion(r, style)
     return (f"SELECT {_select('last', r.pid, scale, offset)} AS {_ident(alias)} FROM \"tm\" "
             f"WHERE {_tm_where(r.vid)}")
 
 
-def _q_series(r: _Ref, style: _Style, alias: str) -> str:
-    scale, offset = _conversion(r, style)
+def _q_series(r: pr.ParameterRef, style: pr.Style, alias: str) -> str:
+    scale, offset = pr.display_conversion(r, style)
     if r.discrete or r.counter:
         return (f"SELECT last(\"{r.pid}\") AS {_ident(alias)} FROM \"tm\" WHERE "
                 f"{_tm_where(r.vid)} GROUP BY time($__interval) fill(none)")
@@ -532,13 +371,13 @@ def _panel(kind: str, title: str, targets: list[dict[str, Any]], defaults: dict[
     return p
 
 
-def _stat(r: _Ref, style: _Style, title: str | None = None) -> dict[str, Any]:
-    label = title or _label(r.entry, style.lang)
-    scale, offset = _conversion(r, style)
+def _stat(r: pr.ParameterRef, style: pr.Style, title: str | None = None) -> dict[str, Any]:
+    label = title or pr.label(r.entry, style.lang)
+    scale, offset = pr.display_conversion(r, style)
     defaults: dict[str, Any] = {
         "color": {"mode": "thresholds"}, "noValue": "—",
-        "unit": _grafana_unit(_display_unit(r, style), style.lang),
-        "decimals": _decimals(r, scale),
+        "unit": _grafana_unit(pr.display_unit(r, style), style.lang),
+        "decimals": pr.decimals(r, scale),
         "thresholds": {"mode": "absolute", "steps": [{"color": NOMINAL, "value": None}]},
         "mappings": [],
     }
@@ -586,21 +425,21 @@ def _timeseries_options() -> dict[str, Any]:
             "tooltip": {"mode": "multi", "sort": "none"}}
 
 
-def _trend(r: _Ref, style: _Style) -> dict[str, Any]:
+def _trend(r: pr.ParameterRef, style: pr.Style) -> dict[str, Any]:
     """One parameter over time, its yellow and red limits shaded (line+area)."""
-    label = _label(r.entry, style.lang)
-    scale, offset = _conversion(r, style)
+    label = pr.label(r.entry, style.lang)
+    scale, offset = pr.display_conversion(r, style)
     steps = threshold_steps(r.entry.limits, scale, offset) if r.entry.limits else None
     return _panel("timeseries", label, [_target(_q_series(r, style, label))],
-                  _timeseries_defaults(_grafana_unit(_display_unit(r, style), style.lang),
-                                       _decimals(r, scale), steps),
+                  _timeseries_defaults(_grafana_unit(pr.display_unit(r, style), style.lang),
+                                       pr.decimals(r, scale), steps),
                   _timeseries_options(), _describe(r, style))
 
 
-def _multi_trend(refs: Sequence[_Ref], style: _Style, title: str) -> dict[str, Any]:
+def _multi_trend(refs: Sequence[pr.ParameterRef], style: pr.Style, title: str) -> dict[str, Any]:
     """Several unlimited parameters sharing a display unit, over time."""
-    unit = _display_unit(refs[0], style)
-    targets = [_target(_q_series(r, style, _label(r.entry, style.lang)), ref)
+    unit = pr.display_unit(refs[0], style)
+    targets = [_target(_q_series(r, style, pr.label(r.entry, style.lang)), ref)
                for r, ref in zip(refs, _refs(len(refs)), strict=True)]
     desc = "\n".join(_describe(r, style) for r in refs)
     return _panel("timeseries", title, targets,
@@ -608,11 +447,11 @@ def _multi_trend(refs: Sequence[_Ref], style: _Style, title: str) -> dict[str, A
                   _timeseries_options(), desc)
 
 
-def _timeline(refs: Sequence[_Ref], style: _Style, title: str) -> dict[str, Any]:
+def _timeline(refs: Sequence[pr.ParameterRef], style: pr.Style, title: str) -> dict[str, Any]:
     """Discretes over time, one lane each, coloured by state."""
-    targets = [_target(_q_series(r, style, _label(r.entry, style.lang)), ref)
+    targets = [_target(_q_series(r, style, pr.label(r.entry, style.lang)), ref)
                for r, ref in zip(refs, _refs(len(refs)), strict=True)]
-    overrides = [{"matcher": {"id": "byName", "options": _label(r.entry, style.lang)},
+    overrides = [{"matcher": {"id": "byName", "options": pr.label(r.entry, style.lang)},
                   "properties": [{"id": "mappings", "value": _state_mappings(r)}]}
                  for r in refs]
     defaults = {"custom": {"fillOpacity": 85, "lineWidth": 0, "hideFrom": {
@@ -627,11 +466,11 @@ def _timeline(refs: Sequence[_Ref], style: _Style, title: str) -> dict[str, Any]
                   "\n".join(_describe(r, style) for r in refs), overrides)
 
 
-def _clock_get(style: _Style) -> dict[str, Any]:
-    q = (f'SELECT max("last_frame_ns") / 1000000000 - {LIFTOFF_S} AS "GET" FROM "link" '
+def _clock_get(style: pr.Style) -> dict[str, Any]:
+    q = (f'SELECT max("last_frame_ns") / 1000000000 - {LIFTOFF_NS // NS} AS "GET" FROM "link" '
          f"WHERE {SOURCE_FILTER} AND $timeFilter")
-    desc = ("Ground elapsed time from Apollo's liftoff (1975-07-15 19:50:01 UTC) of the newest "
-            "frame received (link.last_frame_ns), hours:minutes:seconds")
+    desc = (f"Ground elapsed time from Apollo's liftoff ({LIFTOFF_UTC:%Y-%m-%d %H:%M:%S} UTC) "
+            "of the newest frame received (link.last_frame_ns), hours:minutes:seconds")
     return _panel("stat", _w("get", style.lang), [_target(q)],
                   {"unit": "dthms", "decimals": 0, "color": {"mode": "fixed",
                                                                "fixedColor": "text"},
@@ -641,18 +480,18 @@ def _clock_get(style: _Style) -> dict[str, Any]:
                   _stat_options("value", "value", 34), desc, timeFrom="1m")
 
 
-def _clock(style: _Style, which: str) -> dict[str, Any]:
+def _clock(style: pr.Style, which: str) -> dict[str, Any]:
     """GMT (day of year, as NASA wrote it) or Moscow time of the newest frame."""
     shift = ""
     fmt = "time:DDDD:HH:mm:ss"
     if which == "gmt" and style.timezone == "Europe/Moscow":
-        shift = f" - {MSK_OFFSET_MS}"
+        shift = f" - {MSK_OFFSET_S * 1000}"
     if which == "gmt" and style.lang == "ru":
         fmt = "time:DD.MM.YYYY HH:mm:ss"
     if which == "msk":
         fmt = "time:DD.MM.YYYY HH:mm:ss"
         if style.timezone != "Europe/Moscow":
-            shift = f" + {MSK_OFFSET_MS}"
+            shift = f" + {MSK_OFFSET_S * 1000}"
     alias = _w(which, "en")
     q = (f'SELECT max("last_frame_ns") / 1000000{shift} AS "{alias}" FROM "link" '
          f"WHERE {SOURCE_FILTER} AND $timeFilter")
@@ -666,7 +505,7 @@ def _clock(style: _Style, which: str) -> dict[str, Any]:
                   _stat_options("value", "value", 34), desc, timeFrom="1m")
 
 
-def _aos(style: _Style, defs: dict[str, VehicleDefinition],
+def _aos(style: pr.Style, defs: dict[str, VehicleDefinition],
          vehicle: str | None = None) -> dict[str, Any]:
     """AOS while frames arrive (the good-frame count grew in the last 15 s), LOS otherwise."""
     ru = style.lang == "ru"
@@ -681,7 +520,7 @@ def _aos(style: _Style, defs: dict[str, VehicleDefinition],
     ]
     # Each value is named by its vehicle tag; show the ship's name instead of its id.
     names = [{"matcher": {"id": "byName", "options": d.vehicle},
-              "properties": [{"id": "displayName", "value": _vehicle_name(d, style.lang)}]}
+              "properties": [{"id": "displayName", "value": pr.vehicle_name(d, style.lang)}]}
              for d in defs.values() if vehicle in (None, d.vehicle)]
     desc = ("Acquisition of signal: good frames arrived in the last 15 s (link.frames_good). "
             "LOS: the ingest still tracks the stream but nothing came.")
@@ -705,8 +544,8 @@ _SEVERITY_TEXT = {"red": ("RED", "КРАСНЫЙ", RED), "yellow": ("YELLOW", "�
                   "nominal": ("NOMINAL", "НОРМА", "green")}
 
 
-def _alarm_table(style: _Style, defs: dict[str, VehicleDefinition], *, console: str | None = None,
-                 parameters: Sequence[_Ref] = ()) -> dict[str, Any]:
+def _alarm_table(style: pr.Style, defs: dict[str, VehicleDefinition], *, console: str | None = None,
+                 parameters: Sequence[pr.ParameterRef] = ()) -> dict[str, Any]:
     """Each parameter's latest alarm event; those not back to normal are the active list.
 
     No time filter: an alarm latches until acknowledged, however long ago it was raised."""
@@ -736,15 +575,15 @@ def _alarm_table(style: _Style, defs: dict[str, VehicleDefinition], *, console: 
                 for i, (k, v) in enumerate(_STATE_TEXT.items())}}]}]},
         {"matcher": {"id": "byName", "options": "vehicle"}, "properties": [
             {"id": "mappings", "value": [{"type": "value", "options": {
-                d.vehicle: {"text": _vehicle_name(d, style.lang), "index": i}
+                d.vehicle: {"text": pr.vehicle_name(d, style.lang), "index": i}
                 for i, d in enumerate(defs.values())}}]}]},
     ]
     if style.lang != "en":
         # Alarm events carry the English label; the parameter id maps to this console's.
         overrides.append({"matcher": {"id": "byName", "options": "parameter"}, "properties": [
             {"id": "mappings", "value": [{"type": "value", "options": {
-                r.pid: {"text": _label(r.entry, style.lang), "index": i}
-                for i, r in enumerate(r for d in defs.values() for r in _entries(d))}}]}]})
+                r.pid: {"text": pr.label(r.entry, style.lang), "index": i}
+                for i, r in enumerate(r for d in defs.values() for r in pr.parameter_refs(d))}}]}]})
         exclude = {"Time": True, "label": True}
     else:
         exclude = {"Time": True, "parameter": True}
@@ -777,8 +616,8 @@ def _alarm_table(style: _Style, defs: dict[str, VehicleDefinition], *, console: 
                   desc, overrides, transformations=transformations)
 
 
-def _alarm_annotation(style: _Style, *, console: str | None = None,
-                      parameters: Sequence[_Ref] = ()) -> dict[str, Any]:
+def _alarm_annotation(style: pr.Style, *, console: str | None = None,
+                      parameters: Sequence[pr.ParameterRef] = ()) -> dict[str, Any]:
     where = [SOURCE_FILTER, VEHICLE_FILTER]
     if console:
         where.append(f"\"console\" = '{console}'")
@@ -796,7 +635,7 @@ def _alarm_annotation(style: _Style, *, console: str | None = None,
                        "type": "tags"}}
 
 
-def _link_table(style: _Style, defs: dict[str, VehicleDefinition],
+def _link_table(style: pr.Style, defs: dict[str, VehicleDefinition],
                 compact: bool = False) -> dict[str, Any]:
     """Per vehicle over the last minute: frames, sync and counter errors, gaps, latency."""
     cols = [('spread("frames_good")', "frames"), ('spread("sync_errors")', "sync errors"),
@@ -810,7 +649,7 @@ def _link_table(style: _Style, defs: dict[str, VehicleDefinition],
          'GROUP BY "vehicle"')
     overrides = [{"matcher": {"id": "byName", "options": "vehicle"}, "properties": [
         {"id": "mappings", "value": [{"type": "value", "options": {
-            d.vehicle: {"text": _vehicle_name(d, style.lang), "index": i}
+            d.vehicle: {"text": pr.vehicle_name(d, style.lang), "index": i}
             for i, d in enumerate(defs.values())}}]}]}]
     for name in ("sync errors", "counter errors", "gaps (frames)"):
         # Any error in the last minute stands out.
@@ -925,7 +764,7 @@ class _Board:
 # --- dashboards ----------------------------------------------------------------------------
 
 
-def _variables(style: _Style, vehicle_default: str | None = None) -> list[dict[str, Any]]:
+def _variables(style: pr.Style, vehicle_default: str | None = None) -> list[dict[str, Any]]:
     def text(key: str) -> str:
         return f'SHOW TAG VALUES FROM "tm" WITH KEY = "{key}"'
 
@@ -963,7 +802,7 @@ def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def _links(uid: str, style: _Style) -> list[dict[str, Any]]:
+def _links(uid: str, style: pr.Style) -> list[dict[str, Any]]:
     links: list[dict[str, Any]] = [
         {"title": _w("consoles", style.lang), "type": "dashboards", "tags": [TAG],
          "asDropdown": True, "includeVars": True, "keepTime": True, "icon": "external link",
@@ -983,7 +822,7 @@ def _links(uid: str, style: _Style) -> list[dict[str, Any]]:
     return links
 
 
-def _dashboard(uid: str, title: str, style: _Style, panels: list[dict[str, Any]],
+def _dashboard(uid: str, title: str, style: pr.Style, panels: list[dict[str, Any]],
                annotations: list[dict[str, Any]], description: str, tags: Sequence[str],
                vehicle_default: str | None = None) -> dict[str, Any]:
     builtin = {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
@@ -1016,7 +855,7 @@ def _dashboard(uid: str, title: str, style: _Style, panels: list[dict[str, Any]]
     }
 
 
-def _header(board: _Board, style: _Style, defs: dict[str, VehicleDefinition], *,
+def _header(board: _Board, style: pr.Style, defs: dict[str, VehicleDefinition], *,
             msk: bool = False, aos_vehicle: str | None = None, width: int = 24) -> None:
     """GET, GMT (and Moscow time), and the link status, on one line of `width` columns."""
     board.add(_clock_get(style), 4, 3)
@@ -1026,20 +865,21 @@ def _header(board: _Board, style: _Style, defs: dict[str, VehicleDefinition], *,
     board.add(_aos(style, defs, aos_vehicle), width - (14 if msk else 9), 3)
 
 
-def _analog(refs: Iterable[_Ref]) -> list[_Ref]:
+def _analog(refs: Iterable[pr.ParameterRef]) -> list[pr.ParameterRef]:
     return [r for r in refs if not r.discrete]
 
 
-def _discrete(refs: Iterable[_Ref]) -> list[_Ref]:
+def _discrete(refs: Iterable[pr.ParameterRef]) -> list[pr.ParameterRef]:
     return [r for r in refs if r.discrete]
 
 
-def _has_numeric_limits(r: _Ref) -> bool:
+def _has_numeric_limits(r: pr.ParameterRef) -> bool:
     lim = r.entry.limits
     return lim is not None and (lim.yellow is not None or lim.red is not None)
 
 
-def _group_section(board: _Board, refs: Sequence[_Ref], style: _Style, title: str) -> None:
+def _group_section(board: _Board, refs: Sequence[pr.ParameterRef], style: pr.Style,
+                   title: str) -> None:
     """A console section: stats (and discrete stats) open; trends in a collapsed row."""
     if not refs:
         return
@@ -1056,12 +896,12 @@ def _group_section(board: _Board, refs: Sequence[_Ref], style: _Style, title: st
     for r in analogs:
         if _has_numeric_limits(r):
             board.add(_trend(r, style), 6, 7)
-    unlimited: dict[str, list[_Ref]] = {}
+    unlimited: dict[str, list[pr.ParameterRef]] = {}
     for r in analogs:
         if not _has_numeric_limits(r):
-            unlimited.setdefault(_display_unit(r, style), []).append(r)
+            unlimited.setdefault(pr.display_unit(r, style), []).append(r)
     for unit, group in unlimited.items():
-        name = _unit_text(unit, "ru" if style.lang == "ru" else "en") or unit
+        name = pr.unit_text(unit, "ru" if style.lang == "ru" else "en") or unit
         board.add(_multi_trend(group, style, f"{title} ({name})"), 12, 7)
     if discretes:
         board.end_line()
@@ -1069,30 +909,26 @@ def _group_section(board: _Board, refs: Sequence[_Ref], style: _Style, title: st
                   2 + math.ceil(1.3 * len(discretes)))
 
 
-def _subsystem_order(refs: Iterable[_Ref]) -> list[str]:
-    known = list(SUBSYSTEMS_EN)
-    seen = {r.entry.subsystem or "OTHER" for r in refs}
-    return [s for s in known if s in seen] + sorted(seen - set(known))
-
-
 def _flight(defs: dict[str, VehicleDefinition]) -> dict[str, Any]:
-    style, board = HOUSTON, _Board()
+    style, board = pr.HOUSTON, _Board()
     _header(board, style, defs, width=16)
-    board.fill((_stat(r, style) for r in _pick(defs, FLIGHT_STATUS, "FLIGHT status")), 4, 3)
+    board.fill((_stat(r, style)
+                for r in pr.pick_refs(defs, pr.FLIGHT_STATUS, "FLIGHT status")), 4, 3)
     board.end_line()
     board.row("DOCKING")
-    board.fill((_stat(r, style) for r in _pick(defs, FLIGHT_DOCKING, "FLIGHT docking")), 4, 3)
+    board.fill((_stat(r, style)
+                for r in pr.pick_refs(defs, pr.FLIGHT_DOCKING, "FLIGHT docking")), 4, 3)
     board.end_line()
     board.add(_alarm_table(style, defs), 16, 6)
     board.add(_link_table(style, defs, compact=True), 8, 6)
     for vid, d in defs.items():
-        keys = _pick(defs, {vid: FLIGHT_KEYS.get(vid, ())}, "FLIGHT key values")
+        keys = pr.pick_refs(defs, {vid: pr.FLIGHT_KEYS.get(vid, ())}, "FLIGHT key values")
         if not keys:
             continue
-        board.row(_vehicle_name(d, "en"))
+        board.row(pr.vehicle_name(d, "en"))
         board.fill((_stat(r, style) for r in keys), 4, 4)
     board.row("TRENDS")
-    board.fill((_trend(r, style) for r in _pick(defs, FLIGHT_TRENDS, "FLIGHT trends")), 8, 7)
+    board.fill((_trend(r, style) for r in pr.pick_refs(defs, FLIGHT_TRENDS, "FLIGHT trends")), 8, 7)
     return _dashboard(
         "gs-flight", "FLIGHT — Houston", style, board.done(),
         [_alarm_annotation(style)],
@@ -1102,16 +938,16 @@ def _flight(defs: dict[str, VehicleDefinition]) -> dict[str, Any]:
 
 
 def _position(defs: dict[str, VehicleDefinition], position: str) -> dict[str, Any]:
-    style, board = HOUSTON, _Board()
+    style, board = pr.HOUSTON, _Board()
     _header(board, style, defs)
     board.end_line()
     board.add(_alarm_table(style, defs, console=position), 24, 5)
     for d in defs.values():
-        refs = [r for r in _entries(d) if r.entry.console.get("houston") == position]
-        for sub in _subsystem_order(refs):
-            group = [r for r in refs if (r.entry.subsystem or "OTHER") == sub]
-            name = SUBSYSTEMS_EN.get(sub, sub.lower())
-            _group_section(board, group, style, f"{_vehicle_name(d, 'en')} · {sub} — {name}")
+        refs = [r for r in pr.parameter_refs(d) if r.entry.console.get("houston") == position]
+        for sub in pr.subsystem_order(refs):
+            group = [r for r in refs if r.subsystem == sub]
+            name = pr.subsystem_name(sub)
+            _group_section(board, group, style, f"{pr.vehicle_name(d, 'en')} · {sub} — {name}")
     if position == "INCO":
         _inco_ground(board, style, defs)
     what = {"EECOM": "environmental control, electrical power and cryogenics, the docking "
@@ -1126,7 +962,7 @@ def _position(defs: dict[str, VehicleDefinition], position: str) -> dict[str, An
                       ["houston", position.lower()])
 
 
-def _inco_ground(board: _Board, style: _Style, defs: dict[str, VehicleDefinition]) -> None:
+def _inco_ground(board: _Board, style: pr.Style, defs: dict[str, VehicleDefinition]) -> None:
     board.row("GROUND — link quality and ingest health")
     board.add(_link_table(style, defs), 24, 5)
     board.add(_ground_series("FRAMES / s", 'non_negative_derivative(last("frames_good"), 1s) '
@@ -1172,21 +1008,18 @@ def _inco_ground(board: _Board, style: _Style, defs: dict[str, VehicleDefinition
 
 
 def _tsup(defs: dict[str, VehicleDefinition]) -> dict[str, Any]:
-    style, board = MOSCOW, _Board()
+    style, board = pr.MOSCOW, _Board()
     d = defs.get("soyuz")
     if d is None:
         raise DashboardError("ЦУП console: no vehicle 'soyuz' in the definitions")
     _header(board, style, defs, msk=True, aos_vehicle="soyuz")
     board.end_line()
     board.add(_alarm_table(style, defs), 24, 5)
-    refs = _entries(d)
-    order = list(MOSCOW_GROUPS)
-    groups = [g for g in order if any(r.entry.console.get("moscow") == g for r in refs)]
-    groups += sorted({r.entry.console.get("moscow", "—") for r in refs} - set(groups))
+    refs = pr.parameter_refs(d)
+    groups = pr.moscow_group_order(refs)
     for g in groups:
-        group = [r for r in refs if r.entry.console.get("moscow", "—") == g]
-        full = MOSCOW_GROUPS.get(g)
-        _group_section(board, group, style, f"{g} — {full}" if full else g)
+        group = [r for r in refs if pr.moscow_group(r) == g]
+        _group_section(board, group, style, pr.moscow_group_title(g))
     return _dashboard(
         "gs-tsup", "ЦУП — Союз-19", style, board.done(),
         [_alarm_annotation(style)],
@@ -1197,12 +1030,12 @@ def _tsup(defs: dict[str, VehicleDefinition]) -> dict[str, Any]:
 
 
 def _joint(defs: dict[str, VehicleDefinition]) -> dict[str, Any]:
-    style, board = JOINT, _Board()
+    style, board = pr.JOINT, _Board()
     _header(board, style, defs, msk=True)
-    atmosphere = _pick(defs, JOINT_ATMOSPHERE, "joint view")
-    approach = _pick(defs, JOINT_APPROACH, "joint view")
-    valves = _pick(defs, JOINT_VALVES, "joint view")
-    docking = [r for d in defs.values() for r in _entries(d)
+    atmosphere = pr.pick_refs(defs, JOINT_ATMOSPHERE, "joint view")
+    approach = pr.pick_refs(defs, JOINT_APPROACH, "joint view")
+    valves = pr.pick_refs(defs, JOINT_VALVES, "joint view")
+    docking = [r for d in defs.values() for r in pr.parameter_refs(d)
                if r.entry.subsystem == "DOCK" and r not in atmosphere and r not in approach]
     everything = [*atmosphere, *approach, *docking, *valves]
     board.end_line()
@@ -1221,7 +1054,7 @@ def _joint(defs: dict[str, VehicleDefinition]) -> dict[str, Any]:
     board.row("ATMOSPHERE · АТМОСФЕРА")
     board.fill((_stat(r, style) for r in atmosphere), 3, 4)
     board.end_line()
-    pressures = _pick(defs, JOINT_PRESSURES, "joint view")
+    pressures = pr.pick_refs(defs, JOINT_PRESSURES, "joint view")
     board.add(_multi_trend(pressures, style, "CM · DM · БО · СА (мм рт. ст.)"), 12, 8)
     for r in atmosphere:
         if r in pressures or not _has_numeric_limits(r):
@@ -1247,16 +1080,19 @@ def build(defs: dict[str, VehicleDefinition]) -> dict[str, dict[str, Any]]:
     """Every console's dashboard JSON model, by file name (without .json)."""
     if not defs:
         raise DashboardError("no telemetry definitions")
-    boards = {"flight": _flight(defs)}
-    positions = sorted({r.entry.console["houston"] for d in defs.values() for r in _entries(d)
-                        if r.entry.console.get("houston")},
-                       key=lambda p: ("EECOM", "GNC", "INCO").index(p)
-                       if p in ("EECOM", "GNC", "INCO") else 9)
-    for position in positions:
-        boards[position.lower()] = _position(defs, position)
-    if "soyuz" in defs:
-        boards["tsup"] = _tsup(defs)
-    boards["joint"] = _joint(defs)
+    try:
+        boards = {"flight": _flight(defs)}
+        positions = sorted({r.entry.console["houston"] for d in defs.values()
+                            for r in pr.parameter_refs(d) if r.entry.console.get("houston")},
+                           key=lambda p: ("EECOM", "GNC", "INCO").index(p)
+                           if p in ("EECOM", "GNC", "INCO") else 9)
+        for position in positions:
+            boards[position.lower()] = _position(defs, position)
+        if "soyuz" in defs:
+            boards["tsup"] = _tsup(defs)
+        boards["joint"] = _joint(defs)
+    except pr.PresentationError as exc:
+        raise DashboardError(str(exc)) from exc
     return boards
 
 

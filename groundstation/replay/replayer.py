@@ -47,11 +47,16 @@ from numpy.typing import NDArray
 from groundstation.core import flightplan as tl
 from groundstation.core import topics
 from groundstation.core.envelope import MAX_FRAMES, encode_envelope
-from groundstation.core.mission_time import utc_ns_to_get
+from groundstation.core.mission_time import (
+    format_get_ns,
+    format_utc_ns,
+    parse_time_ns,
+    utc_ns_to_get,
+)
 from groundstation.progress import Progress
 from groundstation.replay import session as rs
 from groundstation.storage.archive import LIVE, ArchiveReader, FrameChunk, StreamKey
-from groundstation.storage.passes import Catalogue, drop_repeats, format_get, format_utc, parse_time
+from groundstation.storage.passes import Catalogue, drop_repeats
 
 __all__ = ["ReplayControl", "ReplayPlan", "ReplayResult", "Replayer", "parse_speed",
            "plan_replay"]
@@ -107,8 +112,8 @@ class ReplayPlan:
 
     def describe(self) -> str:
         what = self.pass_id or ", ".join(f"{k.vehicle}/{k.stream}" for k in self.streams)
-        return (f"{what}: {format_utc(self.start_ns)} .. {format_utc(self.end_ns - 1)} "
-                f"(GET {format_get(self.start_ns)} .. {format_get(self.end_ns - 1)}), "
+        return (f"{what}: {format_utc_ns(self.start_ns)} .. {format_utc_ns(self.end_ns - 1)} "
+                f"(GET {format_get_ns(self.start_ns)} .. {format_get_ns(self.end_ns - 1)}), "
                 f"~{self.total_frames:,} frames")
 
 
@@ -141,7 +146,7 @@ def plan_replay(root: str | Path, *, pass_spec: str | None = None, start: str | 
     else:
         if start is None or end is None:
             raise LookupError("give a PASS, or --from and --to")
-        t0, t1 = parse_time(start), parse_time(end)
+        t0, t1 = parse_time_ns(start), parse_time_ns(end)
         if t1 < t0:
             raise LookupError(f"--to {end} is before --from {start}")
         keys = [k for k in reader.streams() if k.source == LIVE
@@ -162,8 +167,8 @@ def plan_replay(root: str | Path, *, pass_spec: str | None = None, start: str | 
                 total += n
         if not chosen:
             who = f" of {vehicle}" if vehicle else ""
-            raise LookupError(f"no recorded frames{who} between {format_utc(t0)} and "
-                              f"{format_utc(t1)} (`groundstation archive ls` lists passes)")
+            raise LookupError(f"no recorded frames{who} between {format_utc_ns(t0)} and "
+                              f"{format_utc_ns(t1)} (`groundstation archive ls` lists passes)")
         plan = ReplayPlan(chosen, t0, t1 + 1, total)
     plan.segments = {k: _segments(reader, k) for k in plan.streams}
     return plan
@@ -290,7 +295,7 @@ class ReplayControl:
             if arg.get("by_s") is not None:
                 to = self.position_ns + int(float(arg["by_s"]) * 1e9)
             elif arg.get("to") not in (None, ""):
-                to = parse_time(arg["to"])
+                to = parse_time_ns(arg["to"])
             else:
                 raise ValueError("seek needs 'to' (UTC, GET or ns) or 'by_s'")
             self.seek_to = min(max(to, self.start_ns), self.end_ns - 1)
@@ -386,10 +391,11 @@ class Replayer:
         c = self.control
         return {
             "session": self.session, "state": self.state, "speed": speed_text(c.speed),
-            "position_ns": c.position_ns, "position_utc": format_utc(c.position_ns, "ms"),
-            "position_get": format_get(c.position_ns), "frames_sent": self.frames_sent,
+            "position_ns": c.position_ns, "position_utc": format_utc_ns(c.position_ns, "ms"),
+            "position_get": format_get_ns(c.position_ns), "frames_sent": self.frames_sent,
             "frames_total": self.plan.total_frames, "pass": self.plan.pass_id,
-            "from_utc": format_utc(self.plan.start_ns), "to_utc": format_utc(self.plan.end_ns - 1),
+            "from_utc": format_utc_ns(self.plan.start_ns),
+            "to_utc": format_utc_ns(self.plan.end_ns - 1),
             "limits": self.limits, "last_command": c.last, "time_ns": time.time_ns()}
 
     async def _publish_status(self, client: aiomqtt.Client, retain: bool = True) -> None:
@@ -498,7 +504,7 @@ class Replayer:
                 self._open_feeds(to)
                 c.position_ns = to
                 anchor_wall, anchor_t = time.monotonic(), to
-                self.progress.update(note=f"seek to {format_utc(to)}")
+                self.progress.update(note=f"seek to {format_utc_ns(to)}")
                 continue
             if c.paused:
                 if self.state != "paused":

@@ -42,9 +42,10 @@ from numpy.typing import NDArray
 from groundstation.core.decom import DecodedBatch, StreamDecoder
 from groundstation.core.definitions import VehicleDefinition, load_all, parse_definition
 from groundstation.core.limits import LimitState
+from groundstation.core.mission_time import LIFTOFF_NS, NS
 from groundstation.progress import Progress
 from groundstation.storage.archive import ArchiveReader
-from groundstation.storage.passes import GET_ZERO_NS, Pass, drop_repeats
+from groundstation.storage.passes import Pass, drop_repeats
 
 __all__ = ["FORMATS", "LAYOUTS", "ExportResult", "export_pass"]
 
@@ -262,7 +263,7 @@ def export_pass(root: str | Path, p: Pass, output: str | Path, *, fmt: str = "cs
                 t = batch.times_ns
                 table: dict[str, NDArray[Any]] = {
                     "time_ns": t, "time_utc": _utc_strings(t),
-                    "get_s": (t - GET_ZERO_NS) / 1e9, "seq": seq}
+                    "get_s": (t - LIFTOFF_NS) / NS, "seq": seq}
                 for pid in cols.ids:
                     v = values[pid]
                     if pid in cols.states:

@@ -34,23 +34,28 @@ numbers the passes 1, 2, ... in AOS order, and ``show 3`` takes that number;
 ``apollo_csm/hbr/<time>`` also finds the pass of that stream containing the time, given in
 UTC or GET.
 
-GET (ground elapsed time) counts from the Apollo launch, 1975-07-15 19:50:01 UTC.
+GET (ground elapsed time) counts from the Apollo liftoff; times are written and read by
+groundstation.core.mission_time.
 """
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 
+from groundstation.core.mission_time import (
+    Precision,
+    format_get_ns,
+    format_utc_ns,
+    parse_time_ns,
+)
 from groundstation.storage.archive import (
     LIVE,
     ArchiveProblem,
@@ -62,89 +67,19 @@ from groundstation.storage.archive import (
 )
 
 __all__ = [
-    "GET_ZERO_NS",
     "Catalogue",
     "Gap",
     "Pass",
     "Rejected",
     "drop_repeats",
     "find_pass",
-    "format_get",
-    "format_utc",
-    "parse_time",
 ]
 
-# Apollo lift-off, 1975-07-15 19:50:01 UTC: GET 000:00:00.
-GET_ZERO_NS = calendar.timegm((1975, 7, 15, 19, 50, 1, 0, 0, 0)) * 10**9
 DEFAULT_LOS_GAP_S = 60.0
 DEFAULT_GAP_S = 1.0  # the archive writer's block gap: silences longer than this are listed
 # A rejected message is matched to a pass whose receive times it falls within, give or
 # take this much (receive times of a pass's first and last records bound it).
 _RECV_MARGIN_NS = 5 * 10**9
-
-
-# -- times -----------------------------------------------------------------------------------
-
-
-def format_utc(t_ns: int, precision: str = "s") -> str:
-    """1975-07-17T16:09:09Z (precision "m", "s" or "ms")."""
-    secs, ns = divmod(int(t_ns), 10**9)
-    dt = datetime.fromtimestamp(secs, UTC)
-    if precision == "m":
-        return dt.strftime("%Y-%m-%dT%H:%MZ")
-    if precision == "ms":
-        return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns // 10**6:03d}Z"
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def format_get(t_ns: int, precision: str = "s") -> str:
-    """Ground elapsed time, hhh:mm:ss (negative before launch); "ms" adds milliseconds."""
-    d = int(t_ns) - GET_ZERO_NS
-    sign = "-" if d < 0 else ""
-    d = abs(d)
-    secs, ns = divmod(d, 10**9)
-    h, rest = divmod(secs, 3600)
-    m, s = divmod(rest, 60)
-    text = f"{sign}{h:03d}:{m:02d}:{s:02d}"
-    return text + f".{ns // 10**6:03d}" if precision == "ms" else text
-
-
-def format_duration(ns: int) -> str:
-    secs = ns / 1e9
-    if secs < 60:
-        return f"{secs:.1f} s"
-    m, s = divmod(round(secs), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
-_GET_RE = re.compile(r"^(?:GET\s*)?(-?)(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)$", re.IGNORECASE)
-
-
-def parse_time(text: str | int) -> int:
-    """A time as ns since 1970 from UTC ISO 8601 (``1975-07-17T16:09Z``; no zone means
-    UTC), GET (``GET 049:19:08``, or ``049:19:08``), or integer nanoseconds."""
-    if isinstance(text, int):
-        return text
-    s = text.strip()
-    if re.fullmatch(r"\d{12,}", s):
-        return int(s)
-    m = _GET_RE.match(s)
-    if m:
-        sign, h, mi, sec = m.groups()
-        if int(mi) >= 60 or float(sec) >= 60:
-            raise ValueError(f"bad GET {text!r}: minutes and seconds must be below 60")
-        ns = (int(h) * 3600 + int(mi) * 60) * 10**9 + round(float(sec) * 1e9)
-        return GET_ZERO_NS + (-ns if sign else ns)
-    try:
-        dt = datetime.fromisoformat(s.replace(" ", "T", 1) if " " in s else s)
-    except ValueError:
-        raise ValueError(f"cannot read the time {text!r}: give UTC like 1975-07-17T16:09:30Z, "
-                         "GET like 'GET 049:19:29', or nanoseconds since 1970") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    whole = calendar.timegm(dt.utctimetuple())
-    return whole * 10**9 + dt.microsecond * 1000
 
 
 def drop_repeats(chunk: FrameChunk, last_t: int) -> tuple[FrameChunk, int, int]:
@@ -255,14 +190,17 @@ class Pass:
             "id": self.id, "index": self.index, "source": self.source,
             "vehicle": self.vehicle, "stream": self.stream,
             "aos_ns": self.aos_ns, "los_ns": self.los_ns,
-            "aos_utc": format_utc(self.aos_ns, "ms"), "los_utc": format_utc(self.los_ns, "ms"),
-            "aos_get": format_get(self.aos_ns, "ms"), "los_get": format_get(self.los_ns, "ms"),
+            "aos_utc": format_utc_ns(self.aos_ns, "ms"),
+            "los_utc": format_utc_ns(self.los_ns, "ms"),
+            "aos_get": format_get_ns(self.aos_ns, "ms"),
+            "los_get": format_get_ns(self.los_ns, "ms"),
             "duration_s": self.duration_ns / 1e9, "frames": self.frames,
             "duplicates": self.duplicates, "archived_frames": self.archived,
             "late_frames": self.late,
             "expected_frames": self.expected, "missing_frames": self.missing,
-            "gaps": [{"start_utc": format_utc(g.start_ns, "ms"),
-                      "end_utc": format_utc(g.end_ns, "ms"), "duration_s": g.duration_ns / 1e9,
+            "gaps": [{"start_utc": format_utc_ns(g.start_ns, "ms"),
+                      "end_utc": format_utc_ns(g.end_ns, "ms"),
+                      "duration_s": g.duration_ns / 1e9,
                       "missing_frames": g.missing} for g in self.gaps],
             "out_of_order_blocks": self.out_of_order,
             "rejected": None if rej is None else {
@@ -390,8 +328,9 @@ class Catalogue:
             by_stream.setdefault(p.key, []).append(p)
         for key, passes in by_stream.items():
             prefix = "" if key.source == LIVE else f"{key.source}/"
-            for precision in ("m", "s", "ms"):
-                names = [format_utc(p.aos_ns, precision) for p in passes]
+            precisions: tuple[Precision, ...] = ("m", "s", "ms")
+            for precision in precisions:
+                names = [format_utc_ns(p.aos_ns, precision) for p in passes]
                 if len(set(names)) == len(names):
                     break
             counts = Counter(names)
@@ -486,7 +425,7 @@ def find_pass(passes: list[Pass], spec: str) -> Pass:
     if len(parts) >= 3:
         vehicle, stream, when = parts[0], parts[1], "/".join(parts[2:])
         try:
-            t = parse_time(when)
+            t = parse_time_ns(when)
         except ValueError as exc:
             raise LookupError(f"no pass {spec!r}: {exc}") from None
         hits = [p for p in passes if (p.source, p.vehicle, p.stream) == (source, vehicle, stream)

@@ -19,17 +19,18 @@ import numpy as np
 
 from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition, load_definition
+from groundstation.core.mission_time import parse_time_ns
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
 from groundstation.replay import session as rs
 from groundstation.replay.replayer import Replayer, plan_replay
 from groundstation.storage.archive import ArchiveReader
 from groundstation.storage.influx.backends import InfluxV1
-from groundstation.storage.passes import Catalogue, parse_time
+from groundstation.storage.passes import Catalogue
 from simulators.downlink import Downlink
 from tests.harness import rows, running_ingest, wait_for
 from tests.paths import MINI
 
-T0 = parse_time("1975-07-17T16:09:09Z")
+T0 = parse_time_ns("1975-07-17T16:09:09Z")
 PERIOD = 20_000_000  # mini: 50 frames/s
 FPM = 5  # frames per live message, as the downlink sends them
 # Two passes: 600 frames with a 3 s dropout inside, then LOS for two minutes, then 200.

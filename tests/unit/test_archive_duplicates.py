@@ -20,12 +20,13 @@ from hypothesis import strategies as st
 from groundstation.cli import main
 from groundstation.core.definitions import load_definition
 from groundstation.core.encoder import FrameEncoder
+from groundstation.core.mission_time import parse_time_ns
 from groundstation.storage import export
 from groundstation.storage.archive import INDEX_SUFFIX, ArchiveReader, ArchiveWriter
-from groundstation.storage.passes import Catalogue, parse_time
+from groundstation.storage.passes import Catalogue
 from tests.paths import MINI
 
-T0 = parse_time("1975-07-17T16:09:09Z")
+T0 = parse_time_ns("1975-07-17T16:09:09Z")
 P = 20_000_000  # mini: 50 frames a second
 FPM = 5
 DEFN = load_definition(MINI)

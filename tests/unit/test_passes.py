@@ -12,19 +12,13 @@ import pytest
 from groundstation.cli import main
 from groundstation.core.definitions import load_definition
 from groundstation.core.envelope import encode_envelope
+from groundstation.core.mission_time import LIFTOFF_NS, format_get_ns, format_utc_ns, parse_time_ns
 from groundstation.progress import Progress
 from groundstation.replay import session as rs
 from groundstation.replay.replayer import ReplayControl, parse_speed
 from groundstation.storage import export
 from groundstation.storage.archive import QuarantineWriter
-from groundstation.storage.passes import (
-    GET_ZERO_NS,
-    Catalogue,
-    find_pass,
-    format_get,
-    format_utc,
-    parse_time,
-)
+from groundstation.storage.passes import Catalogue, find_pass
 from tests.archive_helpers import PERIOD, T0, record
 from tests.paths import MINI
 
@@ -38,17 +32,17 @@ def cli(*argv: str) -> int:
 
 
 def test_times_in_utc_and_get() -> None:
-    assert format_get(GET_ZERO_NS) == "000:00:00"
-    assert format_utc(GET_ZERO_NS) == "1975-07-15T19:50:01Z"
-    assert format_get(T0) == "044:19:08"
-    assert parse_time("GET 044:19:08") == T0 == parse_time("044:19:08")
-    assert parse_time("1975-07-17 16:09:09") == T0 == parse_time(str(T0))
-    assert parse_time("1975-07-17T16:09:09.25Z") == T0 + 250_000_000
-    assert format_get(GET_ZERO_NS - 90 * 10**9) == "-000:01:30"
+    assert format_get_ns(LIFTOFF_NS) == "000:00:00"
+    assert format_utc_ns(LIFTOFF_NS) == "1975-07-15T19:50:01Z"
+    assert format_get_ns(T0) == "044:19:08"
+    assert parse_time_ns("GET 044:19:08") == T0 == parse_time_ns("044:19:08")
+    assert parse_time_ns("1975-07-17 16:09:09") == T0 == parse_time_ns(str(T0))
+    assert parse_time_ns("1975-07-17T16:09:09.25Z") == T0 + 250_000_000
+    assert format_get_ns(LIFTOFF_NS - 90 * 10**9) == "-000:01:30"
     with pytest.raises(ValueError, match="cannot read the time"):
-        parse_time("yesterday")
+        parse_time_ns("yesterday")
     with pytest.raises(ValueError, match="below 60"):
-        parse_time("GET 001:61:00")
+        parse_time_ns("GET 001:61:00")
     assert parse_speed("max") is None and parse_speed("10") == 10
     with pytest.raises(ValueError):
         parse_speed("-1")

@@ -12,11 +12,11 @@ from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.core.mission_time import (
     LIFTOFF_NS,
     format_get,
+    format_utc,
     frame_index,
     frame_time_ns,
     parse_duration,
     parse_get,
-    utc_text,
 )
 from simulators.checks import check_blocks
 from simulators.mission import Mission
@@ -31,12 +31,12 @@ def defs() -> dict[str, VehicleDefinition]:
 
 
 def test_get_is_utc_from_the_apollo_liftoff() -> None:
-    assert utc_text(0) == "1975-07-15T19:50:01Z"
-    assert utc_text(tl.SOYUZ_LAUNCH) == "1975-07-15T12:20:00Z"
-    assert utc_text(tl.DOCKING_1) == "1975-07-17T16:09:09Z"
-    assert utc_text(tl.UNDOCKING_2) == "1975-07-19T15:26:12Z"
-    assert utc_text(tl.SOYUZ_LANDING) == "1975-07-21T10:50:54Z"
-    assert utc_text(tl.SPLASHDOWN) == "1975-07-24T21:18:24Z"
+    assert format_utc(0) == "1975-07-15T19:50:01Z"
+    assert format_utc(tl.SOYUZ_LAUNCH) == "1975-07-15T12:20:00Z"
+    assert format_utc(tl.DOCKING_1) == "1975-07-17T16:09:09Z"
+    assert format_utc(tl.UNDOCKING_2) == "1975-07-19T15:26:12Z"
+    assert format_utc(tl.SOYUZ_LANDING) == "1975-07-21T10:50:54Z"
+    assert format_utc(tl.SPLASHDOWN) == "1975-07-24T21:18:24Z"
     assert format_get(tl.SOYUZ_LAUNCH) == "-007:30:01"
     assert parse_get("044:19:08") == tl.DOCKING_1
     assert parse_get("-007:30:01") == tl.SOYUZ_LAUNCH
