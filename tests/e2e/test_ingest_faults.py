@@ -80,6 +80,8 @@ def _start_ingest_process(mosquitto: MosquittoServer, influxdb: InfluxDBServer, 
         mosquitto, influxdb, defs, "faults",
         # Long enough that a kill always finds data received but not yet written.
         "--influx-flush-interval-ms", "400",
+        # Writes in submission order, so a marker stored means everything before it is.
+        "--influx-write-concurrency", "1",
         "--influx-spool-dir", str(tmp / "spool"), "--ingest-archive-dir", str(tmp / "arch"))
 
 
@@ -95,12 +97,15 @@ async def test_sigkilled_ingest_loses_and_duplicates_nothing(
         proc.wait(10)
         stored_at_kill = _stored(influx)[0]
         assert stored_at_kill < 300, "the kill came too late to test anything"
-        await _publish(mosquitto, messages[60:], rate_hz=200)  # queued by the broker
+        # Queued by the broker, then a marker: the same publisher's QoS 1 messages arrive
+        # in order, so once the marker's frames are stored (one write at a time), every
+        # redelivered and queued message before it has been decoded and written.
+        await _publish(mosquitto, [*messages[60:], *_messages(1, start=120)], rate_hz=200)
         proc = _start_ingest_process(mosquitto, influxdb, tmp_path)
-        await wait_for(lambda: _stored(influx)[0] >= 600, timeout=30,
-                       what="all 600 frames in InfluxDB")
-        await asyncio.sleep(1.0)  # room for duplicates to show up, if there were any
-        _check_all_stored(influx, 600)
+        await wait_for(lambda: bool(rows(influx, "SELECT cabin_press FROM tm WHERE "
+                                         f"vehicle='mini' AND time >= {T0 + 600 * PERIOD}")),
+                       timeout=30, what="the marker's frames in InfluxDB")
+        _check_all_stored(influx, 600 + FRAMES_PER_MESSAGE)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
