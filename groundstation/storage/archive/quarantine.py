@@ -39,6 +39,7 @@ from groundstation.storage.durable import (
     RecordFraming,
     append_whole,
     fsync_dir,
+    fsync_file,
     open_fd,
     write_all,
 )
@@ -132,7 +133,7 @@ class QuarantineWriter(_DurableWriter):
 
     def _sync_files(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
+            fsync_file(self._fd)
 
     def _close_file(self) -> None:
         if self._fd >= 0:

@@ -55,6 +55,7 @@ from groundstation.storage.durable import (
     append_whole,
     atomic_write,
     fsync_dir,
+    fsync_file,
     open_fd,
     write_all,
 )
@@ -314,8 +315,8 @@ class ArchiveWriter(_DurableWriter):
     def _sync_files(self) -> None:
         f = self._file
         if f is not None:
-            os.fsync(f.fd)  # data first: the index must never point at bytes not on disk
-            os.fsync(f.idx_fd)
+            fsync_file(f.fd)  # data first: the index must never point at bytes not on disk
+            fsync_file(f.idx_fd)
 
     def _close_file(self) -> None:
         f = self._file
