@@ -6,7 +6,7 @@
 seq is the sequence number of the first frame and t its time (ns since the Unix epoch);
 the frames of one message are consecutive, one frame period apart. Everything that arrives
 is untrusted: decode_envelope says exactly what is wrong, and the ingest counts and
-quarantines the message by that reason.
+quarantines the message by that reason. The protocol in full: docs/wire-protocol.md.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from groundstation import paths
+from groundstation.storage.durable import atomic_write
 
 __all__ = [
     "ACL_FILE",
@@ -122,16 +123,7 @@ def write_password_file(path: str | os.PathLike[str], users: Mapping[str, str], 
              for user, pw in users.items()]
     if not lines:
         raise ValueError("no users: a broker without anonymous access would admit nobody")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.chmod(tmp, mode)  # the umask may have narrowed it further than asked
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, "".join(lines).encode("utf-8"), mode=mode)
     return path
 
 

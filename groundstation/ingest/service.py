@@ -41,7 +41,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import socket
 import threading
@@ -62,6 +61,7 @@ from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.envelope import Envelope, EnvelopeError, decode_envelope
 from groundstation.replay import session as replay_session
+from groundstation.storage.durable import atomic_write
 from groundstation.storage.influx.lineprotocol import batch_lines, escape_tag
 
 log = logging.getLogger("groundstation.ingest")
@@ -754,26 +754,14 @@ class IngestService:
         with self._state_lock:
             if generation <= self._state_written:
                 return
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             try:
                 data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
                 path.parent.mkdir(parents=True, exist_ok=True)
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-                dir_fd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
+                atomic_write(path, data)
             except (OSError, ValueError) as exc:
                 self.alarm_state_errors += 1
                 log.error("could not save the alarm state to %s: %s; the alarms stay in "
                           "memory and the next change tries again", path, exc)
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
                 return
             self._state_written = generation
             self.alarm_state_saves += 1

@@ -245,7 +245,7 @@ def _to_v1_index(path: Path) -> None:
 def _v1_writer_blocks(root: Path) -> None:
     """Re-index a stream as the version-1 writer cut it (blocks break only on time), so the
     catalogue meets v1 blocks holding duplicates and holes."""
-    from groundstation.storage import archive as a
+    from groundstation.storage.archive import format as a
 
     reader = ArchiveReader(root)
     for f in reader.files("mini", "hbr"):
@@ -254,7 +254,7 @@ def _v1_writer_blocks(root: Path) -> None:
         offset = f.header.header_len
         for rec in reader._file_records(f, None, None):
             n = rec.frames.shape[0]
-            size = a._REC_HEAD.size + a._REC_BODY.size + rec.frames.size
+            size = a.RECORD_HEADER_SIZE + a._REC_BODY.size + rec.frames.size
             if acc is not None and (rec.t_ns < acc.last_t or rec.t_ns - acc.t_max > 10**9):
                 entries.append(acc.entry())
                 acc = None

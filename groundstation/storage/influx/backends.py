@@ -8,7 +8,7 @@
 
 Both expose `post_gzip(body) -> WriteResult`: one request with an already gzip-compressed
 line-protocol body, whose outcome is reported, never raised, so that the caller
-(`groundstation.influx_sink.InfluxSink`) owns batching, retry, spooling and dead-lettering.
+(`groundstation.storage.influx.sink.InfluxSink`) owns batching, retry, spooling and dead-lettering.
 `detect_api` / `make_backend` pick the API from the server's `/ping` answer.
 """
 

@@ -31,38 +31,15 @@ Path of a batch
     is spent, goes to the dead-letter file with InfluxDB's error text, is counted and
     logged. 401/403/404 (a configuration problem) go there whole. Nothing blocks the queue.
 
-The spool (`Spool`)
-  Append-only segment files `seg-<seq>.spool` in the spool directory, each a run of records
-  `magic "GSP1" | u32 payload length | u32 line count | u32 crc32 | payload`, the payload
-  being the gzip body exactly as it would be POSTed (spooled data takes ~5-10x less disk,
-  and a lone record drains without recompressing). A drainer task sends records oldest
-  first, several per request (re-compressed as one gzip stream), and a segment is
-  deleted once fully sent; `cursor` remembers the position inside the oldest
-  one (written without fsync: being behind only means re-sending, which is idempotent).
-  A restart never appends to an old segment: it opens a new one, so a record torn by a
-  crash can only be the last of an old segment, where its bad length or crc32 shows. It is
-  skipped, counted, and its bytes kept under `torn/`; with fsync on, its future never
-  completed, so the ingest never acked it and the broker redelivers it.
-  Live data goes straight to InfluxDB while the drainer backfills (consoles see current
-  values as soon as the database is back); the spool itself drains strictly in order.
-
-fsync policy (`fsync=True`, the default)
-  Every spool append and dead-letter entry is fdatasync'ed before its future completes,
-  and the directory is fsynced when a segment is created, so an acknowledged message
-  survives power loss. During an outage that is one fsync per batch (a handful a second at
-  live rate). `fsync=False` survives a crash of the process, not of the machine.
-
-When the spool is full (`spool_max_bytes`)
-  `on_spool_full="block"` (the default): nothing is dropped. The writer keeps the batch in
-  memory and retries the database; the memory queue fills; `submit` blocks; the ingest
-  stops acknowledging, so the broker keeps the messages (QoS 1, persistent session) and
-  they arrive when there is room again. For a ground station losing telemetry is the worst
-  outcome, and the backlog then sits where it is already durable and redelivered by
-  design. The state is reported (`spool_full`, `spool_full_events`, `submit_blocked`).
-  `on_spool_full="drop_oldest"`: the oldest segment is deleted to make room, its lines
-  counted in `spool_dropped_lines` and logged as an error: for a deployment that prefers
-  fresh data in the database to an unbounded broker backlog and can replay the gap from
-  the raw archive.
+While the database is away, batches go to the spool (`groundstation.storage.spool.Spool`
+in `spool_dir`): the gzip body exactly as it would be POSTed, fdatasync'ed before the
+batch's future completes. A drainer task sends it back oldest first, several records per
+request, once the database answers; live data goes straight to InfluxDB meanwhile, so the
+consoles see current values at once. At `spool_max_bytes`, `on_spool_full="block"` (the
+default) drops nothing: the writer holds the batch in memory, `submit` blocks, the ingest
+stops acknowledging and the broker keeps the backlog; `"drop_oldest"` deletes the oldest
+segment instead. The spool's format, the fsync policy and both policies in full:
+docs/spool-format.md.
 
 Memory is bounded by `max_queue_bytes` of line protocol plus, per writer and for the
 drainer, one batch being sent (raw and gzip, each <= `batch_max_bytes`).
@@ -72,34 +49,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import gzip
 import logging
 import os
 import random
-import struct
-import threading
 import time
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import ParamSpec, Self, TypeVar
 
+from groundstation.storage.durable import fsync_file, write_all
 from groundstation.storage.influx.backends import WriteBackend, WriteResult
+from groundstation.storage.influx.sink_config import SinkConfig, SinkStats
+from groundstation.storage.spool import Spool, SpoolRecord, iter_segment
 
 log = logging.getLogger("groundstation.influx_sink")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 __all__ = [
     "InfluxSink",
     "SinkClosedError",
     "SinkConfig",
     "SinkStats",
+    # The spool's names, for the callers from before it had its own module.
     "Spool",
     "SpoolRecord",
     "iter_segment",
@@ -111,539 +89,8 @@ class SinkClosedError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------
-# The on-disk spool
-# --------------------------------------------------------------------------------------
-
-MAGIC = b"GSP1"
-_HEADER = struct.Struct("<4sIII")  # magic, payload length, line count, crc32
-HEADER_SIZE = _HEADER.size
-_SEG_PREFIX, _SEG_SUFFIX = "seg-", ".spool"
-
-
-def _crc(payload: bytes, nlines: int) -> int:
-    # The crc covers the length and line count too, so a header torn into plausible-looking
-    # numbers is caught as well as a torn payload.
-    return zlib.crc32(payload, zlib.crc32(struct.pack("<II", len(payload), nlines)))
-
-
-def encode_record(payload: bytes, nlines: int) -> bytes:
-    return _HEADER.pack(MAGIC, len(payload), nlines, _crc(payload, nlines)) + payload
-
-
-@dataclass(frozen=True)
-class SpoolRecord:
-    segment: int  # segment sequence number
-    offset: int  # where the record starts in the segment
-    end: int  # where the next one starts
-    nlines: int
-    payload: bytes  # the gzip-compressed line protocol, as POSTed
-
-
-def iter_segment(path: str | os.PathLike[str]) -> Iterator[SpoolRecord | tuple[int, str]]:
-    """Read a segment file: its records, then `(offset, problem)` if it ends in a bad one.
-
-    For inspection tools and tests; the spool itself reads incrementally.
-    """
-    seq = _seg_seq(Path(path))
-    with open(path, "rb") as f:
-        data = f.read()
-    off = 0
-    while off < len(data):
-        rec, problem = _parse_record(data, off, seq)
-        if rec is None:
-            yield off, problem
-            return
-        yield rec
-        off = rec.end
-
-
-def _parse_record(data: bytes, off: int, seq: int) -> tuple[SpoolRecord | None, str]:
-    if len(data) - off < HEADER_SIZE:
-        return None, f"torn header ({len(data) - off} of {HEADER_SIZE} bytes)"
-    magic, length, nlines, crc = _HEADER.unpack_from(data, off)
-    if magic != MAGIC:
-        return None, f"bad magic {magic!r}"
-    end = off + HEADER_SIZE + length
-    if end > len(data):
-        return None, f"torn payload ({len(data) - off - HEADER_SIZE} of {length} bytes)"
-    payload = bytes(data[off + HEADER_SIZE:end])
-    if _crc(payload, nlines) != crc:
-        return None, "crc32 mismatch"
-    return SpoolRecord(seq, off, end, nlines, payload), ""
-
-
-def _seg_seq(path: Path) -> int:
-    return int(path.name[len(_SEG_PREFIX):-len(_SEG_SUFFIX)])
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@dataclass
-class _Segment:
-    seq: int
-    path: Path
-    size: int  # bytes in the file
-    valid_end: int  # end of the last good record (== size unless the tail is torn)
-    pending_records: int
-    pending_lines: int
-
-
-class Spool:
-    """Append-only, crash-safe, bounded spool of write payloads. Thread-safe; blocking I/O.
-
-    The sink calls it from one worker thread, so appends keep their order; the lock makes
-    the stats readable from anywhere.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int,
-                 segment_bytes: int, fsync: bool = True,
-                 on_full: Literal["block", "drop_oldest"] = "block") -> None:
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
-        self.fsync = fsync
-        self.on_full = on_full
-        self._lock = threading.Lock()
-        # Two sinks appending to one spool would interleave records and drain each
-        # other's data: the lock file makes the second one fail loudly instead.
-        self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lock_fd)
-            raise RuntimeError(f"spool directory {self.directory} is in use by another "
-                               f"process or sink") from None
-        self._segs: dict[int, _Segment] = {}
-        self._active: _Segment | None = None
-        self._active_fd: int | None = None
-        self._read_fd: tuple[int, int] | None = None  # (seq, fd) of the oldest segment
-        self._head = (0, 0)  # (segment, offset) of the next record to send
-        self.bytes = 0
-        self.peak_bytes = 0
-        self.full = False
-        self.full_events = 0
-        self.torn_records = 0
-        self.torn_bytes = 0
-        self.dropped_records = 0
-        self.dropped_lines = 0
-        self.dropped_bytes = 0
-        self.appended_records = 0
-        self.appended_lines = 0
-        # Unsent records and lines, kept as plain ints so the event loop can read them
-        # without taking the lock (which an fsync may hold for a while).
-        self.pending_records = 0
-        self.pending_lines = 0
-        self._next_seq = 1
-        self._recover()
-
-    # -- startup -------------------------------------------------------------------
-
-    def _recover(self) -> None:
-        paths = sorted(self.directory.glob(f"{_SEG_PREFIX}*{_SEG_SUFFIX}"), key=_seg_seq)
-        cursor = self._read_cursor()
-        for path in paths:
-            seq = _seg_seq(path)
-            if cursor is not None and seq < cursor[0]:
-                # Fully sent before the restart; its deletion did not happen.
-                path.unlink(missing_ok=True)
-                continue
-            starts: list[int] = []
-            lines_from: list[int] = []
-            valid_end = 0
-            problem = ""
-            for item in iter_segment(path):
-                if isinstance(item, tuple):
-                    problem = item[1]
-                    break
-                starts.append(item.offset)
-                lines_from.append(item.nlines)
-                valid_end = item.end
-            size = path.stat().st_size
-            skip = 0
-            if cursor is not None and seq == cursor[0]:
-                # The cursor must be a record boundary we found; anything else (a stale
-                # file) restarts the segment: re-sending is idempotent, skipping is not.
-                if cursor[1] in starts or cursor[1] == valid_end:
-                    skip = starts.index(cursor[1]) if cursor[1] in starts else len(starts)
-                else:
-                    log.warning("spool cursor %s does not point at a record; re-sending "
-                                "segment %s from its start", cursor, path.name)
-                self._head = (seq, cursor[1] if skip else 0)
-            seg = _Segment(seq, path, size, valid_end, len(starts) - skip,
-                           sum(lines_from[skip:]))
-            self._segs[seq] = seg
-            self.bytes += size
-            self.pending_records += seg.pending_records
-            self.pending_lines += seg.pending_lines
-            if problem:
-                self._keep_torn(seg, valid_end, problem)
-        if self._segs and self._head[0] not in self._segs:
-            self._head = (min(self._segs), 0)
-        # Never reuse a number: a cursor left by a crash must not make a new segment look
-        # already sent.
-        self._next_seq = max([*self._segs, cursor[0] if cursor else 0]) + 1
-        self.peak_bytes = self.bytes
-        if self._segs:
-            log.info("spool %s: %d segment(s), %d bytes, %d lines to send", self.directory,
-                     len(self._segs), self.bytes, self.pending_lines)
-
-    def _read_cursor(self) -> tuple[int, int] | None:
-        try:
-            seq, off = (self.directory / "cursor").read_text().split()
-            return int(seq), int(off)
-        except (OSError, ValueError):
-            return None
-
-    def _write_cursor(self) -> None:
-        tmp = self.directory / "cursor.tmp"
-        tmp.write_text(f"{self._head[0]} {self._head[1]}\n")
-        os.replace(tmp, self.directory / "cursor")
-
-    # -- state ---------------------------------------------------------------------
-
-    @property
-    def segments(self) -> int:
-        return len(self._segs)
-
-    def empty(self) -> bool:
-        return self.pending_records == 0
-
-    # -- appending -----------------------------------------------------------------
-
-    def append(self, payload: bytes, nlines: int) -> bool:
-        """Append one record durably; False if it does not fit (the bound, or a full disk)."""
-        rec = encode_record(payload, nlines)
-        with self._lock:
-            if self.bytes + len(rec) > self.max_bytes and self.on_full == "drop_oldest":
-                self._drop_oldest_until(len(rec))
-            if self.bytes + len(rec) > self.max_bytes:
-                return self._refuse(f"bound of {self.max_bytes} bytes reached")
-            if self._active is None or self._active.size >= self.segment_bytes:
-                try:
-                    self._open_segment()
-                except OSError as exc:
-                    return self._refuse(f"cannot create a segment: {exc}")
-            seg, fd = self._active, self._active_fd
-            assert seg is not None and fd is not None
-            try:
-                view = memoryview(rec)
-                while view:
-                    view = view[os.write(fd, view):]
-                if self.fsync:
-                    os.fdatasync(fd)
-            except OSError as exc:
-                # Disk full or failing: take the partial record back out, so the segment
-                # stays a clean run of records, and report it as a full spool.
-                with contextlib.suppress(OSError):
-                    os.ftruncate(fd, seg.size)
-                return self._refuse(f"cannot write {seg.path}: {exc}")
-            seg.size += len(rec)
-            seg.valid_end = seg.size
-            seg.pending_records += 1
-            seg.pending_lines += nlines
-            self.pending_records += 1
-            self.pending_lines += nlines
-            self.bytes += len(rec)
-            self.peak_bytes = max(self.peak_bytes, self.bytes)
-            self.appended_records += 1
-            self.appended_lines += nlines
-            self.full = False
-            if seg.size >= self.segment_bytes:
-                self._close_active()
-            return True
-
-    def _refuse(self, why: str) -> bool:
-        if not self.full:
-            self.full = True
-            self.full_events += 1
-            log.error("InfluxDB spool %s is full (%s): holding data in memory; the ingest "
-                      "is backpressured", self.directory, why)
-        return False
-
-    def _open_segment(self) -> None:
-        self._close_active()
-        seq = self._next_seq
-        self._next_seq += 1
-        path = self.directory / f"{_SEG_PREFIX}{seq:012d}{_SEG_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-        if self.fsync:
-            # The new name must survive power loss along with the data fsynced into it.
-            _fsync_dir(self.directory)
-        seg = _Segment(seq, path, 0, 0, 0, 0)
-        self._segs[seq] = seg
-        if len(self._segs) == 1:
-            self._head = (seq, 0)
-        self._active, self._active_fd = seg, fd
-
-    def _close_active(self) -> None:
-        if self._active_fd is not None:
-            os.close(self._active_fd)
-        self._active, self._active_fd = None, None
-
-    def _drop_oldest_until(self, need: int) -> None:
-        while self._segs and self.bytes + need > self.max_bytes:
-            seg = self._segs[min(self._segs)]
-            if seg is self._active:
-                self._close_active()
-            self.dropped_records += seg.pending_records
-            self.dropped_lines += seg.pending_lines
-            self.dropped_bytes += seg.size
-            self.pending_records -= seg.pending_records
-            self.pending_lines -= seg.pending_lines
-            log.error("InfluxDB spool full: dropped the oldest segment %s (%d lines never "
-                      "written; replay them from the raw archive)", seg.path.name,
-                      seg.pending_lines)
-            self._delete(seg)
-
-    # -- draining ------------------------------------------------------------------
-
-    def peek(self, max_records: int = 64, max_bytes: int = 1 << 20,
-             max_lines: int = 1 << 30) -> list[SpoolRecord]:
-        """The oldest unsent records, in order (at least one if any), without removing them."""
-        out: list[SpoolRecord] = []
-        size = lines = 0
-        with self._lock:
-            seq, off = self._head
-            while self._segs and len(out) < max_records:
-                seg = self._segs.get(seq)
-                if seg is None:
-                    later = [s for s in self._segs if s > seq]
-                    if not later:
-                        break
-                    seq, off = min(later), 0
-                    continue
-                if off >= seg.valid_end:
-                    if seg is self._active:
-                        break  # caught up with the writer
-                    if out:
-                        # Carry on into the next segment; this one is deleted when the
-                        # records just read are committed.
-                        later = [s for s in self._segs if s > seq]
-                        if not later:
-                            break
-                        seq, off = min(later), 0
-                        continue
-                    self._finish_segment(seg)
-                    seq, off = self._head
-                    continue
-                rec, problem = self._read_record(seg, off)
-                if rec is None:
-                    self._skip_torn(seg, off, problem)
-                    continue
-                if out and (size + len(rec.payload) > max_bytes
-                            or lines + rec.nlines > max_lines):
-                    break
-                out.append(rec)
-                size += len(rec.payload)
-                lines += rec.nlines
-                off = rec.end
-        return out
-
-    def _read_record(self, seg: _Segment, off: int) -> tuple[SpoolRecord | None, str]:
-        if self._read_fd is None or self._read_fd[0] != seg.seq:
-            self._close_reader()
-            self._read_fd = (seg.seq, os.open(seg.path, os.O_RDONLY))
-        fd = self._read_fd[1]
-        header = os.pread(fd, HEADER_SIZE, off)
-        if len(header) < HEADER_SIZE:
-            return None, "torn header"
-        magic, length, _, _ = _HEADER.unpack(header)
-        if magic != MAGIC:
-            return None, f"bad magic {magic!r}"
-        if off + HEADER_SIZE + length > seg.valid_end:
-            return None, "torn payload"
-        data = header + os.pread(fd, length, off + HEADER_SIZE)
-        rec, problem = _parse_record(data, 0, seg.seq)
-        if rec is None:
-            return None, problem
-        return SpoolRecord(seg.seq, off, off + len(data), rec.nlines, rec.payload), ""
-
-    def _keep_torn(self, seg: _Segment, off: int, problem: str) -> None:
-        # Keep the unreadable bytes for forensics rather than silently discarding them; a
-        # torn last record was never acknowledged (see the module docstring).
-        torn = self.directory / "torn"
-        torn.mkdir(exist_ok=True)
-        with open(seg.path, "rb") as f:
-            f.seek(off)
-            data = f.read()
-        (torn / f"{seg.path.stem}-at-{off}.bin").write_bytes(data)
-        self.torn_records += 1
-        self.torn_bytes += len(data)
-        log.error("InfluxDB spool: %s has an unreadable record at byte %d (%s): skipped the "
-                  "remaining %d bytes of the segment (kept in %s)", seg.path.name, off,
-                  problem, len(data), torn)
-
-    def _skip_torn(self, seg: _Segment, off: int, problem: str) -> None:
-        # Found while reading (corruption after startup): nothing after it can be trusted.
-        self._keep_torn(seg, off, problem)
-        self.pending_records -= seg.pending_records
-        self.pending_lines -= seg.pending_lines
-        seg.valid_end = off
-        seg.pending_records = seg.pending_lines = 0
-        if seg is self._active:
-            self._close_active()  # appends go to a fresh segment, never after bad bytes
-        self._head = (seg.seq, off)
-
-    def commit(self, records: Sequence[SpoolRecord]) -> None:
-        """Mark `records` (from `peek`, in order) as sent; delete segments fully sent."""
-        with self._lock:
-            done_records = done_lines = 0
-            for rec in records:
-                seg = self._segs.get(rec.segment)
-                if seg is None:
-                    continue  # dropped (drop_oldest) while it was being sent
-                seg.pending_records -= 1
-                seg.pending_lines -= rec.nlines
-                done_records += 1
-                done_lines += rec.nlines
-                self._head = (rec.segment, rec.end)
-                if rec.end >= seg.valid_end and (seg is not self._active
-                                                 or rec.end == seg.size):
-                    self._finish_segment(seg)
-            self._write_cursor()
-            # Last, so that a lock-free reader seeing "nothing pending" also sees the
-            # segments gone.
-            self.pending_lines -= done_lines
-            self.pending_records -= done_records
-
-    def _finish_segment(self, seg: _Segment) -> None:
-        if seg is self._active:
-            self._close_active()
-        self._delete(seg)
-        nxt = min(self._segs, default=None)
-        self._head = (nxt, 0) if nxt is not None else (seg.seq, 0)
-        if self.full and self.bytes < self.max_bytes:
-            self.full = False
-
-    def _delete(self, seg: _Segment) -> None:
-        if self._read_fd is not None and self._read_fd[0] == seg.seq:
-            self._close_reader()
-        seg.path.unlink(missing_ok=True)
-        self.bytes -= seg.size
-        del self._segs[seg.seq]
-        if self._head[0] == seg.seq:
-            nxt = min(self._segs, default=None)
-            self._head = (nxt, 0) if nxt is not None else self._head
-
-    def _close_reader(self) -> None:
-        if self._read_fd is not None:
-            os.close(self._read_fd[1])
-            self._read_fd = None
-
-    def close(self) -> None:
-        with self._lock:
-            self._close_active()
-            self._close_reader()
-            if self._segs:
-                self._write_cursor()
-            else:
-                (self.directory / "cursor").unlink(missing_ok=True)
-            os.close(self._lock_fd)
-
-
-# --------------------------------------------------------------------------------------
 # The sink
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class SinkConfig:
-    batch_max_lines: int = 5000  # ~what InfluxDB recommends per request
-    batch_max_bytes: int = 1 << 20  # uncompressed line protocol per request
-    flush_interval_s: float = 0.1  # the longest a line waits for companions
-    max_queue_bytes: int = 16 << 20  # in-memory bound; submit blocks beyond it
-    concurrency: int = 1  # live writes in flight (more than 1 relaxes spool order)
-    gzip_level: int = 1  # fast: most of the gain, little CPU
-    retry_initial_s: float = 0.1
-    retry_max_s: float = 5.0  # backoff cap; also how long the DB may stay undetected as up
-    retry_after_max_s: float = 300.0  # never honour a Retry-After longer than this
-    spool_after_s: float = 1.0  # how long a live batch is retried in memory before spooling
-    spool_max_bytes: int = 1 << 30
-    spool_segment_bytes: int = 8 << 20  # at most spool_max_bytes / 8 (see segment_bytes)
-    on_spool_full: Literal["block", "drop_oldest"] = "block"
-    fsync: bool = True
-    drain_max_records: int = 256  # spool records per drain request
-    bisect_max_requests: int = 64  # per rejected batch, to isolate bad lines
-    deadletter_path: str | None = None  # default: <spool_dir>/deadletter.lp
-    latency_window: int = 1024  # successful writes the latency percentiles cover
-
-    def validate(self) -> None:
-        problems = []
-        if self.batch_max_lines < 1 or self.batch_max_bytes < 1024:
-            problems.append("batch_max_lines must be >= 1 and batch_max_bytes >= 1024")
-        if self.max_queue_bytes < self.batch_max_bytes:
-            problems.append("max_queue_bytes must be >= batch_max_bytes")
-        if self.spool_segment_bytes < 4096:
-            problems.append("spool_segment_bytes must be >= 4096")
-        if self.spool_max_bytes < 2 * self.batch_max_bytes:
-            problems.append("spool_max_bytes must be >= 2 x batch_max_bytes "
-                            "(a batch must always fit)")
-        if self.on_spool_full not in ("block", "drop_oldest"):
-            problems.append("on_spool_full must be 'block' or 'drop_oldest'")
-        if self.concurrency < 1:
-            problems.append("concurrency must be >= 1")
-        if problems:
-            raise ValueError("bad InfluxDB sink configuration: " + "; ".join(problems))
-
-    @property
-    def segment_bytes(self) -> int:
-        """The segment size used: at most 1/8 of the bound, so that space is given back in
-        small steps as the spool drains (a segment is deleted only once fully sent)."""
-        return max(4096, min(self.spool_segment_bytes, self.spool_max_bytes // 8))
-
-
-@dataclass
-class SinkStats:
-    """A snapshot for self-telemetry. Counters are totals since the sink started."""
-
-    api: str
-    db_up: bool
-    lines_submitted: int
-    lines_written: int  # accepted by InfluxDB (live and drained)
-    batches_written: int  # successful write requests
-    bytes_sent: int  # compressed bytes of successful requests
-    retries: int  # re-attempts of the same data
-    failures: dict[str, int]  # failed requests by kind: connection, http_503, http_400...
-    write_latency_last_s: float | None
-    write_latency_p50_s: float | None
-    write_latency_p99_s: float | None
-    queue_bytes: int  # in memory, submitted and not yet durable
-    queue_bytes_peak: int
-    queue_bytes_max: int  # the bound
-    queue_chunks: int
-    submit_blocked: int  # submit calls that had to wait for room
-    submit_blocked_s: float
-    lines_spooled: int
-    lines_drained: int
-    spool_bytes: int
-    spool_bytes_peak: int
-    spool_bytes_max: int
-    spool_segments: int
-    spool_pending_lines: int
-    spool_full: bool
-    spool_full_events: int
-    spool_torn_records: int
-    spool_dropped_lines: int  # drop_oldest only
-    dead_letter_lines: int
-    dead_letter_entries: int
-    lines_failed: int  # futures failed (SinkClosedError): not durable, not acknowledged
-
-    def fields(self) -> dict[str, int | float | bool]:
-        """Flat numeric fields, e.g. for a line of self-telemetry."""
-        out: dict[str, int | float | bool] = {}
-        for k, v in asdict(self).items():
-            if k == "failures":
-                out.update({f"failures_{kind}": n for kind, n in v.items()})
-            elif isinstance(v, int | float | bool):
-                out[k] = v
-        return out
 
 
 @dataclass(eq=False)
@@ -664,7 +111,7 @@ class _Chunk:
 def _backoff(attempt: int, initial: float, cap: float) -> float:
     # "Equal jitter": half the exponential delay, plus up to as much again at random, so
     # many clients (or our writer and drainer) do not retry in lockstep.
-    delay = min(cap, initial * 2 ** max(0, attempt - 1))
+    delay = min(cap, initial * 2.0 ** max(0, attempt - 1))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -716,7 +163,7 @@ class InfluxSink:
             self._spool = await self._on_disk(
                 Spool, self.spool_dir, max_bytes=cfg.spool_max_bytes,
                 segment_bytes=cfg.segment_bytes,
-                fsync=cfg.fsync, on_full=cfg.on_spool_full)
+                fsync=cfg.fsync, on_full=cfg.on_spool_full, name="InfluxDB spool")
         except BaseException:
             self._disk.shutdown()
             self._http.shutdown()
@@ -986,9 +433,17 @@ class InfluxSink:
             deadline = 0.0  # one try per wakeup, then back to the spool
 
     async def _spool_append(self, gz: bytes, nlines: int) -> bool:
-        assert self._spool is not None
-        if not await self._on_disk(self._spool.append, gz, nlines):
+        spool = self._spool
+        assert spool is not None
+        full_events, dropped = spool.full_events, spool.dropped_lines
+        if not await self._on_disk(spool.append, gz, nlines):
+            if spool.full_events > full_events:
+                log.error("InfluxDB sink: the spool is full: holding data in memory; the "
+                          "ingest is backpressured")
             return False
+        if spool.dropped_lines > dropped:
+            log.error("InfluxDB sink: %d spooled lines dropped to make room were never "
+                      "written; replay them from the raw archive", spool.dropped_lines - dropped)
         self._n["lines_spooled"] += nlines
         self._spooled.set()
         return True
@@ -1114,11 +569,9 @@ class InfluxSink:
         self.deadletter_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.deadletter_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            view = memoryview(entry)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, entry)
             if self.config.fsync:
-                os.fdatasync(fd)
+                fsync_file(fd, data_only=True)
         finally:
             os.close(fd)
 
@@ -1174,7 +627,7 @@ class InfluxSink:
 
     # -- helpers -------------------------------------------------------------------
 
-    async def _on_disk(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _on_disk(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         assert self._disk is not None
         return await asyncio.get_running_loop().run_in_executor(
             self._disk, lambda: fn(*args, **kwargs))
