@@ -36,8 +36,8 @@ File header::
     version    u16       1
     flags      u16       0 (reserved)
     json_len   u32       length of the JSON metadata that follows
-    json       json_len  UTF-8 JSON object: vehicle, stream, source ("live" or
-                         "replay/<session>"), definition_sha256 (hex, "" if unknown),
+    json       json_len  UTF-8 JSON object: vehicle, stream, source (live, replay/<s>
+                         or training/<d>), definition_sha256 (hex, "" if unknown),
                          frame_period_ns, first_t_ns, created_ns (writer's wall clock)
     crc32      u32       CRC-32 (zlib) of every header byte before it
 
@@ -184,6 +184,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Self
 import numpy as np
 from numpy.typing import NDArray
 
+from groundstation.core.topics import LIVE, Source, SourceKind
+
 if TYPE_CHECKING:
     from groundstation.core.definitions import VehicleDefinition
 
@@ -208,7 +210,6 @@ __all__ = [
 
 log = logging.getLogger("groundstation.archive")
 
-LIVE = "live"
 VERSION = 1  # data and quarantine files
 # Index files: 1 cut blocks only where time went back or paused; 2 also wherever the next
 # record does not carry on the previous one's frames (seq and time one frame on), so every
@@ -262,14 +263,14 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _source_parts(source: str) -> tuple[str, ...]:
-    if source == LIVE:
-        return (LIVE,)
-    if isinstance(source, str) and source.startswith("replay/"):
-        return ("replay", _check_name("replay session", source[len("replay/"):]))
-    if isinstance(source, str) and source.startswith("training/"):
-        return ("training", _check_name("drill", source[len("training/"):]))
-    raise ArchiveError(f"source {source!r} must be 'live', 'replay/<session>' or "
-                       "'training/<drill>'")
+    try:
+        parsed = Source.parse(source)
+    except ValueError as exc:
+        raise ArchiveError(str(exc)) from None
+    if parsed.name is not None:
+        _check_name("replay session" if parsed.kind is SourceKind.REPLAY else "drill",
+                    parsed.name)
+    return parsed.levels
 
 
 def stream_dir(root: str | os.PathLike[str], vehicle: str, stream: str,
@@ -556,7 +557,7 @@ def _check_quarantine_body(body: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class StreamKey:
-    source: str  # "live" or "replay/<session>"
+    source: str  # the source's text: live, replay/<session> or training/<drill>
     vehicle: str
     stream: str
 
@@ -885,10 +886,10 @@ class ArchiveReader:
         drills."""
         keys: list[StreamKey] = []
         bases: list[tuple[str, Path]] = [(LIVE, self.root / LIVE)]
-        for kind in ("replay", "training"):
-            folder = self.root / kind
+        for kind in (SourceKind.REPLAY, SourceKind.TRAINING):
+            folder = self.root / kind.value
             if folder.is_dir():
-                bases += [(f"{kind}/{d.name}", d) for d in sorted(folder.iterdir())
+                bases += [(str(Source(kind, d.name)), d) for d in sorted(folder.iterdir())
                           if d.is_dir() and _NAME_RE.fullmatch(d.name)]
         for source, base in bases:
             if not base.is_dir():
