@@ -81,7 +81,7 @@ async def test_trainee_acknowledges_a_drill_alarm_on_the_console(
         result = await asyncio.wait_for(drill, 90)
         # Never on the live console: drill data are training data.
         assert not live_console.alarm_rows(live_console.model.source("live"))
-        assert all(e.get("source") == source for e in drill_view.events)
+        assert all(str(e.source) == source for e in drill_view.events)
 
     d = json.loads((tmp_path / "debrief" / "debrief.json").read_text())
     assert d == json.loads(json.dumps(result.debrief, default=str))
