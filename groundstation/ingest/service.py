@@ -893,7 +893,7 @@ class IngestService:
 
     def _publish_stats(self) -> None:
         self._tick_alarm_clocks()
-        stats = self.stats()
+        stats = self.stats_message()
         self.publish(topics.ingest_stats(), stats, retain=True)
         lines = [self_line(stats)]
         for s in self.streams.values():
@@ -914,7 +914,11 @@ class IngestService:
                     self._on_alarm_events(s, events, lines)
                     self.store(lines, s)
 
-    def stats(self) -> messages.IngestStats:
+    def stats(self) -> dict[str, Any]:
+        """The service's own health as plain data (what ingest/stats carries)."""
+        return self.stats_message().to_dict()
+
+    def stats_message(self) -> messages.IngestStats:
         decode = sorted(self.decode_seconds)
         sink_stats = getattr(self.sink, "stats", None)
         sink = sink_stats() if callable(sink_stats) else None
