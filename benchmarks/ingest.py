@@ -296,7 +296,7 @@ class Monitor:
         self.events: list[tuple[int, dict[str, Any]]] = []  # (received ns, event)
         self.stats: dict[str, Any] = {}
         self._lock = threading.Lock()
-        subs = [(topics.alarms(v), 1) for v in VEHICLES] + [("ingest/stats", 0)]
+        subs = [(topics.alarms(v), 1) for v in VEHICLES] + [(topics.INGEST_STATS, 0)]
         self.client = mqtt_connect(host, port, f"bench-monitor-{os.getpid()}",
                                    self._on_message, subs)
 
@@ -307,7 +307,7 @@ class Monitor:
         except ValueError:
             return
         with self._lock:
-            if msg.topic == "ingest/stats":
+            if msg.topic == topics.INGEST_STATS:
                 self.stats = doc
             elif isinstance(doc, dict) and "time_ns" in doc:
                 self.events.append((t, doc))

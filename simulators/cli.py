@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from groundstation.core import flightplan as tl
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, load_all
 from groundstation.core.mission_time import format_get, parse_duration
 from groundstation.paths import defs_dir
-from simulators.control import control_topic, reply_topic, state_topic
 from simulators.faults import CATALOGUE, FaultError, FaultManager
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
@@ -28,7 +27,9 @@ from simulators.runner import RunnerOptions, SimRunner
 SHIPS = {"apollo": [tl.APOLLO], "soyuz": [tl.SOYUZ], "both": [tl.APOLLO, tl.SOYUZ]}
 SHORT = {"apollo": tl.APOLLO, "apollo_csm": tl.APOLLO, "soyuz": tl.SOYUZ}
 
-DESCRIPTION = """\
+_V = "<vehicle>"
+_DRILL = topics.training("<drill>")
+DESCRIPTION = f"""\
 Fly the simulated Apollo CSM and Soyuz 19 through the 1975 ASTP mission and downlink their
 PCM telemetry to an MQTT broker, as the real ships did to Houston and Moscow.
 
@@ -47,20 +48,22 @@ go through sensor noise and the telemetry definitions' encoder, so every reading
 count of its sensor. The same --seed and --start give the same frames, byte for byte.
 
 Topics:
-  telemetry/live/<vehicle>/<stream>  frames, msgpack envelopes (playback dumps too, with
+  {topics.telemetry(_V, "<stream>"):<34} frames, msgpack envelopes (playback dumps too, with
                                      their original seq and times and "playback": true)
-  sim/state/<vehicle>                retained JSON: GET, UTC, phase, docked, AOS, faults
-  sim/control/<vehicle>              JSON requests: inject and clear faults, pause and
+  {topics.sim_state(_V):<34} retained JSON: GET, UTC, phase, docked, AOS, faults
+  {topics.sim_control(_V):<34} JSON requests: inject and clear faults, pause and
                                      resume the mission clock (see below)
-  sim/reply/<vehicle>                one JSON reply per request; bad requests change nothing
+  {topics.sim_reply(_V):<34} one JSON reply per request; bad requests change nothing
 
-With --source training/<drill> the ships fly for a drill instead: frames on
-telemetry/training/<drill>/<vehicle>/<stream>, state on sim/state/training/<drill>/<vehicle>
+With --source {_DRILL} the ships fly for a drill instead: frames on
+{topics.telemetry(_V, "<stream>", source=_DRILL)}, state on {topics.sim_state(_V, _DRILL)}
 (cleared when the simulator stops), no control topic; the broker lets only the instructor
 account publish there.
 """
 
-EPILOG = """\
+_APOLLO_CONTROL = topics.sim_control(tl.APOLLO)
+_REPLIES, _STATES = topics.SIM_REPLY_SUBSCRIPTION, topics.SIM_STATE_SUBSCRIPTIONS[0]
+EPILOG = f"""\
 examples:
   groundstation sim both                              both ships, real time, from T-1 h
   groundstation sim both --speed 100                  100 mission seconds every second
@@ -76,17 +79,17 @@ examples:
   groundstation sim both --list-events                the timeline, with its GETs
   groundstation sim both --list-faults                what can be broken, and how
 
-control requests (mosquitto_pub -t sim/control/apollo_csm -m '...'):
-  {"cmd": "inject", "fault": "fuel_cell_loss", "params": {"cell": 2}, "id": "drill-1"}
-  {"cmd": "inject", "fault": "cabin_leak", "params": {"rate_lb_h": 5}, "at": "docking+10m",
-   "ramp_s": 120, "duration_s": 1800}
-  {"cmd": "inject", "fault": "sensor_stuck", "params": {"parameter": "cabin_press"}}
-  {"cmd": "inject", "fault": "los", "duration_s": 600}    Apollo records, then dumps
-  {"cmd": "clear", "fault_id": "F1"}      {"cmd": "clear", "fault": "cabin_leak"}
-  {"cmd": "clear_all"}    {"cmd": "list"}    {"cmd": "status"}
-  {"cmd": "pause"}        freeze the mission clock (both ships): no frames, state "paused"
-  {"cmd": "resume"}       fly on from the same GET at the same speed (no catching up)
-  Watch the answers with: mosquitto_sub -t 'sim/reply/#' -t 'sim/state/#' -v
+control requests (mosquitto_pub -t {_APOLLO_CONTROL} -m '...'):
+  {{"cmd": "inject", "fault": "fuel_cell_loss", "params": {{"cell": 2}}, "id": "drill-1"}}
+  {{"cmd": "inject", "fault": "cabin_leak", "params": {{"rate_lb_h": 5}}, "at": "docking+10m",
+   "ramp_s": 120, "duration_s": 1800}}
+  {{"cmd": "inject", "fault": "sensor_stuck", "params": {{"parameter": "cabin_press"}}}}
+  {{"cmd": "inject", "fault": "los", "duration_s": 600}}    Apollo records, then dumps
+  {{"cmd": "clear", "fault_id": "F1"}}      {{"cmd": "clear", "fault": "cabin_leak"}}
+  {{"cmd": "clear_all"}}    {{"cmd": "list"}}    {{"cmd": "status"}}
+  {{"cmd": "pause"}}        freeze the mission clock (both ships): no frames, state "paused"
+  {{"cmd": "resume"}}       fly on from the same GET at the same speed (no catching up)
+  Watch the answers with: mosquitto_sub -t '{_REPLIES}' -t '{_STATES}' -v
 
 times (--start, --until, "at"): a GET such as 044:19:08 or -007:30:01, or an event with an
 optional offset such as docking-30m, tpi+5m, splashdown-1h30m (--list-events).
@@ -128,9 +131,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
                    help="inject a fault at start-up; keys are the fault's parameters and "
                         "at, ramp_s, duration_s (repeatable)")
-    p.add_argument("--source", default="live", metavar="live|training/DRILL",
-                   help="live (default), or training/<drill> to fly a drill's ships under "
-                        "the training topics (as the instructor account)")
+    p.add_argument("--source", default=topics.LIVE,
+                   metavar=f"{topics.LIVE}|{topics.training('DRILL')}",
+                   help=f"{topics.LIVE} (default), or {_DRILL} to fly a drill's ships "
+                        "under the training topics (as the instructor account)")
     p.add_argument("--no-historical", action="store_true",
                    help="leave out the real minor anomalies (Soyuz TV failure, the false "
                         "GNC alarm of Jul 17)")
@@ -160,14 +164,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        source = topics.check_source(args.source)
+        parsed = topics.Source.parse(args.source)
     except ValueError as exc:
         print(f"error: --source: {exc}", file=sys.stderr)
         return 2
-    if source.startswith(topics.REPLAY + "/"):
-        print("error: --source: the simulators fly live or training/<drill> ships",
+    if parsed.kind is topics.SourceKind.REPLAY:
+        print(f"error: --source: the simulators fly {topics.LIVE} or {_DRILL} ships",
               file=sys.stderr)
         return 2
+    source = str(parsed)
     if not 0 < args.speed <= 10000:
         print("error: --speed must be above 0 and at most 10000", file=sys.stderr)
         return 2
@@ -205,11 +210,11 @@ def run(args: argparse.Namespace) -> int:
         playback_rate=args.playback_rate, until=until, source=source)
     runner = SimRunner(mission, [defs[v] for v in ships], options)
     listens = ("no control topic" if runner.training else
-               f"control on {', '.join(control_topic(v) for v in ships)}, replies on "
-               f"{', '.join(reply_topic(v) for v in ships)}")
+               f"control on {', '.join(topics.sim_control(v) for v in ships)}, replies on "
+               f"{', '.join(topics.sim_reply(v) for v in ships)}")
     print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
           f"{args.host}:{args.port} (seed {args.seed}, source {source}); {listens}, state "
-          f"on {', '.join(state_topic(v, source) for v in ships)}")
+          f"on {', '.join(topics.sim_state(v, source) for v in ships)}")
     return asyncio.run(_run(runner))
 
 
@@ -254,17 +259,9 @@ def _parse_fault(spec: str, apply: Any) -> Any:
     return apply(vehicle, name, params, common)
 
 
-def parse_value(text: str) -> Any:
-    """A fault parameter typed on a command line: true/false, an int, a float, or text."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
+# A fault parameter typed on a command line: true/false, an int, a float, or text (the
+# drill's text commands read their parameters the same way).
+parse_value = messages.parse_scalar
 
 
 def _print_faults() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from groundstation.core import flightplan as tl
+from groundstation.core import messages
 from groundstation.core.mission_time import format_get
 
 
@@ -214,11 +215,11 @@ class Fault:
     def active(self, get: float) -> bool:
         return self.start <= get and (self.end is None or get < self.end)
 
-    def describe(self) -> dict[str, Any]:
-        return {"id": self.id, "vehicle": self.vehicle, "fault": self.name,
-                "params": self.params, "start": format_get(self.start),
-                "ramp_s": self.ramp_s, "end": None if self.end is None
-                else format_get(self.end)}
+    def describe(self) -> messages.FaultInfo:
+        return messages.FaultInfo(id=self.id, vehicle=self.vehicle, fault=self.name,
+                                  params=self.params, start=format_get(self.start),
+                                  ramp_s=self.ramp_s,
+                                  end=None if self.end is None else format_get(self.end))
 
 
 class FaultManager:

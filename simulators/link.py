@@ -85,7 +85,7 @@ class Transmitter:
         self.definition = definition
         self.vehicle = definition.vehicle
         self.stream = definition.stream
-        # A drill's ships go down under telemetry/training/<drill>/..., never as live.
+        # A drill's ships go down under the drill's source, never as live.
         self.source = topics.check_source(source)
         self.topic = topics.telemetry(self.vehicle, self.stream, source=self.source)
         self.period_ns = round(1e9 / definition.frame.rate_hz)

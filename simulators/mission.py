@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from groundstation.core import flightplan as tl
+from groundstation.core import messages
 from groundstation.core.definitions import Parameter, VehicleDefinition, load_all
 from groundstation.core.mission_time import EARLIEST_GET, format_get, format_utc
 from simulators import orbit
@@ -207,16 +208,16 @@ class Mission:
                              f"{horizon / 3600:g} h after {format_get(after)}")
         return float(times[hits[0]])
 
-    def state(self, vehicle: str, get: float | None = None) -> dict[str, Any]:
+    def state(self, vehicle: str, get: float | None = None) -> messages.SimState:
         """The simulator's state for the retained sim/state/<vehicle> message, as of get
         (default: the physics clock; the runner gives the time of its newest frame)."""
         t = self.t if get is None else get
         e = self.env(vehicle, t)
-        return {"vehicle": vehicle, "get": t, "get_text": format_get(t),
-                "utc": format_utc(t), "phase": self.phase(vehicle, t),
-                "docked": self.docked(t), "aos": e.aos, "station": e.station,
-                "relay": e.relay, "ended": self.ended(vehicle, t),
-                "faults": [f.describe() for f in self.faults.pending_or_active(vehicle, t)]}
+        return messages.SimState(
+            vehicle=vehicle, get=t, get_text=format_get(t), utc=format_utc(t),
+            phase=self.phase(vehicle, t), docked=bool(self.docked(t)), aos=bool(e.aos),
+            station=e.station, relay=bool(e.relay), ended=bool(self.ended(vehicle, t)),
+            faults=[f.describe() for f in self.faults.pending_or_active(vehicle, t)])
 
     # --- stepping -----------------------------------------------------------------------
 

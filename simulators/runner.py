@@ -10,13 +10,13 @@ QoS 1 a message is only dropped from the backlog once the broker has acknowledge
 broker restart costs nothing that fits in the backlog (the ingest stores a frame twice as
 one point).
 
-Control requests arrive on sim/control/<vehicle> and are answered on sim/reply/<vehicle>;
-the retained sim/state/<vehicle> message says where the mission is (see control.py).
+Control requests arrive on the vehicle's control topic and are answered on its reply topic;
+the retained state message says where the mission is (see control.py; the topics are in
+groundstation/core/topics.py).
 
-A drill's ships fly with source "training/<drill>": their frames go out on
-telemetry/training/<drill>/<vehicle>/<stream> and their state on
-sim/state/training/<drill>/<vehicle>, so the ingest keeps their data and their mission phase
-apart from the live ships'. They listen to no control topic (the drill drives its mission
+A drill's ships fly with source training/<drill>: their frames and their state go out
+under that source's topics, so the ingest keeps their data and their mission phase apart
+from the live ships'. They listen to no control topic (the drill drives its mission
 in-process), and a clean stop clears their retained state so the ingest forgets the phase.
 
 pause() freezes the mission clock (no frames, the state says "paused": true); resume()
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -39,7 +38,7 @@ from typing import Any
 import aiomqtt
 
 from groundstation.core import flightplan as tl
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.mission_time import format_get
 from simulators import control
@@ -67,7 +66,7 @@ class RunnerOptions:
     until: float | None = None  # GET to stop at (default: the end of the ships' missions)
     state_interval_s: float = 1.0  # real seconds between state messages
     client_id: str | None = None
-    source: str = topics.LIVE  # or "training/<drill>": a drill's ships, never live
+    source: str = topics.LIVE  # or a drill's source (training/<drill>), never a replay
 
 
 class Publisher:
@@ -109,8 +108,8 @@ class Publisher:
                             "far)", self.o.backlog_frames, self.dropped_frames)
         self._wake.set()
 
-    def put_control(self, topic: str, payload: dict[str, Any], retain: bool = False) -> None:
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    def put_control(self, topic: str, payload: messages.Message, retain: bool = False) -> None:
+        data = payload.to_json()
         if retain:
             # Only the newest state per topic matters (changed in place: the sender holds
             # no reference into the queue, see _send).
@@ -230,11 +229,13 @@ class SimRunner:
                  options: RunnerOptions):
         if not definitions:
             raise ValueError("no ships to fly")
-        self.source = topics.check_source(options.source)
-        if self.source.startswith(topics.REPLAY + "/"):
-            raise ValueError(f"source {self.source!r}: a simulator flies live or "
-                             "training/<drill> ships; replays come from the archive")
-        self.training = self.source != topics.LIVE
+        source = topics.Source.parse(options.source)
+        if source.kind is topics.SourceKind.REPLAY:
+            raise ValueError(f"source {str(source)!r}: a simulator flies live or "
+                             f"{topics.training('<drill>')} ships; replays come from the "
+                             "archive")
+        self.source = str(source)
+        self.training = not source.is_live
         self.mission = mission
         self.o = options
         self.vehicles = [d.vehicle for d in definitions]
@@ -248,7 +249,7 @@ class SimRunner:
                                              frames_per_message=fpm, recorder_frames=rec,
                                              playback_rate=options.playback_rate,
                                              source=self.source)
-        listen = [] if self.training else [control.control_topic(v) for v in self.vehicles]
+        listen = [] if self.training else [topics.sim_control(v) for v in self.vehicles]
         self.publisher = Publisher(options, listen, self._on_control)
         self._ships = {v: _ShipState() for v in self.vehicles}
         mission.listeners.append(self._on_event)
@@ -280,27 +281,30 @@ class SimRunner:
         """GET of the newest frame generated (of the ship furthest behind)."""
         return min(min(self.streams[v].next_get for v in self.vehicles), self.mission.t)
 
-    def _on_pause(self, pause: bool) -> dict[str, Any]:
+    def _on_pause(self, pause: bool) -> tuple[bool, float]:
         if pause:
             self.pause()
         else:
             self.resume()
-        return {"paused": self.paused, "get": self.get, "get_text": format_get(self.get)}
+        return self.paused, self.get
 
     # --- control ------------------------------------------------------------------------
 
     def _on_control(self, topic: str, payload: bytes) -> None:
-        vehicle = topic.rsplit("/", 1)[-1]
+        try:
+            vehicle = topics.parse_sim_control(topic).vehicle
+        except ValueError:
+            return
         if vehicle not in self.vehicles:
             return
-        reply = control.handle(self.mission, vehicle, payload, self._on_pause)
-        if reply["ok"]:
-            log.info("%s: %s %s", vehicle, reply.get("cmd"), reply.get("fault_id", ""))
+        reply = control.reply(self.mission, vehicle, payload, self._on_pause)
+        if reply.ok:
+            log.info("%s: %s %s", vehicle, reply.cmd, reply.fault_id or "")
         else:
-            log.warning("%s: rejected control request: %s", vehicle, reply["error"])
-        self.publisher.put_control(control.reply_topic(vehicle), reply)
+            log.warning("%s: rejected control request: %s", vehicle, reply.error)
+        self.publisher.put_control(topics.sim_reply(vehicle), reply)
         # A pause stops every ship of the mission; any other request concerns one.
-        for v in (self.vehicles if reply.get("cmd") in ("pause", "resume") else [vehicle]):
+        for v in (self.vehicles if reply.cmd in ("pause", "resume") else [vehicle]):
             self._publish_state(v)
 
     def _on_event(self, event: tl.Event, get: float) -> None:
@@ -311,33 +315,28 @@ class SimRunner:
 
     # --- state ---------------------------------------------------------------------------
 
-    def state(self, vehicle: str) -> dict[str, Any]:
+    def state(self, vehicle: str) -> messages.SimState:
         # As of the newest frame generated: what the ingest is receiving now.
         s = self.mission.state(vehicle, min(self.streams[vehicle].next_get, self.mission.t))
         tx = self.tx[vehicle]
-        s.update({
-            "t": self.streams[vehicle].next_time_ns,
-            "source": self.source, "running": self.running, "paused": self.paused,
-            "seed": self.mission.seed,
-            "speed": self.o.speed, "achieved_speed": round(self.achieved_speed, 2),
-            "started": format_get(self.started_get),
-            "recorder_frames": tx.recorded,
-            "recorder_overwritten": tx.stats.recorder_overwritten,
-            "live_frames": tx.stats.live_frames, "playback_frames": tx.stats.playback_frames,
-            "backlog_frames": self.publisher.queued_frames,
-            "backlog_limit": self.o.backlog_frames,
-            "dropped_frames": self.publisher.dropped_frames,
-            "max_backlog_frames": self.publisher.max_queued_frames,
-            "connected": self.publisher.connected,
-        })
         ship = self._ships[vehicle]
-        if ship.events:
-            s["events"] = list(ship.events)
-            ship.events.clear()
-        return s
+        events, ship.events = ship.events or None, []
+        # The mission's part of the state, and the runner's; validated again as a whole.
+        return messages.SimState.from_data(s.to_dict() | messages.SimState(
+            vehicle=vehicle, phase=s.phase, t=self.streams[vehicle].next_time_ns,
+            source=topics.Source.parse(self.source), running=self.running,
+            paused=self.paused, seed=self.mission.seed, speed=self.o.speed,
+            achieved_speed=round(self.achieved_speed, 2),
+            started=format_get(self.started_get), recorder_frames=tx.recorded,
+            recorder_overwritten=tx.stats.recorder_overwritten,
+            live_frames=tx.stats.live_frames, playback_frames=tx.stats.playback_frames,
+            backlog_frames=self.publisher.queued_frames, backlog_limit=self.o.backlog_frames,
+            dropped_frames=self.publisher.dropped_frames,
+            max_backlog_frames=self.publisher.max_queued_frames,
+            connected=self.publisher.connected, events=events).to_dict(compact=True))
 
     def _publish_state(self, vehicle: str) -> None:
-        self.publisher.put_control(control.state_topic(vehicle, self.source),
+        self.publisher.put_control(topics.sim_state(vehicle, self.source),
                                    self.state(vehicle), retain=True)
 
     # --- the loop ------------------------------------------------------------------------
@@ -358,7 +357,7 @@ class SimRunner:
                 if self.training:
                     # After the last frame: an empty retained message deletes the drill's
                     # state, and the ingest forgets the drill's phase.
-                    self.publisher.put_final(control.state_topic(v, self.source), b"",
+                    self.publisher.put_final(topics.sim_state(v, self.source), b"",
                                              retain=True)
             done.set()
             try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from groundstation.config import load as load_config
+from groundstation.core import topics
 from groundstation.core.mission_time import NS, format_duration, format_get_ns, format_utc_ns
 from groundstation.storage.archive import LIVE
 from groundstation.storage.export import FORMATS, LAYOUTS, export_pass
@@ -40,8 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help=f"a silence longer than this ends a pass (default "
                             f"{DEFAULT_LOS_GAP_S:g} s)")
         p.add_argument("--source", default=LIVE,
-                       help="'live' (default), 'replay/<session>', 'training/<drill>', "
-                            "or 'all'")
+                       help=f"'{topics.LIVE}' (default), '{topics.replay('<session>')}', "
+                            f"'{topics.training('<drill>')}', or 'all'")
 
     ls = sub.add_parser("ls", help="list recorded passes per vehicle and stream")
     common(ls)

@@ -14,7 +14,7 @@ from groundstation.console.app import ConsoleApp
 from groundstation.core import topics
 from groundstation.core.definitions import DefinitionError, load_all
 
-EPILOG = """\
+EPILOG = f"""\
 keys:
   1..9, Tab, Shift-Tab   pages (Houston: FLIGHT EECOM GNC INCO; Moscow: ОБЗОР СОЖ СТР СЭП
                          СУД ДУ ССВП РТС)
@@ -28,7 +28,7 @@ keys:
 examples:
   groundstation console houston --position EECOM --operator eecom
   groundstation console moscow --position SOZH          # Latin aliases for the groups
-  groundstation console houston --source replay/r1975-0717 --mqtt-host broker
+  groundstation console houston --source {topics.replay("r1975-0717")} --mqtt-host broker
   GS_MQTT_PASSWORD=... groundstation console houston --mqtt-username flight
 """
 
@@ -42,7 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "in English and US units by position; Moscow shows them in Russian and "
                     "metric units by ЦУП group, Soyuz first, with Moscow time. The operator "
                     "on acknowledgements is the MQTT user name when one is given (the broker "
-                    "ACL binds ack/<user>/... to it), else --operator, else the login name. "
+                    f"ACL binds {topics.acknowledgements('<user>', '<vehicle>')} to it), else "
+                    "--operator, else the login name. "
                     "Broker settings come from --config, then GS_MQTT_* variables, then the "
                     "flags, as for the ingest. The console reconnects by itself when the "
                     "broker goes away.",
@@ -53,7 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "СЭП, СУД, ДУ, ССВП or РТС, or OBZOR, SOZH, STR, SEP, SUD, DU, SSVP, "
                         "RTS (Moscow)")
     p.add_argument("--source", default=topics.LIVE,
-                   help="live (default), replay/<session> or training/<drill>; 's' switches")
+                   help=f"{topics.LIVE} (default), {topics.replay('<session>')} or "
+                        f"{topics.training('<drill>')}; 's' switches")
     p.add_argument("--operator", default=None,
                    help="operator name for acknowledgements when no MQTT user name is given "
                         "(default: the login name)")

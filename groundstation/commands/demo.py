@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,8 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.paths import defs_dir
+
+log = logging.getLogger("groundstation.demo")
 
 # Both ships in contact for 11 minutes, 26 minutes after the first docking (GET 044:19:08),
 # found with Mission.find_coverage: a newcomer sees both ships' values at once.
@@ -319,7 +322,7 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
                     definitions: dict[str, VehicleDefinition]) -> int:
     import aiomqtt
 
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, dict[str, messages.ParamSample]] = {}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -329,22 +332,24 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
     alarms = 0
     async with aiomqtt.Client(stack.broker.host, stack.broker.port,
                               identifier=f"demo-{os.getpid()}") as client:
-        await client.subscribe("params/live/+")
-        await client.subscribe("alarms/live/+")
+        await client.subscribe(topics.parameters_subscription(topics.LIVE))
+        await client.subscribe(topics.alarms_subscription(topics.LIVE))
 
         async def receive() -> None:
             nonlocal alarms
             async for m in client.messages:
+                payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
                 try:
-                    body = json.loads(bytes(m.payload))  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    continue
-                topic = str(m.topic)
-                if topic.startswith("params/"):
-                    latest.setdefault(body["vehicle"], {}).update(body["values"])
-                elif isinstance(body, dict) and body.get("kind"):
-                    alarms += 1
-                    print(_alarm_text(body), flush=True)
+                    match topics.parse(str(m.topic)):
+                        case topics.ParamsTopic(vehicle=vehicle):
+                            update = messages.ParamsUpdate.from_json(payload)
+                            latest.setdefault(vehicle, {}).update(update.values)
+                        case topics.AlarmsTopic():
+                            event = messages.AlarmEvent.from_json(payload)
+                            alarms += 1
+                            print(_alarm_text(event), flush=True)
+                except ValueError as exc:  # MessageError, or a topic of nobody's
+                    log.debug("ignored a message on %s: %s", m.topic, exc)
 
         task = asyncio.create_task(receive())
         next_print = loop.time() + 3.0
@@ -375,8 +380,8 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
     return 0
 
 
-def _value_lines(latest: dict[str, dict[str, Any]], definitions: dict[str, VehicleDefinition],
-                 centre: str) -> list[str]:
+def _value_lines(latest: dict[str, dict[str, messages.ParamSample]],
+                 definitions: dict[str, VehicleDefinition], centre: str) -> list[str]:
     """The newest values as the console would show them (its labels, units and decimals)."""
     from groundstation.console import pages as cp
 
@@ -401,10 +406,10 @@ def _value_lines(latest: dict[str, dict[str, Any]], definitions: dict[str, Vehic
     return out
 
 
-def _alarm_text(ev: dict[str, Any]) -> str:
-    who = f" by {ev['operator']}" if ev.get("operator") else ""
-    return (f"ALARM {ev.get('kind')}: {ev.get('vehicle')} "
-            f"{ev.get('label') or ev.get('parameter')} {ev.get('severity', '')}{who}")
+def _alarm_text(ev: messages.AlarmEvent) -> str:
+    who = f" by {ev.operator}" if ev.operator else ""
+    return (f"ALARM {ev.transition.value}: {ev.vehicle} {ev.label or ev.parameter} "
+            f"{ev.severity}{who}")
 
 
 def _stored_counts(url: str, definitions: dict[str, VehicleDefinition]) -> dict[str, int]:

@@ -13,6 +13,7 @@ from typing import Any
 import aiomqtt
 
 from groundstation.commands.options import add_mqtt_arguments, load_config
+from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, load_all
 from groundstation.core.mission_time import format_get, format_utc
 from groundstation.drills.scenario import (
@@ -23,7 +24,8 @@ from groundstation.drills.scenario import (
 )
 from groundstation.paths import defs_dir, scenarios_dir
 
-EPILOG = """\
+_CONTROL = topics.drill_control("<drill>")
+EPILOG = f"""\
 examples:
   groundstation drill list
   groundstation drill show o2-tank-spike              the briefing (for the trainee)
@@ -33,12 +35,12 @@ examples:
   groundstation drill run o2-tank-spike --mqtt-username instructor
   groundstation drill run soyuz-cabin-leak --speed 5 --out /tmp/debrief
 
-while a drill runs (instructor; JSON or text on drill/control/<drill>):
-  mosquitto_pub -t drill/control/<drill> -m pause        (resume, stop, stop now)
-  mosquitto_pub -t drill/control/<drill> -m 'inject apollo_csm cabin_leak rate_lb_h=5'
-  mosquitto_pub -t drill/control/<drill> -m '{"cmd": "inject", "vehicle": "soyuz",
-      "fault": "coolant_loop", "expect": [{"parameter": "coolant_temp", "within_s": 900}]}'
-  mosquitto_sub -t 'drill/status/#' -v                  (every user may watch)
+while a drill runs (instructor; JSON or text on {_CONTROL}):
+  mosquitto_pub -t {_CONTROL} -m pause        (resume, stop, stop now)
+  mosquitto_pub -t {_CONTROL} -m 'inject apollo_csm cabin_leak rate_lb_h=5'
+  mosquitto_pub -t {_CONTROL} -m '{{"cmd": "inject", "vehicle": "soyuz",
+      "fault": "coolant_loop", "expect": [{{"parameter": "coolant_temp", "within_s": 900}}]}}'
+  mosquitto_sub -t '{topics.DRILL_STATUS_SUBSCRIPTION}' -v                  (every user may watch)
   on the instructor's terminal: p pause, r resume, q stop, i VEHICLE FAULT [k=v ...]
 """
 
@@ -50,7 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "simulated ships at a point of the mission, injects faults on time and "
                     "says which alarms each must raise; the trainees acknowledge them on "
                     "their consoles as usual. The drill's data is tagged "
-                    "source=training/<drill> everywhere (InfluxDB, topics, archive), so it "
+                    f"source={topics.training('<drill>')} everywhere (InfluxDB, topics, "
+                    "archive), so it "
                     "never mixes with live data. At the end the runner writes a debrief "
                     "(Markdown, JSON, timeline PNG) with a score.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
@@ -70,7 +73,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run_p = sub.add_parser(
         "run", help="fly a drill against the broker and write its debrief",
         description="Flies the scenario's ships in this process as source "
-                    "training/<drill>, injects its faults on time, records alarms and "
+                    f"{topics.training('<drill>')}, injects its faults on time, records "
+                    "alarms and "
                     "acknowledgements from the ingest, and writes debrief.md, debrief.json "
                     "and timeline.png. Broker settings come from --config, then GS_MQTT_* "
                     "variables, then the flags, as for the ingest.",
@@ -84,7 +88,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                             "archive directory, var/drills/<drill>)")
     run_p.add_argument("--drill-id", default=None,
                        help="drill id (default: <scenario>-<UTC time>); the data's source "
-                            "is training/<drill-id>")
+                            f"is {topics.training('<drill-id>')}")
     run_p.add_argument("--no-progress", action="store_true", help="no progress line")
     run_p.add_argument("--no-stdin", action="store_true",
                        help="do not read p/r/q/i commands from the terminal")
@@ -222,8 +226,8 @@ def _run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, lambda: runner.command({"cmd": "stop"},
-                                                                    by="signal"))
+                loop.add_signal_handler(sig, lambda: runner.command(
+                    messages.DrillControl(cmd="stop"), by="signal"))
         return await runner.run()
 
     try:

@@ -14,6 +14,7 @@ import aiomqtt
 
 from groundstation.commands.options import add_mqtt_arguments, load_config
 from groundstation.config import ConfigError
+from groundstation.core import messages, topics
 from groundstation.replay import session as rs
 from groundstation.replay.replayer import (
     MAX_FRAMES_PER_MESSAGE,
@@ -30,14 +31,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "replay", help="replay a recorded pass (or a time span) through the broker into "
                        "the ingest, as a replay session",
-        description="Republishes recorded frames under telemetry/replay/<session>/... with "
+        description=f"Republishes recorded frames under "
+                    f"{topics.telemetry('<vehicle>', '<stream>', '<session>')} with "
                     "their original times and sequence numbers, at the chosen speed; the "
-                    "ingest stores them under source=replay/<session> and raises replay "
-                    "alarms no live console shows. Control while it runs: publish to "
-                    "replay/control/<session> ('pause', 'resume', 'speed 10', 'speed max', "
-                    "'seek 1975-07-17T16:12Z', 'seek GET 044:22:00', 'stop'); status on "
-                    "replay/status/<session>. Broker settings come from --config, then "
-                    "GS_MQTT_* variables, then the flags, as for the ingest.",
+                    f"ingest stores them under source={topics.replay('<session>')} and raises "
+                    "replay alarms no live console shows. Control while it runs: publish to "
+                    f"{topics.replay_control('<session>')} ('pause', 'resume', 'speed 10', "
+                    "'speed max', 'seek 1975-07-17T16:12Z', 'seek GET 044:22:00', 'stop'); "
+                    f"status on {topics.replay_status('<session>')}. Broker settings come "
+                    "from --config, then GS_MQTT_* variables, then the flags, as for the "
+                    "ingest.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
                "  groundstation replay apollo_csm/hbr/1975-07-17T16:09Z --speed 10\n"
@@ -54,7 +57,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--speed", default="1", help="1, 10, 100 (any factor) or max (default 1)")
     p.add_argument("--session", default=None,
                    help="session id (default: r<UTC time>-<random>), shown in InfluxDB as "
-                        "source=replay/<session>")
+                        f"source={topics.replay('<session>')}")
     p.add_argument("--limits", choices=rs.LIMITS, default="recorded",
                    help="check limits with the definitions in force when the pass was "
                         "recorded (default) or the ingest's current ones (what-if)")
@@ -94,15 +97,17 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"replay session {rep.session}: {plan.describe()} at {speed_text(speed)}, limits "
           f"{args.limits}", file=sys.stderr)
-    print(f"  control: replay/control/{rep.session}   status: replay/status/{rep.session}   "
-          f"InfluxDB: source='replay/{rep.session}'", file=sys.stderr)
+    print(f"  control: {topics.replay_control(rep.session)}   status: "
+          f"{topics.replay_status(rep.session)}   InfluxDB: source='{rep.source}'",
+          file=sys.stderr)
 
     async def main() -> ReplayResult:
         task = asyncio.create_task(rep.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, lambda: rep.control.apply(b"stop"))
+                loop.add_signal_handler(
+                    sig, lambda: rep.control.handle(messages.ReplayControl(command="stop")))
         return await task
 
     try:

@@ -22,6 +22,7 @@ import io
 import itertools
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import aiomqtt
@@ -44,7 +45,9 @@ from groundstation.console.feed import (
     VehicleView,
 )
 from groundstation.core import topics
+from groundstation.core.alarms import Transition
 from groundstation.core.definitions import VehicleDefinition, load_all
+from groundstation.core.messages import OperatorAction
 
 __all__ = ["ConsoleApp"]
 
@@ -92,7 +95,9 @@ ACTION_TEXT = {
     "unshelve": (("UNSHELVE", "UNSHELVED", "UNSHELVE REFUSED"),
                  ("ВЕРНУТЬ", "ВОЗВРАЩЁН", "ВЕРНУТЬ НЕЛЬЗЯ")),
 }
-EVENT_ACTION = {"acknowledged": "acknowledge", "shelved": "shelve", "unshelved": "unshelve"}
+EVENT_ACTION: dict[Transition, OperatorAction] = {
+    Transition.ACKNOWLEDGED: "acknowledge", Transition.SHELVED: "shelve",
+    Transition.UNSHELVED: "unshelve"}
 
 BARS = " ▁▂▃▄▅▆▇█"
 
@@ -200,6 +205,17 @@ def _login() -> str:
         return "operator"
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A request sent to the ingest, waiting for the reply that names its id."""
+
+    action: OperatorAction
+    vehicle: str
+    parameter: str
+    request_id: str
+    sent: float  # monotonic
+
+
 class ConsoleApp(App[int]):
     """The console of one control centre. Reads everything from MQTT through ConsoleFeed."""
 
@@ -240,8 +256,8 @@ class ConsoleApp(App[int]):
         self.model = ConsoleModel([(f.vehicle, f.pid) for f in self.trends])
         self.feed = ConsoleFeed(self.mqtt, self.operator, self.model, client_id)
         self.status_text: Text = Text(KEYS_HELP[centre], style=DIM)
-        # The request waiting for the ingest's answer: action, vehicle, pid, sent at.
-        self._pending: tuple[str, str, str, float] | None = None
+        # The request waiting for the ingest's answer.
+        self._pending: _Pending | None = None
         self._seen_reply = 0
         self._drawn: tuple[int, int, str, bool] | None = None
         self._drawn_los: tuple[bool, ...] = ()
@@ -315,7 +331,8 @@ class ConsoleApp(App[int]):
     async def action_unshelve(self) -> None:
         await self._request("unshelve")
 
-    async def _request(self, action: str, duration_s: float | None = None) -> None:
+    async def _request(self, action: OperatorAction, duration_s: float | None = None
+                       ) -> None:
         """Send the ingest a request about the selected alarm; _check_reply shows the
         answer on the status line."""
         table = self.query_one("#alarms", DataTable)
@@ -330,10 +347,12 @@ class ConsoleApp(App[int]):
         verb = ACTION_TEXT[action][self.centre == "moscow"][0]
         # Pending before the publish: the ingest's answer can arrive (and the redraw show
         # it) while the publish still waits for the broker's PUBACK.
-        self._pending = (action, vehicle, pid, time.monotonic())
+        request_id = self.feed.new_request_id()
+        self._pending = _Pending(action, vehicle, pid, request_id, time.monotonic())
         self._set_status(f"{verb} {name} → {self.operator} …", AMBER)
         try:
-            await self.feed.request(vehicle, pid, self.source, action, duration_s)
+            await self.feed.request(vehicle, pid, self.source, action, duration_s,
+                                    request_id=request_id)
         except (ConnectionError, OSError, aiomqtt.MqttError) as exc:
             self._pending = None
             self._set_status(f"{verb} {name}: {exc}", RED)
@@ -499,11 +518,12 @@ class ConsoleApp(App[int]):
         for vid in self._vehicles():
             v = src.vehicles.get(vid)
             line = Text(f"{cp.SHIP_SHORT[c].get(vid, vid):<9}", style="bold")
-            if v is None or not v.link.stats:
+            if v is None or v.link.stats is None:
                 line.append(cp.word("nodata", c), style=DIM)
             else:
+                counts = v.link.stats.counters()
                 for key, en, ru in names:
-                    n = int(v.link.stats.get(key) or 0)
+                    n = int(counts.get(key) or 0)
                     bad = key != "frames_good" and n > 0
                     line.append(f"{ru if c == 'moscow' else en} ", style=DIM)
                     line.append(f"{n:<9,}", style=AMBER if bad else "#8fd79c")
@@ -536,37 +556,36 @@ class ConsoleApp(App[int]):
         ru = c == "moscow"
         rows: list[tuple[bool, int, str, list[Text], str, str]] = []
         for vid, v in src.vehicles.items():
-            for a in v.active.get("alarms", []):
-                pid = a["parameter"]
+            for a in (v.active.alarms if v.active is not None else []):
+                pid = a.parameter
                 f = self.fields.get((vid, pid))
-                sev = a.get("severity", "nominal")
-                state = a.get("state", "")
+                sev = a.severity
+                state = a.state.value
                 shelved = state == "shelved"
                 unacked = state in ("active_unacked", "normal_unacked")
                 colour = {"red": "red1", "yellow": AMBER}.get(sev, "green3")
                 # A shelved alarm is out of the way on purpose: listed, but greyed out.
                 style = "grey58" if shelved else f"bold {colour}" + (" reverse" if unacked
                                                                     else "")
-                raised = a.get("raised_ns")
+                raised = a.raised_ns
                 when = cp.msk_text(raised, with_date=False) if ru else cp.get_text(raised)
-                value = (a.get("value_text") or (f.text(a.get("value")) if f else
-                                                 str(a.get("value"))))
+                value = a.value_text or (f.text(a.value) if f else str(a.value))
                 # The limit is in the value's unit, so the unit is written once (it keeps
                 # the list within 120 columns).
-                limit = f.text(a["limit"]) if f and a.get("limit") is not None else ""
-                label = f.label if f else (a.get("label_ru") if ru else a.get("label")) or pid
+                limit = f.text(a.limit) if f and a.limit is not None else ""
+                label = f.label if f else (a.label_ru if ru else a.label) or pid
                 unit = f.unit_text if f and not f.discrete else ""
                 state_text = cp.ALARM_STATE_TEXT.get(state, (state, state))[ru]
-                until = a.get("shelved_until_ns")
+                until = a.shelved_until_ns
                 if shelved and until:
                     # When it comes back by itself, in the centre's clock (to the minute).
                     state_text += (f" до {cp.msk_text(until, with_date=False)[:5]}" if ru
                                    else f" → {cp.get_text(until)[:-3]}")
                 cells = [when, cp.SHIP_SHORT[c].get(vid, vid),
-                         (f.position if f else a.get("console")) or "",
+                         (f.position if f else a.console) or "",
                          label, f"{value} {unit}".strip(), limit,
                          cp.SEVERITY_TEXT.get(sev, (sev, sev))[ru], state_text,
-                         a.get("acked_by") or a.get("shelved_by") or ""]
+                         a.acked_by or a.shelved_by or ""]
                 rows.append((shelved, raised or 0, f"{vid}/{pid}",
                              [Text(str(x), style=style) for x in cells], sev, state))
         rows.sort(key=lambda r: (r[0], -r[1], r[2]))
@@ -609,30 +628,36 @@ class ConsoleApp(App[int]):
         return out
 
     def _check_reply(self) -> None:
+        """Show the ingest's answer to this console's pending request: the reply naming
+        its request id (the operator's other consoles get every reply too)."""
         ru = self.centre == "moscow"
-        if self.model.reply_count == self._seen_reply:
-            if self._pending and time.monotonic() - self._pending[3] > 10:
-                verb = ACTION_TEXT[self._pending[0]][ru][0]
+        new = self.model.reply_count - self._seen_reply
+        self._seen_reply = self.model.reply_count
+        pending = self._pending
+        if pending is None:
+            return
+        replies = list(self.model.replies)[-new:] if new > 0 else []
+        reply = next((r for r in replies if r.request_id == pending.request_id), None)
+        if reply is None:
+            if time.monotonic() - pending.sent > 10:
+                verb = ACTION_TEXT[pending.action][ru][0]
                 self._set_status(f"{verb}: нет ответа" if ru
                                  else f"{verb}: no answer from the ingest", RED)
                 self._pending = None
             return
-        self._seen_reply = self.model.reply_count
-        reply = self.model.replies[-1]
-        pending, self._pending = self._pending, None
-        if reply.get("ok"):
-            ev = reply.get("event") or {}
-            action = EVENT_ACTION.get(ev.get("kind", ""), "acknowledge")
-            f = self.fields.get((ev.get("vehicle", ""), ev.get("parameter", "")))
-            name = f.label if f else ev.get("parameter", "?")
+        self._pending = None
+        ev = reply.event
+        if reply.ok and ev is not None:
+            action = EVENT_ACTION.get(ev.transition, pending.action)
+            f = self.fields.get((ev.vehicle, ev.parameter))
+            name = f.label if f else ev.parameter
             text = f"✓ {name} {ACTION_TEXT[action][ru][1]}"
-            if action == "shelve" and ev.get("until_ns") and ev.get("time_ns"):
-                minutes = (ev["until_ns"] - ev["time_ns"]) / 60e9
+            if action == "shelve" and ev.until_ns:
+                minutes = (ev.until_ns - ev.time_ns) / 60e9
                 text += f" на {minutes:.0f} мин" if ru else f" for {minutes:.0f} min"
-            self._set_status(f"{text} — {ev.get('operator')}", "bold green3")
+            self._set_status(f"{text} — {ev.operator}", "bold green3")
         else:
-            action = pending[0] if pending else "acknowledge"
-            self._set_status(f"✗ {ACTION_TEXT[action][ru][2]}: {reply.get('error')}", RED)
+            self._set_status(f"✗ {ACTION_TEXT[pending.action][ru][2]}: {reply.error}", RED)
 
 
 # --- the command -------------------------------------------------------------------------

@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiomqtt
 
 from groundstation.config import MqttConfig
-from groundstation.core import topics
+from groundstation.core import messages, topics
 
 log = logging.getLogger("groundstation.console")
 
@@ -43,36 +42,43 @@ SHELVE_S = 600.0  # how long the shelve key shelves an alarm (mission time, as t
 EVENTS = 200  # alarm events kept per source
 LINK_WINDOW_S = 5.0  # link quality and frame rate are taken over this window
 
-_SOURCES = ("live/+", "replay/+/+", "training/+/+")
-SUBSCRIPTIONS = (*(f"{kind}/{src}" for kind in ("params", "alarms", "ingest/link")
-                   for src in _SOURCES),
-                 *(f"alarms/{src}/active" for src in _SOURCES))
+# What the ingest publishes for consoles, from every source.
+SUBSCRIPTIONS = (*topics.PARAMS_SUBSCRIPTIONS, *topics.ALARMS_SUBSCRIPTIONS,
+                 *topics.LINK_SUBSCRIPTIONS, *topics.ACTIVE_ALARMS_SUBSCRIPTIONS)
+
+ConsoleTopic = (topics.ParamsTopic | topics.AlarmsTopic | topics.ActiveAlarmsTopic
+                | topics.LinkTopic)
+_KINDS: dict[type, str] = {topics.ParamsTopic: "params", topics.AlarmsTopic: "alarms",
+                           topics.ActiveAlarmsTopic: "active", topics.LinkTopic: "link"}
+
+
+def console_topic(topic: str) -> ConsoleTopic | None:
+    """The topic if it is one the console files by source and vehicle; None otherwise."""
+    try:
+        where = topics.parse(topic)
+    except ValueError:
+        return None
+    match where:
+        case (topics.ParamsTopic() | topics.AlarmsTopic() | topics.ActiveAlarmsTopic()
+              | topics.LinkTopic()):
+            return where
+    return None
 
 
 def parse_topic(topic: str) -> tuple[str, str, str] | None:
     """(kind, source, vehicle) of a console topic, kind being params, alarms, active or
     link; None for anything else."""
-    parts = topic.split("/")
-    if parts[:2] == ["ingest", "link"]:
-        kind, rest = "link", parts[2:]
-    elif parts[0] in ("params", "alarms"):
-        kind, rest = parts[0], parts[1:]
-    else:
+    where = console_topic(topic)
+    if where is None:
         return None
-    if kind == "alarms" and rest and rest[-1] == "active":
-        kind, rest = "active", rest[:-1]
-    if len(rest) == 2 and rest[0] == topics.LIVE:
-        return kind, topics.LIVE, rest[1]
-    if len(rest) == 3 and rest[0] in (topics.REPLAY, topics.TRAINING) and rest[1]:
-        return kind, f"{rest[0]}/{rest[1]}", rest[2]
-    return None
+    return _KINDS[type(where)], str(where.source), where.vehicle
 
 
 @dataclass
 class LinkView:
     """One ship's downlink as the console judges it."""
 
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: messages.LinkStats | None = None
     arrived: float = 0.0  # monotonic time of the last link message
     quality: float | None = None  # good frames / all frames over the last few seconds, %
     frames_per_s: float | None = None
@@ -80,10 +86,9 @@ class LinkView:
     # seconds, since messages can arrive in bursts (queued while the broker was away).
     _samples: deque[tuple[float, int, int]] = field(default_factory=lambda: deque(maxlen=64))
 
-    def update(self, stats: dict[str, Any], now: float) -> None:
-        good = int(stats.get("frames_good") or 0)
-        bad = sum(int(stats.get(k) or 0) for k in ("sync_errors", "counter_errors",
-                                                   "frames_missing"))
+    def update(self, stats: messages.LinkStats, now: float) -> None:
+        good = stats.frames_good
+        bad = stats.sync_errors + stats.counter_errors + stats.frames_missing
         samples = self._samples
         if samples and (good < samples[-1][1] or bad < samples[-1][2]):
             samples.clear()  # the ingest restarted: its counters began again
@@ -108,7 +113,7 @@ class VehicleView:
     values: dict[str, tuple[int, float | None, int]] = field(default_factory=dict)
     time_ns: int | None = None  # data time of the newest frame
     arrived: float = 0.0  # monotonic time new data last arrived
-    active: dict[str, Any] = field(default_factory=dict)  # retained active list
+    active: messages.ActiveAlarms | None = None  # the retained active list
     link: LinkView = field(default_factory=LinkView)
     # (value, limit state) of recent updates of the trended parameters: the trend colours
     # each bar by the state the ingest judged, not by a second reading of the limits here.
@@ -124,7 +129,7 @@ class VehicleView:
 @dataclass
 class SourceView:
     vehicles: dict[str, VehicleView] = field(default_factory=dict)
-    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS))
+    events: deque[messages.AlarmEvent] = field(default_factory=lambda: deque(maxlen=EVENTS))
 
     def vehicle(self, vid: str) -> VehicleView:
         v = self.vehicles.get(vid)
@@ -137,7 +142,8 @@ class SourceView:
         return max(times) if times else None
 
     def master_alarm(self) -> bool:
-        return any(v.active.get("master_alarm") for v in self.vehicles.values())
+        return any(v.active is not None and v.active.master_alarm
+                   for v in self.vehicles.values())
 
 
 class ConsoleModel:
@@ -152,7 +158,7 @@ class ConsoleModel:
         self.lost_at: float | None = None  # monotonic time the broker went away
         self.attempts = 0  # failed connection attempts since the last success
         self.connections = 0
-        self.replies: deque[dict[str, Any]] = deque(maxlen=50)
+        self.replies: deque[messages.OperatorReply] = deque(maxlen=50)
         self.reply_count = 0
         self.messages = 0
         self.bad_messages = 0
@@ -167,8 +173,9 @@ class ConsoleModel:
 
     def source_names(self) -> list[str]:
         """live first, then replay sessions, then drills, each by name."""
-        order = {topics.LIVE: 0, topics.REPLAY: 1, topics.TRAINING: 2}
-        return sorted(self.sources, key=lambda s: (order.get(s.split("/")[0], 3), s))
+        order = {topics.SourceKind.LIVE: 0, topics.SourceKind.REPLAY: 1,
+                 topics.SourceKind.TRAINING: 2}
+        return sorted(self.sources, key=lambda s: (order[topics.Source.parse(s).kind], s))
 
     # --- the broker's state ------------------------------------------------------------
 
@@ -197,71 +204,63 @@ class ConsoleModel:
         self.messages += 1
         try:
             self._on_message(topic, payload, now)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except ValueError as exc:  # MessageError: a payload that is not what its topic says
             self.bad_messages += 1
             log.warning("ignored a malformed message on %s: %s", topic, exc)
 
     def _on_message(self, topic: str, payload: bytes, now: float) -> None:
-        if topic.startswith("alarms/replies/"):
-            reply = json.loads(payload)
-            if not isinstance(reply, dict):
-                raise ValueError("reply is not an object")
-            reply["received"] = now
-            self.replies.append(reply)
+        try:
+            where = topics.parse(topic)
+        except ValueError:
+            return
+        if isinstance(where, topics.AlarmRepliesTopic):
+            self.replies.append(messages.OperatorReply.from_json(payload))
             self.reply_count += 1
             self.version += 1
             return
-        where = parse_topic(topic)
-        if where is None:
+        if not isinstance(where, ConsoleTopic):
             return
-        kind, source, vid = where
+        veh = self.source(str(where.source)).vehicle(where.vehicle)
         if not payload:
             # A retained summary cleared: the replay session ended.
-            if kind == "active":
-                self.source(source).vehicle(vid).active = {}
+            if isinstance(where, topics.ActiveAlarmsTopic):
+                veh.active = None
                 self.alarm_version += 1
                 self.version += 1
             return
-        data = json.loads(payload)
-        if not isinstance(data, dict):
-            raise ValueError("payload is not an object")
-        view = self.source(source)
-        veh = view.vehicle(vid)
-        if kind == "params":
-            self._on_params(veh, vid, data, now)
-        elif kind == "active":
-            veh.active = data
-            self.alarm_version += 1
-        elif kind == "alarms":
-            data["received"] = now
-            view.events.appendleft(data)
-            self.alarm_version += 1
-        elif kind == "link":
-            last = veh.link.stats.get("last_frame_ns")
-            veh.link.update(data, now)
-            # The link message is retained and published every second: a frame time that
-            # moved on means frames are still arriving.
-            if data.get("last_frame_ns") and data.get("last_frame_ns") != last and last:
-                veh.arrived = now
+        match where:
+            case topics.ParamsTopic():
+                self._on_params(veh, where.vehicle, messages.ParamsUpdate.from_json(payload),
+                                now)
+            case topics.ActiveAlarmsTopic():
+                veh.active = messages.ActiveAlarms.from_json(payload)
+                self.alarm_version += 1
+            case topics.AlarmsTopic():
+                self.source(str(where.source)).events.appendleft(
+                    messages.AlarmEvent.from_json(payload))
+                self.alarm_version += 1
+            case topics.LinkTopic():
+                stats = messages.LinkStats.from_json(payload)
+                last = veh.link.stats.last_frame_ns if veh.link.stats else 0
+                veh.link.update(stats, now)
+                # The link message is retained and published every second: a frame time
+                # that moved on means frames are still arriving.
+                if stats.last_frame_ns and stats.last_frame_ns != last and last:
+                    veh.arrived = now
         self.version += 1
 
-    def _on_params(self, veh: VehicleView, vid: str, data: dict[str, Any], now: float
-                   ) -> None:
-        values = data["values"]
-        if not isinstance(values, dict):
-            raise ValueError("values is not an object")
-        t = data.get("time_ns")
-        for pid, item in values.items():
-            ts, value, state = item
-            veh.values[pid] = (int(ts), None if value is None else float(value), int(state))
+    def _on_params(self, veh: VehicleView, vid: str, update: messages.ParamsUpdate,
+                   now: float) -> None:
+        for pid, (ts, value, state) in update.values.items():
+            veh.values[pid] = (ts, value, state)
             if (vid, pid) in self.trend_keys and value is not None:
-                veh.history.setdefault(pid, deque(maxlen=HISTORY)).append(
-                    (float(value), int(state)))
-        if isinstance(t, int) and (veh.time_ns is None or t != veh.time_ns):
+                veh.history.setdefault(pid, deque(maxlen=HISTORY)).append((value, state))
+        t = update.time_ns
+        if veh.time_ns is None or t != veh.time_ns:
             veh.time_ns = t
             veh.arrived = now
 
-    def last_reply(self) -> dict[str, Any] | None:
+    def last_reply(self) -> messages.OperatorReply | None:
         return self.replies[-1] if self.replies else None
 
 
@@ -281,10 +280,12 @@ class ConsoleFeed:
         self.model = model
         self.client_id = client_id or default_client_id(operator)
         self._client: aiomqtt.Client | None = None
+        self._requests = 0
+        self._request_prefix = secrets.token_hex(4)
 
     @property
     def reply_topic(self) -> str:
-        return f"alarms/replies/{self.operator}"
+        return topics.alarm_replies(self.operator)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect, subscribe and file messages; reconnect with backoff forever (or until
@@ -337,25 +338,33 @@ class ConsoleFeed:
                 payload = b"" if payload is None else str(payload).encode()
             self.model.on_message(str(message.topic), bytes(payload))
 
+    def new_request_id(self) -> str:
+        """Unique to this console: the operator's other consoles see the same replies."""
+        self._requests += 1
+        return f"{self._request_prefix}-{self._requests}"
+
     async def request(self, vehicle: str, parameter: str, source: str,
-                      action: str = "acknowledge", duration_s: float | None = None) -> None:
+                      action: messages.OperatorAction = "acknowledge",
+                      duration_s: float | None = None, request_id: str | None = None) -> str:
         """Ask the ingest to acknowledge, shelve or unshelve an alarm; its answer comes on
-        alarms/replies/<operator>. Raises ConnectionError while the broker is away."""
+        alarms/replies/<operator> with the request id returned here. Raises
+        ConnectionError while the broker is away."""
         client = self._client
         if client is None:
             raise ConnectionError("no broker connection; try again once it is back")
-        request: dict[str, Any] = {"parameter": parameter, "action": action, "source": source}
-        if duration_s is not None:
-            request["duration_s"] = duration_s
+        request = messages.OperatorRequest(
+            request_id=request_id or self.new_request_id(), parameter=parameter,
+            action=action, source=topics.Source.parse(source), duration_s=duration_s)
         await client.publish(topics.acknowledgements(self.operator, vehicle),
-                             json.dumps(request).encode(), qos=1)
+                             request.to_json(), qos=1)
+        return request.request_id
 
-    async def acknowledge(self, vehicle: str, parameter: str, source: str) -> None:
-        await self.request(vehicle, parameter, source, "acknowledge")
+    async def acknowledge(self, vehicle: str, parameter: str, source: str) -> str:
+        return await self.request(vehicle, parameter, source, "acknowledge")
 
     async def shelve(self, vehicle: str, parameter: str, source: str,
-                     duration_s: float = SHELVE_S) -> None:
-        await self.request(vehicle, parameter, source, "shelve", duration_s)
+                     duration_s: float = SHELVE_S) -> str:
+        return await self.request(vehicle, parameter, source, "shelve", duration_s)
 
-    async def unshelve(self, vehicle: str, parameter: str, source: str) -> None:
-        await self.request(vehicle, parameter, source, "unshelve")
+    async def unshelve(self, vehicle: str, parameter: str, source: str) -> str:
+        return await self.request(vehicle, parameter, source, "unshelve")

@@ -76,7 +76,10 @@ SNAPSHOT_VERSION = 2  # 2 added each track's limits fingerprint; 1 is still read
 _MASKS = ((1, 1), (1, 2), (-1, 1), (-1, 2))
 
 
-class EventKind(StrEnum):
+class Transition(StrEnum):
+    """What happened to an alarm: an event's `transition` on MQTT, in InfluxDB and in the
+    debrief."""
+
     RAISED = "raised"
     ESCALATED = "escalated"
     DEESCALATED = "deescalated"
@@ -112,7 +115,7 @@ class AlarmEvent:
     vehicle: str
     source: str
     parameter: str
-    kind: EventKind
+    transition: Transition
     state: AlarmState  # the alarm's state after this event
     severity: str  # the condition after this event: nominal, yellow or red
     side: str | None  # low or high (for returned_to_normal: the side that cleared)
@@ -132,7 +135,8 @@ class AlarmEvent:
         """Plain types only (str, int, float, None): ready for JSON, msgpack and InfluxDB."""
         return {
             "time_ns": self.time_ns, "seq": self.seq, "vehicle": self.vehicle,
-            "source": self.source, "parameter": self.parameter, "kind": str(self.kind.value),
+            "source": self.source, "parameter": self.parameter,
+            "transition": str(self.transition.value),
             "state": str(self.state.value), "severity": self.severity, "side": self.side,
             "value": _finite(self.value), "value_text": self.value_text,
             "limit": _finite(self.limit), "onset_ns": self.onset_ns, "operator": self.operator,
@@ -445,30 +449,31 @@ class AlarmEngine:
         if new:
             tr.limit = limit
         if new == 0:
-            kind = EventKind.RETURNED_TO_NORMAL
+            transition = Transition.RETURNED_TO_NORMAL
         elif old == 0 or (old > 0) != (new > 0):
-            kind = EventKind.RAISED  # a new condition, or one on the other side
+            transition = Transition.RAISED  # a new condition, or one on the other side
         elif abs(new) > abs(old):
-            kind = EventKind.ESCALATED
+            transition = Transition.ESCALATED
         else:
-            kind = EventKind.DEESCALATED
+            transition = Transition.DEESCALATED
         if tr.shelved_until is not None:
             # Tracked, not announced: unshelving re-evaluates from the condition then.
-            self.suppressed[kind.value] += 1
+            self.suppressed[transition.value] += 1
             return
-        if kind is EventKind.RAISED:
+        if transition is Transition.RAISED:
             tr.listed, tr.acked, tr.peak, tr.raised_ns = True, False, abs(new), t
             tr.acked_by = tr.acked_ns = None
-        elif kind is EventKind.ESCALATED:
+        elif transition is Transition.ESCALATED:
             tr.acked, tr.peak = False, max(tr.peak, abs(new))
             tr.acked_by = tr.acked_ns = None
-        elif kind is EventKind.RETURNED_TO_NORMAL and tr.acked:
+        elif transition is Transition.RETURNED_TO_NORMAL and tr.acked:
             tr.listed = False  # acknowledged and normal: it leaves the list
         side = new or old
         out.append((t, spec.order, self._event(
-            spec, tr, kind, t, side=side, value=value, limit=limit if new else tr.limit,
-            onset_ns=onset if kind in (EventKind.RAISED, EventKind.ESCALATED) else None)))
-        if kind is EventKind.RETURNED_TO_NORMAL:
+            spec, tr, transition, t, side=side, value=value, limit=limit if new else tr.limit,
+            onset_ns=onset if transition in (Transition.RAISED, Transition.ESCALATED)
+            else None)))
+        if transition is Transition.RETURNED_TO_NORMAL:
             tr.limit = None
 
     def _expire_one(self, spec: _Spec, tr: _Track, upto: int, t: NDArray[np.int64],
@@ -495,12 +500,12 @@ class AlarmEngine:
         tr.acked, tr.acked_by, tr.acked_ns = False, None, None
         tr.peak = abs(tr.cond)
         tr.raised_ns = t if tr.cond else None
-        ev = self._event(spec, tr, EventKind.UNSHELVED, t, side=tr.cond, value=tr.value,
+        ev = self._event(spec, tr, Transition.UNSHELVED, t, side=tr.cond, value=tr.value,
                          limit=tr.limit, operator=operator)
         out.append((t, spec.order, ev))
         return ev
 
-    def _event(self, spec: _Spec, tr: _Track, kind: EventKind, t: int, *, side: int,
+    def _event(self, spec: _Spec, tr: _Track, transition: Transition, t: int, *, side: int,
                value: float | None, limit: float | None, onset_ns: int | None = None,
                operator: str | None = None, until_ns: int | None = None) -> AlarmEvent:
         text = None
@@ -508,7 +513,7 @@ class AlarmEngine:
             text = spec.states.get(int(value))
         return AlarmEvent(
             time_ns=t, seq=0, vehicle=self.vehicle, source=self.source, parameter=spec.pid,
-            kind=kind, state=tr.state, severity=SEVERITIES[abs(tr.cond)],
+            transition=transition, state=tr.state, severity=SEVERITIES[abs(tr.cond)],
             side=None if side == 0 else ("high" if side > 0 else "low"),
             value=value, value_text=text, limit=limit, onset_ns=onset_ns, operator=operator,
             until_ns=until_ns, label=spec.label, label_ru=spec.label_ru, unit=spec.unit,
@@ -544,7 +549,7 @@ class AlarmEngine:
         tr.acked, tr.acked_by, tr.acked_ns = True, operator, t
         if not tr.cond:
             tr.listed = False  # normal and acknowledged: it leaves the list
-        ev = self._event(spec, tr, EventKind.ACKNOWLEDGED, t, side=tr.cond, value=tr.value,
+        ev = self._event(spec, tr, Transition.ACKNOWLEDGED, t, side=tr.cond, value=tr.value,
                          limit=tr.limit, operator=operator)
         if tr.idle:
             del self._tracks[parameter]
@@ -565,7 +570,7 @@ class AlarmEngine:
         until = t + round(duration_s * 1e9)
         tr.shelved_until, tr.shelved_by, tr.shelved_ns = until, operator, t
         tr.listed, tr.acked, tr.acked_by, tr.acked_ns = False, False, None, None
-        ev = self._event(spec, tr, EventKind.SHELVED, t, side=tr.cond, value=tr.value,
+        ev = self._event(spec, tr, Transition.SHELVED, t, side=tr.cond, value=tr.value,
                          limit=tr.limit, operator=operator, until_ns=until)
         return self._emit([(t, spec.order, ev)])[0]
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from groundstation.core import topics
 from groundstation.core.mission_time import format_get, format_utc
 from groundstation.drills.scenario import SEVERITY_RANK, Scenario
 
@@ -111,9 +112,9 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
     unexplained = _unexplained(sc, injections, events)
     score = None if total_w == 0 else round(100.0 * credit / total_w)
     operators = sorted({e["operator"] for e in events
-                        if e["kind"] == "acknowledged" and e.get("operator")})
+                        if e["transition"] == "acknowledged" and e.get("operator")})
     return {
-        "version": 1, "drill": drill_id, "source": f"training/{drill_id}",
+        "version": 1, "drill": drill_id, "source": topics.training(drill_id),
         "scenario": {"id": sc.id, "title": sc.title, "file": sc.path,
                      "start": format_get(sc.start_get), "duration_s": sc.duration_s,
                      "ships": sc.ships, "positions": sc.positions,
@@ -144,8 +145,8 @@ def _match(inj: Injection, exp: dict[str, Any], events: list[dict[str, Any]],
                            "weight": exp.get("weight", 1.0)}
     mine = [e for e in events if e["vehicle"] == v and e["parameter"] == pid
             and e["get"] >= inj.get - TOLERANCE_S]
-    first = next((e for e in mine if e["kind"] in RAISES), None)
-    hit = next((e for e in mine if e["kind"] in RAISES and _rank(e["severity"]) >= need
+    first = next((e for e in mine if e["transition"] in RAISES), None)
+    hit = next((e for e in mine if e["transition"] in RAISES and _rank(e["severity"]) >= need
                 and id(e) not in used), None)
     if first is not None:
         row["first_raised_get"] = first["get"]
@@ -165,7 +166,7 @@ def _match(inj: Injection, exp: dict[str, Any], events: list[dict[str, Any]],
                raised_severity=hit["severity"], value=hit.get("value"),
                value_text=hit.get("value_text"), limit=hit.get("limit"),
                label=hit.get("label"), unit=hit.get("unit"))
-    ack = next((e for e in mine if e["kind"] == "acknowledged"
+    ack = next((e for e in mine if e["transition"] == "acknowledged"
                 and order[id(e)] > order[id(hit)]), None)
     if ack is None:
         row.update(status="not_acknowledged", credit=0.0, acked_by=None, reaction_s=None)
@@ -197,7 +198,7 @@ def _unexplained(sc: Scenario, injections: list[Injection], events: list[dict[st
     tolerated = {(t.vehicle, t.parameter) for t in sc.tolerate}
     out = []
     for e in events:
-        if e["kind"] != "raised":
+        if e["transition"] != "raised":
             continue
         key = (e["vehicle"], e["parameter"])
         if key in tolerated:
@@ -278,7 +279,7 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
                 + (f": {a['note']}" if a.get("note") else "") + " |")
         lines.append("")
         knock_on = sorted({e["parameter"] for e in d.get("events", [])
-                           if e.get("kind") == "raised" and e.get("vehicle") == f["vehicle"]
+                           if e.get("transition") == "raised" and e.get("vehicle") == f["vehicle"]
                            and e.get("parameter") in f.get("collateral", [])
                            and e.get("get", -1e12) >= f["get"] - TOLERANCE_S})
         if knock_on:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from groundstation.core import messages, topics
 from groundstation.core.alarms import AlarmEngine
 from groundstation.core.decom import DecodedBatch, StreamDecoder
 from groundstation.core.definitions import VehicleDefinition, load_all
@@ -40,7 +41,7 @@ def build_mission(sc: Scenario, defs: dict[str, VehicleDefinition]) -> Mission:
 def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
                 until: float | None = None) -> OfflineResult:
     """Every alarm event the scenario's ships raise from its start to its end (plus grace),
-    as the debrief records them (vehicle, parameter, kind, severity, get)."""
+    as the debrief records them (vehicle, parameter, transition, severity, get)."""
     defs = defs if defs is not None else load_all()
     mission = build_mission(sc, defs)
     result = OfflineResult()
@@ -51,7 +52,7 @@ def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
     end = until if until is not None else sc.end_get + sc.grace
     streams = {v: TelemetryStream(mission, defs[v]) for v in sc.ships}
     decoders = {v: StreamDecoder(defs[v]) for v in sc.ships}
-    engines = {v: AlarmEngine(defs[v], "offline") for v in sc.ships}
+    engines = {v: AlarmEngine(defs[v], topics.training("offline")) for v in sc.ships}
     for v in sc.ships:
         result.frames[v] = result.frames_not_heard[v] = 0
     while True:
@@ -73,7 +74,8 @@ def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
             def on_batch(batch: DecodedBatch, ctx: dict[str, Any],
                          engine: AlarmEngine = engine, v: str = v) -> None:
                 for ev in engine.process(batch, ctx):
-                    result.events.append(event_record(ev.to_dict(), None))
+                    result.events.append(event_record(messages.AlarmEvent.from_event(ev),
+                                                      None))
 
             check_blocks(mission, defs[v], [live], decoders[v], on_batch=on_batch)
         if not more:
@@ -82,13 +84,12 @@ def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
     return result
 
 
-def event_record(d: dict[str, Any], clock: float | None) -> dict[str, Any]:
+def event_record(ev: messages.AlarmEvent, clock: float | None) -> dict[str, Any]:
     """An alarm event as the debrief keeps it: the ingest's event plus its GET and the
     mission clock when the drill runner received it (None offline)."""
-    return {"vehicle": d["vehicle"], "parameter": d["parameter"], "kind": d["kind"],
-            "severity": d["severity"], "state": d.get("state"), "side": d.get("side"),
-            "value": d.get("value"), "value_text": d.get("value_text"),
-            "limit": d.get("limit"), "operator": d.get("operator"),
-            "label": d.get("label"), "unit": d.get("unit"), "seq": d.get("seq", 0),
-            "time_ns": d["time_ns"], "get": utc_ns_to_get(int(d["time_ns"])),
-            "clock": clock}
+    return {"vehicle": ev.vehicle, "parameter": ev.parameter,
+            "transition": ev.transition.value, "severity": ev.severity,
+            "state": ev.state.value, "side": ev.side, "value": ev.value,
+            "value_text": ev.value_text, "limit": ev.limit, "operator": ev.operator,
+            "label": ev.label, "unit": ev.unit, "seq": ev.seq, "time_ns": ev.time_ns,
+            "get": utc_ns_to_get(ev.time_ns), "clock": clock}

@@ -48,7 +48,7 @@ def plot_timeline(path: Path, debrief: dict[str, Any],
               if v in definitions and _entry(definitions[v], pid) is not None]
     events = debrief["events"]
     alarmed = sorted({(e["vehicle"], e["parameter"]) for e in events
-                      if e["kind"] in ("raised", "escalated")})
+                      if e["transition"] in ("raised", "escalated")})
     n = len(panels) + 1
     fig, axes = plt.subplots(n, 1, sharex=True, figsize=(11, 2.2 * n + 1.2),
                              gridspec_kw={"height_ratios": [3] * (n - 1)
@@ -95,7 +95,7 @@ def _tick_step(span_s: float) -> float:
 
 def _when(ev: dict[str, Any]) -> float:
     # An acknowledgement is drawn where the debrief puts it (raise + reaction time).
-    return float(ev.get("acked_get", ev["get"])) if ev["kind"] == "acknowledged" \
+    return float(ev.get("acked_get", ev["get"])) if ev["transition"] == "acknowledged" \
         else float(ev["get"])
 
 
@@ -125,10 +125,10 @@ def _panel(ax: Any, v: str, pid: str, d: VehicleDefinition, data: list[tuple[flo
         if val is None or not math.isfinite(val):
             continue
         y = val * scale + offset
-        if ev["kind"] in ("raised", "escalated"):
+        if ev["transition"] in ("raised", "escalated"):
             ax.plot(ev["get"], y, marker="^", ms=9, color=SEVERITY_COLOUR[ev["severity"]],
                     mec="black", mew=0.6, zorder=5)
-        elif ev["kind"] == "acknowledged":
+        elif ev["transition"] == "acknowledged":
             ax.plot(_when(ev), y, marker="o", ms=8, color=ACK_COLOUR, mec="black",
                     mew=0.6, zorder=5)
             ax.annotate(ev.get("operator") or "?", (_when(ev), y), xytext=(4, -12),
@@ -145,14 +145,14 @@ def _alarm_panel(ax: Any, alarmed: list[tuple[str, str]], events: list[dict[str,
         if k not in rows:
             continue
         y = rows[k]
-        if ev["kind"] in ("raised", "escalated"):
+        if ev["transition"] in ("raised", "escalated"):
             ax.plot(ev["get"], y, marker="^", ms=9, color=SEVERITY_COLOUR[ev["severity"]],
                     mec="black", mew=0.6)
-        elif ev["kind"] == "acknowledged":
+        elif ev["transition"] == "acknowledged":
             ax.plot(_when(ev), y, marker="o", ms=8, color=ACK_COLOUR, mec="black", mew=0.6)
             ax.annotate(ev.get("operator") or "?", (_when(ev), y), xytext=(5, 4),
                         textcoords="offset points", fontsize=7, color=ACK_COLOUR)
-        elif ev["kind"] == "returned_to_normal":
+        elif ev["transition"] == "returned_to_normal":
             ax.plot(ev["get"], y, marker="x", ms=6, color="#7f7f7f")
     ax.set_yticks(range(len(alarmed)))
     ax.set_yticklabels([f"{v.split('_')[0]} {p}" for v, p in alarmed], fontsize=7)

@@ -2,12 +2,14 @@
 faults injected on the mission clock, the ingest's alarm events and acknowledgements and
 the key parameters recorded off the broker, instructor control, and the debrief at the end.
 
-    drill/control/<drill>   the instructor: {"cmd": "pause" | "resume" | "stop" | "inject",
-                            ...} as JSON, or the same as a text line ("pause", "stop now",
-                            "inject apollo_csm cabin_leak rate_lb_h=5 ramp_s=60")
-    drill/status/<drill>    retained: state, GET, speed, counts, the answer to the last
-                            command. Every user may read it, so it names no pending fault
-                            (a trainee watching it must not learn what is coming).
+    control   the instructor's commands (messages.DrillControl): {"cmd": "pause" |
+              "resume" | "stop" | "inject", ...} as JSON, or the same as a text line
+              ("pause", "stop now", "inject apollo_csm cabin_leak rate_lb_h=5 ramp_s=60")
+    status    retained (messages.DrillStatus): state, GET, speed, counts, the answer to the
+              last command. Every user may read it, so it names no pending fault (a
+              trainee watching it must not learn what is coming).
+
+(topics.drill_control and topics.drill_status name the topics.)
 
 Faults are injected when their GET is a few mission seconds away, at exactly their GET
 (the simulators' state lists active and scheduled faults; scheduling them all at the start
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import sys
@@ -35,14 +36,13 @@ from typing import Any, TextIO
 import aiomqtt
 
 from groundstation.core import flightplan as tl
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition
-from groundstation.core.mission_time import format_get, parse_duration, utc_ns_to_get
+from groundstation.core.mission_time import format_get, utc_ns_to_get
 from groundstation.drills.debrief import Injection, build_debrief, scenario_injections, write
 from groundstation.drills.offline import event_record
 from groundstation.drills.plot import plot_timeline
 from groundstation.drills.scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
-from simulators.cli import parse_value
 from simulators.faults import FaultError
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
@@ -68,11 +68,11 @@ def check_drill_id(drill_id: str) -> str:
 
 
 def control_topic(drill_id: str) -> str:
-    return f"drill/control/{drill_id}"
+    return topics.drill_control(drill_id)
 
 
 def status_topic(drill_id: str) -> str:
-    return f"drill/status/{drill_id}"
+    return topics.drill_status(drill_id)
 
 
 @dataclass
@@ -148,13 +148,13 @@ class DrillRunner:
                                                                           for k in self._keys}
         self._last_t: dict[tuple[str, str], int] = {}
         self.pauses: list[Pause] = []
-        self.commands: list[dict[str, Any]] = []
-        self.state = "starting"
+        self.commands: list[dict[str, Any]] = []  # for the debrief: request, reply, when
+        self.state: messages.DrillState = "starting"
         self.end_get = scenario.end_get  # the drill proper ends here; then the grace
         self.stopped_early = False
         self._stop_now = False
         self._extra = 0
-        self._last_reply: dict[str, Any] | None = None
+        self._last_reply: messages.DrillControlReply | None = None
         self._client: aiomqtt.Client | None = None
         self._status_dirty = True
         self._wall0 = 0.0
@@ -169,41 +169,52 @@ class DrillRunner:
 
     # --- instructor commands -----------------------------------------------------------------
 
-    def command(self, payload: bytes | str | dict[str, Any], by: str = "mqtt"
-                ) -> dict[str, Any]:
-        """Apply one instructor command; the reply says what happened (never raises)."""
+    def command(self, payload: bytes | str | messages.DrillControl, by: str = "mqtt"
+                ) -> messages.DrillControlReply:
+        """Apply one instructor command (JSON or text, see messages.DrillControl); the
+        reply says what happened (never raises)."""
+        request: dict[str, Any]
         try:
-            msg = payload if isinstance(payload, dict) else parse_command(payload)
-            reply = self._apply(msg)
-        except (ValueError, FaultError, KeyError, TypeError) as exc:
-            reply = {"ok": False, "error": str(exc).strip("'\"")}
-            msg = {"raw": payload if isinstance(payload, str | dict) else
-                   payload.decode("utf-8", "replace")}
+            if isinstance(payload, messages.DrillControl):
+                msg = payload
+            else:
+                raw = payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
+                msg = messages.DrillControl.from_json(raw)
+        except messages.MessageError as exc:
+            reply = messages.DrillControlReply(ok=False, error=str(exc))
+            request = {"raw": raw}
+        else:
+            request = msg.to_dict(compact=True)
+            try:
+                reply = self._apply(msg)
+            except (ValueError, FaultError, KeyError, TypeError) as exc:
+                reply = messages.DrillControlReply(ok=False, cmd=msg.cmd,
+                                                   error=str(exc).strip("'\""))
         self.commands.append({"get": self.clock, "get_text": format_get(self.clock),
-                              "by": by, "request": msg, "reply": reply})
+                              "by": by, "request": request, "reply": reply.to_dict()})
         self._last_reply = reply
         self._status_dirty = True
         return reply
 
-    def _apply(self, msg: dict[str, Any]) -> dict[str, Any]:
-        cmd = msg.get("cmd")
-        if cmd == "pause":
+    def _apply(self, msg: messages.DrillControl) -> messages.DrillControlReply:
+        if msg.cmd == "pause":
             if self.state not in ("running", "grace"):
                 raise ValueError(f"cannot pause while {self.state}")
             self.sim.pause()
             self.pauses.append(Pause(self.clock, time.monotonic()))
             self._set_state("paused")
-            return {"ok": True, "cmd": "pause", "get": format_get(self.clock)}
-        if cmd == "resume":
+            return messages.DrillControlReply(ok=True, cmd="pause", get=format_get(self.clock))
+        if msg.cmd == "resume":
             if self.state != "paused":
                 raise ValueError("not paused")
             self.sim.resume()
             self.pauses[-1].wall_end = time.monotonic()
             self._set_state("grace" if self.stopped_early or self.clock >= self.end_get
                             else "running")
-            return {"ok": True, "cmd": "resume", "get": format_get(self.clock)}
-        if cmd == "stop":
-            if msg.get("now") or self.state == "grace":
+            return messages.DrillControlReply(ok=True, cmd="resume",
+                                              get=format_get(self.clock))
+        if msg.cmd == "stop":
+            if msg.now or self.state == "grace":
                 self._stop_now = True
             else:
                 self.stopped_early = True
@@ -212,67 +223,56 @@ class DrillRunner:
                 self.sim.resume()
                 if self.pauses and self.pauses[-1].wall_end is None:
                     self.pauses[-1].wall_end = time.monotonic()
-            return {"ok": True, "cmd": "stop", "now": self._stop_now,
-                    "get": format_get(self.clock)}
-        if cmd == "inject":
-            return self._inject_extra(msg)
-        raise ValueError(f"unknown command {cmd!r}; commands are pause, resume, stop, "
-                         "inject")
+            return messages.DrillControlReply(ok=True, cmd="stop", now=self._stop_now,
+                                              get=format_get(self.clock))
+        return self._inject_extra(msg)
 
-    def _inject_extra(self, msg: dict[str, Any]) -> dict[str, Any]:
+    def _inject_extra(self, msg: messages.DrillControl) -> messages.DrillControlReply:
         if self.state not in ("running", "paused"):
             raise ValueError(f"cannot inject while {self.state}")
-        allowed = {"cmd", "vehicle", "fault", "params", "ramp_s", "duration_s", "expect",
-                   "id"}
-        extra = sorted(set(msg) - allowed)
-        if extra:
-            raise ValueError(f"inject: unknown key {extra[0]!r}; it takes "
-                             f"{', '.join(sorted(allowed - {'cmd'}))}")
-        vehicle = SHIP_ALIASES.get(str(msg.get("vehicle", "")).lower(), msg.get("vehicle"))
-        if not isinstance(vehicle, str):
-            raise ValueError("inject: 'vehicle' is required (apollo_csm or soyuz)")
-        if "fault" not in msg:
-            raise ValueError("inject: 'fault' is required")
-        expect = _expectations(msg.get("expect", []), vehicle, self.sc.ack_within_s,
-                               self.defs)
-        f = self.mission.inject(vehicle, msg["fault"], msg.get("params"), at="now",
-                                ramp_s=float(msg.get("ramp_s", 0.0) or 0.0),
-                                duration_s=msg.get("duration_s"))
+        assert msg.vehicle is not None and msg.fault is not None  # the message requires them
+        vehicle = SHIP_ALIASES.get(msg.vehicle.lower(), msg.vehicle)
+        expect = _expectations(msg.expect or [], vehicle, self.sc.ack_within_s, self.defs)
+        f = self.mission.inject(vehicle, msg.fault, dict(msg.params or {}), at="now",
+                                ramp_s=msg.ramp_s or 0.0, duration_s=msg.duration_s)
         self._extra += 1
-        fid = str(msg.get("id") or f"x{self._extra}")
+        fid = msg.id or f"x{self._extra}"
         inj = Injection(fid, vehicle, f.name, dict(f.params), f.start, origin="instructor",
                         expect=expect, sim_id=f.id, clock=self.clock)
         self.injections.append(inj)
         self._say(f"instructor injected {fid}: {vehicle} {f.name} at {format_get(f.start)}")
-        return {"ok": True, "cmd": "inject", "id": fid, "get": format_get(f.start)}
+        return messages.DrillControlReply(ok=True, cmd="inject", id=fid,
+                                          get=format_get(f.start))
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: messages.DrillState) -> None:
         if state != self.state:
             self.state = state
             self._status_dirty = True
 
     # --- status and progress -----------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        raised = sum(1 for e in self.events if e["kind"] == "raised")
-        acked = sum(1 for e in self.events if e["kind"] == "acknowledged")
-        return {"drill": self.drill_id, "scenario": self.sc.id, "title": self.sc.title,
-                "source": self.source, "state": self.state, "get": self.clock,
-                "get_text": format_get(self.clock), "start": format_get(self.sc.start_get),
-                "end": format_get(self.end_get), "speed": self.speed,
-                "achieved_speed": round(self.sim.achieved_speed, 2),
-                "faults_injected": len(self.injections),
-                "faults_pending": sum(1 for d in self.due if not d.done),
-                "alarms_raised": raised, "acknowledgements": acked,
-                "last_reply": self._last_reply, "time_ns": time.time_ns()}
+    def status(self, *, score: int | None = None, debrief: str | None = None
+               ) -> messages.DrillStatus:
+        raised = sum(1 for e in self.events if e["transition"] == "raised")
+        acked = sum(1 for e in self.events if e["transition"] == "acknowledged")
+        return messages.DrillStatus(
+            drill=self.drill_id, scenario=self.sc.id, title=self.sc.title,
+            source=topics.Source.parse(self.source), state=self.state, get=self.clock,
+            get_text=format_get(self.clock), start=format_get(self.sc.start_get),
+            end=format_get(self.end_get), speed=self.speed,
+            achieved_speed=round(self.sim.achieved_speed, 2),
+            faults_injected=len(self.injections),
+            faults_pending=sum(1 for d in self.due if not d.done),
+            alarms_raised=raised, acknowledgements=acked, last_reply=self._last_reply,
+            time_ns=time.time_ns(), score=score, debrief=debrief)
 
     def progress_line(self) -> str:
         s = self.status()
         left = max(0.0, self.end_get - self.clock)
-        return (f"{self.drill_id}  GET {s['get_text']}  {s['state']:<8} "
-                f"{s['achieved_speed']:5.1f}x  faults {s['faults_injected']}/"
-                f"{s['faults_injected'] + s['faults_pending']}  alarms {s['alarms_raised']}  "
-                f"acks {s['acknowledgements']}  {format_get(left)} to go")
+        return (f"{self.drill_id}  GET {s.get_text}  {s.state:<8} "
+                f"{s.achieved_speed:5.1f}x  faults {s.faults_injected}/"
+                f"{s.faults_injected + s.faults_pending}  alarms {s.alarms_raised}  "
+                f"acks {s.acknowledgements}  {format_get(left)} to go")
 
     def _say(self, text: str) -> None:
         log.info("%s", text)
@@ -283,33 +283,35 @@ class DrillRunner:
     # --- MQTT in -----------------------------------------------------------------------------
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        parts = topic.split("/")
-        if topic == control_topic(self.drill_id):
-            reply = self.command(payload)
-            self._say(f"control: {payload[:200].decode('utf-8', 'replace')} -> "
-                      f"{'ok' if reply['ok'] else reply['error']}")
-            return
         try:
-            msg = json.loads(payload)
+            where = topics.parse(topic)
         except ValueError:
             return
-        if not isinstance(msg, dict):
-            return
-        if parts[0] == "alarms" and len(parts) == 4:
-            if msg.get("kind") and msg.get("time_ns") is not None:
-                self.events.append(event_record(msg, self.clock))
+        match where:
+            case topics.DrillControlTopic(drill=self.drill_id):
+                reply = self.command(payload)
+                self._say(f"control: {payload[:200].decode('utf-8', 'replace')} -> "
+                          f"{'ok' if reply.ok else reply.error}")
+            case topics.AlarmsTopic():
+                try:
+                    event = messages.AlarmEvent.from_json(payload)
+                except messages.MessageError as exc:
+                    log.warning("drill: ignored an alarm event on %s: %s", topic, exc)
+                    return
+                self.events.append(event_record(event, self.clock))
                 self._status_dirty = True
-        elif parts[0] == "params" and len(parts) == 4:
-            vehicle = parts[3]
-            for pid, cell in (msg.get("values") or {}).items():
-                key = (vehicle, pid)
-                if key not in self._keys or not isinstance(cell, list) or len(cell) < 2:
-                    continue
-                t, v = cell[0], cell[1]
-                if v is None or t is None or self._last_t.get(key) == t:
-                    continue
-                self._last_t[key] = t
-                self.series[key].append((utc_ns_to_get(int(t)), float(v)))
+            case topics.ParamsTopic():
+                try:
+                    update = messages.ParamsUpdate.from_json(payload)
+                except messages.MessageError as exc:
+                    log.warning("drill: ignored parameters on %s: %s", topic, exc)
+                    return
+                for pid, (t, v, _) in update.values.items():
+                    key = (where.vehicle, pid)
+                    if key not in self._keys or v is None or self._last_t.get(key) == t:
+                        continue
+                    self._last_t[key] = t
+                    self.series[key].append((utc_ns_to_get(t), v))
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -321,8 +323,9 @@ class DrillRunner:
                                 timeout=10)
         async with client:
             self._client = client
-            for t in (f"alarms/{self.source}/+", f"params/{self.source}/+",
-                      control_topic(self.drill_id)):
+            for t in (topics.alarms_subscription(self.source),
+                      topics.parameters_subscription(self.source),
+                      topics.drill_control(self.drill_id)):
                 await client.subscribe(t, qos=1)
             listener = asyncio.create_task(self._listen(client))
             stop_sim = asyncio.Event()
@@ -377,10 +380,9 @@ class DrillRunner:
             debrief = self._debrief(ended, time.monotonic() - wall0)
             files = self._write(debrief)
             self._set_state("finished")
-            status = self.status()
-            status.update(score=debrief["score"], debrief=str(self.out))
-            await client.publish(status_topic(self.drill_id),
-                                 json.dumps(status).encode(), qos=1, retain=True)
+            status = self.status(score=debrief["score"], debrief=str(self.out))
+            await client.publish(topics.drill_status(self.drill_id), status.to_json(), qos=1,
+                                 retain=True)
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await listener
@@ -400,8 +402,8 @@ class DrillRunner:
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
         with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(status_topic(self.drill_id),
-                                 json.dumps(self.status()).encode(), qos=1, retain=True)
+            await client.publish(topics.drill_status(self.drill_id),
+                                 self.status().to_json(), qos=1, retain=True)
 
     def _progress(self) -> None:
         out = self.o.progress
@@ -446,7 +448,7 @@ class DrillRunner:
             word, _, rest = line.partition(" ")
             text = {"p": "pause", "r": "resume", "q": "stop", "i": "inject"}.get(word, word)
             reply = self.command(f"{text} {rest}".strip(), by="terminal")
-            self._say(f"{text}: {'ok' if reply['ok'] else reply['error']}")
+            self._say(f"{text}: {'ok' if reply.ok else reply.error}")
 
         try:
             loop.add_reader(sys.stdin, read)
@@ -481,65 +483,22 @@ class DrillRunner:
         return files + ([picture] if picture else [])
 
 
-# --- commands as text -----------------------------------------------------------------------------
+# --- an instructor's expectations ------------------------------------------------------------
 
-def parse_command(payload: bytes | str) -> dict[str, Any]:
-    """JSON object, or a text line: pause | resume | stop [now] |
-    inject VEHICLE FAULT [key=value ...] (ramp_s, duration_s, id are the injection's; other
-    keys are the fault's parameters)."""
-    text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
-    text = text.strip()
-    if text.startswith("{"):
-        msg = json.loads(text)
-        if not isinstance(msg, dict):
-            raise ValueError("a command is a JSON object")
-        return msg
-    words = text.split()
-    if not words:
-        raise ValueError("empty command; send pause, resume, stop or inject ...")
-    cmd = words[0].lower()
-    if cmd in ("pause", "resume"):
-        return {"cmd": cmd}
-    if cmd == "stop":
-        return {"cmd": "stop", "now": len(words) > 1 and words[1].lower() == "now"}
-    if cmd == "inject":
-        if len(words) < 3:
-            raise ValueError("inject VEHICLE FAULT [key=value ...], e.g. inject apollo_csm "
-                             "cabin_leak rate_lb_h=5 ramp_s=60")
-        msg: dict[str, Any] = {"cmd": "inject", "vehicle": words[1], "fault": words[2],
-                               "params": {}}
-        for item in words[3:]:
-            if "=" not in item:
-                raise ValueError(f"{item!r} is not key=value")
-            k, v = item.split("=", 1)
-            if k in ("ramp_s", "duration_s"):
-                msg[k] = parse_duration(v)
-            elif k == "id":
-                msg["id"] = v
-            else:
-                msg["params"][k] = parse_value(v)
-        return msg
-    raise ValueError(f"unknown command {words[0]!r}; commands are pause, resume, stop "
-                     "[now], inject VEHICLE FAULT [key=value ...]")
-
-
-def _expectations(raw: Any, vehicle: str, ack_within_s: float,
+def _expectations(raw: list[messages.DrillExpectation], vehicle: str, ack_within_s: float,
                   defs: dict[str, VehicleDefinition]) -> list[dict[str, Any]]:
-    if not isinstance(raw, list):
-        raise ValueError("inject: 'expect' must be a list of {parameter, severity, "
-                         "within_s, ack_within_s}")
+    """The alarms an extra fault should raise, checked against the definitions, in the
+    form the debrief scores (a scenario's expectations have the same)."""
     out = []
     for i, e in enumerate(raw):
-        if not isinstance(e, dict) or "parameter" not in e:
-            raise ValueError(f"inject: expect[{i}] needs at least 'parameter'")
-        v = SHIP_ALIASES.get(str(e.get("vehicle", vehicle)).lower(), vehicle)
-        if v not in defs or e["parameter"] not in defs[v].all_ids:
-            raise ValueError(f"inject: expect[{i}]: {v} has no parameter {e['parameter']!r}")
-        sev = e.get("severity", "yellow")
-        if sev not in SEVERITY_RANK:
+        v = SHIP_ALIASES.get((e.vehicle or vehicle).lower(), vehicle)
+        if v not in defs or e.parameter not in defs[v].all_ids:
+            raise ValueError(f"inject: expect[{i}]: {v} has no parameter {e.parameter!r}")
+        if e.severity not in SEVERITY_RANK:
             raise ValueError(f"inject: expect[{i}]: severity must be yellow or red")
-        out.append({"parameter": e["parameter"], "vehicle": v, "severity": sev,
-                    "within_s": float(e.get("within_s", 300)),
-                    "ack_within_s": float(e.get("ack_within_s", ack_within_s)),
-                    "weight": float(e.get("weight", 1.0))})
+        out.append({"parameter": e.parameter, "vehicle": v, "severity": e.severity,
+                    "within_s": e.within_s,
+                    "ack_within_s": ack_within_s if e.ack_within_s is None
+                    else e.ack_within_s,
+                    "weight": e.weight})
     return out

@@ -623,14 +623,14 @@ def _alarm_annotation(style: pr.Style, *, console: str | None = None,
         where.append(f"\"console\" = '{console}'")
     if parameters:
         where.append(f'"parameter" =~ /^({_regex_list(r.pid for r in parameters)})$/')
-    q = ('SELECT "label", "severity", "event", "vehicle", "parameter" FROM "alarms" WHERE '
-         f"{' AND '.join(where)} AND $timeFilter")
+    q = ('SELECT "label", "severity", "transition", "vehicle", "parameter" FROM "alarms" '
+         f"WHERE {' AND '.join(where)} AND $timeFilter")
     return {"datasource": DATASOURCE, "enable": True, "hide": False, "iconColor": RED,
             "name": _w("alarm_events", style.lang),
             "target": {"refId": "Alarms", "datasource": DATASOURCE, "query": q,
                        "rawQuery": True, "resultFormat": "table", "fromAnnotations": True,
                        "queryType": "tags", "textColumn": "label",
-                       "tagsColumn": "event,severity,vehicle", "titleColumn": "",
+                       "tagsColumn": "transition,severity,vehicle", "titleColumn": "",
                        "timeEndColumn": "", "limit": 200, "matchAny": False, "tags": [],
                        "type": "tags"}}
 

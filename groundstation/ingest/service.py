@@ -46,7 +46,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,7 +55,7 @@ import aiomqtt
 import numpy as np
 
 from groundstation.config import Config
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.alarms import AlarmEngine, AlarmError, AlarmEvent
 from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import VehicleDefinition
@@ -66,7 +66,6 @@ from groundstation.storage.influx.lineprotocol import batch_lines, escape_tag
 
 log = logging.getLogger("groundstation.ingest")
 
-ACK_SUBSCRIPTION = "ack/+/+"
 ALARM_STATE_FILE = "alarms.json"
 ALARM_STATE_FORMAT = "groundstation-alarm-state"
 ALARM_STATE_VERSION = 1
@@ -257,8 +256,8 @@ class IngestService:
             self._inflight = 0
             self._room.set()
             self._client = client
-            for sub in (*topics.TELEMETRY_SUBSCRIPTIONS, ACK_SUBSCRIPTION,
-                        *topics.SIM_STATE_SUBSCRIPTIONS, replay_session.SESSION_SUBSCRIPTION):
+            for sub in (*topics.TELEMETRY_SUBSCRIPTIONS, topics.ACK_SUBSCRIPTION,
+                        *topics.SIM_STATE_SUBSCRIPTIONS, topics.REPLAY_SESSION_SUBSCRIPTION):
                 await client.subscribe(sub, qos=1)
             self.connected.set()
             if ready is not None:
@@ -281,7 +280,7 @@ class IngestService:
             if not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
             topic = str(message.topic)
-            if topic.startswith("telemetry/"):
+            if topics.is_telemetry(topic):
                 await self._room.wait()
                 try:
                     self._on_telemetry(topic, bytes(payload), message.mid, message.qos)
@@ -291,15 +290,22 @@ class IngestService:
                     log.exception("internal error on a message on %s", topic)
                     self._reject(topic, "internal_error", f"{type(exc).__name__}: {exc}",
                                  bytes(payload), time.time_ns(), message.mid, message.qos)
-            elif topic.startswith("ack/"):
-                self._on_operator(topic, bytes(payload))
-                self._ack(message.mid, message.qos, self._generation)
-            elif topic.startswith("sim/state/"):
-                self._on_sim_state(topic, bytes(payload))
-                self._ack(message.mid, message.qos, self._generation)
-            elif topic.startswith("replay/session/"):
-                self._on_replay_session(topic, bytes(payload))
-                self._ack(message.mid, message.qos, self._generation)
+                continue
+            try:
+                where = topics.parse(topic)
+            except ValueError:
+                where = None
+            match where:
+                case topics.AckTopic():
+                    self._on_operator(where, bytes(payload))
+                case topics.SimStateTopic():
+                    self._on_sim_state(where, bytes(payload))
+                case topics.ReplaySessionTopic():
+                    self._on_replay_session(topic, bytes(payload))
+                case _:
+                    self.rejected["bad_topic"] += 1
+                    log.warning("ignored a message on %s: not a topic the ingest reads", topic)
+            self._ack(message.mid, message.qos, self._generation)
 
     async def _send(self, client: aiomqtt.Client) -> None:
         me = asyncio.current_task()
@@ -311,11 +317,10 @@ class IngestService:
                 # that arrives as the PUBACK does: honour it here, or shutdown hangs.
                 raise asyncio.CancelledError
 
-    def publish(self, topic: str, payload: dict[str, Any] | list[Any], retain: bool = False
-                ) -> None:
-        """Queue a JSON message for the broker; when the queue is full the oldest console
+    def publish(self, topic: str, payload: messages.Message, retain: bool = False) -> None:
+        """Queue a message for the broker; when the queue is full the oldest console
         update is the one to lose, never telemetry or storage."""
-        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        data = payload.to_json()
         if self._outbox.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._outbox.get_nowait()
@@ -336,7 +341,8 @@ class IngestService:
         except ValueError as exc:
             self._reject(topic, "bad_topic", str(exc), payload, now, mid, qos)
             return
-        defn = self._definition(where.source, where.vehicle)
+        source = str(where.source)
+        defn = self._definition(source, where.vehicle)
         if defn is None or defn.stream != where.stream:
             self._reject(topic, "unknown_stream", f"no telemetry definition for "
                          f"{where.vehicle}/{where.stream}", payload, now, mid, qos)
@@ -347,7 +353,7 @@ class IngestService:
         except EnvelopeError as exc:
             self._reject(topic, exc.reason, str(exc), payload, now, mid, qos)
             return
-        stream = self._stream(where.source, defn)
+        stream = self._stream(source, defn)
         if stream.archive is not None:
             stream.archive.append(env.seq, env.t_ns, env.frames, now)
         if not stream.pending:
@@ -545,15 +551,15 @@ class IngestService:
             log.error("refused the replay session message on %s (its frames get the current "
                       "definitions): %s", topic, exc)
             return
-        source = "replay/" + topic.rsplit("/", 1)[1]
+        source = topics.replay(topics.parse_replay_session(topic).session)
         if info is None:  # the session ended (or its replay tool died: its MQTT will)
             # Its frames still queued here are processed first, in the session's context
             # (its definitions, phase and context values), then that context is freed.
             for key, s in list(self.streams.items()):
                 if s.source == source:
                     self._drop_stream(key)
-                    for t in (topics.alarms(s.vehicle, source) + "/active",
-                              f"ingest/link/{source}/{s.vehicle}"):
+                    for t in (topics.active_alarms(s.vehicle, source),
+                              topics.ingest_link(s.vehicle, source)):
                         self._clear_retained(t)
             self.replay_sessions.pop(source, None)
             self._context_values.pop(source, None)
@@ -595,7 +601,7 @@ class IngestService:
     def _context(self, s: _Stream) -> dict[str, Any]:
         ctx: dict[str, Any] = dict(self._context_values.get(s.source, {}))
         phase = self.phase.get((s.source, s.vehicle))
-        if phase is None and s.source.startswith(topics.REPLAY + "/"):
+        if phase is None and not _persists(s.source):  # a replay session
             phase = self.phase.get((topics.LIVE, s.vehicle))
         if phase is not None:
             ctx["phase"] = phase
@@ -615,81 +621,75 @@ class IngestService:
                 else:
                     values[f"{s.vehicle}.{pid}"] = v
 
-    def _on_sim_state(self, topic: str, payload: bytes) -> None:
-        try:
-            source, vehicle = topics.parse_sim_state(topic)
-            if not payload:
-                # A drill's ships (or a replay tool) stopped and cleared their retained
-                # state. Their last frames may still be queued here and keep the last
-                # phase; a replay session's context is freed when the session ends.
-                return
-            state = json.loads(payload)
-            phase = state["phase"]
-        except (ValueError, KeyError, TypeError):
-            self.rejected["bad_sim_state"] += 1
+    def _on_sim_state(self, where: topics.SimStateTopic, payload: bytes) -> None:
+        if not payload:
+            # A drill's ships (or a replay tool) stopped and cleared their retained
+            # state. Their last frames may still be queued here and keep the last
+            # phase; a replay session's context is freed when the session ends.
             return
-        if isinstance(phase, str):
-            self.phase[(source, vehicle)] = phase
+        try:
+            state = messages.SimState.from_json(payload)
+        except messages.MessageError as exc:
+            self.rejected["bad_sim_state"] += 1
+            log.warning("ignored the simulator state on %s: %s", where, exc)
+            return
+        self.phase[(str(where.source), where.vehicle)] = state.phase
 
     # --- alarms --------------------------------------------------------------------------
 
     def _on_alarm_events(self, s: _Stream, events: list[AlarmEvent], lines: list[str]) -> None:
         self.alarm_events += len(events)
         for ev in events:
-            d = ev.to_dict()
-            self.publish(topics.alarms(s.vehicle, s.source), d)
-            lines.append(alarm_line(d))
-        self.publish(topics.alarms(s.vehicle, s.source) + "/active", s.alarms.active(),
-                     retain=True)
+            msg = messages.AlarmEvent.from_event(ev)
+            self.publish(topics.alarms(s.vehicle, s.source), msg)
+            lines.append(alarm_line(msg))
+        self._publish_active(s)
 
-    def _on_operator(self, topic: str, payload: bytes) -> None:
-        """ack/<user>/<vehicle>: the user segment is the operator, as the broker's ACL
-        only lets a user publish under their own name."""
-        parts = topic.split("/")
-        if len(parts) != 3:
-            self.rejected["bad_ack_topic"] += 1
-            return
-        _, operator, vehicle = parts
-        reply_topic = f"alarms/replies/{operator}"
+    def _publish_active(self, s: _Stream) -> None:
+        self.publish(topics.active_alarms(s.vehicle, s.source),
+                     messages.ActiveAlarms.from_data(s.alarms.active()), retain=True)
+
+    def _on_operator(self, where: topics.AckTopic, payload: bytes) -> None:
+        """An operator's request: the operator is the topic's user level, as the broker's
+        ACL only lets a user publish under their own name. Every request gets one reply,
+        naming its request_id."""
+        operator, vehicle = where.operator, where.vehicle
+        reply_topic = topics.alarm_replies(operator)
         try:
-            req = json.loads(payload)
-            if not isinstance(req, dict):
-                raise ValueError("not a JSON object")
-            pid = req["parameter"]
-            action = req.get("action", "acknowledge")
-            source = req.get("source", topics.LIVE)
-        except (ValueError, KeyError) as exc:
+            req = messages.OperatorRequest.from_json(payload)
+        except messages.MessageError as exc:
             self.rejected["bad_ack"] += 1
-            self.publish(reply_topic, {"ok": False, "error": f"bad request: {exc}; send "
-                                       '{"parameter": ID, "action": "acknowledge"|"shelve"|'
-                                       '"unshelve", "duration_s": S, "source": "live"}'})
+            self.publish(reply_topic, messages.OperatorReply.refused(
+                exc.request_id, f"bad request: {exc}; send {messages.OPERATOR_REQUEST_FORM}",
+                reason="bad_request"))
             return
+        source = str(req.source)
         stream = next((s for s in self.streams.values()
                        if s.vehicle == vehicle and s.source == source), None)
         if stream is None:
-            self.publish(reply_topic, {"ok": False, "error": f"no {source} data from "
-                                                            f"{vehicle!r} yet"})
+            self.publish(reply_topic, messages.OperatorReply.refused(
+                req.request_id, f"no {source} data from {vehicle!r} yet", reason="no_data",
+                parameter=req.parameter))
             return
         engine = stream.alarms
         try:
-            if action == "acknowledge":
-                ev = engine.acknowledge(pid, operator)
-            elif action == "shelve":
-                ev = engine.shelve(pid, operator, float(req.get("duration_s", 0)))
-            elif action == "unshelve":
-                ev = engine.unshelve(pid, operator)
+            if req.action == "acknowledge":
+                ev = engine.acknowledge(req.parameter, operator)
+            elif req.action == "shelve":
+                assert req.duration_s is not None  # the message requires it
+                ev = engine.shelve(req.parameter, operator, req.duration_s)
             else:
-                raise AlarmError("bad_action", f"unknown action {action!r}; use acknowledge, "
-                                               "shelve or unshelve")
-        except (AlarmError, TypeError, ValueError) as exc:
-            self.publish(reply_topic, {"ok": False, "parameter": pid, "error": str(exc)})
+                ev = engine.unshelve(req.parameter, operator)
+        except AlarmError as exc:
+            self.publish(reply_topic, messages.OperatorReply.refused(
+                req.request_id, str(exc), reason=exc.reason, parameter=req.parameter))
             return
-        d = ev.to_dict()
+        msg = messages.AlarmEvent.from_event(ev)
         self.alarm_events += 1
-        self.publish(topics.alarms(vehicle, source), d)
-        self.publish(topics.alarms(vehicle, source) + "/active", engine.active(), retain=True)
-        self.publish(reply_topic, {"ok": True, "event": d})
-        self.store([alarm_line(d)], stream)
+        self.publish(topics.alarms(vehicle, source), msg)
+        self._publish_active(stream)
+        self.publish(reply_topic, messages.OperatorReply.done(req.request_id, msg))
+        self.store([alarm_line(msg)], stream)
 
     # --- alarm state across restarts (see the module docstring) ----------------------------
 
@@ -831,11 +831,11 @@ class IngestService:
                 # Shelves keep expiring during the gap in the data, downtime included.
                 s.last_data_mono = now_mono - max(0, now_wall - last_wall_ns) / 1e9 or 1e-9
             self.alarm_state_restored.append(key)
-            summary = engine.active()
+            summary = messages.ActiveAlarms.from_data(engine.active())
             log.info("restored the alarm state of %s/%s: %d alarms listed or shelved, "
-                     "event seq %d", source, vehicle, len(summary["alarms"]),
+                     "event seq %d", source, vehicle, len(summary.alarms),
                      engine.snapshot()["seq"])
-            self.publish(topics.alarms(vehicle, source) + "/active", summary, retain=True)
+            self.publish(topics.active_alarms(vehicle, source), summary, retain=True)
         if bad:
             self._keep_bad_state_file(path)
 
@@ -864,11 +864,11 @@ class IngestService:
         for s in list(self.streams.values()):
             if s.latest_dirty:
                 s.latest_dirty = False
-                self.publish(topics.parameters(s.vehicle, s.source), {
-                    "vehicle": s.vehicle, "source": s.source, "time_ns": s.last_frame_ns,
-                    "values": {k: [t, v if np.isfinite(v) else None, lim]
-                               for k, (t, v, lim) in s.latest.items()},
-                })
+                self.publish(topics.parameters(s.vehicle, s.source), messages.ParamsUpdate(
+                    vehicle=s.vehicle, source=topics.Source.parse(s.source),
+                    time_ns=s.last_frame_ns,
+                    values={k: (t, v if np.isfinite(v) else None, lim)
+                            for k, (t, v, lim) in s.latest.items()}))
 
     async def _stats_publisher(self, stop: asyncio.Event) -> None:
         period = self.config.ingest.stats_interval_s
@@ -881,12 +881,12 @@ class IngestService:
 
     def _publish_stats(self) -> None:
         self._tick_alarm_clocks()
-        stats = self.stats()
-        self.publish("ingest/stats", stats, retain=True)
+        stats = self.stats_message()
+        self.publish(topics.ingest_stats(), stats, retain=True)
         lines = [self_line(stats)]
         for s in self.streams.values():
             link = link_stats(s)
-            self.publish(f"ingest/link/{s.source}/{s.vehicle}", link, retain=True)
+            self.publish(topics.ingest_link(s.vehicle, s.source), link, retain=True)
             lines.append(link_line(s.source, s.vehicle, link))
         self.store(lines)
 
@@ -903,47 +903,50 @@ class IngestService:
                     self.store(lines, s)
 
     def stats(self) -> dict[str, Any]:
+        """The service's own health as plain data (what ingest/stats carries)."""
+        return self.stats_message().to_dict()
+
+    def stats_message(self) -> messages.IngestStats:
         decode = sorted(self.decode_seconds)
         sink_stats = getattr(self.sink, "stats", None)
         sink = sink_stats() if callable(sink_stats) else None
         if sink is not None and hasattr(sink, "fields"):
             sink = sink.fields()
-        return {
-            "time_ns": time.time_ns(),
-            "messages_in": self.messages_in, "frames_in": self.frames_in,
-            "frames_stored": self.frames_stored, "lines_submitted": self.lines_submitted,
-            "messages_acked": self.acked, "inflight_messages": self._inflight,
-            "pending_frames": sum(s.pending_frames for s in self.streams.values()),
-            "outbox": self._outbox.qsize(), "alarm_events": self.alarm_events,
-            "alarm_state_saves": self.alarm_state_saves,
-            "alarm_state_errors": self.alarm_state_errors,
-            "rejected": dict(self.rejected), "rejected_total": sum(self.rejected.values()),
-            "decode_ms_p50": 1000 * decode[len(decode) // 2] if decode else None,
-            "decode_ms_max": 1000 * decode[-1] if decode else None,
-            "sink": sink,
-        }
+        return messages.IngestStats(
+            time_ns=time.time_ns(),
+            messages_in=self.messages_in, frames_in=self.frames_in,
+            frames_stored=self.frames_stored, lines_submitted=self.lines_submitted,
+            messages_acked=self.acked, inflight_messages=self._inflight,
+            pending_frames=sum(s.pending_frames for s in self.streams.values()),
+            outbox=self._outbox.qsize(), alarm_events=self.alarm_events,
+            alarm_state_saves=self.alarm_state_saves,
+            alarm_state_errors=self.alarm_state_errors,
+            rejected=dict(self.rejected), rejected_total=sum(self.rejected.values()),
+            decode_ms_p50=1000 * decode[len(decode) // 2] if decode else None,
+            decode_ms_max=1000 * decode[-1] if decode else None,
+            sink=sink)
 
 
 def _persists(source: str) -> bool:
     """Live and training streams keep their alarm state across restarts; a replay
     session's ends with the session (its source disappears with it)."""
-    return not source.startswith(topics.REPLAY + "/")
+    return topics.Source.parse(source).kind is not topics.SourceKind.REPLAY
 
 
-def link_stats(s: _Stream) -> dict[str, Any]:
+def link_stats(s: _Stream) -> messages.LinkStats:
     d = s.decoder
     lat = sorted(s.latency_ns)
-    return {
-        "vehicle": s.vehicle, "source": s.source, "frames_good": d.frames_good,
-        "sync_errors": d.frames_bad_sync, "counter_errors": d.frames_bad_counter,
-        "frames_missing": d.frames_missing, "frames_duplicate": d.frames_duplicate,
-        "frames_recovered": d.frames_recovered, "last_frame_ns": s.last_frame_ns,
-        "latency_ms_p50": lat[len(lat) // 2] / 1e6 if lat else None,
-        "latency_ms_max": lat[-1] / 1e6 if lat else None,
-    }
+    return messages.LinkStats(
+        vehicle=s.vehicle, source=topics.Source.parse(s.source),
+        frames_good=d.frames_good, sync_errors=d.frames_bad_sync,
+        counter_errors=d.frames_bad_counter, frames_missing=d.frames_missing,
+        frames_duplicate=d.frames_duplicate, frames_recovered=d.frames_recovered,
+        last_frame_ns=s.last_frame_ns,
+        latency_ms_p50=lat[len(lat) // 2] / 1e6 if lat else None,
+        latency_ms_max=lat[-1] / 1e6 if lat else None)
 
 
-def _fields(values: dict[str, Any]) -> str:
+def _fields(values: Mapping[str, object]) -> str:
     out = []
     for k, v in values.items():
         if v is None or isinstance(v, dict):
@@ -961,32 +964,32 @@ def _fields(values: dict[str, Any]) -> str:
     return ",".join(out)
 
 
-def alarm_line(d: dict[str, Any]) -> str:
+def alarm_line(ev: messages.AlarmEvent) -> str:
     """An alarm event as line protocol: measurement `alarms`, one point per event (its
     engine sequence number is a tag so two events in the same nanosecond stay apart)."""
-    tags = (f"alarms,event={escape_tag(d['kind'])},parameter={escape_tag(d['parameter'])},"
-            f"seq={d['seq']},source={escape_tag(d['source'])},"
-            f"vehicle={escape_tag(d['vehicle'])}")
-    fields = {k: d[k] for k in ("state", "severity", "side", "value", "value_text", "limit",
-                                "operator", "label", "unit", "console")}
-    return f"{tags} {_fields(fields)} {d['time_ns']}"
+    tags = (f"alarms,parameter={escape_tag(ev.parameter)},seq={ev.seq},"
+            f"source={escape_tag(str(ev.source))},transition={escape_tag(ev.transition.value)},"
+            f"vehicle={escape_tag(ev.vehicle)}")
+    fields = {"state": ev.state.value, "severity": ev.severity, "side": ev.side,
+              "value": ev.value, "value_text": ev.value_text, "limit": ev.limit,
+              "operator": ev.operator, "label": ev.label, "unit": ev.unit,
+              "console": ev.console}
+    return f"{tags} {_fields(fields)} {ev.time_ns}"
 
 
-def link_line(source: str, vehicle: str, link: dict[str, Any]) -> str:
-    fields = {k: v for k, v in link.items() if k not in ("vehicle", "source")}
+def link_line(source: str, vehicle: str, link: messages.LinkStats) -> str:
     return (f"link,source={escape_tag(source)},vehicle={escape_tag(vehicle)} "
-            f"{_fields(fields)} {time.time_ns()}")
+            f"{_fields(link.counters())} {time.time_ns()}")
 
 
-def self_line(stats: dict[str, Any]) -> str:
-    flat = {k: v for k, v in stats.items() if k not in ("time_ns", "rejected", "sink")}
-    for reason, n in stats["rejected"].items():
+def self_line(stats: messages.IngestStats) -> str:
+    flat: dict[str, object] = stats.model_dump(exclude={"time_ns", "rejected", "sink"})
+    for reason, n in stats.rejected.items():
         flat[f"rejected_{reason}"] = n
-    sink = stats.get("sink") or {}
-    for k, v in sink.items():
+    for k, v in (stats.sink or {}).items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             flat[f"sink_{k}"] = v
-    return f"ingest,service=ingest {_fields(flat)} {stats['time_ns']}"
+    return f"ingest,service=ingest {_fields(flat)} {stats.time_ns}"
 
 
 def archive_factory(root: Path) -> ArchiveFactory:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import math
 import secrets
 import time
 from collections.abc import Iterator
@@ -45,7 +43,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from groundstation.core import flightplan as tl
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.envelope import MAX_FRAMES, encode_envelope
 from groundstation.core.mission_time import (
     format_get_ns,
@@ -68,17 +66,8 @@ _WALL_PER_MESSAGE_S = 0.1  # at a finite speed, a message carries this much wall
 _STATUS_EVERY_S = 1.0
 
 
-def parse_speed(text: str | float | int | None) -> float | None:
-    """A replay speed factor; None means max."""
-    if text is None or (isinstance(text, str) and text.strip().lower() in ("max", "inf")):
-        return None
-    try:
-        v = float(text)
-    except (TypeError, ValueError):
-        raise ValueError(f"speed {text!r}: give a factor such as 1, 10, 100, or max") from None
-    if not v > 0 or math.isinf(v) or math.isnan(v):
-        raise ValueError(f"speed {text!r} must be a positive factor (or max)")
-    return v
+# One definition of a speed for the command line and the control topic.
+parse_speed = messages.parse_replay_speed
 
 
 def speed_text(speed: float | None) -> str:
@@ -139,7 +128,8 @@ def plan_replay(root: str | Path, *, pass_spec: str | None = None, start: str | 
     if pass_spec is not None:
         # Numbers as `archive ls` gives them (live passes); replay recordings by their id.
         cat = Catalogue(root, los_gap_s=los_gap_s, quarantine=False,
-                        sources=None if pass_spec.startswith(("replay/", "training/"))
+                        sources=None if pass_spec.split("/", 1)[0] in (topics.REPLAY,
+                                                                        topics.TRAINING)
                         else LIVE)
         p = cat.find(pass_spec)
         plan = ReplayPlan([p.key], p.aos_ns, p.los_ns + 1, p.frames, p.id)
@@ -257,52 +247,45 @@ class ReplayControl:
         self.end_ns = end_ns
         self.position_ns = start_ns
         self.changed = asyncio.Event()
-        self.last: dict[str, Any] | None = None  # the answer to the last command
+        self.last: messages.ReplayControlReply | None = None  # the answer to the last one
 
-    def apply(self, payload: bytes) -> dict[str, Any]:
-        """Apply one control message; returns {"ok": ..., ...} (also kept in ``last``)."""
+    def handle(self, command: bytes | messages.ReplayControl) -> messages.ReplayControlReply:
+        """Apply one control message (JSON or text, see messages.ReplayControl); the answer
+        is also kept in ``last`` for the status."""
         try:
-            cmd, arg = self._parse(payload)
-            answer = self._do(cmd, arg)
-        except (ValueError, TypeError, KeyError) as exc:
-            answer = {"ok": False, "error": str(exc)}
-        answer["time_ns"] = time.time_ns()
+            cmd = command if isinstance(command, messages.ReplayControl) else \
+                messages.ReplayControl.from_json(command)
+            self._do(cmd)
+            answer = messages.ReplayControlReply(
+                ok=True, command=cmd.command, speed=speed_text(self.speed),
+                paused=self.paused, time_ns=time.time_ns())
+        except ValueError as exc:  # MessageError included
+            answer = messages.ReplayControlReply(ok=False, error=str(exc),
+                                                 time_ns=time.time_ns())
         self.last = answer
         self.changed.set()
         return answer
 
-    @staticmethod
-    def _parse(payload: bytes) -> tuple[str, Any]:
-        text = payload.decode("utf-8", "replace").strip()
-        if text.startswith("{"):
-            msg = json.loads(text)
-            if not isinstance(msg, dict) or not isinstance(msg.get("command"), str):
-                raise ValueError('send {"command": "pause"|"resume"|"speed"|"seek"|"stop", ...}')
-            return msg["command"].lower(), msg
-        word, _, rest = text.partition(" ")
-        return word.lower(), {"speed": rest.strip(), "to": rest.strip()} if rest else {}
+    def apply(self, payload: bytes) -> dict[str, Any]:
+        """handle(), the answer as plain data."""
+        return self.handle(payload).to_dict()
 
-    def _do(self, cmd: str, arg: dict[str, Any]) -> dict[str, Any]:
-        if cmd == "pause":
+    def _do(self, cmd: messages.ReplayControl) -> None:
+        if cmd.command == "pause":
             self.paused = True
-        elif cmd == "resume":
+        elif cmd.command == "resume":
             self.paused = False
-        elif cmd == "stop":
+        elif cmd.command == "stop":
             self.stopped = True
-        elif cmd == "speed":
-            self.speed = parse_speed(arg.get("speed"))
-        elif cmd == "seek":
-            if arg.get("by_s") is not None:
-                to = self.position_ns + int(float(arg["by_s"]) * 1e9)
-            elif arg.get("to") not in (None, ""):
-                to = parse_time_ns(arg["to"])
+        elif cmd.command == "speed":
+            self.speed = cmd.factor
+        elif cmd.command == "seek":
+            if cmd.by_s is not None:
+                to = self.position_ns + int(cmd.by_s * 1e9)
             else:
-                raise ValueError("seek needs 'to' (UTC, GET or ns) or 'by_s'")
+                assert cmd.to is not None  # the message requires one of the two
+                to = parse_time_ns(cmd.to)
             self.seek_to = min(max(to, self.start_ns), self.end_ns - 1)
-        else:
-            raise ValueError(f"unknown command {cmd!r}; use pause, resume, speed, seek, stop")
-        return {"ok": True, "command": cmd, "speed": speed_text(self.speed),
-                "paused": self.paused}
 
 
 # -- the replay ------------------------------------------------------------------------------
@@ -323,7 +306,7 @@ class Replayer:
     def __init__(self, root: str | Path, plan: ReplayPlan, *, host: str, port: int,
                  username: str | None = None, password: str | None = None,
                  session: str | None = None, speed: float | None = None,
-                 limits: str = "recorded", progress: bool = True,
+                 limits: messages.ReplayLimits = "recorded", progress: bool = True,
                  max_frames_per_message: int = MAX_FRAMES_PER_MESSAGE,
                  progress_stream: Any = None) -> None:
         if limits not in rs.LIMITS:
@@ -336,7 +319,7 @@ class Replayer:
         self.host, self.port = host, port
         self.username, self.password = username, password
         self.session = rs.check_session(session or new_session_id())
-        self.source = f"replay/{self.session}"
+        self.source = topics.replay(self.session)
         self.limits = limits
         self.max_fpm = max_frames_per_message
         self.control = ReplayControl(speed, plan.start_ns, plan.end_ns)
@@ -344,7 +327,7 @@ class Replayer:
                                  enabled=progress, stream=progress_stream)
         self.frames_sent = 0
         self.messages_sent = 0
-        self.state = "starting"
+        self.state: messages.ReplayState = "starting"
         self.warnings: list[str] = []
         self._announced: dict[str, str] = {}  # vehicle -> sha256 in the session message
         self._phases: dict[str, str] = {}  # vehicle -> mission phase announced
@@ -387,20 +370,22 @@ class Replayer:
 
     # -- status --
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> messages.ReplayStatus:
         c = self.control
-        return {
-            "session": self.session, "state": self.state, "speed": speed_text(c.speed),
-            "position_ns": c.position_ns, "position_utc": format_utc_ns(c.position_ns, "ms"),
-            "position_get": format_get_ns(c.position_ns), "frames_sent": self.frames_sent,
-            "frames_total": self.plan.total_frames, "pass": self.plan.pass_id,
-            "from_utc": format_utc_ns(self.plan.start_ns),
-            "to_utc": format_utc_ns(self.plan.end_ns - 1),
-            "limits": self.limits, "last_command": c.last, "time_ns": time.time_ns()}
+        return messages.ReplayStatus(
+            session=self.session, state=self.state,
+            speed=speed_text(c.speed), position_ns=c.position_ns,
+            position_utc=format_utc_ns(c.position_ns, "ms"),
+            position_get=format_get_ns(c.position_ns), frames_sent=self.frames_sent,
+            frames_total=self.plan.total_frames, pass_id=self.plan.pass_id,
+            from_utc=format_utc_ns(self.plan.start_ns),
+            to_utc=format_utc_ns(self.plan.end_ns - 1),
+            limits=self.limits, last_command=c.last,
+            time_ns=time.time_ns())
 
     async def _publish_status(self, client: aiomqtt.Client, retain: bool = True) -> None:
         self._last_status = time.monotonic()
-        await client.publish(rs.status_topic(self.session), json.dumps(self.status()),
+        await client.publish(topics.replay_status(self.session), self.status().to_json(),
                              qos=1, retain=retain)
 
     # -- running --
@@ -408,16 +393,16 @@ class Replayer:
     async def run(self) -> ReplayResult:
         """Replay the plan; returns when it is done or stopped through the control topic."""
         started = time.monotonic()
-        will = aiomqtt.Will(rs.session_topic(self.session), b"", qos=1, retain=True)
+        will = aiomqtt.Will(topics.replay_session(self.session), b"", qos=1, retain=True)
         client = aiomqtt.Client(self.host, self.port, username=self.username,
                                 password=self.password, identifier=f"replay-{self.session}",
                                 will=will, clean_session=True)
         async with client:
-            await client.subscribe(rs.control_topic(self.session), qos=1)
+            await client.subscribe(topics.replay_control(self.session), qos=1)
             listener = asyncio.create_task(self._listen(client))
             try:
                 start = self.control.start_ns
-                await client.publish(rs.session_topic(self.session),
+                await client.publish(topics.replay_session(self.session),
                                      self._session_payload(self._wanted_at(start)),
                                      qos=1, retain=True)
                 self.state = "running"
@@ -429,7 +414,7 @@ class Replayer:
                     await listener
                 with contextlib.suppress(aiomqtt.MqttError):
                     # The end of the session: the ingest finishes it and drops its state.
-                    await client.publish(rs.session_topic(self.session), b"", qos=1,
+                    await client.publish(topics.replay_session(self.session), b"", qos=1,
                                          retain=True)
                     for vehicle in self._phases:
                         await client.publish(topics.sim_state(vehicle, self.source), b"",
@@ -437,7 +422,7 @@ class Replayer:
                     if self.state in ("running", "paused", "starting"):
                         self.state = "stopped"
                     await self._publish_status(client, retain=False)
-                    await client.publish(rs.status_topic(self.session), b"", qos=1,
+                    await client.publish(topics.replay_status(self.session), b"", qos=1,
                                          retain=True)
                 self.progress.close(note=self.state)
         return ReplayResult(self.session, self.state, self.frames_sent, self.messages_sent,
@@ -457,9 +442,10 @@ class Replayer:
         if self._phases.get(vehicle) == phase:
             return
         self._phases[vehicle] = phase
-        state = {"vehicle": vehicle, "phase": phase, "get": utc_ns_to_get(t_ns),
-                 "source": self.source, "from": "flight plan at the recording's time"}
-        await client.publish(topics.sim_state(vehicle, self.source), json.dumps(state),
+        state = messages.SimState(vehicle=vehicle, phase=phase, get=utc_ns_to_get(t_ns),
+                                  source=topics.Source.parse(self.source),
+                                  origin="flight plan at the recording's time")
+        await client.publish(topics.sim_state(vehicle, self.source), state.to_json(),
                              qos=1, retain=True)
 
     def _wanted_at(self, t_ns: int) -> dict[str, tuple[str, str]]:
@@ -485,8 +471,8 @@ class Replayer:
         async for message in client.messages:
             payload = message.payload
             data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-            answer = self.control.apply(bytes(data))
-            log.info("control: %s", answer)
+            answer = self.control.handle(bytes(data))
+            log.info("control: %s", answer.to_dict())
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._publish_status(client)
 
@@ -543,11 +529,11 @@ class Replayer:
                 # The recording's definitions change here: tell the ingest first.
                 wanted = self._wanted_at(t0)
                 wanted[key.vehicle] = (key.stream, seg.sha256)
-                await client.publish(rs.session_topic(self.session),
+                await client.publish(topics.replay_session(self.session),
                                      self._session_payload(wanted), qos=1, retain=True)
             seq, t_first, frames = feed.take(self._frames_per_message(feed, speed))
             await self._announce_phase(client, key.vehicle, t_first)
-            topic = topics.telemetry(key.vehicle, key.stream, self.session)
+            topic = topics.telemetry(key.vehicle, key.stream, source=self.source)
             await client.publish(topic, encode_envelope(key.vehicle, key.stream, seq, t_first,
                                                         frames), qos=1)
             n = int(frames.shape[0])

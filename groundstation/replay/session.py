@@ -1,6 +1,8 @@
 """The replay session handshake: which definitions the ingest uses for a replay session.
 
-Topics (all JSON; the ACL in deploy/mosquitto/acl says who may use each):
+Topics (groundstation/core/topics.py) and payloads (groundstation/core/messages.py:
+ReplaySession, ReplayControl, ReplayStatus); the ACL in deploy/mosquitto/acl says who may
+use each:
 
 ``replay/session/<session>``  (retained, QoS 1; written by ``replay``, read by ``ingest``)
     Published by the replay tool *before* the session's first frame::
@@ -44,19 +46,19 @@ Topics (all JSON; the ACL in deploy/mosquitto/acl says who may use each):
 
 from __future__ import annotations
 
-import json
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, VehicleDefinition, parse_definition
 from groundstation.storage.archive import hash_definition
 
-SESSION_SUBSCRIPTION = "replay/session/+"
-VERSION = 1
-LIMITS = ("recorded", "current")
+SESSION_SUBSCRIPTION = topics.REPLAY_SESSION_SUBSCRIPTION
+VERSION = messages.REPLAY_SESSION_VERSION
+LIMITS = messages.REPLAY_LIMITS
 
 _SESSION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 
@@ -70,38 +72,39 @@ def check_session(name: str) -> str:
 
 
 def session_topic(session: str) -> str:
-    return f"replay/session/{session}"
+    return topics.replay_session(session)
 
 
 def control_topic(session: str) -> str:
-    return f"replay/control/{session}"
+    return topics.replay_control(session)
 
 
 def status_topic(session: str) -> str:
-    return f"replay/status/{session}"
+    return topics.replay_status(session)
 
 
-def session_message(session: str, limits: str,
+def session_message(session: str, limits: messages.ReplayLimits,
                     definitions: dict[str, tuple[str, str, str]],
                     **info: Any) -> bytes:
-    """The retained session message. definitions: vehicle -> (stream, sha256, text)."""
+    """The retained session message. definitions: vehicle -> (stream, sha256, text);
+    info: pass, from_ns, to_ns, started_ns."""
     if limits not in LIMITS:
         raise ValueError(f"limits must be one of {LIMITS}")
-    return json.dumps({
-        "v": VERSION, "session": session, "state": "open", "limits": limits,
-        "definitions": {v: {"stream": s, "sha256": sha, "text": text}
-                        for v, (s, sha, text) in definitions.items()},
-        **info}, separators=(",", ":")).encode()
+    return messages.ReplaySession(
+        session=session, limits=limits,
+        definitions={v: messages.ReplayDefinition(stream=s, sha256=sha, text=text)
+                     for v, (s, sha, text) in definitions.items()},
+        **info).to_json()
 
 
 @dataclass
 class SessionInfo:
     session: str
-    source: str  # "replay/<session>"
+    source: str  # the session's source text, topics.replay(session)
     limits: str
     definitions: dict[str, VehicleDefinition]  # the session's own, by vehicle
     shas: dict[str, str] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
+    message: messages.ReplaySession | None = None
 
 
 # Parsed definitions by SHA-256: a long replay re-announcing its session, or many sessions
@@ -140,33 +143,22 @@ def parse_session_message(topic: str, payload: bytes,
     Untrusted input: ValueError says what is wrong (bad JSON, a SHA-256 that does not match
     the text, a definition that does not validate, a vehicle that does not match it).
     """
-    parts = topic.split("/")
-    if len(parts) != 3 or parts[:2] != ["replay", "session"]:
-        raise ValueError(f"not a replay session topic: {topic!r}")
-    session = check_session(parts[2])
+    session = check_session(topics.parse_replay_session(topic).session)
     if not payload:
         return None
     try:
-        msg = json.loads(payload)
-    except ValueError as exc:
-        raise ValueError(f"session message is not JSON: {exc}") from None
-    if not isinstance(msg, dict) or msg.get("v") != VERSION:
-        raise ValueError(f"session message must be a JSON object with v={VERSION}")
-    if msg.get("state", "open") == "closed":
+        msg = messages.ReplaySession.from_json(payload)
+    except messages.MessageError as exc:
+        raise ValueError(f"session message: {exc}") from None
+    if msg.session != session:
+        raise ValueError(f"session message names session {msg.session!r}, its topic "
+                         f"{session!r}")
+    if msg.state == "closed":
         return None
-    limits = msg.get("limits", "recorded")
-    if limits not in LIMITS:
-        raise ValueError(f"limits {limits!r} is not one of {LIMITS}")
-    defs_in = msg.get("definitions") or {}
-    if not isinstance(defs_in, dict):
-        raise ValueError("definitions must be an object: vehicle -> {sha256, text}")
     out: dict[str, VehicleDefinition] = {}
     shas: dict[str, str] = {}
-    for vehicle, d in defs_in.items():
-        if not isinstance(d, dict) or not isinstance(d.get("text"), str) \
-                or not isinstance(d.get("sha256"), str):
-            raise ValueError(f"definitions[{vehicle!r}] needs 'sha256' and 'text' strings")
-        sha, text = d["sha256"], d["text"]
+    for vehicle, d in msg.definitions.items():
+        sha, text = d.sha256, d.text
         if hash_definition(text) != sha:
             raise ValueError(f"definitions[{vehicle!r}]: the text does not hash to {sha}")
         current = (known or {}).get(vehicle)
@@ -181,5 +173,4 @@ def parse_session_message(topic: str, payload: bytes,
             raise ValueError(f"definitions[{vehicle!r}] define vehicle {defn.vehicle!r}")
         out[vehicle] = defn
         shas[vehicle] = sha
-    info = {k: v for k, v in msg.items() if k not in ("definitions",)}
-    return SessionInfo(session, f"replay/{session}", limits, out, shas, info)
+    return SessionInfo(session, topics.replay(session), msg.limits, out, shas, msg)

@@ -50,6 +50,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
+from groundstation.core import topics
 from groundstation.core.mission_time import (
     Precision,
     format_get_ns,
@@ -384,11 +385,9 @@ _FRAME_AT = re.compile(r"^frame at (\d+) ns")
 
 def _quarantine_item(topic: str, reason: str, detail: str, payload: bytes,
                      received_ns: int) -> _QItem:
-    from groundstation.core import topics
-
     try:
         t = topics.parse_telemetry(topic)
-        key: StreamKey | None = StreamKey(t.source, t.vehicle, t.stream)
+        key: StreamKey | None = StreamKey(str(t.source), t.vehicle, t.stream)
     except ValueError:
         key = None
     m = _FRAME_AT.match(detail)
@@ -420,8 +419,12 @@ def find_pass(passes: list[Pass], spec: str) -> Pass:
                           f"(`groundstation archive ls` lists them)")
     parts = s.split("/")
     source = LIVE
-    if parts[0] in ("replay", "training") and len(parts) >= 3:
-        source, parts = f"{parts[0]}/{parts[1]}", parts[2:]
+    if parts[0] in (topics.REPLAY, topics.TRAINING) and len(parts) >= 3:
+        try:
+            source = topics.check_source(f"{parts[0]}/{parts[1]}")
+        except ValueError as exc:
+            raise LookupError(f"no pass {spec!r}: {exc}") from None
+        parts = parts[2:]
     if len(parts) >= 3:
         vehicle, stream, when = parts[0], parts[1], "/".join(parts[2:])
         try:

@@ -28,6 +28,7 @@ from groundstation.config import MqttConfig
 from groundstation.console import app as console
 from groundstation.console import pages as console_pages
 from groundstation.core import flightplan as tl
+from groundstation.core import messages
 from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
 from groundstation.storage.influx.backends import InfluxV1
@@ -165,8 +166,8 @@ async def test_console_through_fault_ack_and_broker_restart(
         steps = keys.index(key) - table.cursor_row  # type: ignore[attr-defined]
         press(app, *(["down"] * steps if steps > 0 else ["up"] * -steps))
         press(app, "a")
-        await wait_for(lambda: any(e["kind"] == "acknowledged" and e["parameter"] == case.pid
-                                   and e["operator"] == case.operator for e in live.events),
+        await wait_for(lambda: any(e.transition == "acknowledged" and e.parameter == case.pid
+                                   and e.operator == case.operator for e in live.events),
                        10, "the acknowledged event")
         await wait_for(lambda: case.acked in app.status_text.plain, 5, "the ingest's answer")
         assert case.operator in app.status_text.plain
@@ -174,21 +175,22 @@ async def test_console_through_fault_ack_and_broker_restart(
                        and a[8] == case.operator, 5, "the alarm shown acknowledged")
         await wait_for(lambda: bool(rows(InfluxV1(influxdb.url, "console"),
                                          "SELECT operator FROM alarms WHERE "
-                                         f"event='acknowledged' AND parameter='{case.pid}'")),
+                                         f"transition='acknowledged' AND parameter='{case.pid}'")),
                        10, "the acknowledgement stored")
 
         # 3b. Shelve it for the default ten minutes, then unshelve it: each through the
         # ingest, each event coming back on the alarm topic with the operator's name.
-        def event(kind: str) -> dict[str, object] | None:
-            return next((e for e in live.events if e["kind"] == kind
-                         and e["parameter"] == case.pid), None)
+        def event(transition: str) -> messages.AlarmEvent | None:
+            return next((e for e in live.events if e.transition == transition
+                         and e.parameter == case.pid), None)
 
         press(app, "h")
         await wait_for(lambda: (e := event("shelved")) is not None
-                       and e["operator"] == case.operator, 10, "the shelved event")
+                       and e.operator == case.operator, 10, "the shelved event")
         shelved = event("shelved")
         assert shelved is not None
-        assert shelved["until_ns"] - shelved["time_ns"] == 600 * 10**9  # type: ignore[operator]
+        assert shelved.until_ns is not None
+        assert shelved.until_ns - shelved.time_ns == 600 * 10**9
         await wait_for(lambda: case.shelved in app.status_text.plain, 5, "the shelve answer")
         shelved_text = console_pages.ALARM_STATE_TEXT["shelved"][case.centre == "moscow"]
         await wait_for(lambda: (a := alarm()) is not None and a[7].startswith(shelved_text)

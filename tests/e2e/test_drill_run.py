@@ -57,16 +57,16 @@ class Trainee:
 
     def raised(self, pid: str, severity: str = "red") -> dict[str, Any] | None:
         return next((e for e in self.events if e["parameter"] == pid
-                     and e["kind"] in ("raised", "escalated") and e["severity"] == severity),
+                     and e["transition"] in ("raised", "escalated") and e["severity"] == severity),
                     None)
 
     def acked(self, pid: str) -> bool:
-        return any(e["parameter"] == pid and e["kind"] == "acknowledged" for e in self.events)
+        return any(e["parameter"] == pid and e["transition"] == "acknowledged" for e in self.events)
 
     async def ack(self, pid: str) -> None:
         await self.client.publish(
             f"ack/eecom/{APOLLO}",
-            json.dumps({"parameter": pid, "action": "acknowledge",
+            json.dumps({"request_id": f"ack-{pid}", "parameter": pid, "action": "acknowledge",
                         "source": f"training/{self.drill_id}"}), qos=1)
 
     async def instructor(self, payload: str | dict[str, Any]) -> None:
@@ -194,7 +194,7 @@ def test_drill_end_to_end(mosquitto: MosquittoServer, influxdb: InfluxDBServer,
     assert training and training[0]["count"] > 1000
     assert rows(influx, "SELECT count(fc2_volts) FROM tm WHERE source='live'") == []
     alarms = rows(influx, f"SELECT * FROM alarms WHERE source='training/{drill_id}' "
-                          "AND event='acknowledged'")
+                          "AND transition='acknowledged'")
     assert {a["operator"] for a in alarms} == {"eecom"}
     assert rows(influx, "SELECT * FROM alarms WHERE source='live'") == []
 

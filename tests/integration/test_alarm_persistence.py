@@ -40,6 +40,7 @@ class Console:
         self.broker, self.user = broker, user
         self.client = aiomqtt.Client(broker.host, broker.port, identifier=f"console-{user}")
         self.messages: list[tuple[str, Any]] = []
+        self.requests = 0
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Console:
@@ -58,10 +59,11 @@ class Console:
         self._task.cancel()
         await self.client.__aexit__(None, None, None)
 
-    def events(self, kind: str | None = None, parameter: str | None = None
+    def events(self, transition: str | None = None, parameter: str | None = None
                ) -> list[dict[str, Any]]:
         return [p for t, p in self.messages if t == topics.alarms("mini")
-                and kind in (None, p["kind"]) and parameter in (None, p["parameter"])]
+                and transition in (None, p["transition"])
+                and parameter in (None, p["parameter"])]
 
     def active(self) -> dict[str, dict[str, Any]] | None:
         """The latest active list, by parameter (None before any)."""
@@ -69,8 +71,10 @@ class Console:
         return {a["parameter"]: a for a in lists[-1]["alarms"]} if lists else None
 
     async def request(self, parameter: str, action: str = "acknowledge", **extra: Any) -> None:
+        self.requests += 1
         await self.client.publish(topics.acknowledgements(self.user, "mini"), json.dumps(
-            {"parameter": parameter, "action": action, **extra}), qos=1)
+            {"request_id": f"{self.user}-{self.requests}", "parameter": parameter,
+             "action": action, **extra}), qos=1)
 
 
 async def send(broker: MosquittoServer, first: int, n: int, **values: Any) -> None:
@@ -172,12 +176,12 @@ async def test_a_clean_restart_keeps_latched_acknowledged_and_shelved_alarms(
         unshelved = console.events("unshelved")[0]
         assert (unshelved["parameter"], unshelved["time_ns"], unshelved["state"],
                 unshelved["seq"]) == ("temp", until, "active_unacked", last_seq + 2)
-        assert [e["kind"] for e in console.events()] == ["acknowledged", "unshelved"]
+        assert [e["transition"] for e in console.events()] == ["acknowledged", "unshelved"]
 
     influx = InfluxV1(influxdb.url, "persist")
     stored = rows(influx, "SELECT * FROM alarms")
     assert sorted(int(r["seq"]) for r in stored) == list(range(1, last_seq + 3))
-    assert [r["event"] for r in stored if r["parameter"] == "cabin_press"] == [
+    assert [r["transition"] for r in stored if r["parameter"] == "cabin_press"] == [
         "raised", "acknowledged"]
 
 
@@ -218,7 +222,7 @@ async def test_a_sigkilled_ingest_keeps_the_alarm_state_it_had_saved(
             await wait_for(lambda: console.events("acknowledged", "hatch"))
             assert console.events("acknowledged", "hatch")[0]["seq"] == last_seq + 1
             await asyncio.sleep(0.3)
-            assert [e["kind"] for e in console.events()] == ["acknowledged"]
+            assert [e["transition"] for e in console.events()] == ["acknowledged"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)

@@ -15,7 +15,7 @@ import aiomqtt
 import numpy as np
 import pytest
 
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.definitions import load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.core.envelope import encode_envelope
@@ -68,9 +68,9 @@ class Listener:
         self._task.cancel()
         await self.client.__aexit__(None, None, None)
 
-    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+    def events(self, transition: str | None = None) -> list[dict[str, Any]]:
         return [p for t, p in self.messages if t == topics.alarms("mini")
-                and (kind is None or p["kind"] == kind)]
+                and (transition is None or p["transition"] == transition)]
 
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [p for t, p in self.messages if t == topic]
@@ -108,16 +108,19 @@ async def test_alarm_raise_ack_and_return_arrive_on_mqtt_and_in_influxdb(
         # eecom tries to acknowledge in flight's name: the broker drops it.
         async with aiomqtt.Client(secure_broker.host, secure_broker.port, username="eecom",
                                   password=USERS["eecom"]) as eecom:
-            await eecom.publish(topics.acknowledgements("flight", "mini"),
-                                json.dumps({"parameter": "cabin_press"}), qos=1)
-            await eecom.publish(topics.acknowledgements("eecom", "mini"),
-                                json.dumps({"parameter": "cabin_press"}), qos=1)
+            await eecom.publish(topics.acknowledgements("flight", "mini"), messages.OperatorRequest(
+                request_id="spoof-1", parameter="cabin_press").to_json(), qos=1)
+            await eecom.publish(topics.acknowledgements("eecom", "mini"), messages.OperatorRequest(
+                request_id="eecom-1", parameter="cabin_press").to_json(), qos=1)
         await wait_for(lambda: flight.events("acknowledged"), what="the acknowledgement")
         await asyncio.sleep(0.3)
         acks = flight.events("acknowledged")
         assert [a["operator"] for a in acks] == ["eecom"]
-        assert flight.on("alarms/replies/eecom")[0]["ok"] is True
-        assert not flight.on("alarms/replies/flight")
+        (reply,) = flight.on(topics.alarm_replies("eecom"))
+        assert reply["ok"] is True and reply["request_id"] == "eecom-1"
+        assert reply["event"]["transition"] == "acknowledged"
+        assert reply["event"]["seq"] == acks[0]["seq"]
+        assert not flight.on(topics.alarm_replies("flight"))
 
         # Back to 5.0 psia: returned to normal, and acknowledged already, so it is gone.
         await _downlink(secure_broker, np.full(10, 5.0), start=20)
@@ -137,9 +140,9 @@ async def test_alarm_raise_ack_and_return_arrive_on_mqtt_and_in_influxdb(
     assert link["frames_good"] == 30 and link["frames_missing"] == 0
 
     influx = InfluxV1(influxdb.url, "alarms")
-    stored = rows(influx, "SELECT event, operator, severity FROM alarms WHERE "
+    stored = rows(influx, "SELECT transition, operator, severity FROM alarms WHERE "
                           "parameter='cabin_press'")
-    assert [r["event"] for r in stored] == ["raised", "acknowledged", "returned_to_normal"]
+    assert [r["transition"] for r in stored] == ["raised", "acknowledged", "returned_to_normal"]
     assert stored[1]["operator"] == "eecom"
     assert rows(influx, "SELECT frames_good FROM link WHERE vehicle='mini'")
     assert rows(influx, "SELECT frames_stored FROM ingest")
@@ -152,16 +155,26 @@ async def test_a_bad_operator_request_is_answered_and_changes_nothing(
         await _downlink(secure_broker, np.full(5, 5.0))
         async with aiomqtt.Client(secure_broker.host, secure_broker.port, username="flight",
                                   password=USERS["flight"]) as client:
-            for req in (b"not json", json.dumps({"parameter": "cabin_press"}).encode(),
-                        json.dumps({"parameter": "no_such", "action": "shelve",
-                                    "duration_s": 60}).encode(),
-                        json.dumps({"parameter": "cabin_press", "action": "explode"}).encode()):
+            for req in (b"not json",
+                        json.dumps({"request_id": "r1", "parameter": "cabin_press"}).encode(),
+                        json.dumps({"request_id": "r2", "parameter": "no_such",
+                                    "action": "shelve", "duration_s": 60}).encode(),
+                        json.dumps({"request_id": "r3", "parameter": "cabin_press",
+                                    "action": "explode"}).encode(),
+                        json.dumps({"parameter": "cabin_press"}).encode(),
+                        json.dumps({"request_id": "r5", "parameter": "cabin_press",
+                                    "action": "shelve"}).encode()):
                 await client.publish(topics.acknowledgements("flight", "mini"), req, qos=1)
-        await wait_for(lambda: len(flight.on("alarms/replies/flight")) >= 4)
-        replies = flight.on("alarms/replies/flight")
-        assert [r["ok"] for r in replies] == [False] * 4
+        await wait_for(lambda: len(flight.on(topics.alarm_replies("flight"))) >= 6)
+        replies = flight.on(topics.alarm_replies("flight"))
+        assert [r["ok"] for r in replies] == [False] * 6
+        # Each reply names its request; one too malformed to have an id gets null.
+        assert [r["request_id"] for r in replies] == [None, "r1", "r2", "r3", None, "r5"]
         assert "bad request" in replies[0]["error"]
         assert "no alarm to acknowledge" in replies[1]["error"]
+        assert replies[1]["reason"] == "no_alarm"
         assert "no parameter 'no_such'" in replies[2]["error"]
-        assert "unknown action 'explode'" in replies[3]["error"]
+        assert "action: unknown action 'explode'" in replies[3]["error"]
+        assert "request_id: required" in replies[4]["error"]
+        assert "duration_s: required to shelve" in replies[5]["error"]
         assert not flight.events()

@@ -156,7 +156,7 @@ async def test_replay_at_max_equals_live_with_the_limits_of_the_time(
         await wait_for(lambda: live.acked >= 160, what="every live message acknowledged")
     assert live.rejected == {"not_msgpack": 1, "bad_sync": 1}
     live_tm, live_alarms = tm(influx, "live"), alarms(influx, "live")
-    kinds = [(a["parameter"], a["event"], a["severity"]) for a in live_alarms]
+    kinds = [(a["parameter"], a["transition"], a["severity"]) for a in live_alarms]
     assert ("cabin_press", "raised", "yellow") in kinds
     assert ("cabin_press", "escalated", "red") in kinds or \
         ("cabin_press", "raised", "red") in kinds
@@ -201,7 +201,7 @@ async def test_replay_at_max_equals_live_with_the_limits_of_the_time(
     assert alarms(influx, "replay/s1") == live_alarms
     assert tm(influx, "live") == live_tm and alarms(influx, "live") == live_alarms
     assert tm(influx, "replay/s2") == live_tm
-    what_if = [(a["parameter"], a["event"], a["severity"]) for a in alarms(influx, "replay/s2")
+    what_if = [(a["parameter"], a["transition"], a["severity"]) for a in alarms(influx, "replay/s2")
                if a["parameter"] == "cabin_press"]
     assert kinds[0] == ("cabin_press", "raised", "yellow")
     assert what_if[0] == ("cabin_press", "raised", "red")  # red at once where live was yellow
@@ -411,5 +411,5 @@ async def test_a_session_is_judged_in_the_mission_phase_of_its_recording(
         for k in range(10, 14):
             topic, payload = link.next_message(entry_ns + k * 50 * period)
             await sim.publish(topic, payload, qos=1)
-        await wait_for(lambda: any(a["parameter"] == "cabin_press" and a["event"] == "raised"
+        await wait_for(lambda: any(a["parameter"] == "cabin_press" and a["transition"] == "raised"
                                    for a in alarms(influx, "live")), what="the live alarm")

@@ -86,7 +86,7 @@ async def test_a_drill_flies_under_its_own_source_and_phase(
                 assert "cabin_press" in values
                 # Judged by the drill's phase (orbit, red above 5.8 psia), not the live one.
                 alarm = await _alarm(alarms, f"alarms/{DRILL}/{A}", "cabin_press")
-                assert (alarm["kind"], alarm["severity"], alarm["source"]) == (
+                assert (alarm["transition"], alarm["severity"], alarm["source"]) == (
                     "raised", "red", DRILL)
                 assert ingest.phase[(DRILL, A)] == "orbit"
                 assert ingest.phase[(topics.LIVE, A)] == "entry"

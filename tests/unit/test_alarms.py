@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from groundstation.core.alarms import AlarmEngine, AlarmError, AlarmEvent, AlarmState, EventKind
+from groundstation.core.alarms import AlarmEngine, AlarmError, AlarmEvent, AlarmState, Transition
 from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import VehicleDefinition, load_definition
 from groundstation.core.encoder import FrameEncoder
@@ -59,9 +59,9 @@ class Feed:
 
 
 def brief(feed: Feed, events: list[AlarmEvent]) -> list[tuple[Any, ...]]:
-    """(kind, parameter, frame, severity, side, state) of each event: the shape most
+    """(transition, parameter, frame, severity, side, state) of each event: the shape most
     assertions need."""
-    return [(e.kind.value, e.parameter, feed.frame_of(e.time_ns), e.severity, e.side,
+    return [(e.transition.value, e.parameter, feed.frame_of(e.time_ns), e.severity, e.side,
              e.state.value) for e in events]
 
 
@@ -233,7 +233,7 @@ def test_escalation_needs_red_to_persist_and_unacks(mini: Feed) -> None:
     ]
     assert events[0].limit == 5.4 and events[0].onset_ns == mini.t(4)
     events = mini.send(2, cabin_press=[RH, RH])  # frames 8, 9
-    assert [e.kind for e in events] == [EventKind.ESCALATED]
+    assert [e.transition for e in events] == [Transition.ESCALATED]
     mini.engine.acknowledge("cabin_press", "eecom_liebergot", mini.t(10))
     events = mini.send(1, cabin_press=80 / 15)
     # De-escalation keeps the acknowledgement: red was acknowledged, yellow is less.
@@ -281,8 +281,8 @@ def test_latching_normal_unacked_stays_until_acked(mini: Feed) -> None:
     assert mini.send(20) == []  # still latched, however long it stays normal
     assert len(mini.engine.active()["alarms"]) == 1
     ack = mini.engine.acknowledge("cabin_press", "eecom_aaron", mini.t(30))
-    assert (ack.kind, ack.state, ack.operator, ack.time_ns) == (
-        EventKind.ACKNOWLEDGED, AlarmState.NORMAL, "eecom_aaron", mini.t(30))
+    assert (ack.transition, ack.state, ack.operator, ack.time_ns) == (
+        Transition.ACKNOWLEDGED, AlarmState.NORMAL, "eecom_aaron", mini.t(30))
     assert mini.engine.active()["alarms"] == [] and not mini.engine.active()["master_alarm"]
 
 
@@ -340,8 +340,8 @@ def test_ack_defaults_to_the_stream_clock(mini: Feed) -> None:
 def test_shelving_suppresses_and_expires_with_an_unshelved_event(mini: Feed) -> None:
     mini.send(10)
     ev = mini.engine.shelve("cabin_press", "eecom", 1.0, mini.t(10))  # until frame 60
-    assert (ev.kind, ev.state, ev.operator, ev.until_ns) == (
-        EventKind.SHELVED, AlarmState.SHELVED, "eecom", mini.t(60))
+    assert (ev.transition, ev.state, ev.operator, ev.until_ns) == (
+        Transition.SHELVED, AlarmState.SHELVED, "eecom", mini.t(60))
     # Raised and escalated while shelved: nothing reaches the consoles.
     assert mini.send(30, cabin_press=np.r_[np.full(10, YH), np.full(20, RH)]) == []
     assert mini.engine.suppressed == {"raised": 1, "escalated": 1}
@@ -375,8 +375,8 @@ def test_explicit_unshelve_and_expiry_without_data(mini: Feed) -> None:
     mini.send(3, cabin_press=[YH, YH, YH])
     mini.engine.shelve("cabin_press", "eecom", 60.0, mini.t(3))
     ev = mini.engine.unshelve("cabin_press", "flight_frank", mini.t(4))
-    assert (ev.kind, ev.state, ev.operator, ev.severity) == (
-        EventKind.UNSHELVED, AlarmState.ACTIVE_UNACKED, "flight_frank", "yellow")
+    assert (ev.transition, ev.state, ev.operator, ev.severity) == (
+        Transition.UNSHELVED, AlarmState.ACTIVE_UNACKED, "flight_frank", "yellow")
     with pytest.raises(AlarmError) as err:
         mini.engine.unshelve("cabin_press", "flight_frank", mini.t(5))
     assert err.value.reason == "not_shelved"
@@ -384,8 +384,8 @@ def test_explicit_unshelve_and_expiry_without_data(mini: Feed) -> None:
     mini.engine.shelve("hatch", "eecom", 2.0, mini.t(5))
     assert mini.engine.tick(mini.t(5) + S) == []
     events = mini.engine.tick(mini.t(5) + 3 * S)
-    assert [(e.kind, e.parameter, e.time_ns, e.state) for e in events] == [
-        (EventKind.UNSHELVED, "hatch", mini.t(5) + 2 * S, AlarmState.NORMAL)]
+    assert [(e.transition, e.parameter, e.time_ns, e.state) for e in events] == [
+        (Transition.UNSHELVED, "hatch", mini.t(5) + 2 * S, AlarmState.NORMAL)]
     for duration in (0, -1, float("nan"), 9 * 3600):
         with pytest.raises(AlarmError) as err:
             mini.engine.shelve("hatch", "eecom", duration, mini.t(6))
@@ -460,7 +460,7 @@ def test_events_of_several_parameters_are_in_time_order(mini: Feed) -> None:
 
 def reference(t: list[int], v: list[float], s: list[int], limits: Any,
               discrete: bool) -> list[tuple[str, int]]:
-    """The same rules written the obvious way, one sample at a time: (kind, sample)."""
+    """The same rules written the obvious way, one sample at a time: (transition, sample)."""
     masks = ((1, 1), (1, 2), (-1, 1), (-1, 2))
     y, r = limits.yellow or (None, None), limits.red or (None, None)
     thr = (y[1] if y[1] is not None else r[1], r[1], y[0] if y[0] is not None else r[0], r[0])
@@ -489,10 +489,10 @@ def reference(t: list[int], v: list[float], s: list[int], limits: Any,
         low = 2 if latch[3] else int(latch[2])
         new = high if high else -low
         if new != cond:
-            kind = ("returned_to_normal" if new == 0 else
-                    "raised" if cond == 0 or (cond > 0) != (new > 0) else
-                    "escalated" if abs(new) > abs(cond) else "deescalated")
-            out.append((kind, i))
+            transition = ("returned_to_normal" if new == 0 else
+                          "raised" if cond == 0 or (cond > 0) != (new > 0) else
+                          "escalated" if abs(new) > abs(cond) else "deescalated")
+            out.append((transition, i))
             cond = new
     return out
 
@@ -530,7 +530,7 @@ def test_engine_matches_the_sample_by_sample_reference(pid: str, data: Any) -> N
     for a, b in zip([0, *cuts], [*cuts, n], strict=True):
         if b > a:
             got += feed.send(b - a, **{pid: values[a:b]})
-    assert [(e.kind.value, feed.frame_of(e.time_ns)) for e in got] == expected
+    assert [(e.transition.value, feed.frame_of(e.time_ns)) for e in got] == expected
     assert all(e.parameter == pid for e in got)
 
 
@@ -554,7 +554,7 @@ def test_events_and_summary_serialise(mini: Feed) -> None:
         d = e.to_dict()
         assert json.loads(json.dumps(d)) == d
         assert msgpack.unpackb(msgpack.packb(d)) == d
-        assert isinstance(d["kind"], str) and type(d["kind"]) is str
+        assert isinstance(d["transition"], str) and type(d["transition"]) is str
     assert events[-1].to_dict()["operator"] == "eecom"
     summary = mini.engine.active()
     assert json.loads(json.dumps(summary)) == summary
@@ -655,7 +655,7 @@ def test_restore_under_changed_definitions_keeps_what_still_applies(
         "hatch": "normal_unacked", "cabin_press": "normal_unacked"}
     assert new.engine.snapshot()["seq"] == mini.engine.snapshot()["seq"]
     events = new.send(10, temp=110.0)
-    assert [(e.kind.value, e.parameter, e.state.value) for e in events] == [
+    assert [(e.transition.value, e.parameter, e.state.value) for e in events] == [
         ("raised", "temp", "active_unacked")]
     assert events[0].seq == mini.engine.snapshot()["seq"] + 1
 

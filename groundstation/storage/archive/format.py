@@ -32,9 +32,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from groundstation.core.topics import LIVE, Source, SourceKind
 from groundstation.storage.durable import Damage, FileRegion, RecordFraming
 
-LIVE = "live"
 VERSION = 1  # data and quarantine files
 # Index files: 1 cut blocks only where time went back or paused; 2 also wherever the next
 # record does not carry on the previous one's frames (seq and time one frame on), so every
@@ -82,14 +82,14 @@ def _check_name(kind: str, name: str) -> str:
 
 
 def _source_parts(source: str) -> tuple[str, ...]:
-    if source == LIVE:
-        return (LIVE,)
-    if isinstance(source, str) and source.startswith("replay/"):
-        return ("replay", _check_name("replay session", source[len("replay/"):]))
-    if isinstance(source, str) and source.startswith("training/"):
-        return ("training", _check_name("drill", source[len("training/"):]))
-    raise ArchiveError(f"source {source!r} must be 'live', 'replay/<session>' or "
-                       "'training/<drill>'")
+    try:
+        parsed = Source.parse(source)
+    except ValueError as exc:
+        raise ArchiveError(str(exc)) from None
+    if parsed.name is not None:
+        _check_name("replay session" if parsed.kind is SourceKind.REPLAY else "drill",
+                    parsed.name)
+    return parsed.levels
 
 
 def stream_dir(root: str | os.PathLike[str], vehicle: str, stream: str,
@@ -199,7 +199,7 @@ def _scan(framing: RecordFraming, region: FileRegion, path: Path, start: int,
 
 @dataclass(frozen=True)
 class StreamKey:
-    source: str  # "live" or "replay/<session>"
+    source: str  # the source's text: live, replay/<session> or training/<drill>
     vehicle: str
     stream: str
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from groundstation.core.topics import Source, SourceKind
 from groundstation.storage.archive.format import (
     _NAME_RE,
     _REC_BODY,
@@ -144,10 +145,10 @@ class ArchiveReader:
         drills."""
         keys: list[StreamKey] = []
         bases: list[tuple[str, Path]] = [(LIVE, self.root / LIVE)]
-        for kind in ("replay", "training"):
-            folder = self.root / kind
+        for kind in (SourceKind.REPLAY, SourceKind.TRAINING):
+            folder = self.root / kind.value
             if folder.is_dir():
-                bases += [(f"{kind}/{d.name}", d) for d in sorted(folder.iterdir())
+                bases += [(str(Source(kind, d.name)), d) for d in sorted(folder.iterdir())
                           if d.is_dir() and _NAME_RE.fullmatch(d.name)]
         for source, base in bases:
             if not base.is_dir():
