@@ -23,6 +23,7 @@ from groundstation.paths import defs_dir
 from simulators.control import control_topic, reply_topic, state_topic
 from simulators.faults import CATALOGUE, FaultError, FaultManager
 from simulators.mission import Mission
+from simulators.recorder import HBR_CAPACITY_S, HBR_DUMP_RATE
 from simulators.runner import RunnerOptions, SimRunner
 
 SHIPS = {"apollo": [tl.APOLLO], "soyuz": [tl.SOYUZ], "both": [tl.APOLLO, tl.SOYUZ]}
@@ -121,10 +122,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--backlog-frames", type=int, default=500_000, metavar="N",
                    help="frames kept while the broker is unreachable; past this the "
                         "oldest are dropped and counted (default 500000)")
-    p.add_argument("--recorder-minutes", type=float, default=120.0,
-                   help="Apollo's onboard recorder, minutes of HBR data (default 120)")
-    p.add_argument("--playback-rate", type=float, default=10.0,
-                   help="recorded frames dumped per live frame at AOS (default 10)")
+    p.add_argument("--recorder-minutes", type=float, default=HBR_CAPACITY_S / 60.0,
+                   help="Apollo's onboard recorder, minutes of HBR data (default "
+                        f"{HBR_CAPACITY_S / 60.0:g}: the DSE's tape at 15 in/s)")
+    p.add_argument("--playback-rate", type=float, default=HBR_DUMP_RATE,
+                   help="recorded frames dumped per live frame at AOS (default "
+                        f"{HBR_DUMP_RATE:g}: the DSE dumps at 120 in/s, 8x HBR)")
     p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
                    help="inject a fault at start-up; keys are the fault's parameters and "
                         "at, ramp_s, duration_s (repeatable)")
