@@ -70,10 +70,10 @@ examples:
   groundstation sim both --start 055:00:00 \\
       --fault apollo:o2_tank_heater:tank=2,rupture=true,at=055:53:00
   groundstation sim apollo --fault apollo:cabin_leak:rate_lb_h=2,ramp_s=300
-  groundstation sim apollo --start cabin-repress-5m \\
-      --fault apollo:entry_rcs_fumes:at=cabin-repress-3m     the ASTP entry fumes
-  groundstation sim apollo --start docking-2+25m \\
-      --fault apollo:dm_trapped_gas:at=docking-2+30m          the false DM leak
+  groundstation sim apollo --start els-arm-6m \\
+      --fault apollo:entry_rcs_fumes:at=els-arm-4m           the ASTP entry fumes
+  groundstation sim apollo --start 051:57:00 \\
+      --fault apollo:dm_trapped_gas:at=052:00:00              the false DM leak
   groundstation sim both --list-events                the timeline, with its GETs
   groundstation sim both --list-faults                what can be broken, and how
 
