@@ -4,9 +4,9 @@ sunlight, and which ground station (or the ATS-6 relay) can hear it.
 The model is deliberately simple but physical: a circular 220 km orbit at 51.8 degrees
 (period ~88.9 min) whose plane passes over the Cape at the Apollo liftoff, turning with
 the J2 nodal regression (about -5.5 deg/day), its phase pinned for the joint flight so the
-docking and the handshake happen where they did (see DOCKING_POINT); the Earth turns under it (GMST); the Sun's
-direction follows the low-precision solar ephemeris for July 1975; the shadow is a
-cylinder. Soyuz flies in the same plane (Apollo's launch was timed for that), ahead of
+docking and the handshake happen where they did (see DOCKING_POINT); the Earth turns under
+it (GMST); the Sun's direction follows the low-precision solar ephemeris for July 1975; the
+shadow is a cylinder. Soyuz flies in the same plane (Apollo's launch was timed for that), ahead of
 Apollo by an arc that closes to the VHF range during rendezvous.
 
 Coverage is line of sight above a 2 degree elevation mask (estimate) from the stations of

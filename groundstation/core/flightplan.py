@@ -13,6 +13,7 @@ orbit, rendezvous, docked, transfer, undocked, entry.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -137,7 +138,7 @@ def entry_altitude_ft(get: float) -> float:
 
 def entry_time_at_ft(alt_ft: float) -> float:
     """The GET at which the descending CM passes an altitude."""
-    for (t0, a0), (t1, a1) in zip(ENTRY_PROFILE, ENTRY_PROFILE[1:], strict=False):
+    for (t0, a0), (t1, a1) in itertools.pairwise(ENTRY_PROFILE):
         if a1 <= alt_ft <= a0:
             return t0 + (t1 - t0) * (a0 - alt_ft) / (a0 - a1)
     raise ValueError(f"the CM never passes {alt_ft:g} ft")
