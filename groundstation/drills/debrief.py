@@ -290,7 +290,10 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
              f"({d['counts']['acknowledged']} in time, {d['counts']['late']} late, "
              f"{d['counts']['missed_by_trainee']} missed by the trainee, "
              f"{d['counts']['missed_by_system']} missed by the system, of "
-             f"{d['counts']['expected']} expected alarms)", ""]
+             f"{d['counts']['expected']} expected alarms)"]
+    if d.get("timed_calls"):
+        lines.append(f"- {len(d['timed_calls'])} timed calls: {NOT_SCORED_CALL}")
+    lines.append("")
     if d["pauses"]:
         lines.append("Paused: " + "; ".join(
             f"at {p['get_text']} for {p['wall_s']:.0f} s" for p in d["pauses"]) + " "
@@ -309,7 +312,10 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
         lines.append(f"Injected at {f['get_text']} GET ({f['utc']}).")
         lines.append("")
         if not f["alarms"]:
-            lines += ["No alarms were expected of this fault.", ""]
+            answered = [c for c in d.get("timed_calls", []) if c.get("fault") == f["id"]]
+            lines += ["No alarms were expected of this fault" + (
+                f": {len(answered)} timed call{'s' if len(answered) != 1 else ''} below "
+                "answer it." if answered else "."), ""]
             continue
         lines.append("| alarm | raised | after | acknowledged | by | reaction | result |")
         lines.append("|---|---|---|---|---|---|---|")

@@ -97,7 +97,7 @@ def test_entry_drill_is_the_real_one(defs: dict[str, VehicleDefinition]) -> None
                       cues=result.cues, calls_together=result.calls)
     assert d["score"] is None  # nothing scored until the console has a call key
     text = markdown(d, None)
-    assert text.count(NOT_SCORED_CALL) == 2
+    assert text.count(f"**{NOT_SCORED_CALL}**") == 2  # each call, marked not scored
 
 
 def test_dm_drill_is_the_night_of_17_18_july(defs: dict[str, VehicleDefinition]) -> None:
