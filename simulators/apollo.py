@@ -13,7 +13,8 @@ day and night; the evaporator boils waste water when the radiators run warm.
 EPS. Three fuel cells in parallel share the load (a polarisation line each, reactant flows
 by Faraday's law: 0.0204 lb/h O2 and 0.00258 lb/h H2 per amp) onto two main buses; loads
 change with phase, night heaters and burns. After CM/SM separation three entry batteries
-carry the CM. Inverters feed the AC buses and are cooled by the glycol.
+carry the CM. Three inverters (two feeding the AC buses, the third on standby) are cooled by
+the glycol. Each fuel cell's condenser exhaust temperature and product-water pH are watched.
 
 CRYO. Two O2 and two H2 tanks; the fuel cells and the ECS draw on them (the higher-pressure
 tank of a pair supplies more), heaters cycle to hold pressure, quantities fall.
@@ -22,8 +23,21 @@ PROP. SPS propellant and helium are used by each burn; SM RCS quads by attitude 
 more in rendezvous and for the separation burn; quads are heater-controlled.
 
 DM. The docking module's gas joins the CM's when the tunnel hatches are open; each
-transfer cycle raises it to ~485 mm Hg with N2, shares it with Soyuz's orbital module,
-vents it back to ~255 and flushes it with O2 before the CM hatch opens again.
+transfer cycle raises it to ~485 mm Hg with N2 from its spheres, shares it with Soyuz's
+orbital module, vents it back to ~255 and flushes it with O2 before the CM hatch opens
+again. The small volume between the DM's Soyuz-end hatch and Soyuz's hatch is pressurised
+from the DM at hard dock, shares the DM's gas while those hatches are open, and is sealed
+at DM pressure once they are closed: its gas then follows its own temperature.
+
+ENTRY. The earth landing system (ELS) and the CM RCS through the descent (JSC-10638): armed
+at 30,000 ft, the 24,000 ft baroswitches disable the RCS and deploy the apex cover and the
+drogues, the mains come out at 10,000 ft; the cabin pressure relief valve admits outside
+air once outside pressure passes the cabin's 5 psia, until the crew closes it under the
+mains. The entry_rcs_fumes fault is the ASTP sequence: ELS AUTO missed, nothing at
+24,000 ft, drogues by hand at 18,550 ft with the thrusters still firing, RCS off at 9,600 ft.
+
+C&W. The caution and warning lights from the AOH thresholds (as NASSP implements them),
+SM lights only in CSM mode (until CM/SM separation), CM RCS lights only in CM mode.
 
 Figures not in astp-facts.md are estimates and are named as such where they are set.
 """
@@ -35,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from groundstation.core import flightplan as tl
+from simulators.attitude import gimbal_excursion, middle_gimbal_deg
 from simulators.faults import Fault, FaultView
 from simulators.physics import (
     LB,
@@ -45,6 +60,7 @@ from simulators.physics import (
     clamp,
     pv_per_kg,
     relax,
+    standard_atmosphere_psia,
 )
 
 V_CM = 6.17  # m^3, CM habitable volume (218 ft^3)
@@ -72,14 +88,19 @@ FC_R = 0.11  # ohm
 FEED_R = 0.012  # ohm, fuel cells to each main bus
 SHORT_R = 0.05  # ohm, path of a bus short
 DM_N2_TARGET, DM_CM_PRESS = 485.0, 255.0  # mm Hg
-DM_GAS_TAU = 60.0  # s, trapped DM gas following its walls (estimate)
-CM_RCS_NOMINAL = (292.0, 294.0)  # psia, CM RCS 1 and 2 regulated (estimate)
-CM_RCS_MIN = 80.0  # psia: what is left when unchecked firing has emptied the tanks (estimate)
-CM_RCS_RESET_TAU = 12.0  # s, the instructor's reset of the CM RCS after entry_rcs_fumes
+# DM gas supply: 18.9 kg N2 and 21.7 kg O2 in four external spheres (facts sheet); full at
+# ~3000 psia (estimate: four ~0.04 m^3 spheres hold those masses at that pressure).
+DM_N2_FULL, DM_O2_FULL, DM_SPHERE_PSIA = 18.9, 21.7, 3000.0
+TUNNEL_GAS_TAU = 240.0  # s, the gas between the DM and Soyuz hatches following a change
+CM_RCS_NOMINAL = (291.0, 291.5)  # psia, CM RCS 1 and 2 regulated (facts sheet: ~291)
+CPRV_TAU = 3.0  # s, the cabin pressure relief valve letting outside air in (estimate)
+INV_STANDBY = 2  # inverter 3 is the spare, off line (estimate)
+FC_COND_NOMINAL = 160.0  # degF, condenser exhaust of a working cell (estimate)
+GIMBAL_LOCK_DEG = 85.0  # IMU middle gimbal angle that lights GIMBAL LOCK (AOH, via NASSP)
 
 SM_PARAMS = frozenset(
     [f"fc{k}_{x}" for k in (1, 2, 3) for x in ("volts", "amps", "o2_flow", "h2_flow",
-                                              "skin_temp")]
+                                              "skin_temp", "cond_temp", "ph")]
     + [f"{g}_tank{k}_{x}" for g in ("o2", "h2") for k in (1, 2) for x in ("press", "qty",
                                                                          "htr", "fan")]
     + ["sps_ox_tank_press", "sps_fuel_tank_press", "sps_he_press", "sps_chamber_press",
@@ -87,7 +108,8 @@ SM_PARAMS = frozenset(
        "glycol_rad_out_temp"]
     + [f"sm_rcs_{q}_{x}" for q in "abcd" for x in ("pkg_temp", "prop_press", "qty")])
 DM_PARAMS = frozenset(["dm_press", "dm_hatch_cm", "dm_hatch_soyuz", "dock_ring_pos",
-                       "dock_capture_latch", "dock_ring_latch"])
+                       "dock_capture_latch", "dock_ring_latch", "dm_n2_press", "dm_o2_press",
+                       "dm_temp", "dm_tunnel_press"])
 
 _FC_KEYS = tuple(tuple(f"fc{k}_{x}" for x in ("volts", "amps", "o2_flow", "h2_flow",
                                                 "skin_temp")) for k in (1, 2, 3))
@@ -134,6 +156,24 @@ def dm_stage(get: float) -> str:
     return "equalise_cm"
 
 
+def tunnel_stage(get: float) -> str:
+    """The volume between the DM's Soyuz-end hatch and Soyuz's hatch: vacuum (not hard
+    docked: open to space), dm (its hatches' valves open: it shares the DM's gas, while the
+    DM is worked with Soyuz's orbital module and vented back), or sealed (both hatches
+    closed, at the pressure it was left at)."""
+    if not tl.dm_attached(get) or not tl.hard_docked(get):
+        return "vacuum"
+    if dm_stage(get) in ("equalise_bo", "soyuz", "vent"):
+        return "dm"
+    return "sealed"
+
+
+def cw_mode(get: float) -> str:
+    """Which module the caution and warning system monitors: CSM (SM lights live) until
+    CM/SM separation, then CM (CM RCS lights live; AOH 2.10.6, as NASSP implements it)."""
+    return "CM" if get >= tl.CM_SM_SEP else "CSM"
+
+
 class ApolloModel:
     def __init__(self, historical: bool = True):
         self.historical = historical
@@ -141,8 +181,11 @@ class ApolloModel:
         # The DM is launched with a 255 mm Hg O2 fill (estimate).
         self.dm = Gas.at(V_DM, DM_CM_PRESS, 1.0, 0.05)
         self.dm_temp = 293.0
-        self.dm_gas_dt = 0.0  # K, the dm_trapped_gas fault's change of the sealed gas
-        self.cm_rcs_loss = [0.0, 0.0]  # psi each CM RCS system has lost firing unchecked
+        self.dm_n2 = DM_N2_FULL  # kg left in the DM's N2 spheres
+        self.dm_o2 = DM_O2_FULL  # kg left in the DM's O2 spheres
+        self.tunnel_gas = 0.0  # mm Hg at 293 K between the DM and Soyuz hatches
+        self.tunnel_dt = 0.0  # K, the dm_trapped_gas fault's warming of that gas
+        self.cm_rcs_loss = [0.0, 0.0]  # psi lost through a cm_rcs_leak
         self.lioh = [0.3, 1.9]  # lb absorbed; staggered so they are changed alternately
         self.next_lioh = tl.hms(12)
         self.o2_flow = 0.2
@@ -150,10 +193,12 @@ class ApolloModel:
         self.purged = False
         self.cabin_temp = 72.0
         self.rad_out, self.evap_out = 40.0, 45.0
-        self.inv_temp = [101.0, 103.5]
+        self.inv_temp = [101.0, 103.5, 74.0]
         self.bmag = [Thermostat(169.9, 169.6, 170.4, 0.05, 0.012),
                      Thermostat(170.2, 169.6, 170.4, 0.05, 0.011, on=False)]
         self.fc_skin = [416.0, 414.0, 417.0]
+        self.fc_cond = [160.0, 159.5, 160.5]
+        self.fc_online = [True, True, True]
         self.fc_amps = [20.0, 20.0, 20.0]
         self.fc_volts = [29.7, 29.7, 29.7]
         self.bus = {"A": 29.3, "B": 29.3}
@@ -181,6 +226,22 @@ class ApolloModel:
         self.o2_flow_pv = 0.0
         self.activity = 1.0
         self.crew = 0
+        self.gimbal_motors = False  # the SPS gimbal motors powered for a burn
+        self.compressor_loss = 0.0  # a failed suit compressor (0..1)
+        self.ph_high = [False, False, False]
+        self.middle_gimbal = 0.0  # deg, the IMU's middle gimbal (the yaw CDU angle)
+        self.crew_alert = False
+        # Earth landing system and the CM's descent.
+        self.els_logic = self.els_auto = self.els_active = False
+        self.els_time = math.inf
+        self.apex_jett = False
+        self.drogues = "STOWED"
+        self.mains = False
+        self.cm_rcs_active = False
+        self.rcs_off = False  # the CM RCS disabled (the ELS relay or by hand)
+        self.jets_firing = False
+        self.cprv_open = False  # the relief valve set to let outside air in (BOOST/ENTRY)
+        self.cprv_closed_at = math.inf
 
     # --- the step -------------------------------------------------------------------------
 
@@ -195,6 +256,11 @@ class ApolloModel:
         self.load_jitter = (self.load_jitter * math.exp(-dt / 300.0)
                             + 0.8 * math.sqrt(1 - math.exp(-2 * dt / 300.0))
                             * float(rng.standard_normal()))
+        self.compressor_loss = fx.level("suit_compressor")
+        self.ph_high = [fx.level("fuel_cell_ph", cell=k + 1) > 0 for k in range(3)]
+        # The SPS gimbal motors are switched on for a burn (5 min before to 1 min after).
+        self.gimbal_motors = any(b.vehicle == tl.APOLLO and b.engine == "SPS"
+                                 and b.get - 300 <= t < b.end + 60 for b in tl.BURNS)
         self._rupture(t, dt, fx)
         ecs_o2 = self._ecs(t, dt, h, phase, fx)
         self._eps(t, dt, phase, env, fx)
@@ -203,8 +269,9 @@ class ApolloModel:
         self._water(t, h, env)
         self._prop(t, dt, h, phase, env)
         self._cm_rcs(dt, fx)
+        self._entry(t, fx)
         if not coarse:
-            self._caution_warning(t, dt)
+            self._caution_warning(t, dt, env, fx)
 
     # --- ECS -----------------------------------------------------------------------------------
 
@@ -242,25 +309,23 @@ class ApolloModel:
                 out += PURGE
         cm.remove_amount(out * PV_O2 * h)
         cm.o2 = max(cm.o2 - crew * O2_PER_CREW * act * PV_O2 * h, 0.0)
-        self._scrub(t, crew, act, h)
-        relief = tl.CABIN_REPRESS
-        for f, lvl in fx.each("entry_rcs_fumes"):
-            if lvl > 0:
-                # ASTP: the relief valve opened while the RCS was still firing, drawing its
-                # oxidiser fumes in with the air.
-                relief = min(relief, f.start)
-        if t >= relief:
-            # The relief valve lets outside air in on the parachutes (21 % O2).
-            target = 5.0 + 9.7 * clamp((t - relief) / (tl.SPLASHDOWN - relief), 0, 1)
-            gap = max(target * MMHG_PER_PSI - cm.press, 0.0) * V_CM
-            cm.o2 += 0.21 * gap
-            cm.n2 += 0.79 * gap
+        self._scrub(t, crew, act, h, fx)
+        admitting = False
+        if self.cprv_open and t < self.cprv_closed_at:
+            # Outside air (21 % O2) comes in through the cabin pressure relief valve once the
+            # outside pressure passes the cabin's (and, on ASTP, the RCS's N2O4 with it).
+            outside = standard_atmosphere_psia(tl.entry_altitude_ft(t)) * MMHG_PER_PSI
+            gap = (outside - cm.press) * V_CM * (1.0 - math.exp(-dt / CPRV_TAU))
+            if gap > 0:
+                admitting = True
+                cm.o2 += 0.21 * gap
+                cm.n2 += 0.79 * gap
         # Regulators, implicit in the new pressure so any step size is stable.
         p = (cm.total + (self.dm.total if self.dm_connected(t) else 0.0)) / vol / MMHG_PER_PSI
         q = clamp(REG_K * (REG_SET - p) / (1 + psi_per_lb * REG_K * h), 0.0, REG_MAX)
         p2 = p + psi_per_lb * q * h
         qe = clamp(EMER_K * (EMER_SET - p2) / (1 + psi_per_lb * EMER_K * h), 0.0, EMER_MAX)
-        if t >= relief:
+        if admitting:
             q = qe = 0.0
         cm.o2 += (q + qe) * PV_O2 * h * (V_CM / vol)
         if self.dm_connected(t):
@@ -268,7 +333,8 @@ class ApolloModel:
         self.o2_flow = q + qe
         return q + qe
 
-    def _scrub(self, t: float, crew: int, act: float, h: float) -> None:
+    def _scrub(self, t: float, crew: int, act: float, h: float, fx: FaultView | None = None
+               ) -> None:
         if t >= self.next_lioh:
             # The crew changes the more loaded canister; A and B alternate every 12 h.
             self.lioh[self.lioh.index(max(self.lioh))] = 0.0
@@ -278,7 +344,9 @@ class ApolloModel:
         eff = [breakthrough(u, LIOH_CAPACITY) for u in self.lioh]
         mean = sum(eff) / 2
         before = cm.co2
-        cm.co2 *= math.exp(-SCRUB_FLOW * mean * h / V_CM)
+        # The suit compressor drives the flow through the canisters.
+        flow = SCRUB_FLOW * (1.0 - (fx.level("suit_compressor") if fx is not None else 0.0))
+        cm.co2 *= math.exp(-flow * mean * h / V_CM)
         absorbed = (before - cm.co2) / PV_CO2
         for i in range(2):
             self.lioh[i] += absorbed * (eff[i] / (2 * mean) if mean > 0 else 0.5)
@@ -307,6 +375,7 @@ class ApolloModel:
             node = sum(self.batt) / 3 - 0.9
             self.fc_amps = [0.0, 0.0, 0.0]
             self.fc_volts = [0.0, 0.0, 0.0]
+            self.fc_online = [False, False, False]
         else:
             health = [1.0 - fx.level("fuel_cell_loss", cell=k + 1) for k in range(3)]
             health = [0.0 if self.fc_fail[k] else health[k] for k in range(3)]
@@ -323,6 +392,8 @@ class ApolloModel:
                 if not low:
                     break
                 online = [k for k in online if k not in low]
+            # A cell off the buses (its reverse-current relay opened): FC BUS DISCONNECT.
+            self.fc_online = [k in online for k in range(3)]
             if not online:
                 # No cell left: the entry batteries carry the buses through their diodes.
                 node = sum(self.batt) / 3 - 0.55 * total / 3 - 0.9
@@ -343,6 +414,8 @@ class ApolloModel:
         for i, bus in enumerate(("A", "B")):
             v = self.bus[bus]
             self.ac[i] = (115.6 - 0.5 * i) - (8.0 * (25.0 - v) if v < 25.0 else 0.0)
+            # An overloaded inverter output sags (estimate: ~7 V at the overload trip).
+            self.ac[i] -= 7.0 * fx.level("ac_bus_overload", bus=i + 1)
 
     # --- cryogenics ----------------------------------------------------------------------------
 
@@ -465,21 +538,37 @@ class ApolloModel:
         elif t >= tl.CM_SM_SEP:
             target = 72.0 + 8.0 * clamp((t - tl.CM_SM_SEP) / 1600.0, 0, 1)
         self.cabin_temp = relax(self.cabin_temp, target, dt, 5400.0)
-        for i in range(2):
-            ac_load = 1.0
-            eq = (100.0 + 2.5 * i) * ac_load + (1 - flow) * 130.0
+        for i in range(3):
+            # Inverters 1 and 2 carry the AC buses; 3 is the standby spare, near the cold
+            # plate's temperature (estimates).
+            on = i != INV_STANDBY
+            eq = ((100.0 + 2.5 * i) if on else 72.0) + (1 - flow) * (130.0 if on else 40.0)
+            eq += 150.0 * fx.level("inverter_overheat", inverter=i + 1)
             self.inv_temp[i] = relax(self.inv_temp[i], eq, dt, 2100.0)
         for b in self.bmag:
             b.step(dt, coarse=coarse)
         for k in range(3):
-            eq = 392.0 + 1.1 * self.fc_amps[k] if self.fc_amps[k] > 0.5 else 150.0
+            running = self.fc_amps[k] > 0.5
+            eq = 392.0 + 1.1 * self.fc_amps[k] if running else 150.0
             self.fc_skin[k] = relax(self.fc_skin[k], eq, dt, 1200.0 if eq > 200 else 3600.0)
+            # Condenser exhaust: the product water and gas leaving the cell's condenser,
+            # held by its coolant bypass valve; a dead cell cools (estimates).
+            eq = FC_COND_NOMINAL + 0.08 * (self.fc_amps[k] - 21.0) if running else 90.0
+            for f, lvl in fx.each("fuel_cell_condenser"):
+                if f.params["cell"] == k + 1:
+                    eq += (30.0 if f.params["to"] == "high" else -25.0) * lvl
+            self.fc_cond[k] = relax(self.fc_cond[k], eq, dt, 600.0 if running else 1800.0)
         for q in range(4):
             eq = 138.0 + 8.0 * (s - 0.58) + (-1.0, 1.5, -1.5, 0.5)[q]
+            for f, lvl in fx.each("sm_rcs_heater"):
+                if f.params["quad"] == "ABCD"[q]:
+                    # Heater stuck on: the package climbs past 205 degF; stuck off (in the
+                    # cold): it falls below 75 degF (estimates).
+                    eq += ((240.0 if f.params["stuck"] == "on" else 40.0) - eq) * lvl
             self.rcs_temp[q] = relax(self.rcs_temp[q], eq, dt, 1800.0)
         self.dm_temp = relax(self.dm_temp, 293.0 + 3.0 * (s - 0.58), dt, 1200.0)
-        trapped = sum(f.params["delta_k"] * lvl for f, lvl in fx.each("dm_trapped_gas"))
-        self.dm_gas_dt = relax(self.dm_gas_dt, trapped, dt, DM_GAS_TAU)
+        warm = sum(f.params["delta_k"] * lvl for f, lvl in fx.each("dm_trapped_gas"))
+        self.tunnel_dt = relax(self.tunnel_dt, warm, dt, TUNNEL_GAS_TAU)
 
     # --- water ---------------------------------------------------------------------------------
 
@@ -529,23 +618,77 @@ class ApolloModel:
             self.sps_press[i] = relax(self.sps_press[i], eq, dt, 3.0 if burning else 30.0)
 
     def _cm_rcs(self, dt: float, fx: FaultView) -> None:
-        """The CM RCS pressures; only the entry_rcs_fumes fault moves them."""
-        rate = sum(f.params["rate_psi_s"] * lvl for f, lvl in fx.each("entry_rcs_fumes"))
+        """The CM RCS pressures: regulated (~291 psia); only a cm_rcs_leak moves them."""
         for k in range(2):
+            rate = sum(f.params["rate_psi_min"] * lvl for f, lvl in fx.each("cm_rcs_leak")
+                       if f.params["system"] == k + 1)
             if rate > 0:
-                most = CM_RCS_NOMINAL[k] - CM_RCS_MIN
-                self.cm_rcs_loss[k] = min(self.cm_rcs_loss[k] + rate * (1.0, 0.92)[k] * dt,
-                                          most)
+                self.cm_rcs_loss[k] = min(self.cm_rcs_loss[k] + rate * dt / 60.0,
+                                          CM_RCS_NOMINAL[k])
             else:
-                # Cleared: the instructor puts the propellant back (as for a rupture).
-                self.cm_rcs_loss[k] = relax(self.cm_rcs_loss[k], 0.0, dt, CM_RCS_RESET_TAU)
+                # Cleared: the instructor's reset puts the helium back.
+                self.cm_rcs_loss[k] = relax(self.cm_rcs_loss[k], 0.0, dt, 30.0)
 
     def cm_rcs_press(self, k: int, sunlit: float) -> float:
-        return CM_RCS_NOMINAL[k] + 1.5 * (sunlit - 0.58) - self.cm_rcs_loss[k]
+        return max(CM_RCS_NOMINAL[k] + 1.5 * (sunlit - 0.58) - self.cm_rcs_loss[k], 0.0)
+
+    # --- the CM's descent ----------------------------------------------------------------------
+
+    def _entry(self, t: float, fx: FaultView) -> None:
+        """The earth landing system, the CM RCS and the cabin relief valve (JSC-10638)."""
+        if t < tl.CM_SM_SEP:
+            self.els_logic = self.els_auto = self.els_active = False
+            self.els_time = math.inf
+            self.apex_jett, self.drogues, self.mains = False, "STOWED", False
+            self.cm_rcs_active = self.jets_firing = self.cprv_open = self.rcs_off = False
+            self.cprv_closed_at = math.inf
+            return
+        alt = tl.entry_altitude_ft(t)
+        # The CM RCS takes over at separation; the relief valve is set to let air in.
+        self.cprv_open = True
+        missed = fx.level("entry_rcs_fumes") > 0  # ELS AUTO not thrown (ASTP)
+        if alt <= tl.ELS_ARM_FT:
+            self.els_logic = True
+            if not missed:
+                self.els_auto = True  # on time, or late when the instructor clears the fault
+        if self.els_logic and self.els_auto and alt <= tl.BAROSWITCH_FT and not self.els_active:
+            # The baroswitches (closed since 24,000 ft) latch the ELS activate relay.
+            self.els_active, self.els_time = True, t
+        if self.els_active:
+            self.rcs_off = True  # the RCS disable relay
+            self.apex_jett = self.apex_jett or t >= self.els_time + 0.4
+            if self.drogues == "STOWED" and t >= self.els_time + 2.0:
+                self.drogues = "DEPLOYED"
+            if not self.mains and t >= self.els_time + 14.0 and alt <= tl.MAIN_CHUTES_FT:
+                self.drogues, self.mains = "RELEASED", True
+        else:
+            # Nothing automatic: the crew's hands (the ASTP sequence, JSC-10638).
+            if self.drogues == "STOWED" and alt <= tl.ASTP_DROGUES_FT:
+                self.apex_jett, self.drogues = True, "DEPLOYED"
+            if self.drogues == "DEPLOYED" and not self.mains and alt <= tl.MAIN_CHUTES_FT:
+                self.drogues, self.mains = "RELEASED", True  # by hand (estimate)
+            if alt <= tl.ASTP_RCS_OFF_FT:
+                self.rcs_off = True
+        self.cm_rcs_active = not self.rcs_off
+        if self.mains and not self.cm_rcs_active and self.cprv_closed_at == math.inf:
+            # Under the mains, RCS off: the crew closes the relief valve (before the
+            # propellant dump) a few seconds later (estimate).
+            self.cprv_closed_at = t + 5.0
+        # Thruster activity (a 1 s duty pattern, estimates): holding attitude before entry
+        # interface, bank control in the entry, damping the swing under the parachutes.
+        if not self.cm_rcs_active:
+            self.jets_firing = False
+        elif self.drogues != "STOWED" or self.mains:
+            self.jets_firing = int(t) % 3 != 2
+        elif t >= tl.ENTRY_INTERFACE:
+            self.jets_firing = int(t) % 10 < 3
+        else:
+            self.jets_firing = int(t) % 20 == 0
 
     # --- caution and warning -------------------------------------------------------------------
 
-    def _caution_warning(self, t: float, dt: float) -> None:
+    def _caution_warning(self, t: float, dt: float, env: Env, fx: FaultView) -> None:
+        """The lights from the AOH thresholds (as NASSP's C&W logic implements them)."""
         self.o2_high_s = self.o2_high_s + dt if self.o2_flow >= 1.0 else 0.0
         on: set[str] = set()
         for bus in ("A", "B"):
@@ -554,18 +697,38 @@ class ApolloModel:
         for i, v in enumerate(self.ac):
             if not 96.0 <= v <= 130.0:
                 on.add(f"AC BUS {i + 1}")
-        if max(self.inv_temp) > 190.0:
-            on.add("INV TEMP")
-        for k in range(2):
-            if CM_RCS_NOMINAL[k] - self.cm_rcs_loss[k] < 260.0:
-                on.add(f"CM RCS {k + 1}")
+            if fx.level("ac_bus_overload", bus=i + 1) > 0:
+                on.update((f"AC BUS {i + 1} OVERLOAD", f"AC BUS {i + 1}"))
+        for i, temp in enumerate(self.inv_temp):
+            if temp > 190.0:
+                on.add(f"INV {i + 1} TEMP")
         if self.cm.pco2 >= 7.6:
             on.add("CO2 PP HI")
         if self.o2_high_s > 16.5:
             on.add("O2 FLOW HI")
-        if max(b.value for b in self.bmag) > 172 or min(b.value for b in self.bmag) < 168:
-            on.add("BMAG TEMP")
-        if t < tl.CM_SM_SEP and t >= 0:
+        for i, b in enumerate(self.bmag):
+            if not 168.0 <= b.value <= 172.0:
+                on.add(f"BMAG {i + 1} TEMP")
+        if self.suit_comp_dp() < 0.22:
+            on.add("SUIT COMP")
+        for unit in ("cmc", "iss"):
+            if fx.level("guidance_warning", unit=unit) > 0:
+                on.add(unit.upper())
+        self.middle_gimbal = middle_gimbal_deg(t) + gimbal_excursion(fx.faults, t)
+        if abs(self.middle_gimbal) > GIMBAL_LOCK_DEG:
+            on.add("GIMBAL LOCK")
+        if fx.level("crew_alert") > 0:
+            # The ground's up-link command: it lights once heard, and stays until cleared.
+            self.crew_alert = self.crew_alert or env.aos
+        else:
+            self.crew_alert = False
+        if self.crew_alert:
+            on.add("CREW ALERT")
+        if cw_mode(t) == "CM":
+            for k in range(2):
+                if not 260.0 <= self.cm_rcs_press(k, env.sunlit) <= 330.0:
+                    on.add(f"CM RCS {k + 1}")
+        elif t >= 0:
             if not all(800.0 <= p <= 950.0 for p in self.o2_press):
                 on.add("CRYO PRESS")
             if not all(220.0 <= p <= 270.0 for p in self.h2_press):
@@ -575,13 +738,39 @@ class ApolloModel:
             if self.rad_out < -30.0:
                 on.add("GLYCOL TEMP LOW")
             for k in range(3):
-                if not 360.0 <= self.fc_skin[k] <= 500.0:
+                amps = self.fc_amps[k]
+                if (not 360.0 <= self.fc_skin[k] <= 475.0
+                        or not 150.0 <= self.fc_cond[k] <= 178.0
+                        or 0.0204 * amps > 1.276 or 0.00258 * amps > 0.161
+                        or self.fc_ph(k) == "HIGH"):
                     on.add(f"FC {k + 1}")
+            if not all(self.fc_online):
+                on.add("FC BUS DISCONNECT")
+            for q in range(4):
+                if (not 75.0 <= self.rcs_temp[q] <= 205.0
+                        or not 145.0 <= self.sm_rcs_press(q) <= 215.0):
+                    on.add(f"SM RCS {'ABCD'[q]}")
+            if self.gimbal_motors:
+                for f, lvl in fx.each("sps_gimbal_motor"):
+                    if lvl > 0:
+                        on.add(f"{f.params['axis'].upper()} GMBL {f.params['motor']}")
         if on - self.cw:
             self.master_until = t + 12.0  # the crew resets the master alarm (estimate)
         self.cw = on
         if self.historical and tl.FALSE_GNC_ALARM <= t < tl.FALSE_GNC_ALARM + 30:
             self.master_until = max(self.master_until, tl.FALSE_GNC_ALARM + 30)
+
+    def suit_comp_dp(self) -> float:
+        """Suit compressor delta P (psid): ~0.38 at 5 psia; a failed compressor ~0.05."""
+        p = self.cm.press / MMHG_PER_PSI
+        return 0.38 * clamp(p / 5.0, 0.5, 3.0) * (1.0 - self.compressor_loss) \
+            + 0.05 * self.compressor_loss
+
+    def fc_ph(self, k: int) -> str:
+        return "HIGH" if self.ph_high[k] else "NORMAL"
+
+    def sm_rcs_press(self, q: int) -> float:
+        return 181.0 + (self.rcs_temp[q] - 138.0) / 8.0
 
     # --- telemetry -----------------------------------------------------------------------------
 
@@ -605,7 +794,7 @@ class ApolloModel:
             "suit_press": p_cm - (0.10 if t >= 0 else -0.05),
             "co2_pp": cm.pco2,
             "o2_flow": self.o2_flow,
-            "suit_comp_dp": 0.38 * clamp(p_cm / 5.0, 0.5, 3.0),
+            "suit_comp_dp": self.suit_comp_dp(),
             "glycol_evap_out_temp": self.evap_out,
             "glycol_rad_out_temp": self.rad_out,
             "cabin_o2_pp": cm.po2 / MMHG_PER_PSI,
@@ -621,6 +810,7 @@ class ApolloModel:
             "ac_bus2_volts": self.ac[1],
             "inv1_temp": self.inv_temp[0],
             "inv2_temp": self.inv_temp[1],
+            "inv3_temp": self.inv_temp[2],
             "sps_ox_tank_press": self.sps_press[0],
             "sps_fuel_tank_press": self.sps_press[1],
             "sps_he_press": 3550.0 * (1.0 - 0.55 * (SPS_LOAD - self.sps_prop) / SPS_LOAD),
@@ -630,30 +820,57 @@ class ApolloModel:
             "cm_rcs2_press": self.cm_rcs_press(1, env.sunlit),
             "bmag1_temp": self.bmag[0].value,
             "bmag2_temp": self.bmag[1].value,
-            # Sealed between closed hatches the DM's gas warms and cools with the sun (the
-            # real "leak" that both centres puzzled over); open, it shares one pressure.
-            "dm_press": self.dm.press * ((self.dm_temp + self.dm_gas_dt) / 293.0
-                                         if stage == "isolated" else 1.0),
+            # Sealed between closed hatches the DM's gas warms and cools with the sun; open,
+            # it shares one pressure.
+            "dm_press": self.dm.press * (self.dm_temp / 293.0 if stage == "isolated"
+                                         else 1.0),
+            "dm_n2_press": DM_SPHERE_PSIA * self.dm_n2 / DM_N2_FULL * self.dm_temp / 293.0,
+            "dm_o2_press": DM_SPHERE_PSIA * self.dm_o2 / DM_O2_FULL * self.dm_temp / 293.0,
+            "dm_temp": (self.dm_temp - 273.15) * 1.8 + 32.0,
+            # Between the DM's and Soyuz's closed hatches: the gas the false leak was in.
+            "dm_tunnel_press": self.tunnel_press(),
             "dm_hatch_cm": "OPEN" if stage == "cm" else "CLOSED",
             "dm_hatch_soyuz": "OPEN" if stage == "soyuz" else "CLOSED",
             "cm_fwd_hatch": "OPEN" if tl.tunnel_open(t) else "CLOSED",
             "dock_ring_pos": "EXTENDED" if tl.hms(43, 50) <= t < tl.DOCKING_1 + 150
             else "RETRACTED",
             "dock_capture_latch": "CAPTURED" if docked else "FREE",
-            "dock_ring_latch": "LATCHED" if (tl.DOCKING_1 + 300 <= t < tl.UNDOCKING_1
-                                             or tl.DOCKING_2 + 300 <= t < tl.UNDOCKING_2)
-            else "UNLATCHED",
+            "dock_ring_latch": "LATCHED" if tl.hard_docked(t) else "UNLATCHED",
             "sband_signal": self._sband(env),
             "pcm_mode": "HBR",
             "pcm_sync": "SYNC",
             "uplink_lock": "LOCK" if env.aos else "NOLOCK",
             "master_alarm": "ON" if t < self.master_until else "OFF",
             "dm_attached": "YES" if tl.dm_attached(t) else "NO",
+            # Caution and warning lights with no analog measurement of their own.
+            "cw_fc_bus_disc": _on("FC BUS DISCONNECT" in self.cw),
+            "ac_bus1_overload": _on("AC BUS 1 OVERLOAD" in self.cw),
+            "ac_bus2_overload": _on("AC BUS 2 OVERLOAD" in self.cw),
+            "cw_cmc": _on("CMC" in self.cw),
+            "cw_iss": _on("ISS" in self.cw),
+            "cw_gimbal_lock": _on("GIMBAL LOCK" in self.cw),
+            "cw_pitch_gmbl1": _on("PITCH GMBL 1" in self.cw),
+            "cw_pitch_gmbl2": _on("PITCH GMBL 2" in self.cw),
+            "cw_yaw_gmbl1": _on("YAW GMBL 1" in self.cw),
+            "cw_yaw_gmbl2": _on("YAW GMBL 2" in self.cw),
+            "cw_crew_alert": _on("CREW ALERT" in self.cw),
+            # The CM's descent: the landing system, the CM RCS, the trajectory's altitude.
+            "els_logic": _on(self.els_logic),
+            "els_auto": "AUTO" if self.els_auto else "MAN",
+            "els_activate": _on(self.els_active),
+            "apex_cover": "JETT" if self.apex_jett else "ON",
+            "drogue_chutes": self.drogues,
+            "main_chutes": "DEPLOYED" if self.mains else "STOWED",
+            "cm_rcs_active": _on(self.cm_rcs_active),
+            "cm_rcs_jets": "FIRING" if self.jets_firing else "OFF",
+            "cm_altitude": tl.entry_altitude_ft(t),
         }
         for k, (kv, ka, ko, kh, ks) in enumerate(_FC_KEYS):
             amps = self.fc_amps[k]
             v[kv], v[ka], v[ko], v[kh], v[ks] = (self.fc_volts[k], amps, 0.0204 * amps,
                                                   0.00258 * amps, self.fc_skin[k])
+            v[f"fc{k + 1}_cond_temp"] = self.fc_cond[k]
+            v[f"fc{k + 1}_ph"] = self.fc_ph(k)
         fans = self.o2_fans
         for k, (op, oq, oh, of, hp, hq, hh, hf) in enumerate(_TANK_KEYS):
             v[op], v[oq] = self.o2_press[k], 100.0 * self.o2_mass[k] / O2_CAP
@@ -663,9 +880,13 @@ class ApolloModel:
             v[hh], v[hf] = "ON" if self.h2_heater[k] else "OFF", "OFF"
         for q, (kt, kp, kq) in enumerate(_RCS_KEYS):
             v[kt] = self.rcs_temp[q]
-            v[kp] = 181.0 + (self.rcs_temp[q] - 138.0) / 8.0
+            v[kp] = self.sm_rcs_press(q)
             v[kq] = 100.0 * self.rcs[q] / RCS_QUAD
         return v
+
+    def tunnel_press(self) -> float:
+        """mm Hg between the DM's and Soyuz's hatches: its gas at its temperature."""
+        return self.tunnel_gas * (self.dm_temp + self.tunnel_dt) / 293.0
 
     @staticmethod
     def _sband(env: Env) -> float:
@@ -675,3 +896,7 @@ class ApolloModel:
         if env.relay:
             return -108.0
         return -112.0 + 30.0 * math.sin(math.radians(max(env.elevation, 0.0)))
+
+
+def _on(flag: bool) -> str:
+    return "ON" if flag else "OFF"

@@ -13,6 +13,8 @@ Apollo (its axes face the other way along x and z).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -153,3 +155,37 @@ def attitude(vehicle: str, times: Array) -> tuple[Array, Array]:
 def _docked_mask(t: Array) -> NDArray[np.bool_]:
     return (((t >= tl.DOCKING_1) & (t < tl.UNDOCKING_1))
             | ((t >= tl.DOCKING_2) & (t < tl.UNDOCKING_2)))
+
+
+def middle_gimbal_deg(get: float) -> float:
+    """The CSM IMU's middle gimbal angle (the yaw CDU angle, -180..180 deg) at a GET, as the
+    nominal attitude schedule leaves it (faults aside)."""
+    ang, _ = APOLLO_PROFILE.evaluate(np.array([get], dtype=np.float64))
+    return float((ang[0, 2] + 180.0) % 360.0 - 180.0)
+
+
+def gimbal_excursions(faults: Iterable[Any], times: Array) -> tuple[Array, Array]:
+    """(deg, deg/s) added to Apollo's yaw by gimbal_lock faults: an unplanned yaw toward the
+    IMU's middle-gimbal limit at rate_deg_s, stopping at peak_deg, and back at the same rate
+    once cleared."""
+    t = np.asarray(times, dtype=np.float64)
+    exc = np.zeros(t.shape)
+    rate = np.zeros(t.shape)
+    for f in faults:
+        if f.name != "gimbal_lock":
+            continue
+        r, peak = f.params["rate_deg_s"], f.params["peak_deg"]
+        e = np.clip((t - f.start) * r, 0.0, peak)
+        de = np.where((t >= f.start) & (e < peak), r, 0.0)
+        if f.end is not None:
+            e_end = min(max((f.end - f.start) * r, 0.0), peak)
+            back = np.clip(e_end - (t - f.end) * r, 0.0, None)
+            de = np.where(t >= f.end, np.where(back > 0, -r, 0.0), de)
+            e = np.where(t >= f.end, back, e)
+        exc += e
+        rate += de
+    return exc, rate
+
+
+def gimbal_excursion(faults: Iterable[Any], get: float) -> float:
+    return float(gimbal_excursions(faults, np.array([get]))[0][0])

@@ -22,6 +22,7 @@ from groundstation.core.mission_time import format_get, parse_duration
 from groundstation.paths import defs_dir
 from simulators.faults import CATALOGUE, FaultError, FaultManager
 from simulators.mission import Mission
+from simulators.recorder import HBR_CAPACITY_S, HBR_DUMP_RATE
 from simulators.runner import RunnerOptions, SimRunner
 
 SHIPS = {"apollo": [tl.APOLLO], "soyuz": [tl.SOYUZ], "both": [tl.APOLLO, tl.SOYUZ]}
@@ -72,10 +73,10 @@ examples:
   groundstation sim both --start 055:00:00 \\
       --fault apollo:o2_tank_heater:tank=2,rupture=true,at=055:53:00
   groundstation sim apollo --fault apollo:cabin_leak:rate_lb_h=2,ramp_s=300
-  groundstation sim apollo --start cabin-repress-5m \\
-      --fault apollo:entry_rcs_fumes:at=cabin-repress-3m     the ASTP entry fumes
-  groundstation sim apollo --start docking-2+25m \\
-      --fault apollo:dm_trapped_gas:at=docking-2+30m          the false DM leak
+  groundstation sim apollo --start els-arm-6m \\
+      --fault apollo:entry_rcs_fumes:at=els-arm-4m           the ASTP entry fumes
+  groundstation sim apollo --start 051:57:00 \\
+      --fault apollo:dm_trapped_gas:at=052:00:00              the false DM leak
   groundstation sim both --list-events                the timeline, with its GETs
   groundstation sim both --list-faults                what can be broken, and how
 
@@ -124,10 +125,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--backlog-frames", type=int, default=500_000, metavar="N",
                    help="frames kept while the broker is unreachable; past this the "
                         "oldest are dropped and counted (default 500000)")
-    p.add_argument("--recorder-minutes", type=float, default=120.0,
-                   help="Apollo's onboard recorder, minutes of HBR data (default 120)")
-    p.add_argument("--playback-rate", type=float, default=10.0,
-                   help="recorded frames dumped per live frame at AOS (default 10)")
+    p.add_argument("--recorder-minutes", type=float, default=HBR_CAPACITY_S / 60.0,
+                   help="Apollo's onboard recorder, minutes of HBR data (default "
+                        f"{HBR_CAPACITY_S / 60.0:g}: the DSE's tape at 15 in/s)")
+    p.add_argument("--playback-rate", type=float, default=HBR_DUMP_RATE,
+                   help="recorded frames dumped per live frame at AOS (default "
+                        f"{HBR_DUMP_RATE:g}: the DSE dumps at 120 in/s, 8x HBR)")
     p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
                    help="inject a fault at start-up; keys are the fault's parameters and "
                         "at, ramp_s, duration_s (repeatable)")

@@ -152,26 +152,81 @@ CATALOGUE: dict[str, FaultSpec] = {s.name: s for s in (
               (), "evaporator outlet rises past 66 degF, radiator outlet falls below -30 degF "
                   "in the dark, inverter temperatures pass 190 degF, the cabin warms"),
     FaultSpec("entry_rcs_fumes", (tl.APOLLO,), "system",
-              "the ASTP entry anomaly (Jul 24 1975): earth landing system not armed, the CM "
-              "RCS keeps firing in the descent and the open cabin relief valve draws its "
-              "N2O4 fumes in; only between CM/SM separation and splashdown",
-              (Param("rate_psi_s", float, "how fast both CM RCS pressures fall while the "
-                     "thrusters fire unchecked (system 2 at 92 % of it)", default=0.9,
-                     lo=0.05, hi=20.0),),
-              "CM RCS 1 and 2 PRESS fall through the 260 psia C&W line (~35-40 s with the "
-              "default rate; the master alarm with them), cabin pressure climbs from ~5 psia "
-              "toward ambient at once instead of at cabin-repress (inside the entry limits); "
-              "no sensor sees the fumes. Clearing is the instructor's reset: the RCS "
-              "pressures come back within a minute, the cabin keeps what it took in"),
+              "the ASTP entry anomaly (Jul 24 1975): the crew misses the ELS AUTO switch at "
+              "30,000 ft; from CM/SM separation to the ELS arming only",
+              (), "no landing-system events at the 24,000 ft baroswitches (ELS ACTIVATE off, "
+                  "apex cover on, drogues stowed); drogues by hand at 18,550 ft with the CM "
+                  "RCS still firing (CM RCS JETS FIRING, damping the swing) while the cabin "
+                  "pressure relief valve admits outside air, cabin pressure climbing from "
+                  "5 psia; RCS disabled by hand at 9,600 ft. No caution and warning light "
+                  "and no sensor sees the N2O4 fumes; the CM RCS pressures stay regulated. "
+                  "Clearing it is the crew throwing ELS AUTO: below 24,000 ft the ELS "
+                  "fires at once"),
     FaultSpec("dm_trapped_gas", (tl.APOLLO,), "system",
-              "the false DM leak: the gas sealed in the docking module between its closed "
-              "hatches cools (or warms); only while the DM is sealed",
-              (Param("delta_k", float, "change of the trapped gas temperature, K (negative "
-                     "cools); followed with a 60 s time constant", default=-50.0,
+              "the false DM leak: the gas sealed between the DM's and Soyuz's closed hatches "
+              "warms (or cools); only while hard docked with those hatches closed",
+              (Param("delta_k", float, "change of the trapped gas temperature, K (positive "
+                     "warms, as in ASTP); followed with a 4 min time constant", default=30.0,
                      lo=-100.0, hi=100.0),),
-              "DM PRESS falls (default: ~258 to ~215 mm Hg, below the 230 mm Hg yellow line "
-              "after ~60 s) as if the DM leaked, while no gas is lost: clearing brings the "
-              "reading back within a few minutes"),
+              "DM-SOYUZ TUNNEL PRESS rises (default: ~255 to ~280 mm Hg, past the 275 mm Hg "
+              "yellow line in ~6 min) as if a hatch leaked into it, then levels off; the "
+              "DM and orbital-module pressures do not move and no gas is lost. Clearing "
+              "brings the reading back within ~15 min"),
+    FaultSpec("inverter_overheat", (tl.APOLLO,), "system", "an inverter overheats",
+              (Param("inverter", int, "inverter 1, 2 or 3 (3 is the standby spare)",
+                     required=True, choices=(1, 2, 3)),),
+              "that inverter's temperature climbs past 190 degF: INV n TEMP and the master "
+              "alarm"),
+    FaultSpec("fuel_cell_condenser", (tl.APOLLO,), "system",
+              "a fuel cell's condenser exhaust runs hot or cold (its coolant bypass valve)",
+              (Param("cell", int, "fuel cell 1, 2 or 3", required=True, choices=(1, 2, 3)),
+               Param("to", str, "high or low", default="high", choices=("high", "low"))),
+              "FC n COND TEMP past 178 degF (high) or below 150 degF (low): the FC n light"),
+    FaultSpec("fuel_cell_ph", (tl.APOLLO,), "system",
+              "electrolyte in a fuel cell's product water", (
+                  Param("cell", int, "fuel cell 1, 2 or 3", required=True, choices=(1, 2, 3)),),
+              "FC n PH reads HIGH (pH above 9): the FC n light"),
+    FaultSpec("ac_bus_overload", (tl.APOLLO,), "system", "an AC bus overloads its inverter",
+              (Param("bus", int, "AC bus 1 or 2", required=True, choices=(1, 2)),),
+              "AC BUS n OVERLOAD and AC BUS n lights, the bus volts sag ~7 V"),
+    FaultSpec("guidance_warning", (tl.APOLLO,), "system",
+              "a guidance-system failure: the computer (CMC) or the inertial platform (ISS)",
+              (Param("unit", str, "cmc or iss", default="cmc", choices=("cmc", "iss")),),
+              "the CMC or ISS light and the master alarm"),
+    FaultSpec("gimbal_lock", (tl.APOLLO,), "system",
+              "an unplanned yaw toward the IMU's middle-gimbal limit (a manual manoeuvre or "
+              "a thruster left on)",
+              (Param("rate_deg_s", float, "yaw rate", default=0.5, lo=0.05, hi=3.0),
+               Param("peak_deg", float, "where the yaw stops", default=87.0, lo=86.0,
+                     hi=89.0)),
+              "YAW climbs at the rate; past 85 deg the GIMBAL LOCK light and the master "
+              "alarm; cleared, the crew yaws back at the same rate"),
+    FaultSpec("sps_gimbal_motor", (tl.APOLLO,), "system",
+              "an SPS gimbal drive motor overcurrent",
+              (Param("axis", str, "pitch or yaw", default="pitch", choices=("pitch", "yaw")),
+               Param("motor", int, "motor 1 or 2", default=1, choices=(1, 2))),
+              "the PITCH or YAW GMBL 1/2 light while the gimbal motors are on (5 min before "
+              "an SPS burn to 1 min after it)"),
+    FaultSpec("suit_compressor", (tl.APOLLO,), "system", "the suit compressor fails",
+              (), "SUIT COMP DELTA P falls below 0.22 psid (the SUIT COMP light); with no "
+                  "flow through the LiOH canisters CO2 climbs slowly"),
+    FaultSpec("sm_rcs_heater", (tl.APOLLO,), "system", "an SM RCS quad's heater sticks",
+              (Param("quad", str, "quad A, B, C or D", required=True,
+                     choices=("A", "B", "C", "D")),
+               Param("stuck", str, "on or off", default="on", choices=("on", "off"))),
+              "that quad's package temperature past 205 degF (on) or below 75 degF (off), "
+              "its propellant pressure with it: the SM RCS light (CSM mode only)"),
+    FaultSpec("cm_rcs_leak", (tl.APOLLO,), "system", "a CM RCS system loses pressure",
+              (Param("system", int, "CM RCS system 1 or 2", required=True, choices=(1, 2)),
+               Param("rate_psi_min", float, "pressure loss", default=5.0, lo=0.1,
+                     hi=300.0)),
+              "CM RCS n PRESS falls past 260 psia; the CM RCS n light only once the C&W "
+              "watches the CM (after CM/SM separation)"),
+    FaultSpec("crew_alert", (tl.APOLLO,), "system",
+              "not a failure: the CREW ALERT command Houston sends up (the instructor plays "
+              "the ground)",
+              (), "the CREW ALERT light (and the master alarm) once the ship hears the "
+                  "up-link, until cleared"),
     # --- Soyuz system faults ----------------------------------------------------------------
     FaultSpec("cabin_depress", (tl.SOYUZ,), "system", "Soyuz cabin depressurisation (a hole)",
               (Param("hole_mm", float, "hole diameter", default=10.0, lo=0.5, hi=50.0),
@@ -353,32 +408,45 @@ class FaultManager:
                 and (f.end is None or f.end > get)]
 
 
-def dm_sealed(get: float) -> bool:
-    """The DM attached with both its hatches closed and no transfer cycle working it: its
-    gas is trapped (apollo.dm_stage "isolated")."""
-    return (tl.dm_attached(get) and tl.dm_cycle_at(get) is None
-            and not tl.tunnel_open(get))
+def tunnel_sealed(get: float) -> bool:
+    """The gas between the DM's and Soyuz's hatches is trapped: hard docked with both
+    hatches closed (apollo.tunnel_stage "sealed")."""
+    from simulators.apollo import tunnel_stage
+
+    return tunnel_stage(get) == "sealed"
 
 
-# When the DM is sealed: the checkout before the tunnel is first opened, the undocking and
-# second docking (the tunnel closed from 087:50 to 092:00), and before the DM is jettisoned.
-DM_SEALED = ((tl.DM_DOCK, tl.TUNNEL_OPEN), (tl.hms(87, 50), tl.hms(92, 0)),
-             (tl.TUNNEL_CLOSED_FINAL, tl.DM_JETTISON))
+# When that gas is sealed: hard docked, between the DM cycles' Soyuz-side stages.
+def _sealed_spans() -> tuple[tuple[float, float], ...]:
+    spans: list[tuple[float, float]] = []
+    for dock, undock in ((tl.DOCKING_1 + 300, tl.UNDOCKING_1),
+                         (tl.DOCKING_2 + 300, tl.UNDOCKING_2)):
+        t = dock
+        for c in tl.DM_CYCLES:
+            if dock <= c.start < undock:
+                spans.append((t, c.start + 16 * 60))
+                t = c.hold_end + 15 * 60
+        spans.append((t, undock))
+    return tuple(spans)
+
+
+TUNNEL_SEALED = _sealed_spans()
 
 
 def _check_window(name: str, start: float) -> None:
     """Faults that only mean something in one part of the mission refuse any other start,
     rather than being accepted and showing nothing."""
-    if name == "entry_rcs_fumes" and not tl.CM_SM_SEP <= start < tl.SPLASHDOWN:
+    if name == "entry_rcs_fumes" and not tl.CM_SM_SEP <= start < tl.ELS_ARM:
         raise FaultError(f"entry_rcs_fumes: at {format_get(start)} is outside the CM's "
-                         f"descent; the CM RCS is only live from CM/SM separation "
-                         f"({format_get(tl.CM_SM_SEP)}) to splashdown "
-                         f"({format_get(tl.SPLASHDOWN)}), e.g. at cabin-repress-3m")
-    if name == "dm_trapped_gas" and not dm_sealed(start):
-        spans = ", ".join(f"{format_get(a)}-{format_get(b)}" for a, b in DM_SEALED)
-        raise FaultError(f"dm_trapped_gas: the DM is not sealed at {format_get(start)} "
-                         f"(open to a cabin or in a transfer cycle); it is sealed {spans}, "
-                         "e.g. at docking-2+30m")
+                         f"descent before the ELS is armed: from CM/SM separation "
+                         f"({format_get(tl.CM_SM_SEP)}) to the arming at 30,000 ft "
+                         f"({format_get(tl.ELS_ARM)}), e.g. at els-arm-4m")
+    if name == "dm_trapped_gas" and not tunnel_sealed(start):
+        spans = ", ".join(f"{format_get(a)}-{format_get(b)}" for a, b in TUNNEL_SEALED)
+        raise FaultError(f"dm_trapped_gas: no gas is sealed between the DM and Soyuz "
+                         f"hatches at {format_get(start)} (not hard docked, or the hatches "
+                         f"are open in a transfer); it is sealed {spans}, e.g. at "
+                         "052:00:00, the night of 17-18 July")
 
 
 def _when(at: Any, now: float) -> float:

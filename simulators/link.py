@@ -27,6 +27,7 @@ from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.envelope import MAX_FRAMES, VERSION
 from simulators.faults import Fault, FaultManager
+from simulators.recorder import HBR_DUMP_RATE
 from simulators.telemetry import VEHICLE_IDS, FrameBlock
 
 LINK_DRAWS = 12  # uniforms per frame: loss, error count, 8 bit positions, 2 spare
@@ -80,7 +81,7 @@ class Transmitter:
 
     def __init__(self, definition: VehicleDefinition, faults: FaultManager, seed: int, *,
                  frames_per_message: int = 5, playback_frames_per_message: int | None = None,
-                 recorder_frames: int = 0, playback_rate: float = 10.0,
+                 recorder_frames: int = 0, playback_rate: float = HBR_DUMP_RATE,
                  source: str = topics.LIVE):
         self.definition = definition
         self.vehicle = definition.vehicle

@@ -26,12 +26,22 @@ from groundstation.core import messages
 from groundstation.core.definitions import Parameter, VehicleDefinition, load_all
 from groundstation.core.mission_time import EARLIEST_GET, format_get, format_utc
 from simulators import orbit
-from simulators.apollo import DM_CM_PRESS, DM_N2_TARGET, V_DM, ApolloModel, Env, dm_stage
+from simulators.apollo import (
+    DM_CM_PRESS,
+    DM_N2_TARGET,
+    V_DM,
+    ApolloModel,
+    Env,
+    dm_stage,
+    tunnel_stage,
+)
 from simulators.faults import Fault, FaultManager, FaultView
-from simulators.physics import exchange, merge
+from simulators.physics import exchange, merge, pv_per_kg
 from simulators.soyuz import SoyuzModel, sa_bo_open
 
 DT = 1.0
+PV_N2 = pv_per_kg("n2", 293.0)  # mm Hg m^3 per kg
+PV_O2 = pv_per_kg("o2", 293.0)
 COARSE_DT = 120.0
 HISTORY = 16384  # steps kept for the frame generators (~4.5 h)
 BLOCK = 600  # steps of geometry computed at once
@@ -261,7 +271,10 @@ class Mission:
         if stage == "cm":
             merge(a.cm, dm)
         elif stage == "press_n2":
-            dm.n2 += min(15.0 / 60.0 * dt, max(DM_N2_TARGET - dm.press, 0.0)) * V_DM
+            add = min(15.0 / 60.0 * dt, max(DM_N2_TARGET - dm.press, 0.0)) * V_DM
+            add = min(add, a.dm_n2 * PV_N2)  # from the DM's N2 spheres
+            dm.n2 += add
+            a.dm_n2 -= add / PV_N2
         elif stage == "equalise_bo":
             exchange(dm, s.bo, dt, 60.0)
             if len(soyuz_side) == 2:
@@ -276,9 +289,19 @@ class Mission:
             # Flow-through O2 flush at constant pressure: 15 min time constant.
             k = 1.0 - math.exp(-dt / 900.0)
             dm.remove_fraction(k)
-            dm.o2 += max(DM_CM_PRESS * V_DM - dm.total, 0.0)
+            add = min(max(DM_CM_PRESS * V_DM - dm.total, 0.0), a.dm_o2 * PV_O2)
+            dm.o2 += add  # from the DM's O2 spheres
+            a.dm_o2 -= add / PV_O2
         elif stage == "equalise_cm":
             exchange(dm, a.cm, dt, 60.0)
+        # The volume between the DM's and Soyuz's hatches: vented before undocking, filled
+        # from the DM at hard dock (the leak check; estimate), the DM's gas while the hatch
+        # valves are open, then sealed at whatever it was left at.
+        where = tunnel_stage(t)
+        if where == "vacuum":
+            a.tunnel_gas = 0.0
+        elif where == "dm" or a.tunnel_gas == 0.0:
+            a.tunnel_gas = dm.press
 
     def _record(self) -> None:
         t = self.t

@@ -3,9 +3,10 @@ sunlight, and which ground station (or the ATS-6 relay) can hear it.
 
 The model is deliberately simple but physical: a circular 220 km orbit at 51.8 degrees
 (period ~88.9 min) whose plane passes over the Cape at the Apollo liftoff, turning with
-the J2 nodal regression (about -5.5 deg/day); the Earth turns under it (GMST); the Sun's
-direction follows the low-precision solar ephemeris for July 1975; the shadow is a
-cylinder. Soyuz flies in the same plane (Apollo's launch was timed for that), ahead of
+the J2 nodal regression (about -5.5 deg/day), its phase pinned for the joint flight so the
+docking and the handshake happen where they did (see DOCKING_POINT); the Earth turns under
+it (GMST); the Sun's direction follows the low-precision solar ephemeris for July 1975; the
+shadow is a cylinder. Soyuz flies in the same plane (Apollo's launch was timed for that), ahead of
 Apollo by an arc that closes to the VHF range during rendezvous.
 
 Coverage is line of sight above a 2 degree elevation mask (estimate) from the stations of
@@ -54,7 +55,6 @@ STDN = (
     Station("BDA", "Bermuda", 32.35, -64.66),
     Station("MAD", "Madrid", 40.45, -4.17),
     Station("ACN", "Ascension", -7.95, -14.40),
-    Station("TAN", "Tananarive", -19.00, 47.30),
     Station("ORR", "Orroral Valley", -35.63, 148.96),
     Station("GWM", "Guam", 13.31, 144.73),
     Station("HAW", "Hawaii", 22.13, -159.67),
@@ -72,6 +72,8 @@ SOVIET = (
     Station("NIP-7", "Petropavlovsk-Kamchatsky", 53.00, 158.70),
     Station("KOR", "Akademik Sergey Korolev", 30.00, -35.00),
 )
+# Tananarive (Madagascar) is not in STDN: the station had ceased operations before launch
+# (US notice of 12 July 1975; astp-facts.md, December 2026 additions).
 NETWORK = {tl.APOLLO: STDN, tl.SOYUZ: SOVIET}
 KSC = (28.573, -80.649)
 BAIKONUR = (45.920, 63.342)
@@ -121,6 +123,49 @@ RAAN0, U_CAPE = _plane_at_liftoff()
 U_INSERTION = U_CAPE + math.radians(15.0)  # ~1700 km downrange at insertion (estimate)
 LEAD_AT_INSERTION = math.radians(40.0)  # Soyuz ahead of Apollo at its insertion (estimate)
 
+# Where the joint flight happened. A single circular orbit propagated from insertion puts the
+# first docking over the Pacific off Peru and the hatch opening over Mexico, both out of
+# coverage; the docking was over the Atlantic off Portugal and the handshake over Metz
+# (France), both televised live (astp-facts.md, December 2026 additions; SP-4209: "high
+# above the coast of Portugal"). The orbit's phase and node are therefore pinned so that the
+# ships pass over DOCKING_POINT, northbound, at the docking (16:09:09 UTC). That ground
+# track passes over Metz 2 orbits later, at 19:18:53 UTC (GET 047:28:52): the handshake
+# time the timeline uses. The correction is spread smoothly over the free flight from
+# insertion to the rendezvous (a slightly different mean altitude, as the real phasing burns
+# made), so the ground track never jumps. DOCKING_POINT itself is an estimate chosen on the
+# Atlantic ~600 km west of Portugal so that the same track overflies Metz.
+DOCKING_POINT = (41.5, -16.0)  # deg latitude, longitude (estimate, see above)
+METZ = (49.12, 6.18)
+
+
+def _over(lat_deg: float, lon_deg: float, get: float, northbound: bool) -> tuple[float, float]:
+    """(RAAN, argument of latitude) that put a ship over a point at a GET."""
+    u = math.asin(math.sin(math.radians(lat_deg)) / math.sin(INC))
+    if not northbound:
+        u = math.pi - u
+    ra = float(gmst(np.array([get]))[0]) + math.radians(lon_deg)
+    return ra - math.atan2(math.cos(INC) * math.sin(u), math.cos(u)), u
+
+
+def _wrap(a: float) -> float:
+    return (a + math.pi) % (2 * math.pi) - math.pi
+
+
+def _pin() -> tuple[float, float]:
+    raan, u = _over(*DOCKING_POINT, tl.DOCKING_1, northbound=True)
+    d_raan = _wrap(raan - (RAAN0 + RAAN_RATE * tl.DOCKING_1))
+    d_u = _wrap(u - (U_INSERTION + N_MEAN * (tl.DOCKING_1 - tl.APOLLO_ORBIT)))
+    return d_raan, d_u
+
+
+PIN_RAAN, PIN_U = _pin()
+
+
+def _pinned(get: Array) -> Array:
+    """0 before Apollo's insertion, rising smoothly to 1 at the rendezvous, then 1."""
+    x = np.clip((get - tl.APOLLO_ORBIT) / (tl.RENDEZVOUS - tl.APOLLO_ORBIT), 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
 
 def soyuz_lead(get: Array) -> Array:
     """Arc (rad) by which Soyuz leads Apollo: ~40 deg at Apollo insertion closing to the
@@ -138,10 +183,11 @@ def soyuz_lead(get: Array) -> Array:
 def position_eci(vehicle: str, get: Array) -> Array:
     """(N, 3) inertial position (km) on the circular orbit (extrapolated before launch)."""
     g = np.asarray(get, dtype=np.float64)
-    u = U_INSERTION + N_MEAN * (g - tl.APOLLO_ORBIT)
+    pin = _pinned(g)
+    u = U_INSERTION + N_MEAN * (g - tl.APOLLO_ORBIT) + PIN_U * pin
     if vehicle == tl.SOYUZ:
         u = u + soyuz_lead(g)
-    raan = RAAN0 + RAAN_RATE * g
+    raan = RAAN0 + RAAN_RATE * g + PIN_RAAN * pin
     cu, su, co, so = np.cos(u), np.sin(u), np.cos(raan), np.sin(raan)
     ci, si = math.cos(INC), math.sin(INC)
     return A * np.stack([co * cu - so * su * ci, so * cu + co * su * ci, su * si], -1)

@@ -23,6 +23,14 @@ def pv_per_kg(gas: str, temp_k: float) -> float:
     return R * temp_k / MOLAR[gas] / PA_PER_MMHG
 
 
+def standard_atmosphere_psia(alt_ft: float) -> float:
+    """Outside pressure (psia) at an altitude, 1976 standard atmosphere below 36,089 ft (and
+    its isothermal layer above)."""
+    if alt_ft <= 36_089.0:
+        return 14.696 * (1.0 - 6.8756e-6 * max(alt_ft, 0.0)) ** 5.2559
+    return 3.2828 * math.exp(-(alt_ft - 36_089.0) / 20_806.0)
+
+
 def relax(x: float, target: float, dt: float, tau: float) -> float:
     """First-order lag, exact for any step (so coarse steps stay stable)."""
     if tau <= 0:

@@ -44,6 +44,7 @@ from groundstation.core.mission_time import format_get
 from simulators import control
 from simulators.link import Message, Transmitter, auto_frames_per_message
 from simulators.mission import Mission
+from simulators.recorder import HBR_CAPACITY_S, HBR_DUMP_RATE
 from simulators.telemetry import TelemetryStream
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class RunnerOptions:
     frames_per_message: int | None = None  # None: about ten messages a second per ship
     qos: int = 1
     backlog_frames: int = 500_000
-    recorder_s: float = 7200.0  # Apollo's onboard recorder, mission seconds of HBR
-    playback_rate: float = 10.0  # recorded frames dumped per live frame sent
+    recorder_s: float = HBR_CAPACITY_S  # Apollo's DSE: ~30 min of HBR (simulators/recorder.py)
+    playback_rate: float = HBR_DUMP_RATE  # recorded frames dumped per live frame sent (8x)
     until: float | None = None  # GET to stop at (default: the end of the ships' missions)
     state_interval_s: float = 1.0  # real seconds between state messages
     client_id: str | None = None

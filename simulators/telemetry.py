@@ -36,7 +36,7 @@ from groundstation.core.mission_time import (
     utc_ns_to_get,
 )
 from simulators.apollo import ApolloModel
-from simulators.attitude import attitude
+from simulators.attitude import attitude, gimbal_excursions
 from simulators.downlink import nominal_value
 from simulators.faults import Fault
 from simulators.mission import DT, Mission
@@ -171,9 +171,9 @@ class TelemetryStream:
         jj = j - j0
         layout = self._layout(int(ks[0] % self.minor_frames), n)
         col = hist.column
-        fast, quiet = self._fast(get)
         faults = [f for f in self.mission.faults.faults if f.vehicle == self.vehicle
                   and f.start <= get[-1] and (f.end is None or f.end > get[0])]
+        fast, quiet = self._fast(get, faults)
         dead_first = self.model.dead_params(float(get[0]))
         dead_last = self.model.dead_params(float(get[-1]))
         noise = (self._noise_rng.standard_normal(layout.draws) if self.noise
@@ -269,11 +269,14 @@ class TelemetryStream:
 
     # --- fast quantities ------------------------------------------------------------------
 
-    def _fast(self, get: NDArray[np.float64]
+    def _fast(self, get: NDArray[np.float64], faults: list[Fault]
               ) -> tuple[dict[str, NDArray[np.float64]], dict[str, NDArray[np.bool_]]]:
         """Per-frame values, and where a channel carries no signal (so no noise either)."""
         ang, rate = attitude(self.vehicle, get)
         if self.vehicle == tl.APOLLO:
+            exc, exc_rate = gimbal_excursions(faults, get)  # a gimbal_lock fault's yaw
+            ang[:, 2] += exc
+            rate[:, 2] += exc_rate
             out = {"roll_att": ang[:, 0] % 360.0, "pitch_att": ang[:, 1] % 360.0,
                    "yaw_att": ang[:, 2] % 360.0, "roll_rate": rate[:, 0],
                    "pitch_rate": rate[:, 1], "yaw_rate": rate[:, 2]}

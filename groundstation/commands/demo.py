@@ -33,9 +33,9 @@ from groundstation.paths import defs_dir
 
 log = logging.getLogger("groundstation.demo")
 
-# Both ships in contact for 11 minutes, 26 minutes after the first docking (GET 044:19:08),
+# Both ships in contact for 11 minutes, 6 minutes after the first docking (GET 044:19:08),
 # found with Mission.find_coverage: a newcomer sees both ships' values at once.
-DEFAULT_START = "044:45:30"
+DEFAULT_START = "044:25:30"
 
 DESCRIPTION = """\
 Run the whole ground station on this machine: a broker, InfluxDB, the ingest, both
@@ -63,7 +63,7 @@ examples:
   groundstation demo --centre moscow                  the Moscow console (Russian, mm Hg)
   groundstation demo --no-console --seconds 60        print values for a minute, then stop
   groundstation demo --data-dir var/demo              keep the archive and database after
-Times: a GET such as 044:45:30, or an event with an offset such as docking-30m
+Times: a GET such as 044:25:30, or an event with an offset such as docking-30m
 (groundstation sim both --list-events lists the events).
 """
 

@@ -160,7 +160,8 @@ def _check(files: list[Path], fly: bool) -> int:
         result = fly_offline(sc, defs)
         injections = scenario_injections(sc)
         d = build_debrief(sc, "offline", injections, result.events, speed=0.0,
-                          started_get=sc.start_get, ended_get=sc.end_get + sc.grace)
+                          started_get=sc.start_get, ended_get=sc.end_get + sc.grace,
+                          cues=result.cues, calls_together=result.calls)
         problems = [f"{r['vehicle']} {r['parameter']} ({r['severity']}) for fault "
                     f"{x['id']}: {r.get('note', 'not raised')}"
                     for x in d["faults"] for r in x["alarms"]
@@ -168,14 +169,18 @@ def _check(files: list[Path], fly: bool) -> int:
         problems += [f"{u['vehicle']} {u['parameter']} ({u['severity']}) raised at "
                      f"{u['raised']} without a fault (add it to a fault's collateral or to "
                      "tolerate)" for u in d["raised_without_fault"]]
+        problems += [f"call {c['call']!r}: {c['note']}" for c in d["timed_calls"]
+                     if not c.get("cues_in_time", True)]
         if problems:
             failed += 1
             print(f"{f}: {len(problems)} problems when flown offline:\n  "
                   + "\n  ".join(problems), file=sys.stderr)
         else:
-            times = ", ".join(f"{r['parameter']} +{r['raised_after_s']:.0f} s"
-                              for x in d["faults"] for r in x["alarms"])
-            print(f"{f}: ok, flown offline: {times}")
+            times = [f"{r['parameter']} +{r['raised_after_s']:.0f} s"
+                     for x in d["faults"] for r in x["alarms"]]
+            times += [f"call cues together +{c['cues_together_after_s']:.0f} s (due "
+                      f"+{c['within_s']:g} s)" for c in d["timed_calls"]]
+            print(f"{f}: ok, flown offline: {', '.join(times)}")
     return 1 if failed else 0
 
 
@@ -194,6 +199,10 @@ def _show(name: str, instructor: bool) -> int:
             for e in f.expect:
                 print(f"      expect {sc.expected_vehicle(f, e)} {e.parameter} {e.severity} "
                       f"within {e.within_s:g} s, ack within {sc.ack_within(e):g} s")
+            for c in sc.timed_calls:
+                if sc.call_fault(c) is f:
+                    print(f"      call within {c.within_s:g} s: {c.call} (cues: "
+                          f"{'; '.join(x.describe() for x in c.cues)}; not scored yet)")
         if sc.history:
             print("\nthe real event:\n" + sc.history.strip())
     return 0

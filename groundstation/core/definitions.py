@@ -197,6 +197,9 @@ class Parameter(_Described):
     every: int | None = Field(default=None, ge=1)
     offset: int | None = Field(default=None, ge=0)
     calibration: Calibration | None = None
+    # Discretes: each state's name in another language, {lang: {STATE: name}} (the state
+    # names themselves are the English ones).
+    state_labels: dict[str, dict[str, str]] = {}
     # Filled in from the frame format once the whole file is known.
     lsb: int = 0
     width: int = 0
@@ -243,6 +246,12 @@ class Parameter(_Described):
     def eng_range(self) -> tuple[float, float]:
         ends = self.calibrate(np.array([0, self.raw_max]))
         return float(ends.min()), float(ends.max())
+
+    def state_label(self, state: str, lang: str) -> str:
+        """A state's name in a language ('en' or 'ru'); the state name when none is given."""
+        if lang == "en":
+            return self.state_labels.get("en", {}).get(state, state)
+        return self.state_labels.get(lang, {}).get(state, state)
 
     def state_code(self, name: str) -> int:
         states = (self.calibration.states if self.calibration else None) or {}
@@ -557,9 +566,11 @@ def _check_calibration(p: Parameter) -> list[tuple[str, str]]:
             return [("calibration.states", f"code {bad[0]} does not fit in {p.width} bits")]
         if len(set(cal.states.values())) != len(cal.states):
             return [("calibration.states", "two codes share a state name")]
-        return []
+        return _check_state_labels(p, set(cal.states.values()))
     if cal is not None and cal.states is not None:
         return [("calibration.states", f"'states' is for discretes; this is {p.type}")]
+    if p.state_labels:
+        return [("state_labels", f"state labels are for discretes; this is {p.type}")]
     if p.unit == "state":
         return [("unit", f"an {p.type} parameter needs a unit of measure")]
     if cal is not None and cal.table is not None:
@@ -586,6 +597,26 @@ def _check_calibration(p: Parameter) -> list[tuple[str, str]]:
         return [(field, "is not monotonic over the raw range "
                         f"0..{p.raw_max}; the simulators could not invert it")]
     return []
+
+
+def _check_state_labels(p: Parameter, states: set[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for lang, names in p.state_labels.items():
+        if lang not in ("en", "ru"):
+            out.append((f"state_labels.{lang}", "state labels are 'en' and 'ru'"))
+            continue
+        unknown = sorted(set(names) - states)
+        missing = sorted(states - set(names))
+        if unknown:
+            out.append((f"state_labels.{lang}", f"{unknown[0]!r} is not one of the states "
+                                                f"{sorted(states)}"))
+        if missing:
+            out.append((f"state_labels.{lang}", f"no {lang} name for the state "
+                                                f"{missing[0]!r}: name every state"))
+        empty = [k for k, v in names.items() if not str(v).strip()]
+        if empty:
+            out.append((f"state_labels.{lang}.{empty[0]}", "the name is empty"))
+    return out
 
 
 def _check_limits_fit(p: Parameter, defn: VehicleDefinition) -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ orbit, rendezvous, docked, transfer, undocked, entry.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -40,7 +41,10 @@ APOLLO_ORBIT = hms(0, 9, 55)
 SIVB_SEP = hms(1, 15)  # estimate: CSM separates from the S-IVB, turns around
 DM_DOCK = hms(1, 30)  # estimate: CSM docks with the DM in the S-IVB adapter
 DM_EXTRACT = hms(1, 50)  # estimate
-TUNNEL_OPEN = hms(6, 0)  # estimate: DM checkout, CM-DM hatches first opened
+# The docking probe stuck in the CM tunnel on the first day: the crew could not remove it
+# until, after breakfast on 16 July, a procedure from the ground freed it and Slayton
+# entered the DM (SP-4209 ch. 11, "16 July - Chase"). The hour is an estimate.
+TUNNEL_OPEN = hms(21, 0)
 SOYUZ_BURN_1 = hms(17, 36)  # estimate: orbit 17, circularisation to ~225 km
 SOYUZ_LOWERING = hms(20, 30)  # estimate: "after their first 28 hours", to ~0.65 atm
 RENDEZVOUS = hms(41, 9, 59)  # Jul 17 13:00 UTC: Soyuz in the sextant, VHF voice
@@ -49,7 +53,11 @@ COELLIPTIC = hms(42, 21, 59)  # 14:12 UTC: coelliptic burn to 210 x 209 km
 TPI = hms(43, 26, 59)  # 15:17 UTC: terminal phase burn, 0.9 s, range 35 km
 GO_FOR_DOCKING = hms(43, 55, 59)  # 15:46 UTC
 DOCKING_1 = hms(44, 19, 8)
-HANDSHAKE = hms(47, 25)  # estimate (~3 h after docking)
+# 19:18:53 UTC: the docking was over the Atlantic off Portugal and the handshake over Metz;
+# with the orbit pinned to the docking (simulators/orbit.py DOCKING_POINT) the ground track
+# passes over Metz here, 3 h 10 min after the docking (the facts sheet's ~19:15 was an
+# estimate of "~3 h after docking").
+HANDSHAKE = hms(47, 28, 52)
 UNDOCKING_1 = hms(88, 13, 19)
 DOCKING_2 = hms(88, 43, 38)
 UNDOCKING_2 = hms(91, 36, 11)
@@ -62,14 +70,84 @@ TUNNEL_CLOSED_FINAL = hms(191, 30)  # estimate: hatches closed before the DM is 
 DM_JETTISON = hms(191, 56, 59)
 APOLLO_DEORBIT = hms(216, 47, 46)
 CM_SM_SEP = hms(217, 2)  # estimate
-BLACKOUT = (hms(217, 12, 30), hms(217, 16, 30))  # estimate: entry plasma blackout
-CABIN_REPRESS = hms(217, 22)  # estimate: cabin relief valve opens near 24,000 ft
+ENTRY_INTERFACE = hms(217, 7, 46)  # 20:57:47 UTC (JSC-10638; ASTP medical report)
+BLACKOUT = (ENTRY_INTERFACE + 90, ENTRY_INTERFACE + 390)  # estimate: entry plasma blackout
 SPLASHDOWN = hms(217, 28, 23)
 APOLLO_CREW_INGRESS = hms(-2, 30)  # estimate
 SOYUZ_CREW_INGRESS = SOYUZ_LAUNCH - hms(2, 0)  # estimate
 FALSE_GNC_ALARM = hms(36, 16, 59)  # Jul 17 03:07 CDT: false guidance-system alarm (real)
 SOYUZ_TV_REPAIRED = SOYUZ_BURN_1 + hms(1, 0)  # real failure; colour camera used after
 MISSION_END = {APOLLO: SPLASHDOWN, SOYUZ: SOYUZ_LANDING}
+
+
+# --- the CM's descent ------------------------------------------------------------------------
+
+# Earth landing system (JSC-10638, Apollo Soyuz Mission Anomaly Report No. 1): the crew arms
+# the pyrotechnic buses at 50,000 ft and the ELS sequencer (ELS LOGIC and ELS AUTO) at
+# 30,000 ft; the 24,000 ft baroswitches then latch the ELS activate relay, which disables the
+# CM RCS and fires the apex cover (+0.4 s) and the drogues (+2 s); after a 14 s timer the
+# 10,000 ft baroswitches release the drogues and deploy the mains. On ASTP the ELS AUTO
+# switch was missed: nothing happened at 24,000 ft, the drogues were deployed by hand at
+# 18,550 ft with the RCS still firing, and the RCS was disabled by hand at 9,600 ft, 30 s
+# later (~21:15:07 UTC, ASTP medical report).
+ELS_ARM_FT = 30_000.0
+REPRESS_FT = 27_000.0  # standard atmosphere 4.99 psia: outside passes the cabin's 5 psia
+BAROSWITCH_FT = 24_000.0
+MAIN_CHUTES_FT = 10_000.0
+ASTP_DROGUES_FT = 18_550.0  # manual drogue deployment (JSC-10638)
+ASTP_RCS_OFF_FT = 9_600.0  # RCS disabled by hand (JSC-10638)
+
+# Altitude of the CM (ft) by GET, from the deorbit burn to splashdown: the sources' times
+# (entry interface 20:57:47 UTC at 400,000 ft; manual drogues at 18,550 ft 30 s before the
+# RCS was disabled at 9,600 ft at ~21:15:07 UTC; splashdown 21:18:24 UTC) joined by an
+# estimated glide: a slow hypersonic descent, then the free fall of the capsule (~360 ft/s
+# near 20,000 ft) and the drogues (~300 ft/s). The last 9,600 ft under the mains take the
+# 197 s between the sources' times (~49 ft/s, faster than three mains' ~32 ft/s at sea level;
+# the times are kept as the sources give them). One profile serves a nominal and the ASTP
+# descent alike (drogues at 24,000 ft would have slowed the nominal one a little earlier).
+ENTRY_PROFILE = (
+    (APOLLO_DEORBIT, 722_000.0),
+    (ENTRY_INTERFACE, 400_000.0),
+    (hms(217, 11), 300_000.0),
+    (hms(217, 15), 220_000.0),
+    (hms(217, 19), 160_000.0),
+    (hms(217, 21, 30), 110_000.0),
+    (hms(217, 22, 55), 75_000.0),
+    (hms(217, 23, 35), 45_000.0),
+    (hms(217, 24, 6), ELS_ARM_FT),
+    (hms(217, 24, 21), BAROSWITCH_FT),
+    (hms(217, 24, 36), ASTP_DROGUES_FT),
+    (hms(217, 25, 6), ASTP_RCS_OFF_FT),
+    (SPLASHDOWN, 0.0),
+)
+ORBIT_FT = 722_000.0  # ~220 km, the orbit model's mean altitude
+
+
+def entry_altitude_ft(get: float) -> float:
+    """The CM's altitude (ft) at a GET: the orbit's before the deorbit burn, the entry
+    profile after it, zero after splashdown."""
+    ts = [t for t, _ in ENTRY_PROFILE]
+    if get <= ts[0]:
+        return ORBIT_FT
+    if get >= ts[-1]:
+        return 0.0
+    i = bisect.bisect_right(ts, get) - 1
+    (t0, a0), (t1, a1) = ENTRY_PROFILE[i], ENTRY_PROFILE[i + 1]
+    return a0 + (a1 - a0) * (get - t0) / (t1 - t0)
+
+
+def entry_time_at_ft(alt_ft: float) -> float:
+    """The GET at which the descending CM passes an altitude."""
+    for (t0, a0), (t1, a1) in itertools.pairwise(ENTRY_PROFILE):
+        if a1 <= alt_ft <= a0:
+            return t0 + (t1 - t0) * (a0 - alt_ft) / (a0 - a1)
+    raise ValueError(f"the CM never passes {alt_ft:g} ft")
+
+
+ELS_ARM = entry_time_at_ft(ELS_ARM_FT)
+CABIN_REPRESS = entry_time_at_ft(REPRESS_FT)
+BAROSWITCH = entry_time_at_ft(BAROSWITCH_FT)
+MAIN_CHUTES = entry_time_at_ft(MAIN_CHUTES_FT)
 
 
 @dataclass(frozen=True)
@@ -135,18 +213,30 @@ def _cycle(name: str, start: float, hold_min: float, to_soyuz: tuple[str, ...],
     return DMCycle(name, start, hold_start, hold_end, end, tuple(sorted(moves)))
 
 
-# Four crossings (facts sheet); who moved when is an estimate shaped by SP-4209: Stafford and
-# Slayton visit Soyuz on Jul 17; on Jul 18 Brand goes to Soyuz and Leonov to Apollo (about
-# 5 h 43 min on the American side in all), then Kubasov visits Apollo (4 h 57 min).
+# Four crossings (facts sheet). What SP-4012 gives are the times in the other ship: Stafford
+# 7 h 10 min in Soyuz, Slayton 1 h 35 min, Kubasov 4 h 59 min in Apollo; the cycles are laid
+# out to give exactly those (tests/unit/test_sim_timeline.py checks them). Everything else
+# is an estimate shaped by SP-4209: on Jul 17 Stafford and Slayton cross at the hatch
+# opening; Stafford comes back into the DM after 1 h 01 min, Slayton (the DM pilot, whose
+# furnace experiments were in the DM) at the end of the cycle. On Jul 18 Brand goes to
+# Soyuz as Leonov comes to Apollo; later Leonov and Brand go home as Kubasov comes to Apollo
+# and Stafford goes to Soyuz; then Kubasov and Stafford go home. Stafford's Jul 18 visit
+# (6 h 09 min) is Kubasov's (4 h 59 min) plus the DM cycles either side of it.
+_C1_START = HANDSHAKE - 20 * 60
+_C1_END_HOLD = HANDSHAKE + hms(1, 35)
+_C3_HOLD = hms(68, 40)
+_C4_START = _C3_HOLD + 10 * 60 + 40 * 60 + hms(4, 59)
 DM_CYCLES = (
-    DMCycle("transfer-1", HANDSHAKE - 20 * 60, HANDSHAKE, hms(50, 10), hms(50, 50),
-            ((HANDSHAKE - 20 * 60, "stafford", "dm"), (HANDSHAKE - 20 * 60, "slayton", "dm"),
+    DMCycle("transfer-1", _C1_START, HANDSHAKE, _C1_END_HOLD, _C1_END_HOLD + 40 * 60,
+            ((_C1_START, "stafford", "dm"), (_C1_START, "slayton", "dm"),
              (HANDSHAKE, "stafford", "soyuz"), (HANDSHAKE, "slayton", "soyuz"),
-             (hms(50, 10), "stafford", "dm"), (hms(50, 10), "slayton", "dm"),
-             (hms(50, 50), "stafford", "apollo"), (hms(50, 50), "slayton", "apollo"))),
-    _cycle("transfer-2", hms(64, 40), 10, ("brand",), ("leonov",), ("brand",)),
-    _cycle("transfer-3", hms(70, 50), 10, ("leonov",), ("kubasov", "brand"), ("leonov",)),
-    _cycle("transfer-4", hms(76, 57), 10, ("kubasov",), (), ("kubasov",)),
+             (HANDSHAKE + hms(1, 1), "stafford", "dm"), (_C1_END_HOLD, "slayton", "dm"),
+             (_C1_END_HOLD + 40 * 60, "stafford", "apollo"),
+             (_C1_END_HOLD + 40 * 60, "slayton", "apollo"))),
+    _cycle("transfer-2", hms(62, 20), 10, ("brand",), ("leonov",), ("brand",)),
+    _cycle("transfer-3", _C3_HOLD - 20 * 60, 10, ("leonov", "stafford"), ("kubasov", "brand"),
+           ("leonov", "stafford")),
+    _cycle("transfer-4", _C4_START, 10, ("kubasov",), ("stafford",), ("kubasov",)),
 )
 
 CREW_HOME = {"stafford": APOLLO, "brand": APOLLO, "slayton": APOLLO, "leonov": SOYUZ,
@@ -201,18 +291,26 @@ def tunnel_open(get: float) -> bool:
             and not hms(87, 50) <= get < hms(92, 0))
 
 
+# Apollo's nights (estimates from SP-4209): the crew woke on Jul 16 as Soyuz circularised its
+# orbit; the false guidance alarm cut the second night short at 03:07 CDT on Jul 17; after
+# the long first joint day they slept until 02:00 CDT on Jul 18 (the night of the false DM
+# leak); then eight hours a day at the same clock time.
+APOLLO_NIGHTS = ((hms(9, 30), SOYUZ_BURN_1), (hms(28, 30), FALSE_GNC_ALARM),
+                 (hms(51, 10), hms(59, 10)))
+APOLLO_NIGHT_LENGTH = 8 * 3600.0
+
+
 def crew_asleep(vehicle: str, get: float) -> bool:
     """Sleep periods (estimates): 8 h a day; nobody sleeps through a DM cycle."""
     if dm_cycle_at(get) is not None:
         return False
     if vehicle == APOLLO:
-        start, length = hms(11, 0), 8 * 3600.0
-        if hms(35, 0) <= get < FALSE_GNC_ALARM:
-            return True  # the second night, cut short by the false GNC alarm
-        if hms(35, 0) <= get < hms(43, 0):
-            return False
-    else:
-        start, length = hms(0, 10), 8 * 3600.0  # 23:00 Moscow time
+        for a, b in APOLLO_NIGHTS:
+            if a <= get < b:
+                return True
+        start = APOLLO_NIGHTS[-1][0]
+        return get >= start and (get - start) % 86400.0 < APOLLO_NIGHT_LENGTH
+    start, length = hms(0, 10), 8 * 3600.0  # Soyuz: 23:00 Moscow time
     if get < start:
         return False
     return (get - start) % 86400.0 < length
@@ -223,6 +321,11 @@ def crew_asleep(vehicle: str, get: float) -> bool:
 def docked_at(get: float) -> bool:
     """Hard-docked or captured: from contact to undocking."""
     return DOCKING_1 <= get < UNDOCKING_1 or DOCKING_2 <= get < UNDOCKING_2
+
+
+def hard_docked(get: float) -> bool:
+    """The structural latches closed: from 5 min after contact to undocking (estimate)."""
+    return (DOCKING_1 + 300 <= get < UNDOCKING_1) or (DOCKING_2 + 300 <= get < UNDOCKING_2)
 
 
 def phase_at(vehicle: str, get: float) -> str:
@@ -331,9 +434,20 @@ def _events() -> tuple[Event, ...]:
               aliases=("landing",)),
         Event("dm-jettison", DM_JETTISON, "docking module jettisoned", a),
         Event("cm-sm-sep", CM_SM_SEP, "CM/SM separation", a, "estimate"),
+        Event("entry-interface", ENTRY_INTERFACE, "entry interface, 400,000 ft", a,
+              "JSC-10638", aliases=("ei",)),
         Event("blackout", BLACKOUT[0], "entry plasma blackout begins", a, "estimate"),
-        Event("cabin-repress", CABIN_REPRESS, "cabin relief valve opens; cabin climbs "
-              "toward ambient", a, "estimate"),
+        Event("blackout-end", BLACKOUT[1], "out of the blackout, heard through Hawaii", a,
+              "estimate"),
+        Event("els-arm", ELS_ARM, "30,000 ft: the crew arms the ELS (ELS LOGIC, ELS AUTO)", a,
+              "estimate (the procedure: JSC-10638)"),
+        Event("cabin-repress", CABIN_REPRESS, "outside passes the cabin's 5 psia: the cabin "
+              "pressure relief valve admits outside air", a, "estimate"),
+        Event("baroswitch", BAROSWITCH, "24,000 ft baroswitches: an armed ELS disables the "
+              "RCS, jettisons the apex cover and deploys the drogues", a,
+              "estimate (the sequence: JSC-10638)"),
+        Event("main-chutes", MAIN_CHUTES, "10,000 ft: drogues released, main parachutes out",
+              a, "estimate (the sequence: JSC-10638)"),
         Event("splashdown", SPLASHDOWN, "Apollo splashdown near Hawaii", a),
     ]
     for b in BURNS:

@@ -89,6 +89,7 @@ JOINT = Style("moscow", "bi", "utc")
 
 RU_UNITS: dict[str, str] = {
     "psia": "psia", "psid": "psid", "mmHg": "мм рт. ст.", "kPa": "кПа", "atm": "атм",
+    "kgf/cm2": "кгс/см²",
     "degF": "°F", "degC": "°C", "K": "К", "V": "В", "A": "А", "W": "Вт", "Ah": "А·ч",
     "percent": "%", "lb": "фунт", "kg": "кг", "lb/h": "фунт/ч", "kg/h": "кг/ч", "deg": "°",
     "deg/s": "°/с", "km": "км", "m": "м", "ft": "фут", "m/s": "м/с", "ft/s": "фут/с",

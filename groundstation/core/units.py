@@ -33,6 +33,8 @@ UNITS: dict[str, Unit] = {
         Unit("mmHg", "pressure", _MMHG_PA, label="mm Hg"),
         Unit("kPa", "pressure", 1000.0, label="kPa"),
         Unit("atm", "pressure", 101325.0, label="atm"),
+        # Technical atmosphere, the Soviet gauges' unit for bottles and tanks.
+        Unit("kgf/cm2", "pressure", 98066.5, label="kgf/cm²"),
         Unit("degF", "temperature", 5.0 / 9.0, 273.15 - 32.0 * 5.0 / 9.0, label="°F"),
         Unit("degC", "temperature", 1.0, 273.15, label="°C"),
         Unit("K", "temperature", 1.0, label="K"),

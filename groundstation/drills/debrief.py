@@ -23,6 +23,9 @@ The scoring rule (also in simulators/scenarios/README.md):
   system does).
 * score = 100 x credit / weight of the scored expectations, rounded; none when nothing
   could be scored.
+* Timed calls (a call the trainee should make on cues that raise no alarm, by a time) are
+  listed with when their cues showed (when known), and are not scored yet: that needs the
+  console's call key.
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from typing import Any
 
 from groundstation.core import topics
 from groundstation.core.mission_time import format_get, format_utc
-from groundstation.drills.scenario import SEVERITY_RANK, Scenario
+from groundstation.drills.scenario import SEVERITY_RANK, Call, Scenario
 
 RAISES = ("raised", "escalated")
+NOT_SCORED_CALL = "not scored yet: needs the console's call key"
 LATE_CREDIT = 0.5
 # Frame times of the alarm's data and the injection GET are on the same clock; a sample
 # can sit a fraction of a physics step before the fault's GET.
@@ -85,8 +89,9 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                   events: list[dict[str, Any]], *, speed: float, started_get: float,
                   ended_get: float, pauses: list[dict[str, Any]] | None = None,
                   commands: list[dict[str, Any]] | None = None,
-                  stopped_early: bool = False, wall_s: float | None = None
-                  ) -> dict[str, Any]:
+                  stopped_early: bool = False, wall_s: float | None = None,
+                  cues: dict[tuple[int, int], float] | None = None,
+                  calls_together: dict[int, float] | None = None) -> dict[str, Any]:
     """Match the alarm events of a run against what each injected fault expected."""
     order = {id(e): i for i, e in enumerate(events)}
     used: set[int] = set()
@@ -110,6 +115,7 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                     "not_acknowledged": "missed_by_trainee"}[st]] += 1
         faults_out.append({**inj.to_dict(), "alarms": rows})
     unexplained = _unexplained(sc, injections, events)
+    calls = call_rows(sc, injections, cues, calls_together)
     score = None if total_w == 0 else round(100.0 * credit / total_w)
     operators = sorted({e["operator"] for e in events
                         if e["transition"] == "acknowledged" and e.get("operator")})
@@ -118,8 +124,10 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
         "scenario": {"id": sc.id, "title": sc.title, "file": sc.path,
                      "start": format_get(sc.start_get), "duration_s": sc.duration_s,
                      "ships": sc.ships, "positions": sc.positions,
-                     "ack_within_s": sc.ack_within_s, "calls": sc.calls,
+                     "ack_within_s": sc.ack_within_s,
+                     "calls": [c if isinstance(c, str) else c.call for c in sc.calls],
                      "history": sc.history},
+        "timed_calls": calls,
         "speed": speed, "started_get": started_get, "started": format_get(started_get),
         "started_utc": format_utc(started_get), "ended_get": ended_get,
         "ended": format_get(ended_get), "ended_utc": format_utc(ended_get),
@@ -133,6 +141,45 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                                       "cost nothing (simulators/scenarios/README.md)",
         "events": [{k: v for k, v in e.items() if k != "seq"} for e in events],
     }
+
+
+def call_rows(sc: Scenario, injections: list[Injection],
+              cues: dict[tuple[int, int], float] | None,
+              together: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """Each timed call: by when it was due, when its cues showed, each and all together
+    (None: not watched in this run), and its status. Cue times come from the offline flight
+    (drill check --fly); a run against the ingest has none yet."""
+    got = {i.id: i.get for i in injections}
+    rows = []
+    for i, c in enumerate(sc.calls):
+        if not isinstance(c, Call):
+            continue
+        f = sc.call_fault(c)
+        inj = got.get(f.id) if f is not None else None
+        cue_rows = []
+        for j, cue in enumerate(c.cues):
+            seen = None if cues is None else cues.get((i, j))
+            cue_rows.append({"cue": cue.describe(), "vehicle": sc.cue_vehicle(c, cue),
+                             "seen_get": seen,
+                             "seen": None if seen is None else format_get(seen),
+                             "after_s": None if seen is None or inj is None else seen - inj})
+        due = None if inj is None else inj + c.within_s
+        row: dict[str, Any] = {"call": c.call, "fault": f.id if f is not None else None,
+                               "within_s": c.within_s, "due_get": due,
+                               "due": None if due is None else format_get(due),
+                               "cues": cue_rows, "status": NOT_SCORED_CALL}
+        if cues is not None:
+            ready = (together or {}).get(i)
+            row["cues_together_get"] = ready
+            row["cues_together"] = None if ready is None else format_get(ready)
+            row["cues_together_after_s"] = None if ready is None or inj is None else ready - inj
+            row["cues_in_time"] = ready is not None and due is not None and ready <= due
+            if not row["cues_in_time"]:
+                row["note"] = ("its cues never showed together" if ready is None else
+                               f"its cues showed together only at {format_get(ready)}, after "
+                               f"the call was due ({format_get(due) if due else '-'})")
+        rows.append(row)
+    return rows
 
 
 def _match(inj: Injection, exp: dict[str, Any], events: list[dict[str, Any]],
@@ -244,7 +291,10 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
              f"({d['counts']['acknowledged']} in time, {d['counts']['late']} late, "
              f"{d['counts']['missed_by_trainee']} missed by the trainee, "
              f"{d['counts']['missed_by_system']} missed by the system, of "
-             f"{d['counts']['expected']} expected alarms)", ""]
+             f"{d['counts']['expected']} expected alarms)"]
+    if d.get("timed_calls"):
+        lines.append(f"- {len(d['timed_calls'])} timed calls: {NOT_SCORED_CALL}")
+    lines.append("")
     if d["pauses"]:
         lines.append("Paused: " + "; ".join(
             f"at {p['get_text']} for {p['wall_s']:.0f} s" for p in d["pauses"]) + " "
@@ -263,7 +313,10 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
         lines.append(f"Injected at {f['get_text']} GET ({f['utc']}).")
         lines.append("")
         if not f["alarms"]:
-            lines += ["No alarms were expected of this fault.", ""]
+            answered = [c for c in d.get("timed_calls", []) if c.get("fault") == f["id"]]
+            lines += ["No alarms were expected of this fault" + (
+                f": {len(answered)} timed call{'s' if len(answered) != 1 else ''} below "
+                "answer it." if answered else "."), ""]
             continue
         lines.append("| alarm | raised | after | acknowledged | by | reaction | result |")
         lines.append("|---|---|---|---|---|---|---|")
@@ -300,7 +353,20 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
     lines.append("")
     if sc.get("calls"):
         lines += ["## Calls the trainee should have made", ""]
-        lines += [f"- {c}" for c in sc["calls"]]
+        timed = {r["call"]: r for r in d.get("timed_calls", [])}
+        for c in sc["calls"]:
+            r = timed.get(c)
+            if r is None:
+                lines.append(f"- {c}")
+                continue
+            cues = "; ".join(x["cue"] for x in r["cues"])
+            if r.get("cues_together_after_s") is not None:
+                cues += (f" (together from {r['cues_together']}, "
+                         f"+{r['cues_together_after_s']:.0f} s)")
+            due = f"by {r['due']} GET (+{r['within_s']:g} s after {r['fault']})" \
+                if r.get("due") else f"within {r['within_s']:g} s of {r['fault']}"
+            lines.append(f"- {c} — {due}; cues: {cues}. **{r['status']}**"
+                         + (f" ({r['note']})" if r.get("note") else ""))
         lines.append("")
     if sc.get("history"):
         lines += ["## The real event", "", sc["history"].strip(), ""]

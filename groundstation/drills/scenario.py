@@ -63,6 +63,37 @@ class Expect(_Model):
     _norm = field_validator("vehicle", mode="before")(_vehicle)
 
 
+class Cue(_Model):
+    """Something the telemetry shows that a call rests on: a discrete in a state, or a value
+    above or below a level (in the parameter's own unit)."""
+
+    parameter: str
+    vehicle: str | None = None  # default: the fault's vehicle
+    state: str | None = None
+    above: float | None = None
+    below: float | None = None
+
+    _norm = field_validator("vehicle", mode="before")(_vehicle)
+
+    def describe(self) -> str:
+        if self.state is not None:
+            return f"{self.parameter} {self.state}"
+        if self.above is not None:
+            return f"{self.parameter} above {self.above:g}"
+        return f"{self.parameter} below {self.below:g}"
+
+
+class Call(_Model):
+    """A call the trainee should make on cues that raise no alarm, and by when: the offline
+    flight checks that every cue shows within `within_s` of the fault's injection. It is not
+    scored until the console has a call key."""
+
+    call: str
+    fault: str | None = None  # the fault id it answers (default: the scenario's only fault)
+    within_s: float = Field(gt=0)
+    cues: list[Cue] = Field(min_length=1)
+
+
 class FaultPlan(_Model):
     id: str
     vehicle: str
@@ -72,7 +103,8 @@ class FaultPlan(_Model):
     get: str | None = None  # a GET or event[+/-offset]
     ramp_s: float = Field(default=0.0, ge=0)
     duration_s: float | None = Field(default=None, gt=0)
-    expect: list[Expect] = Field(min_length=1)
+    # Alarms it must raise; a fault that raises none is answered by a timed call instead.
+    expect: list[Expect] = []
     # Alarms this fault may also raise that are not scored (knock-on effects).
     collateral: list[str] = []
     note: str | None = None
@@ -96,7 +128,8 @@ class Scenario(_Model):
     title: str
     briefing: str
     history: str | None = None  # the real event the drill is drawn from
-    calls: list[str] = []  # what the trainee should call, for the debrief
+    # What the trainee should call, for the debrief: a sentence, or a timed call on cues.
+    calls: list[str | Call] = []
     positions: list[str] = ["EECOM"]
     start: str
     ships: list[str] = Field(min_length=1)
@@ -141,6 +174,20 @@ class Scenario(_Model):
 
     def expected_vehicle(self, f: FaultPlan, e: Expect) -> str:
         return e.vehicle or f.vehicle
+
+    @property
+    def timed_calls(self) -> list[Call]:
+        return [c for c in self.calls if isinstance(c, Call)]
+
+    def call_fault(self, c: Call) -> FaultPlan | None:
+        """The fault a timed call answers."""
+        if c.fault is None:
+            return self.faults[0] if len(self.faults) == 1 else None
+        return next((f for f in self.faults if f.id == c.fault), None)
+
+    def cue_vehicle(self, c: Call, cue: Cue) -> str:
+        f = self.call_fault(c)
+        return cue.vehicle or (f.vehicle if f is not None else self.ships[0])
 
     def plot_parameters(self) -> dict[str, list[str]]:
         """Key parameters per transmitting ship: the plot section, else the expected
@@ -298,6 +345,7 @@ def _check(sc: Scenario, defs: dict[str, VehicleDefinition]) -> list[tuple[str, 
         seen.add(f.id)
         out += [(f"{where}: {field}", m) for field, m in _check_fault(sc, f, manager, defs,
                                                                         ships, timed)]
+    out += _check_calls(sc, defs, ships, timed)
     for i, t in enumerate(sc.tolerate):
         out += [(f"tolerate[{i}]: {field}", m)
                 for field, m in _check_parameter(t.vehicle, t.parameter, None, defs,
@@ -375,6 +423,64 @@ def _check_fault(sc: Scenario, f: FaultPlan, manager: FaultManager,
     return out
 
 
+def _check_calls(sc: Scenario, defs: dict[str, VehicleDefinition], ships: list[str],
+                 timed: bool) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    answered: set[str] = set()
+    for i, c in enumerate(sc.calls):
+        if not isinstance(c, Call):
+            continue
+        where = f"calls[{i}]"
+        f = sc.call_fault(c)
+        if f is None:
+            out.append((f"{where}: fault", f"no fault {c.fault!r} in this scenario"
+                        if c.fault is not None else "name the fault this call answers "
+                        "(the scenario has several)"))
+            continue
+        answered.add(f.id)
+        if timed and math.isfinite(f.start_get) \
+                and f.start_get + c.within_s > sc.end_get + sc.grace:
+            out.append((f"{where}: within_s", f"{c.within_s:g} s after the injection is past "
+                                              f"the end of the drill "
+                                              f"({format_get(sc.end_get)}) and its grace"))
+        for j, cue in enumerate(c.cues):
+            out += [(f"{where}: cues[{j}]" + (f": {field}" if field else ""), m)
+                    for field, m in _check_cue(sc.cue_vehicle(c, cue), cue, defs, ships)]
+    for i, f in enumerate(sc.faults):
+        if not f.expect and f.id not in answered:
+            out.append((f"fault {f.id!r} (faults[{i}]): expect", "a fault must expect at "
+                        "least one alarm, or be answered by a timed call (calls: - call: "
+                        "..., within_s: ..., cues: [...])"))
+    return out
+
+
+def _check_cue(vehicle: str, cue: Cue, defs: dict[str, VehicleDefinition], ships: list[str]
+               ) -> list[tuple[str, str]]:
+    if vehicle not in tl.VEHICLES or vehicle not in defs:
+        return [("vehicle", f"no ship {vehicle!r}; ships are {', '.join(tl.VEHICLES)}")]
+    if vehicle not in ships:
+        return [("vehicle", f"{vehicle} does not transmit in this drill; add it to 'ships'")]
+    d = defs[vehicle]
+    entry = next((e for e in [*d.parameters, *d.derived] if e.id == cue.parameter), None)
+    if entry is None:
+        return [("parameter", f"{vehicle} has no parameter {cue.parameter!r}")]
+    given = [k for k in ("state", "above", "below") if getattr(cue, k) is not None]
+    if len(given) != 1:
+        return [("", "give exactly one of state, above or below")]
+    discrete = getattr(entry, "type", "analog") == "discrete"
+    if discrete != (cue.state is not None):
+        return [(given[0], f"{vehicle}.{cue.parameter} is "
+                           + ("a discrete: give its state" if discrete
+                              else "not a discrete: give above or below"))]
+    if discrete:
+        cal = getattr(entry, "calibration", None)
+        states = sorted((cal.states or {}).values()) if cal is not None else []
+        if cue.state not in states:
+            return [("state", f"{cue.state!r} is not a state of {cue.parameter} "
+                              f"({', '.join(states)})")]
+    return []
+
+
 def _fault_field(msg: str, fault: str, time_field: str) -> str:
     """Which field of the scenario's fault a simulator FaultError is about."""
     if msg.startswith(("no fault", "fault must")):
@@ -384,7 +490,7 @@ def _fault_field(msg: str, fault: str, time_field: str) -> str:
     for name in ("ramp_s", "duration_s"):
         if msg.startswith(f"{fault}: {name}"):
             return name
-    if msg.startswith(("at ", "at:", f"{fault}: at ")) or " is not sealed at " in msg:
+    if msg.startswith(("at ", "at:", f"{fault}: at ")) or " no gas is sealed " in msg:
         return time_field
     return "params"
 

@@ -28,8 +28,8 @@ from groundstation.deploy import embedded_broker
 from groundstation.deploy.servers import find_binary
 from groundstation.storage.archive import DATA_SUFFIX
 
-VALUE_LINE = re.compile(r"^GET 044:4\d:\d\d  Apollo CSM: CABIN PRESS (\d+\.\d+) psia", re.M)
-SOYUZ_LINE = re.compile(r"^GET 044:4\d:\d\d  Soyuz 19: DESC MOD PRESS (\d+\.\d+) psia", re.M)
+VALUE_LINE = re.compile(r"^GET 044:\d\d:\d\d  Apollo CSM: CABIN PRESS (\d+\.\d+) psia", re.M)
+SOYUZ_LINE = re.compile(r"^GET 044:\d\d:\d\d  Soyuz 19: DESC MOD PRESS (\d+\.\d+) psia", re.M)
 
 
 def need(binary: str) -> None:

@@ -53,8 +53,8 @@ BAD = [
     ({"cmd": "clear", "fault_id": "F9"}, "no active or scheduled fault 'F9'"),
     ({"cmd": "pause", "speed": 2}, "pause: unknown key 'speed'"),
     ({"cmd": "resume", "at": "now"}, "resume: unknown key 'at'"),
-    ({"cmd": "inject", "fault": "dm_trapped_gas"}, "the DM is not sealed"),
-    ({"cmd": "inject", "fault": "entry_rcs_fumes"}, "outside the CM's descent"),
+    ({"cmd": "inject", "fault": "dm_trapped_gas"}, "no gas is sealed between the DM and Soyuz"),
+    ({"cmd": "inject", "fault": "entry_rcs_fumes"}, "before the ELS is armed"),
 ]
 
 

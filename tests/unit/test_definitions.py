@@ -199,6 +199,28 @@ def test_yaml_on_off_state_names_stay_strings(tmp_path: Path) -> None:
     assert p.state_code("ON") == 1
 
 
+def test_state_labels_name_every_state_in_russian(tmp_path: Path) -> None:
+    base = yaml.safe_dump({k: v for k, v in valid().items() if k != "derived"},
+                          allow_unicode=True, sort_keys=False)
+    heater = (
+        "- id: heater\n"
+        "  type: discrete\n"
+        "  word: 18\n"
+        "  bits: [0, 0]\n"
+        "  calibration: {states: {0: OFF, 1: ON}}\n"
+        "  state_labels: {ru: {OFF: \"ВЫКЛ\", ON: \"ВКЛ\"}}\n"
+    )
+    p = load(tmp_path, base + heater).parameter("heater")
+    assert (p.state_label("ON", "ru"), p.state_label("ON", "en")) == ("ВКЛ", "ON")
+    bad = heater.replace('ON: \"ВКЛ\"', 'ONN: \"ВКЛ\"').replace("{ru:", "{fr: {}, ru:")
+    with pytest.raises(DefinitionError) as exc:
+        load(tmp_path, base + bad)
+    text = str(exc.value)
+    assert "parameter 'heater': state_labels.fr: state labels are 'en' and 'ru'" in text
+    assert "state_labels.ru: 'ONN' is not one of the states ['OFF', 'ON']" in text
+    assert "state_labels.ru: no ru name for the state 'ON': name every state" in text
+
+
 def test_two_bit_fields_in_one_word_do_not_overlap(tmp_path: Path) -> None:
     d = load(tmp_path, valid())
     valve, mode = d.parameter("valve"), d.parameter("mode")
@@ -551,6 +573,10 @@ CW_TABLE: list[tuple[str, str, str, Red]] = [
     ("BMAG temperature", r"BMAG \d TEMP", "degF", (168.0, 172.0)),
     ("fuel-cell H2 flow", r"FC \d H2 FLOW", "lb/h", (None, 0.161)),
     ("fuel-cell O2 flow", r"FC \d O2 FLOW", "lb/h", (None, 1.276)),
+    # December 2026 additions (NASSP's C&W logic citing the AOH): skin red high ~475 degF;
+    # the condenser exhaust band is NASSP's sensor volts on an estimated range.
+    ("fuel-cell skin temperature", r"FC \d SKIN TEMP", "degF", (None, 475.0)),
+    ("fuel-cell condenser exhaust", r"FC \d COND TEMP", "degF", (150.0, 178.0)),
 ]
 
 
@@ -566,7 +592,10 @@ def test_apollo_red_limits_claimed_from_the_cw_table_match_it(
         apollo: VehicleDefinition) -> None:
     claimed = [p for p in [*apollo.parameters, *apollo.derived] if _claims_cw(p)]
     assert len(claimed) >= 3
-    for p in claimed:
+    for p in [p for p in claimed if isinstance(p, Parameter) and p.type == "discrete"]:
+        # A light with no analog measurement: its discrete is red (or yellow) when lit.
+        assert p.limits is not None and (p.limits.red_states or p.limits.yellow_states), p.id
+    for p in [p for p in claimed if not (isinstance(p, Parameter) and p.type == "discrete")]:
         rows = [row for row in CW_TABLE if re.fullmatch(row[1], _label(p)) and p.unit == row[2]]
         assert len(rows) == 1, f"{p.id} ({_label(p)!r}, {p.unit}) claims C&W; table rows: {rows}"
         condition, _, _, red = rows[0]

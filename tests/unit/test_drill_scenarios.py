@@ -1,7 +1,8 @@
 """The shipped drill scenarios load, and really raise the alarms they expect, in time and
-nothing else, when flown offline (the mission, the ships' frames, the real decoder and alarm
-engine with the phase context; only the frames a ground station hears live). Bad scenario
-files are refused with every problem named by file, fault and field."""
+nothing else, and show the cues of their timed calls in time, when flown offline (the
+mission, the ships' frames, the real decoder and alarm engine with the phase context; only
+the frames a ground station hears live). Bad scenario files are refused with every problem
+named by file, fault and field."""
 
 from __future__ import annotations
 
@@ -9,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from groundstation.core import flightplan as tl
 from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.core.mission_time import parse_get
-from groundstation.drills.debrief import build_debrief, scenario_injections
+from groundstation.drills.debrief import (
+    NOT_SCORED_CALL,
+    build_debrief,
+    markdown,
+    scenario_injections,
+)
 from groundstation.drills.offline import fly_offline
 from groundstation.drills.scenario import (
     ScenarioError,
@@ -44,7 +51,8 @@ def test_scenario_raises_what_it_expects(path: Path, defs: dict[str, VehicleDefi
     # Every frame of the drill reaches the ground live: the alarms come when they happen.
     assert all(n == 0 for n in result.frames_not_heard.values()), result.frames_not_heard
     d = build_debrief(sc, "offline", scenario_injections(sc), result.events, speed=0.0,
-                      started_get=sc.start_get, ended_get=sc.end_get + sc.grace)
+                      started_get=sc.start_get, ended_get=sc.end_get + sc.grace,
+                      cues=result.cues, calls_together=result.calls)
     for f in d["faults"]:
         assert f["get"] == pytest.approx(result.injected[f["id"]])
         for row in f["alarms"]:
@@ -52,16 +60,100 @@ def test_scenario_raises_what_it_expects(path: Path, defs: dict[str, VehicleDefi
             assert 0 <= row["raised_after_s"] <= row["within_s"]
             # Nobody acknowledged: each counts as missed by the trainee.
             assert row["status"] == "not_acknowledged"
+    # Every timed call's cues show together, after the injection, before the call is due.
+    for c in d["timed_calls"]:
+        assert c["cues_in_time"], c
+        assert 0 <= c["cues_together_after_s"] <= c["within_s"]
+        assert c["status"] == NOT_SCORED_CALL
     assert d["raised_without_fault"] == []
-    assert d["score"] == 0
+    scored = sum(len(f["alarms"]) for f in d["faults"])
+    assert d["score"] == (0 if scored else None)
 
 
 def test_entry_drill_is_the_real_one(defs: dict[str, VehicleDefinition]) -> None:
+    """ASTP's entry (JSC-10638): the ELS AUTO switch missed before the arming at 30,000 ft,
+    no alarm at all (no C&W cue; the CM RCS stays regulated), two calls on the real cues:
+    ELS AUTO still in MAN at the arming, and the RCS firing under the hand-deployed drogues
+    while the cabin takes in outside air, ~217:25 GET (~21:15 UTC)."""
     sc = load_scenario(find_scenario("entry-rcs-fumes"), defs)
     f = sc.faults[0]
-    assert f.fault == "entry_rcs_fumes" and {e.parameter for e in f.expect} == {
-        "cm_rcs1_press", "cm_rcs2_press"}
-    assert parse_get("217:02:00") < f.start_get < parse_get("217:28:23")
+    assert f.fault == "entry_rcs_fumes" and f.expect == []
+    assert tl.CM_SM_SEP <= f.start_get < tl.ELS_ARM
+    assert tl.BLACKOUT[1] <= sc.start_get and sc.end_get <= tl.SPLASHDOWN
+    result = fly_offline(sc, defs)
+    assert result.events == []  # no caution-and-warning cue, no ground alarm
+    calls = sc.timed_calls
+    assert len(calls) == 2
+    els, rcs = (result.calls[sc.calls.index(c)] for c in calls)
+    # ELS AUTO still in MAN once ELS LOGIC is on at 30,000 ft (217:24:06)...
+    assert tl.ELS_ARM <= els <= tl.ELS_ARM + 5
+    # ... and the thrusters firing under the drogues, deployed by hand at 18,550 ft, with
+    # the cabin above 6 psia: before the RCS was disabled at 9,600 ft (~217:25:06).
+    assert tl.entry_time_at_ft(tl.ASTP_DROGUES_FT) <= rcs < tl.entry_time_at_ft(
+        tl.ASTP_RCS_OFF_FT)
+    assert parse_get("217:24:30") < rcs < parse_get("217:25:10")
+    d = build_debrief(sc, "offline", scenario_injections(sc), result.events, speed=0.0,
+                      started_get=sc.start_get, ended_get=sc.end_get + sc.grace,
+                      cues=result.cues, calls_together=result.calls)
+    assert d["score"] is None  # nothing scored until the console has a call key
+    text = markdown(d, None)
+    assert text.count(f"**{NOT_SCORED_CALL}**") == 2  # each call, marked not scored
+
+
+def test_dm_drill_is_the_night_of_17_18_july(defs: dict[str, VehicleDefinition]) -> None:
+    """The false leak: the gas between the DM and Soyuz hatches warms, its pressure rises,
+    on the night of 17-18 July (GET ~51-58 h), both crews asleep; not at the second docking
+    and not a cooling."""
+    sc = load_scenario(find_scenario("dm-trapped-gas"), defs)
+    f = sc.faults[0]
+    assert f.fault == "dm_trapped_gas" and f.params["delta_k"] > 0
+    assert parse_get("051:00:00") <= f.start_get and sc.end_get <= parse_get("058:00:00")
+    assert tl.crew_asleep(tl.APOLLO, f.start_get) and tl.crew_asleep(tl.SOYUZ, f.start_get)
+    assert [(e.parameter, e.severity) for e in f.expect] == [("dm_tunnel_press", "yellow")]
+    raised = [e for e in fly_offline(sc, defs).events if e["transition"] == "raised"]
+    assert [(e["parameter"], e["side"]) for e in raised] == [("dm_tunnel_press", "high")]
+
+
+TIMED = """\
+schema: 1
+id: t
+title: T
+briefing: B
+start: "217:18:00"
+ships: [apollo]
+duration: 10m
+calls:
+  - "a sentence"
+  - call: "RCS off"
+    within_s: 300
+    cues:
+      - {parameter: cm_rcs_jets, state: FIRING}
+      - {parameter: cabin_press, above: 6}
+faults:
+  - id: a
+    vehicle: apollo
+    fault: entry_rcs_fumes
+    get: "217:20:00"
+"""
+
+
+def test_timed_calls_are_checked(defs: dict[str, VehicleDefinition]) -> None:
+    sc = parse_scenario(TIMED, "t.yaml", defs)
+    assert sc.faults[0].expect == [] and [c.call for c in sc.timed_calls] == ["RCS off"]
+    bad = (TIMED.replace("state: FIRING", "state: BLAZING")
+           .replace("above: 6}", "above: 6, below: 9}")
+           .replace("within_s: 300", "within_s: 900"))
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(bad, "b.yaml", defs)
+    problems = exc.value.problems
+    assert ("calls[1]: cues[0]: state", "'BLAZING' is not a state of cm_rcs_jets "
+            "(FIRING, OFF)") in problems
+    assert ("calls[1]: cues[1]", "give exactly one of state, above or below") in problems
+    assert any(w == "calls[1]: within_s" for w, _ in problems)
+    # A fault that raises no alarm needs a timed call that answers it.
+    lone = TIMED[:TIMED.index("calls:")] + TIMED[TIMED.index("faults:"):]
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\): expect: a fault must expect"):
+        parse_scenario(lone, "l.yaml", defs)
 
 
 GOOD = """\

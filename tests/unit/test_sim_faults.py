@@ -15,9 +15,9 @@ from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.core.envelope import decode_envelope
 from groundstation.core.mission_time import EARLIEST_GET, LIFTOFF_NS, parse_get
 from simulators import orbit
-from simulators.apollo import dm_stage
+from simulators.apollo import dm_stage, tunnel_stage
 from simulators.checks import Report, check_blocks
-from simulators.faults import DM_SEALED, FaultError, FaultManager, dm_sealed
+from simulators.faults import TUNNEL_SEALED, FaultError, FaultManager, tunnel_sealed
 from simulators.link import Transmitter
 from simulators.mission import Mission
 from simulators.telemetry import TelemetryStream
@@ -166,106 +166,269 @@ def test_glycol_loop_failure(base: Mission) -> None:
 
 @pytest.fixture(scope="module")
 def descent(defs: dict[str, VehicleDefinition]) -> Mission:
-    """The CM on its parachutes' way down, heard again after the blackout, five minutes
-    before the cabin relief valve would open."""
-    return Mission(tl.event("cabin-repress").get - 300, seed=7, definitions=defs,
-                   historical=False)
+    """The CM out of the blackout, heard through Hawaii, before the ELS is armed."""
+    return Mission(tl.BLACKOUT[1] + 60, seed=7, definitions=defs, historical=False)
 
 
-def test_entry_rcs_fumes(descent: Mission) -> None:
-    # ASTP, Jul 24 1975: the CM RCS fires on unchecked (CM RCS 1 and 2 PRESS through the
-    # 260 psia C&W line, the master alarm with them) while the relief valve is open early.
-    m = copy.deepcopy(descent)
+def _entry_series(m: Mission, pids: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each parameter's (GET, value) from now to splashdown, through the real decoder."""
     d = m.definitions[APOLLO]
     s = TelemetryStream(m, d)
-    assert m.env(APOLLO, m.t).aos and m.phase(APOLLO) == "entry"
-    t_fault = m.t + 60.0
-    f = m.inject(APOLLO, "entry_rcs_fumes", {}, at=t_fault)
-    before = _check(m, d, s, t_fault)
-    during = _check(m, d, s, t_fault + 90)
-    m.clear(APOLLO, fault_id=f.id)
-    m.fast_forward(m.t + 60)
-    s.skip_to(m.t)
-    after = _check(m, d, s, m.t + 60)
-    _assert_drill((before, during, after), {"cm_rcs1_press": -2, "cm_rcs2_press": -2,
-                                            "master_alarm": 1})
-    assert set(during.violations) == {"cm_rcs1_press", "cm_rcs2_press", "master_alarm"}
-    # Red within the first minute (1 s samples): ~35 s for system 1, ~40 s for system 2.
-    red = {}
-    for pid in ("cm_rcs1_press", "cm_rcs2_press"):
-        m2 = copy.deepcopy(descent)
-        s2 = TelemetryStream(m2, d)
-        m2.inject(APOLLO, "entry_rcs_fumes", {}, at=t_fault)
-        t, p = series(m2, s2, pid, t_fault + 90)
-        red[pid] = float(t[np.flatnonzero(p < 260.0)[0]] - t_fault)
-        assert p[t < t_fault].min() > 285.0
-    assert 25 < red["cm_rcs1_press"] < red["cm_rcs2_press"] < 60, red
+    got: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {p: [] for p in pids}
+
+    def keep(batch: Any, _ctx: Any) -> None:
+        for p in pids:
+            got[p].append(batch.series(p)[:2])
+
+    report = check_blocks(m, d, [s.frames_until(tl.SPLASHDOWN)], StreamDecoder(d),
+                          on_batch=keep)
+    assert report.violations == {}  # no alarm, nominal or not: the cues are not alarms
+    return {p: ((np.concatenate([g[0] for g in v]) - LIFTOFF_NS) / 1e9,
+                np.concatenate([g[1] for g in v])) for p, v in got.items()}
 
 
-def test_entry_rcs_fumes_cabin_climbs_early(descent: Mission) -> None:
+ENTRY_CUES = ["els_logic", "els_auto", "els_activate", "apex_cover", "drogue_chutes",
+              "main_chutes", "cm_rcs_active", "cm_rcs_jets", "cm_altitude", "cabin_press",
+              "cm_rcs1_press", "cm_rcs2_press", "master_alarm"]
+
+
+def _first(t: np.ndarray, mask: np.ndarray) -> float:
+    return float(t[np.flatnonzero(mask)[0]])
+
+
+def test_nominal_entry_landing_system(descent: Mission) -> None:
+    # An armed ELS (JSC-10638): at the 24,000 ft baroswitches the RCS is disabled and the
+    # apex cover and drogues go; the mains at 10,000 ft; the cabin takes in outside air from
+    # ~27,000 ft until the crew closes the relief valve under the mains.
     m = copy.deepcopy(descent)
-    s = TelemetryStream(m, m.definitions[APOLLO])
-    t_fault = m.t + 30.0
-    m.inject(APOLLO, "entry_rcs_fumes", {}, at=t_fault)
-    t, p = series(m, s, "cabin_press", t_fault + 150)
-    assert 4.8 < p[t < t_fault].mean() < 5.2
-    assert p[-50:].mean() > 7.0  # ~1.1 psi a minute toward sea level, 4 min early
-    assert t[-1] < tl.CABIN_REPRESS
+    d = m.definitions[APOLLO]
+    x = _entry_series(m, ENTRY_CUES)
+    code = {p: d.parameter(p).state_code for p in ENTRY_CUES if d.parameter(p).type ==
+            "discrete"}
+    t, v = x["els_activate"]
+    assert _first(t, v == code["els_activate"]("ON")) == pytest.approx(tl.BAROSWITCH, abs=2)
+    t, v = x["cm_rcs_active"]
+    assert _first(t, v == code["cm_rcs_active"]("OFF")) == pytest.approx(tl.BAROSWITCH, abs=2)
+    t, v = x["drogue_chutes"]
+    assert _first(t, v == code["drogue_chutes"]("DEPLOYED")) == pytest.approx(
+        tl.BAROSWITCH + 2, abs=2)
+    t, v = x["main_chutes"]
+    assert _first(t, v == code["main_chutes"]("DEPLOYED")) == pytest.approx(tl.MAIN_CHUTES,
+                                                                            abs=2)
+    t, jets = x["cm_rcs_jets"]
+    assert not (jets[t > tl.BAROSWITCH + 2] == code["cm_rcs_jets"]("FIRING")).any()
+    t, p = x["cabin_press"]
+    assert 4.8 < p[t < tl.CABIN_REPRESS - 5].mean() < 5.2
+    assert 9.5 < p[-50:].mean() < 10.6  # outside air to ~10,000 ft, then the valve closed
 
 
-def test_entry_rcs_fumes_only_in_the_descent(defs: dict[str, VehicleDefinition]) -> None:
+def test_entry_rcs_fumes_is_the_astp_sequence(descent: Mission) -> None:
+    # ASTP (JSC-10638): the ELS AUTO switch missed at 30,000 ft. Nothing at 24,000 ft; the
+    # drogues by hand at 18,550 ft with the CM RCS firing while the cabin climbs from 5 psia
+    # through the relief valve; the RCS disabled by hand at 9,600 ft (~21:15 UTC). No
+    # caution and warning light, no alarm, the CM RCS pressures regulated throughout.
+    m = copy.deepcopy(descent)
+    d = m.definitions[APOLLO]
+    m.inject(APOLLO, "entry_rcs_fumes", at="els-arm-4m")
+    x = _entry_series(m, ENTRY_CUES)
+    code = {p: d.parameter(p).state_code for p in ENTRY_CUES if d.parameter(p).type ==
+            "discrete"}
+    t, auto = x["els_auto"]
+    assert (auto == code["els_auto"]("MAN")).all()
+    t, act = x["els_activate"]
+    assert (act == code["els_activate"]("OFF")).all()  # no landing-system events at all
+    t, apex = x["apex_cover"]
+    assert (apex[t < tl.entry_time_at_ft(tl.ASTP_DROGUES_FT)] == code["apex_cover"]("ON")).all()
+    t, drogues = x["drogue_chutes"]
+    deployed = _first(t, drogues == code["drogue_chutes"]("DEPLOYED"))
+    assert deployed == pytest.approx(tl.entry_time_at_ft(tl.ASTP_DROGUES_FT), abs=2)
+    t_alt, alt = x["cm_altitude"]
+    assert float(np.interp(deployed, t_alt, alt)) == pytest.approx(18_550, abs=800)
+    t, active = x["cm_rcs_active"]
+    off = _first(t, active == code["cm_rcs_active"]("OFF"))
+    assert off == pytest.approx(tl.entry_time_at_ft(tl.ASTP_RCS_OFF_FT), abs=2)
+    assert parse_get("217:24:50") < off < parse_get("217:25:20")  # ~21:15 UTC, GET ~217:25
+    t, jets = x["cm_rcs_jets"]
+    under = (t >= deployed) & (t < off)
+    assert (jets[under] == code["cm_rcs_jets"]("FIRING")).mean() > 0.5  # still firing
+    t, p = x["cabin_press"]
+    assert p[(t >= deployed) & (t < off)].min() > 6.5  # the cabin taking in outside air
+    assert p[np.flatnonzero(t < deployed)[-1]] > p[t < tl.CABIN_REPRESS - 5].mean() + 1.0
+    for k in (1, 2):
+        t, rcs = x[f"cm_rcs{k}_press"]
+        assert rcs.min() > 285 and rcs.max() < 297  # regulated: no pressure cue
+    t, ma = x["master_alarm"]
+    assert (ma == code["master_alarm"]("OFF")).all()
+
+
+def test_entry_rcs_fumes_cleared_is_els_auto_late(descent: Mission) -> None:
+    """Clearing the fault is the crew throwing ELS AUTO: below 24,000 ft the ELS fires at
+    once (RCS disabled, apex cover, drogues)."""
+    m = copy.deepcopy(descent)
+    f = m.inject(APOLLO, "entry_rcs_fumes", at="els-arm-1m")
+    m.fast_forward(tl.BAROSWITCH + 5)
+    assert not m.apollo.els_active and m.apollo.drogues == "STOWED" and m.apollo.cm_rcs_active
+    m.clear(APOLLO, fault_id=f.id)
+    m.advance_to(m.t + 5)
+    assert m.apollo.els_active and not m.apollo.cm_rcs_active
+    assert m.apollo.drogues == "DEPLOYED" and m.apollo.apex_jett
+
+
+def test_entry_rcs_fumes_only_before_the_els_is_armed(defs: dict[str, VehicleDefinition]
+                                                      ) -> None:
     m = Mission(tl.hms(30), seed=1, definitions=defs)
-    with pytest.raises(FaultError, match="outside the CM's descent"):
+    with pytest.raises(FaultError, match="before the ELS is armed"):
         m.inject(APOLLO, "entry_rcs_fumes")
-    with pytest.raises(FaultError, match="outside the CM's descent"):
-        m.inject(APOLLO, "entry_rcs_fumes", at="splashdown+1m")
-    f = m.inject(APOLLO, "entry_rcs_fumes", at="cabin-repress-3m")
-    assert f.start == tl.CABIN_REPRESS - 180 and f.params == {"rate_psi_s": 0.9}
+    with pytest.raises(FaultError, match="before the ELS is armed"):
+        m.inject(APOLLO, "entry_rcs_fumes", at="baroswitch")
+    with pytest.raises(FaultError, match="unknown parameter 'rate_psi_s'"):
+        m.inject(APOLLO, "entry_rcs_fumes", {"rate_psi_s": 0.9}, at="els-arm-3m")
+    f = m.inject(APOLLO, "entry_rcs_fumes", at="els-arm-3m")
+    assert f.start == tl.ELS_ARM - 180 and f.params == {}
 
 
 @pytest.fixture(scope="module")
-def docked_again(defs: dict[str, VehicleDefinition]) -> Mission:
-    """The second docking: the tunnel is closed, the DM sealed between its hatches."""
-    return Mission(tl.event("docking-2").get + 1800 - 60, seed=7, definitions=defs,
-                   historical=False)
+def night(defs: dict[str, VehicleDefinition]) -> Mission:
+    """The night of 17-18 July: hard docked, the hatches between the DM and Soyuz closed
+    since the first transfer, Apollo heard through ATS-6."""
+    return Mission(parse_get("051:56:30"), seed=7, definitions=defs, historical=False)
 
 
-def test_dm_trapped_gas_looks_like_a_leak(docked_again: Mission) -> None:
-    # The false DM leak: the trapped gas cools, DM PRESS falls below its 230 mm Hg yellow
-    # line (a DM leak to EECOM) within two minutes; no gas is lost, so clearing brings it back.
-    m = copy.deepcopy(docked_again)
+def test_dm_trapped_gas_warms_and_reads_like_a_leak(night: Mission) -> None:
+    # SP-4209 (18 July): after the hatches were closed with the DM at ~260 mm Hg, the gas
+    # trapped between them heated up and its pressure rose: read as a leak. The DM and the
+    # orbital module do not move; no gas is lost; clearing brings the reading back.
+    m = copy.deepcopy(night)
     assert m.phase(APOLLO) == "docked" and m.env(APOLLO, m.t + 60).aos
-    gas = m.apollo.dm.total
-    r = drill(m, APOLLO, "dm_trapped_gas", {}, on_s=300, recover_s=600, window_s=240)
-    _assert_drill(r, {"dm_press": -1})
-    assert set(r[1].violations) == {"dm_press"}
-    m2 = copy.deepcopy(docked_again)
+    assert tunnel_sealed(m.t) and dm_stage(m.t) == "cm"
+    gas = m.apollo.tunnel_gas
+    r = drill(m, APOLLO, "dm_trapped_gas", {}, on_s=600, recover_s=1800, window_s=240)
+    _assert_drill(r, {"dm_tunnel_press": 1})
+    assert set(r[1].violations) == {"dm_tunnel_press"}  # DM PRESS and the rest in limits
+    m2 = copy.deepcopy(night)
     s = TelemetryStream(m2, m2.definitions[APOLLO])
     t_fault = m2.t + 60.0
     m2.inject(APOLLO, "dm_trapped_gas", {}, at=t_fault)
-    t, p = series(m2, s, "dm_press", t_fault + 180)
-    assert 250 < p[t < t_fault].mean() < 265
-    low = float(t[np.flatnonzero(p < 230.0)[0]] - t_fault)
-    assert 45 < low < 120, low
-    assert p[-50:].mean() > 200.0  # yellow, not red
-    assert m2.apollo.dm.total == pytest.approx(gas, rel=1e-9)  # nothing leaked
+    t, p = series(m2, s, "dm_tunnel_press", t_fault + 900)
+    before = p[t < t_fault].mean()
+    assert 245 < before < 268
+    assert np.polyfit(t[t > t_fault], p[t > t_fault], 1)[0] > 0  # it RISES
+    high = float(t[np.flatnonzero(p > 275.0)[0]] - t_fault)
+    assert 60 < high < 480, high
+    assert p[-50:].mean() < 300.0  # levels off: yellow, not red
+    assert m2.apollo.tunnel_gas == pytest.approx(gas, rel=1e-9)  # nothing leaked in or out
 
 
-def test_dm_trapped_gas_only_while_the_dm_is_sealed(defs: dict[str, VehicleDefinition]
-                                                    ) -> None:
-    for get in np.arange(0, tl.DM_JETTISON + 3600, 60.0):
-        inside = any(a <= get < b for a, b in DM_SEALED)
-        assert dm_sealed(get) == inside == (dm_stage(get) == "isolated"), get
-    m = Mission(tl.hms(50), seed=1, definitions=defs)
-    with pytest.raises(FaultError, match="the DM is not sealed at 050:00:00"):
+def test_dm_trapped_gas_only_while_the_gas_is_sealed(defs: dict[str, VehicleDefinition]
+                                                     ) -> None:
+    for get in np.arange(tl.DOCKING_1 - 600, tl.UNDOCKING_2 + 600, 60.0):
+        inside = any(a <= get < b for a, b in TUNNEL_SEALED)
+        assert tunnel_sealed(get) == inside == (tunnel_stage(get) == "sealed"), get
+    assert tunnel_sealed(parse_get("052:00:00"))  # the night of 17-18 July
+    m = Mission(tl.hms(30), seed=1, definitions=defs)
+    with pytest.raises(FaultError, match="no gas is sealed between the DM and Soyuz hatches "
+                                         "at 030:00:00"):
         m.inject(APOLLO, "dm_trapped_gas")
     with pytest.raises(FaultError, match=r"delta_k 500\.0 is above 100"):
-        m.inject(APOLLO, "dm_trapped_gas", {"delta_k": 500}, at="docking-2+30m")
-    with pytest.raises(FaultError, match="unknown parameter 'kelvin'"):
-        m.inject(APOLLO, "dm_trapped_gas", {"kelvin": -5}, at="docking-2+30m")
+        m.inject(APOLLO, "dm_trapped_gas", {"delta_k": 500}, at="052:00:00")
     assert m.faults.faults == []
-    f = m.inject(APOLLO, "dm_trapped_gas", at="docking-2+30m")
-    assert f.params == {"delta_k": -50.0}
+    f = m.inject(APOLLO, "dm_trapped_gas", at="052:00:00")
+    assert f.params == {"delta_k": 30.0}
+
+
+# --- the caution and warning panel ---------------------------------------------------------
+
+def _lights(base: Mission, fault: str, params: dict[str, Any], on_s: float,
+            start: float | None = None) -> tuple[set[str], Report]:
+    """The C&W lights on at the end of on_s with the fault, and the last minute's frames."""
+    m = copy.deepcopy(base)
+    if start is not None:
+        m.fast_forward(start)
+    d = m.definitions[APOLLO]
+    s = TelemetryStream(m, d)
+    m.inject(APOLLO, fault, params, at=m.t + 30)
+    m.fast_forward(m.t + 30 + on_s - 60)
+    s.skip_to(m.t)
+    report = _check(m, d, s, m.t + 60)
+    return set(m.apollo.cw), report
+
+
+@pytest.mark.parametrize(("fault", "params", "on_s", "light", "alarm"), [
+    ("inverter_overheat", {"inverter": 1}, 3600, "INV 1 TEMP", ("inv1_temp", 2)),
+    ("inverter_overheat", {"inverter": 2}, 3600, "INV 2 TEMP", ("inv2_temp", 2)),
+    ("inverter_overheat", {"inverter": 3}, 3600, "INV 3 TEMP", ("inv3_temp", 2)),
+    ("fuel_cell_condenser", {"cell": 2}, 1800, "FC 2", ("fc2_cond_temp", 2)),
+    ("fuel_cell_condenser", {"cell": 1, "to": "low"}, 1800, "FC 1", ("fc1_cond_temp", -2)),
+    ("fuel_cell_ph", {"cell": 3}, 120, "FC 3", ("fc3_ph", 2)),
+    ("fuel_cell_loss", {"cell": 2}, 600, "FC BUS DISCONNECT", ("cw_fc_bus_disc", 2)),
+    ("ac_bus_overload", {"bus": 1}, 120, "AC BUS 1 OVERLOAD", ("ac_bus1_overload", 2)),
+    ("ac_bus_overload", {"bus": 2}, 120, "AC BUS 2 OVERLOAD", ("ac_bus2_overload", 2)),
+    ("guidance_warning", {"unit": "cmc"}, 120, "CMC", ("cw_cmc", 2)),
+    ("guidance_warning", {"unit": "iss"}, 120, "ISS", ("cw_iss", 2)),
+    ("gimbal_lock", {}, 300, "GIMBAL LOCK", ("cw_gimbal_lock", 2)),
+    ("crew_alert", {}, 300, "CREW ALERT", ("cw_crew_alert", 1)),
+    ("suit_compressor", {}, 300, "SUIT COMP", ("suit_comp_dp", -2)),
+    ("sm_rcs_heater", {"quad": "C"}, 5400, "SM RCS C", ("sm_rcs_c_pkg_temp", 2)),
+    ("sm_rcs_heater", {"quad": "A", "stuck": "off"}, 5400, "SM RCS A",
+     ("sm_rcs_a_pkg_temp", -2)),
+])
+def test_each_caution_light_has_its_fault(base: Mission, fault: str, params: dict[str, Any],
+                                          on_s: float, light: str,
+                                          alarm: tuple[str, int]) -> None:
+    lights, report = _lights(base, fault, params, on_s)
+    assert light in lights, lights
+    pid, worst = alarm
+    assert pid in report.violations and report.violations[pid].worst == worst, \
+        report.violations
+
+
+@pytest.mark.parametrize(("axis", "motor"), [("pitch", 1), ("pitch", 2), ("yaw", 1),
+                                             ("yaw", 2)])
+def test_gimbal_motor_lights_with_the_motors_on(base: Mission, axis: str, motor: int) -> None:
+    ncc = next(b for b in tl.BURNS if b.name == "ncc")
+    lights, report = _lights(base, "sps_gimbal_motor", {"axis": axis, "motor": motor}, 240,
+                             start=ncc.get - 280)
+    assert f"{axis.upper()} GMBL {motor}" in lights
+    assert report.violations[f"cw_{axis}_gmbl{motor}"].worst == 2
+    # The motors off (no burn), the same fault lights nothing.
+    quiet, _ = _lights(base, "sps_gimbal_motor", {"axis": axis, "motor": motor}, 120)
+    assert not any("GMBL" in x for x in quiet)
+
+
+def test_gimbal_lock_yaw_shows_in_the_attitude(base: Mission) -> None:
+    m = copy.deepcopy(base)
+    s = TelemetryStream(m, m.definitions[APOLLO])
+    t0 = m.t + 30
+    m.inject(APOLLO, "gimbal_lock", {"rate_deg_s": 1.0}, at=t0)
+    t, yaw = series(m, s, "yaw_att", t0 + 150)
+    assert yaw[t < t0].max() < 5 or yaw[t < t0].min() > 355
+    assert 85 < yaw[-50:].mean() < 89  # the middle gimbal past 85 deg
+
+
+def test_cm_rcs_lights_only_once_the_cw_watches_the_cm(defs: dict[str, VehicleDefinition]
+                                                       ) -> None:
+    # AOH 2.10.6: the CM RCS lights are live in CM mode only, i.e. after CM/SM separation.
+    before = Mission(tl.CM_SM_SEP - 900, seed=3, definitions=defs, historical=False)
+    before.inject(APOLLO, "cm_rcs_leak", {"system": 1, "rate_psi_min": 20.0}, at="now")
+    before.fast_forward(tl.CM_SM_SEP - 60)
+    assert before.apollo.cm_rcs_press(0, 0.5) < 260 and "CM RCS 1" not in before.apollo.cw
+    after = Mission(tl.CM_SM_SEP + 30, seed=3, definitions=defs, historical=False)
+    after.inject(APOLLO, "cm_rcs_leak", {"system": 2, "rate_psi_min": 20.0}, at="now")
+    after.advance_to(after.t + 180)
+    assert "CM RCS 2" in after.apollo.cw and "CM RCS 1" not in after.apollo.cw
+
+
+def test_a_nominal_flight_lights_nothing(defs: dict[str, VehicleDefinition]) -> None:
+    """The new lights are dark in a nominal flight: a day in orbit, the joint flight and the
+    entry, 1 s steps (the whole-mission limit check is test_sim_nominal.py)."""
+    for start, seconds in ((tl.hms(30), 5400), (tl.DOCKING_1 - 600, 5400),
+                           (tl.DM_CYCLES[0].start, 3600), (tl.APOLLO_DEORBIT - 60, 2500)):
+        m = Mission(start, seed=5, definitions=defs, historical=False)
+        seen: set[str] = set()
+        while m.t < start + seconds and m.t < tl.SPLASHDOWN - 1:
+            m.advance_to(m.t + 1)
+            seen |= m.apollo.cw
+        assert seen == set(), (start, seen)
 
 
 # --- Soyuz system faults ----------------------------------------------------------------------
@@ -424,9 +587,11 @@ def test_pcm_sync_reads_nosync_during_a_sync_loss(base: Mission) -> None:
     (APOLLO, "sensor_bias", {"parameter": "master_alarm", "offset": 1.0}, "is a discrete"),
     (APOLLO, "sensor_stuck", {"parameter": "cabin_press", "value": 99.0}, "outside"),
     (SOYUZ, "bit_errors", {"ber": 0.5}, "above"),
-    (APOLLO, "entry_rcs_fumes", {"rate_psi_s": "fast"}, "must be a number"),
-    (APOLLO, "entry_rcs_fumes", {"rate_psi_s": 0.0}, "below"),
+    (APOLLO, "entry_rcs_fumes", {"rate_psi_s": 0.9}, "unknown parameter 'rate_psi_s'"),
     (SOYUZ, "entry_rcs_fumes", {}, "apollo_csm fault"),
+    (APOLLO, "inverter_overheat", {"inverter": 4}, "must be one of 1, 2, 3"),
+    (APOLLO, "sm_rcs_heater", {"quad": "E"}, "must be one of A, B, C, D"),
+    (APOLLO, "gimbal_lock", {"peak_deg": 95.0}, "above"),
     (APOLLO, "dm_trapped_gas", {"delta_k": True}, "got a boolean"),
     (SOYUZ, "dm_trapped_gas", {}, "apollo_csm fault"),
 ])

@@ -93,7 +93,8 @@ def test_crossings_move_the_crews() -> None:
     assert (tl.crew_aboard(A, tl.hms(40)), tl.crew_aboard(S, tl.hms(40))) == (3, 2)
     assert (tl.crew_aboard(A, tl.HANDSHAKE + 60), tl.crew_aboard(S, tl.HANDSHAKE + 60)) == (1, 4)
     assert tl.crew_aboard(A, tl.hms(68)) == 3  # Leonov visiting, Brand in Soyuz
-    assert tl.crew_aboard(A, tl.hms(74)) == 4  # Kubasov visiting, Brand back
+    assert tl.crew_aboard(A, tl.hms(72)) == 3  # Kubasov visiting, Brand back, Stafford away
+    assert tl.crew_aboard(S, tl.hms(72)) == 2  # Leonov and Stafford
     assert (tl.crew_aboard(A, tl.hms(100)), tl.crew_aboard(S, tl.hms(100))) == (3, 2)
 
 
