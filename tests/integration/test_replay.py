@@ -17,7 +17,7 @@ import aiomqtt
 import msgpack
 import numpy as np
 
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition, load_definition
 from groundstation.core.mission_time import parse_time_ns
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
@@ -102,6 +102,9 @@ def count(influx: InfluxV1, source: str) -> int:
     return int(r[0]["count"]) if r else 0
 
 
+MARKER_USER = "marker"
+
+
 class Watch:
     """A console on the live subtree: every message that is not a retained replay."""
 
@@ -127,6 +130,24 @@ class Watch:
         assert self._task is not None
         self._task.cancel()
         await self.client.__aexit__(None, None, None)
+
+    async def until_marker(self, broker: MosquittoServer) -> list[tuple[str, bytes]]:
+        """Every message before the ingest's answer to a marker request (an acknowledgement
+        of an alarm nobody has): the ingest processes messages in order and publishes
+        through one ordered outbox, so what it would have published because of anything
+        before the marker arrives before the answer. Clears what it returns."""
+        request = messages.OperatorRequest(request_id=f"marker-{len(self.messages)}",
+                                           parameter="cabin_press")
+        async with aiomqtt.Client(broker.host, broker.port) as client:
+            await client.publish(topics.acknowledgements(MARKER_USER, "mini"),
+                                 request.to_json(), qos=1)
+        reply_topic = topics.alarm_replies(MARKER_USER)
+        await wait_for(lambda: any(t == reply_topic and messages.OperatorReply.from_json(p)
+                                   .request_id == request.request_id
+                                   for t, p in self.messages), what="the marker's answer")
+        i = next(i for i, (t, _) in enumerate(self.messages) if t == reply_topic)
+        before, self.messages = self.messages[:i], self.messages[i + 1:]
+        return before
 
 
 @asynccontextmanager
@@ -174,16 +195,17 @@ async def test_replay_at_max_equals_live_with_the_limits_of_the_time(
     # Another ingest (its own archive, no definitions file of the recording) now runs with
     # a tighter red limit, 5.25 psia: 5.3 psia would be red.
     new = mini(tmp_path, red_high=5.25)
+    live_subtree = (topics.alarms_subscription(topics.LIVE),
+                    topics.parameters_subscription(topics.LIVE))
     async with ingest(mosquitto, influxdb, tmp_path / "b", new) as service, \
-            Watch(mosquitto, ("alarms/live/#", "params/live/#")) as watch:
-        await asyncio.sleep(0.3)
-        watch.messages.clear()
+            Watch(mosquitto, (*live_subtree, topics.alarm_replies(MARKER_USER))) as watch:
         result = await replay(mosquitto, root, "s1")  # limits of the time (the default)
         assert (result.state, result.frames_sent) == ("finished", 800)
         assert result.definitions["mini"] == p1.definitions[0]
         await wait_for(lambda: count(influx, "replay/s1") == N_GOOD, what="replay stored")
-        await asyncio.sleep(0.5)  # room for anything that should not happen
-        assert watch.messages == []  # no live console saw a thing
+        # No live console saw a thing: everything up to the ingest's answer to a marker
+        # request, which leaves through the same ordered outbox as anything it publishes.
+        assert await watch.until_marker(mosquitto) == []
         # The session is over: the ingest dropped its state.
         await wait_for(lambda: not any(s.source == "replay/s1"
                                        for s in service.streams.values()))
@@ -193,7 +215,7 @@ async def test_replay_at_max_equals_live_with_the_limits_of_the_time(
         result2 = await replay(mosquitto, root, "s2", limits="current")
         assert result2.definitions == {"mini": ""}
         await wait_for(lambda: count(influx, "replay/s2") == N_GOOD, what="what-if stored")
-        await asyncio.sleep(0.3)
+        assert await watch.until_marker(mosquitto) == []  # every frame judged by now
         assert service.rejected == {"bad_sync": 2}  # the same broken frame, once per replay
 
     # Value for value, alarm for alarm; the live series untouched.
