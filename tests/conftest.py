@@ -3,10 +3,11 @@
 - tests/unit: no servers, fast; the inner loop (`pytest tests/unit`). A unit test that
   tries to start a server fails and says where it belongs.
 - tests/integration: the real Mosquitto and InfluxDB, started per test by the fixtures.
-- tests/e2e: what a person runs: the demo, the consoles, drills, fault drills on processes.
+- tests/e2e: what a person runs: the demo, the consoles, drills, processes killed, the
+  installed wheel, and the whole-mission nominal flight.
 
 Tests under integration/ and e2e/ get the `servers` marker (and e2e/ the `e2e` marker), so
-`pytest -m "not servers"` is the same set as tests/unit."""
+`pytest -m "not servers"` is the same set as tests/unit: what is not the inner loop."""
 
 from __future__ import annotations
 

@@ -418,19 +418,6 @@ def test_cm_rcs_lights_only_once_the_cw_watches_the_cm(defs: dict[str, VehicleDe
     assert "CM RCS 2" in after.apollo.cw and "CM RCS 1" not in after.apollo.cw
 
 
-def test_a_nominal_flight_lights_nothing(defs: dict[str, VehicleDefinition]) -> None:
-    """The new lights are dark in a nominal flight: a day in orbit, the joint flight and the
-    entry, 1 s steps (the whole-mission limit check is test_sim_nominal.py)."""
-    for start, seconds in ((tl.hms(30), 5400), (tl.DOCKING_1 - 600, 5400),
-                           (tl.DM_CYCLES[0].start, 3600), (tl.APOLLO_DEORBIT - 60, 2500)):
-        m = Mission(start, seed=5, definitions=defs, historical=False)
-        seen: set[str] = set()
-        while m.t < start + seconds and m.t < tl.SPLASHDOWN - 1:
-            m.advance_to(m.t + 1)
-            seen |= m.apollo.cw
-        assert seen == set(), (start, seen)
-
-
 # --- Soyuz system faults ----------------------------------------------------------------------
 
 def test_soyuz_cabin_leak(base: Mission) -> None:

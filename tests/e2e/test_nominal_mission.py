@@ -1,6 +1,9 @@
 """A nominal ship raises no alarm: every frame of at least an orbit of each mission phase
 (or the whole phase where it is shorter), decoded by the real decoder with the limit
-context of its phase, is inside every limit.
+context of its phase, is inside every limit; and no caution-and-warning light comes on.
+
+Whole-mission flights (about a minute of CPU): here rather than in tests/unit, the inner
+loop.
 
 The definitions are telemetry_defs/ as committed; the windows are flown in two worker
 processes.
@@ -15,8 +18,9 @@ from typing import Any
 import pytest
 
 from groundstation.core import flightplan as tl
-from groundstation.core.definitions import load_all
+from groundstation.core.definitions import VehicleDefinition, load_all
 from simulators.checks import nominal_window
+from simulators.mission import Mission
 from simulators.orbit import PERIOD_S
 
 A, S = tl.APOLLO, tl.SOYUZ
@@ -36,6 +40,11 @@ PHASE_LENGTH = {(A, "ascent"): tl.APOLLO_ORBIT, (S, "ascent"): tl.SOYUZ_ORBIT - 
                 (A, "entry"): tl.SPLASHDOWN - tl.APOLLO_DEORBIT,
                 (S, "entry"): tl.SOYUZ_LANDING - tl.SOYUZ_DEORBIT}
 CASES = [(v, p) for v in (A, S) for p in tl.PHASES]
+
+
+@pytest.fixture(scope="module")
+def defs() -> dict[str, VehicleDefinition]:
+    return load_all()
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +78,16 @@ def test_a_nominal_ship_stays_inside_every_limit(flights: dict[str, Any], vehicl
 def test_every_frame_decoded(flights: dict[str, Any]) -> None:
     assert flights["bad_frames"] == 0
     assert flights["violations"] == {}
+
+
+def test_a_nominal_flight_lights_nothing(defs: dict[str, VehicleDefinition]) -> None:
+    """The new lights are dark in a nominal flight: a day in orbit, the joint flight and the
+    entry, 1 s steps (beside the whole-mission limit check above)."""
+    for start, seconds in ((tl.hms(30), 5400), (tl.DOCKING_1 - 600, 5400),
+                           (tl.DM_CYCLES[0].start, 3600), (tl.APOLLO_DEORBIT - 60, 2500)):
+        m = Mission(start, seed=5, definitions=defs, historical=False)
+        seen: set[str] = set()
+        while m.t < start + seconds and m.t < tl.SPLASHDOWN - 1:
+            m.advance_to(m.t + 1)
+            seen |= m.apollo.cw
+        assert seen == set(), (start, seen)
