@@ -33,7 +33,7 @@ trap remove_own_policy EXIT
 
 install_servers() {
     # ---------------------------------------------------------------------------------------
-    step "Installing mosquitto and influxdb from Debian"
+    step "Installing mosquitto, mosquitto-clients and influxdb from Debian"
     # Without a policy, on a machine running systemd the packages' postinst scripts start
     # system-wide daemons on 1883 and 8086 that would outlive this run. Exit code 101 from
     # policy-rc.d tells invoke-rc.d "not allowed", and the install carries on. (In a
@@ -44,12 +44,16 @@ install_servers() {
         "${SUDO[@]}" chmod 755 "$POLICY_RC"
         OWN_POLICY_RC=1
     fi
-    if [ -z "${CI:-}" ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/influxd ]; then
+    if [ -z "${CI:-}" ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/influxd ] \
+        && [ -x /usr/bin/mosquitto_sub ]; then
         # Outside CI, a second `./run demo` need not refresh the package lists.
         echo "already installed"
     else
         "${SUDO[@]}" apt-get update -q
-        "${SUDO[@]}" apt-get install -y -q --no-install-recommends mosquitto influxdb
+        # mosquitto-clients: mosquitto_sub, which the compose file's broker health check
+        # runs (tested against the real broker).
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients \
+            influxdb
     fi
     if [ -n "$OWN_POLICY_RC" ]; then
         "${SUDO[@]}" rm -f "$POLICY_RC"
