@@ -472,18 +472,18 @@ class DrillRunner:
                              wall_s=round(wall_s, 2))
 
     def _write(self, debrief: dict[str, Any]) -> list[Path]:
-        picture: Path | None = self.out / "timeline.png"
+        picture: Path | None = None
         if not plot_available():
             self._say(f"no timeline picture: {PLOT_MISSING}")
-            picture = None
         else:
             from groundstation.drills.plot import plot_timeline
 
             try:
-                plot_timeline(picture, debrief, self.series, self.defs, self.key)
+                plot_timeline(self.out / "timeline.png", debrief, self.series, self.defs,
+                              self.key)
+                picture = self.out / "timeline.png"
             except Exception:  # the written debrief matters more than its picture
                 log.exception("timeline picture failed")
-                picture = None
         write(debrief, self.out, picture.name if picture else None)
         files = [self.out / "debrief.md", self.out / "debrief.json"]
         return files + ([picture] if picture else [])
