@@ -70,6 +70,8 @@ LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.W
 
 FAILED, USAGE, INTERRUPTED = 1, 2, 130
 
+log = logging.getLogger("groundstation")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The root parser with every command's subparser, each taking -v as well."""
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return _closed_output()
     except OSError as exc:  # a file, a directory, stdout itself (a full disk)
         _error(os_error_text(exc))
+        log.debug("where it failed", exc_info=True)  # the traceback, with -vv
         _drop_stdout()
         return FAILED
     except KeyboardInterrupt:
