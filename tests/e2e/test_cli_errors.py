@@ -61,7 +61,7 @@ CASES: dict[str, dict[str, Case]] = {
         WRONG_OPTION: Case(("ingest", "--mqtt-hots", "x"), 2, says="unrecognized arguments"),
     },
     "defs": {
-        MISSING: Case(("defs", "show", "apollo_csm", "--defs", NOWHERE), 1),
+        MISSING: Case(("defs", "check", f"{NOWHERE}.yaml"), 1, says="cannot read the file"),
         UNWRITABLE: Case(("defs", "show", "apollo_csm"), 1, stdout=FULL,
                          says="No space left on device"),
         CLOSED_PIPE: Case(("defs", "show", "apollo_csm"), 1, stdout=CLOSED_PIPE, says=""),
@@ -109,7 +109,8 @@ CASES: dict[str, dict[str, Case]] = {
                            says="unrecognized arguments"),
     },
     "console": {
-        MISSING: Case(("console", "houston", "--defs", NOWHERE), 1),
+        MISSING: Case(("console", "houston", "--config", f"{NOWHERE}.toml"), 1,
+                      says="cannot read it"),
         # The console needs a terminal; a file or a pipe is a usage error.
         UNWRITABLE: Case(("console", "houston", "--mqtt-port", "{port}"), 2, stdout=FULL,
                          says="needs a terminal"),
