@@ -12,12 +12,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 
 # Dependencies first, in a layer that survives edits to the source: the list is read from
-# pyproject.toml alone (tomllib is in the standard library), so only a change there
-# reinstalls them.
-COPY pyproject.toml ./
+# pyproject.toml alone (tomllib is in the standard library), so only a change there or in
+# the constraints reinstalls them. constraints.txt (scripts/update-constraints.sh) pins
+# every distribution to the version the tests ran with, so two builds install the same.
+# The core dependencies only: no extras (matplotlib, the drills' picture, stays out).
+COPY pyproject.toml constraints.txt ./
 RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(p["project"]["dependencies"]))' \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
+    && pip install -c constraints.txt -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt
 
 # The project, installed as any package is: pip builds the wheel (the definitions, the
@@ -30,7 +32,7 @@ COPY simulators/ simulators/
 COPY telemetry_defs/ telemetry_defs/
 COPY deploy/ deploy/
 COPY dashboards/ dashboards/
-RUN pip install . \
+RUN pip install -c constraints.txt . \
     && cd / && rm -rf /src \
     && groundstation defs check \
     && useradd --system --uid 10001 --home-dir /var/lib/groundstation --no-create-home \

@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Installs what groundstation needs on a Debian machine with Python 3.11+: the real
-# Mosquitto and InfluxDB 1.x from Debian, and a virtualenv in .venv with the project.
+# Mosquitto and InfluxDB 1.x from Debian, and a virtualenv in .venv with the project,
+# its dependencies pinned by constraints.txt (scripts/update-constraints.sh).
 # Sourced by .ci/run and ./run (set -euo pipefail, REPO, step and die come from them).
 # GS_EXTRAS picks the pip extras (default: test,export, so the Parquet tests run; the demo
 # takes embedded, the Python broker it falls back on without Mosquitto).
+# GS_SERVERS: "required" (default: the tests need the real servers, so without apt-get
+# this fails) or "optional" (the demo: without root or passwordless sudo it says so and
+# goes on with what the machine has, the embedded broker and no database at worst).
 
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 SUDO=()
+CAN_APT=1
 if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || die "run as root (or install sudo): apt-get needs root"
-    SUDO=(sudo -n)
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        SUDO=(sudo -n)
+    else
+        CAN_APT=""
+    fi
 fi
 
 POLICY_RC=/usr/sbin/policy-rc.d
@@ -23,41 +31,61 @@ remove_own_policy() {
 }
 trap remove_own_policy EXIT
 
-# ---------------------------------------------------------------------------------------
-step "Installing mosquitto and influxdb from Debian"
-# Without a policy, on a machine running systemd the packages' postinst scripts start
-# system-wide daemons on 1883 and 8086 that would outlive this run. Exit code 101 from
-# policy-rc.d tells invoke-rc.d "not allowed", and the install carries on. (In a
-# container without an init system nothing would start anyway; an existing policy,
-# as Docker images ship, is left alone.)
-if [ ! -e "$POLICY_RC" ]; then
-    printf '#!/bin/sh\n# temporary, from .ci/run\nexit 101\n' | "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
-    "${SUDO[@]}" chmod 755 "$POLICY_RC"
-    OWN_POLICY_RC=1
-fi
-if [ -z "${CI:-}" ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/influxd ]; then
-    # Outside CI, a second `./run demo` need not refresh the package lists.
-    echo "already installed"
-else
-    "${SUDO[@]}" apt-get update -q
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends mosquitto influxdb
-fi
-if [ -n "$OWN_POLICY_RC" ]; then
-    "${SUDO[@]}" rm -f "$POLICY_RC"
-    OWN_POLICY_RC=""
-fi
-# mosquitto lives in /usr/sbin, which a non-root PATH may lack; servers.py looks there.
-for bin in /usr/sbin/mosquitto /usr/bin/influxd; do
-    [ -x "$bin" ] || die "$bin is missing after apt-get install"
-done
-echo "mosquitto: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true)"
-echo "influxd:   $(/usr/bin/influxd version 2>/dev/null || true)"
-for port in 1883 8086; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "note: something (a system mosquitto or influxd?) listens on port $port;" \
-            "harmless, the tests start their own servers on ephemeral ports"
+install_servers() {
+    # ---------------------------------------------------------------------------------------
+    step "Installing mosquitto, mosquitto-clients and influxdb from Debian"
+    # Without a policy, on a machine running systemd the packages' postinst scripts start
+    # system-wide daemons on 1883 and 8086 that would outlive this run. Exit code 101 from
+    # policy-rc.d tells invoke-rc.d "not allowed", and the install carries on. (In a
+    # container without an init system nothing would start anyway; an existing policy,
+    # as Docker images ship, is left alone.)
+    if [ ! -e "$POLICY_RC" ]; then
+        printf '#!/bin/sh\n# temporary, from .ci/run\nexit 101\n' | "${SUDO[@]}" tee "$POLICY_RC" >/dev/null
+        "${SUDO[@]}" chmod 755 "$POLICY_RC"
+        OWN_POLICY_RC=1
     fi
-done
+    if [ -z "${CI:-}" ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/influxd ] \
+        && [ -x /usr/bin/mosquitto_sub ]; then
+        # Outside CI, a second `./run demo` need not refresh the package lists.
+        echo "already installed"
+    else
+        "${SUDO[@]}" apt-get update -q
+        # mosquitto-clients: mosquitto_sub, which the compose file's broker health check
+        # runs (tested against the real broker).
+        "${SUDO[@]}" apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients \
+            influxdb
+    fi
+    if [ -n "$OWN_POLICY_RC" ]; then
+        "${SUDO[@]}" rm -f "$POLICY_RC"
+        OWN_POLICY_RC=""
+    fi
+    # mosquitto lives in /usr/sbin, which a non-root PATH may lack; servers.py looks there.
+    for bin in /usr/sbin/mosquitto /usr/bin/influxd; do
+        [ -x "$bin" ] || die "$bin is missing after apt-get install"
+    done
+    echo "mosquitto: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true)"
+    echo "influxd:   $(/usr/bin/influxd version 2>/dev/null || true)"
+    for port in 1883 8086; do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "note: something (a system mosquitto or influxd?) listens on port $port;" \
+                "harmless, the tests start their own servers on ephemeral ports"
+        fi
+    done
+}
+
+if [ -n "$CAN_APT" ]; then
+    install_servers
+elif [ "${GS_SERVERS:-required}" = optional ]; then
+    step "Not installing mosquitto and influxdb: apt-get needs root or passwordless sudo"
+    have=()
+    for bin in /usr/sbin/mosquitto /usr/bin/influxd; do
+        [ -x "$bin" ] && have+=("$bin")
+    done
+    echo "going on with what this machine has: ${have[*]:-neither}"
+    echo "(without Mosquitto the demo runs its embedded broker, without influxd no database)"
+else
+    die "apt-get needs root: run as root, or as a user with passwordless sudo (the tests need the real mosquitto and influxdb from Debian)"
+fi
 
 # ---------------------------------------------------------------------------------------
 PYTHON="${PYTHON:-python3}"
@@ -70,6 +98,7 @@ sys.exit(0 if sys.version_info >= (3, 11) else 1)
 EOF
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
     # Debian splits venv/ensurepip out of the interpreter package.
+    [ -n "$CAN_APT" ] || die "$PYTHON cannot create virtualenvs and apt-get needs root: install python3-venv (as root), or set PYTHON to one that can"
     step "Installing python3-venv (this Python cannot create virtualenvs)"
     "${SUDO[@]}" apt-get install -y -q --no-install-recommends python3-venv
     "$PYTHON" -c 'import ensurepip, venv' || die "$PYTHON still cannot create a virtualenv"
@@ -79,5 +108,5 @@ step "Creating virtualenv .venv and installing groundstation[${GS_EXTRAS:-test,e
 if ! .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
     "$PYTHON" -m venv --clear .venv
 fi
-.venv/bin/python -m pip install -q -e ".[${GS_EXTRAS:-test,export}]"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".[${GS_EXTRAS:-test,export}]"
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,7 @@ def _export(args: argparse.Namespace) -> int:
                               f"{format_utc_ns(p.aos_ns).replace(':', '').replace('-', '')}"
                               f".{'csv' if args.format == 'csv' else 'parquet'}")
     only = [x.strip() for x in args.parameters.split(",")] if args.parameters else None
+    _check_writable(out)  # before the progress bar, not after it has failed
     r = export_pass(cat.root, p, out, fmt=args.format, layout=args.layout, limits=args.limits,
                     defs_dir=args.defs_dir, parameters=only, progress=not args.no_progress)
     print(f"{r.path}: {r.rows:,} rows from {r.frames:,} frames of {p.id} in {r.seconds:.1f} s"
@@ -212,3 +215,15 @@ def _export(args: argparse.Namespace) -> int:
     for prob in p.problems:
         print(f"note: skipped damaged archive bytes: {prob}", file=sys.stderr)
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    """Raise the OSError writing ``out`` would raise at the end (a missing directory, no
+    permission, a directory in its place), before any work is done."""
+    directory = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", str(out))
+    if not directory.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such directory", str(directory))
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, "cannot write in this directory", str(directory))

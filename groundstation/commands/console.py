@@ -46,7 +46,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "--operator, else the login name. "
                     "Broker settings come from --config, then GS_MQTT_* variables, then the "
                     "flags, as for the ingest. The console reconnects by itself when the "
-                    "broker goes away.",
+                    "broker goes away. It needs a terminal: with its input or output a pipe "
+                    "or a file it exits with status 2.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("centre", choices=cp.CENTRES, help="which control centre's console")
     p.add_argument("--position", default=None, metavar="POS",
@@ -81,5 +82,17 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, DefinitionError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # Textual would draw its escape codes into the pipe or file and wait for keys that
+        # never come: refuse, as a usage error.
+        print(f"error: the console needs a terminal, and its {_not_a_terminal()}; run it in "
+              "a terminal (ssh -t for a remote one)", file=sys.stderr)
+        return 2
     app.run()
     return 0
+
+
+def _not_a_terminal() -> str:
+    if not sys.stdout.isatty():
+        return "output is not one (a pipe or a file)"
+    return "input is not one"

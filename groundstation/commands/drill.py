@@ -210,7 +210,12 @@ def _show(name: str, instructor: bool) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from groundstation.config import ConfigError
-    from groundstation.drills.runner import DrillOptions, DrillRunner
+    from groundstation.drills.runner import (
+        PLOT_MISSING,
+        DrillOptions,
+        DrillRunner,
+        plot_available,
+    )
 
     try:
         config = load_config(args)
@@ -219,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     defs = load_all(args.defs)
     sc = load_scenario(find_scenario(args.scenario), defs)
+    if not plot_available():
+        print(f"note: no timeline.png: {PLOT_MISSING}", file=sys.stderr)
     out = args.out if args.out is not None else config.ingest.archive_dir.parent / "drills"
     try:
         runner = DrillRunner(sc, defs, DrillOptions(

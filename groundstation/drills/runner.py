@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import re
 import sys
@@ -41,7 +42,6 @@ from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.mission_time import format_get, utc_ns_to_get
 from groundstation.drills.debrief import Injection, build_debrief, scenario_injections, write
 from groundstation.drills.offline import event_record
-from groundstation.drills.plot import plot_timeline
 from groundstation.drills.scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
 from simulators.faults import FaultError
 from simulators.mission import Mission
@@ -472,15 +472,35 @@ class DrillRunner:
                              wall_s=round(wall_s, 2))
 
     def _write(self, debrief: dict[str, Any]) -> list[Path]:
-        picture = self.out / "timeline.png"
-        try:
-            plot_timeline(picture, debrief, self.series, self.defs, self.key)
-        except Exception:  # the written debrief matters more than its picture
-            log.exception("timeline picture failed")
-            picture = None  # type: ignore[assignment]
+        picture: Path | None = None
+        if not plot_available():
+            self._say(f"no timeline picture: {PLOT_MISSING}")
+        else:
+            from groundstation.drills.plot import plot_timeline
+
+            try:
+                plot_timeline(self.out / "timeline.png", debrief, self.series, self.defs,
+                              self.key)
+                picture = self.out / "timeline.png"
+            except Exception:  # the written debrief matters more than its picture
+                log.exception("timeline picture failed")
         write(debrief, self.out, picture.name if picture else None)
         files = [self.out / "debrief.md", self.out / "debrief.json"]
         return files + ([picture] if picture else [])
+
+
+# The timeline picture needs matplotlib, an extra (`groundstation[drills]`): the ingest's
+# image leaves it out. Without it the debrief is written all the same, without the picture.
+PLOT_MISSING = ("matplotlib is not installed; pip install 'groundstation[drills]' adds it "
+                "(the Markdown and JSON debrief are written without it)")
+
+
+def plot_available() -> bool:
+    """Whether the timeline picture can be drawn (matplotlib is importable)."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # a module set to None in sys.modules (as the tests do)
+        return False
 
 
 # --- an instructor's expectations ------------------------------------------------------------

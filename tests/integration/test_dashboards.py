@@ -48,6 +48,7 @@ from tests.grafana_queries import (
     tm_targets,
 )
 from tests.harness import running_ingest, start_or_skip, wait_for
+from tests.paths import REPO
 
 
 @pytest.fixture(scope="module")
@@ -216,27 +217,61 @@ def test_every_query_returns_rows(filled: Filled, boards: dict[str, dict[str, An
 # --- 4. the compose file ------------------------------------------------------------------
 
 
-def _shell(text: str) -> str:
-    """A compose command as the container's shell gets it: `$$` is a literal `$`."""
-    return text.replace("$$", "$")
+def _shell(text: str, secrets: Path) -> str:
+    """A compose command as the container's shell gets it (`$$` is a literal `$`), with the
+    secrets where this test keeps them and this interpreter for the image's `python` (the
+    virtualenv need not be on PATH)."""
+    text = text.replace("$$", "$").replace("/run/secrets/", f"{secrets}/")
+    return re.sub(r"(^|[|;&]\s*|\s)python(?= )", rf"\g<1>{sys.executable}", text)
+
+
+def _write_secrets(directory: Path, compose: dict[str, Any],
+                   **override: str) -> dict[str, str]:
+    """The secret files compose would mount, from made-up .env values."""
+    directory.mkdir(exist_ok=True)
+    values = {}
+    for name in compose["secrets"]:
+        values[name] = override.get(name, f"pw-{name.replace('_', '-')}-0123")
+        (directory / name).write_text(values[name])
+    return values
+
+
+def test_compose_secret_check_refuses_change_me_values(tmp_path: Path) -> None:
+    compose = compose_file()
+    check = compose["services"]["secrets-check"]["command"]
+    assert check[:3] == ["python", "-m", "groundstation.deploy.secrets_check"]
+    secrets = tmp_path / "secrets"
+    _write_secrets(secrets, compose)
+    cmd = [sys.executable, *check[1:-1], check[-1].replace("/run/secrets", str(secrets))]
+    ok = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    example = dict(re.findall(r"^(\w+)=(.*)$", (REPO / ".env.example").read_text(), re.M))
+    (secrets / "mqtt_password_ingest").write_text(example["MQTT_PASSWORD_INGEST"])
+    bad = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "MQTT_PASSWORD_INGEST in .env is still the example's 'change-me' value" in bad.stderr
 
 
 def test_compose_broker_commands_work_against_the_real_broker(tmp_path: Path) -> None:
-    """What runs in the containers, run here: broker-auth's password file, with the
-    repository's mosquitto.conf settings and ACL; the broker's and the ingest's health
-    checks against it."""
+    """What runs in the containers, run here: broker-auth's password file from the secret
+    files, with the repository's mosquitto.conf settings and ACL; the broker's and the
+    ingest's health checks against it, each reading its password from its secret file."""
     from groundstation.deploy.broker_auth import broker_config
 
     compose = compose_file()
-    passwords = {k: f"pw-{k.lower()}" for k in compose["services"]["broker-auth"]["environment"]}
-    script = _shell(compose["services"]["broker-auth"]["command"][2])
+    secrets = tmp_path / "secrets"
+    passwords = _write_secrets(secrets, compose)
+    script = _shell(compose["services"]["broker-auth"]["command"][2], secrets)
     passwd = tmp_path / "passwd"
     script = script.replace("/mosquitto/config/passwd", str(passwd))
     script = "\n".join(line for line in script.splitlines() if not line.startswith("chown"))
-    env = {**os.environ, **passwords}
-    subprocess.run(["sh", "-c", script], env=env, check=True, capture_output=True, timeout=30)
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+    assert done.returncode == 0, done.stderr
     assert sorted(line.split(":")[0] for line in passwd.read_text().splitlines()) == \
         ["apollo_csm", "flight", "ingest", "instructor", "replay", "soyuz"]
+    # No password reached a command line: broker_auth reads them on stdin.
+    assert not any(pw in script for pw in passwords.values())
 
     broker = MosquittoServer(tmp_path / "mosquitto", allow_anonymous=False,
                              extra_config=broker_config(passwd))
@@ -247,26 +282,32 @@ def test_compose_broker_commands_work_against_the_real_broker(tmp_path: Path) ->
         publish.single("ingest/stats", json.dumps({"time_ns": time.time_ns()}), retain=True,
                        hostname=broker.host, port=broker.port,
                        auth={"username": "ingest", "password": passwords[
-                           "MQTT_PASSWORD_INGEST"]})
+                           "mqtt_password_ingest"]})
         check = compose["services"]["mosquitto"]["healthcheck"]["test"]
         assert check[0] == "CMD-SHELL"
         # mosquitto_sub is in the eclipse-mosquitto image; here it comes with Debian's
-        # mosquitto-clients, which the test setup does not install: checked when present.
-        if shutil.which("mosquitto_sub"):
-            cmd = _shell(check[1]).replace("-h 127.0.0.1 -p 1883",
-                                           f"-h {broker.host} -p {broker.port}")
-            ok = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, timeout=15)
-            assert ok.returncode == 0, ok.stderr
-            bad = subprocess.run(["sh", "-c", cmd],
-                                 env={**env, "MQTT_PASSWORD_FLIGHT": "wrong"},
-                                 capture_output=True, timeout=15)
-            assert bad.returncode != 0
+        # mosquitto-clients, which scripts/setup.sh installs.
+        if not shutil.which("mosquitto_sub"):
+            if os.environ.get("CI"):
+                pytest.fail("mosquitto_sub not installed (apt-get install mosquitto-clients); "
+                            "CI is set")
+            pytest.skip("mosquitto_sub not installed: apt-get install mosquitto-clients")
+        cmd = _shell(check[1], secrets).replace("-h 127.0.0.1 -p 1883",
+                                                f"-h {broker.host} -p {broker.port}")
+        ok = subprocess.run(["sh", "-c", cmd], capture_output=True, timeout=15)
+        assert ok.returncode == 0, ok.stderr
+        (secrets / "mqtt_password_flight").write_text("wrong")
+        bad = subprocess.run(["sh", "-c", cmd], capture_output=True, timeout=15)
+        assert bad.returncode != 0
+        assert b"not authori" in bad.stderr.lower()
 
         ingest = compose["services"]["ingest"]
         assert ingest["healthcheck"]["test"][:3] == ["CMD", "python", "-c"]
         ienv = {**os.environ, "GS_MQTT_HOST": broker.host, "GS_MQTT_PORT": str(broker.port),
                 "GS_MQTT_USERNAME": ingest["environment"]["GS_MQTT_USERNAME"],
-                "GS_MQTT_PASSWORD": passwords["MQTT_PASSWORD_INGEST"]}
+                "GS_MQTT_PASSWORD_FILE": str(secrets / "mqtt_password_ingest")}
+        assert ingest["environment"]["GS_MQTT_PASSWORD_FILE"] == \
+            "/run/secrets/mqtt_password_ingest"
         run = subprocess.run([sys.executable, "-c", ingest["healthcheck"]["test"][3]],
                              env=ienv, capture_output=True, timeout=15)
         assert run.returncode == 0, run.stderr
