@@ -10,7 +10,7 @@ from typing import Any
 from groundstation.commands.options import add_config_arguments, load_config
 from groundstation.config import example_toml
 from groundstation.core.definitions import load_all
-from groundstation.ingest.service import serve
+from groundstation.ingest.wiring import serve
 from groundstation.malloc_tuning import keep_large_buffers
 
 
