@@ -205,6 +205,9 @@ class AlarmStateStore:
                 # Shelves keep expiring during the gap in the data, downtime included.
                 s.last_data_mono = now_mono - max(0, now_wall - last_wall_ns) / 1e9 or 1e-9
             self.restored.append(key)
+            log.info("restored the alarm state of %s/%s: %d alarms listed or shelved, "
+                     "event seq %d", source, vehicle, len(engine.active()["alarms"]),
+                     engine.snapshot()["seq"])
             out.append(s)
         if bad:
             self._keep_bad_file()

@@ -81,14 +81,45 @@ def link_stats(s: Stream) -> messages.LinkStats:
         frames_good=d.frames_good, sync_errors=d.frames_bad_sync,
         counter_errors=d.frames_bad_counter, frames_missing=d.frames_missing,
         frames_duplicate=d.frames_duplicate, frames_recovered=d.frames_recovered,
-        last_frame_ns=s.last_frame_ns,
+        seq_jumps=d.seq_jumps, last_frame_ns=s.last_frame_ns,
         latency_ms_p50=lat[len(lat) // 2] / 1e6 if lat else None,
         latency_ms_max=lat[-1] / 1e6 if lat else None)
 
 
-def note_latency(s: Stream, frame_ns: int, now_ns: int) -> None:
-    """A live batch arrived: how late its newest frame is."""
-    s.latency_ns.append(now_ns - frame_ns)
+# A frame stamped within this of its receive time comes from a real-time clock.
+REALTIME_NS = 300 * 10**9
+# The ship's own clock is modelled by the promptest frame of this last stretch ...
+CLOCK_WINDOW_NS = 60 * 10**9
+# ... and set again after a silence this long (loss of signal, a pause, a seek).
+CLOCK_RESET_NS = 2 * 10**9
+
+
+def note_latency(s: Stream, frame_ns: int, received_ns: int) -> None:
+    """A live batch arrived: how late its newest frame was received.
+
+    A sender stamping frames with a real-time clock (the frame time within REALTIME_NS of
+    the receive time): the delay is the receive time minus the frame time, the whole
+    link's delay. A sender on mission time (the simulators, replay and drills fly 1975)
+    has a clock of its own, whose offset from ours is not a delay: the delay is measured
+    against that clock, modelled as the smallest offset (receive - frame time) of the
+    last CLOCK_WINDOW_NS, i.e. how much later than the promptest recent frame this one
+    came (queueing anywhere between the ship's clock and the ingest). Set again after a
+    silence. At speeds over 1x the ship's clock runs ahead of ours, and the figure reads
+    low by up to (speed - 1) x the time since the promptest frame.
+    """
+    offset = received_ns - frame_ns
+    if -REALTIME_NS <= offset <= REALTIME_NS:
+        s.latency_ns.append(offset)
+        return
+    base = s.latency_base
+    if base and received_ns - base[-1][0] > CLOCK_RESET_NS:
+        base.clear()
+    while base and base[0][0] < received_ns - CLOCK_WINDOW_NS:
+        base.popleft()
+    while base and base[-1][1] >= offset:
+        base.pop()
+    base.append((received_ns, offset))
+    s.latency_ns.append(offset - base[0][1])
 
 
 def health(stats: messages.IngestStats, streams: Iterable[Stream]

@@ -50,6 +50,7 @@ from groundstation.ingest.alarm_state import FILE as ALARM_STATE_FILE
 from groundstation.ingest.alarm_state import AlarmStateStore
 from groundstation.ingest.context import LimitContexts
 from groundstation.ingest.inflight import InFlight
+from groundstation.ingest.memory import Memory
 from groundstation.ingest.rejects import Rejects
 from groundstation.ingest.replay_sessions import ReplaySessions
 from groundstation.ingest.stream import (
@@ -84,6 +85,9 @@ class IngestService:
         self.lines_submitted = 0
         self.alarm_events = 0
         self.decode_seconds: deque[float] = deque(maxlen=512)
+        self._t_min_ns = int(config.ingest.frame_time_min.timestamp()) * 10**9  # aware: UTC
+        self.memory = Memory()
+        self._ahead_ns = int(config.ingest.frame_time_max_ahead_s * 1e9)
         self.contexts = LimitContexts(definitions)
         self.outbox = outputs.Outbox(self.rejected)
         self.connected = asyncio.Event()
@@ -227,8 +231,11 @@ class IngestService:
                          f"{where.vehicle}/{where.stream}", payload, now, mid, qos)
             return
         try:
+            # Every frame's time within the sanity window (and InfluxDB's range).
             env = decode_envelope(payload, vehicle=where.vehicle, stream=where.stream,
-                                  frame_bytes=defn.frame.bytes_per_frame)
+                                  frame_bytes=defn.frame.bytes_per_frame,
+                                  period_ns=round(1e9 / defn.frame.rate_hz),
+                                  t_min_ns=self._t_min_ns, t_max_ns=now + self._ahead_ns)
         except EnvelopeError as exc:
             self._reject(topic, exc.reason, str(exc), payload, now, mid, qos)
             return
@@ -326,8 +333,8 @@ class IngestService:
             self.contexts.update(s, live)
             s.last_frame_ns = int(live.times_ns[-1])
             s.last_data_mono = time.monotonic()
-            now = s.last_data_wall_ns = time.time_ns()
-            outputs.note_latency(s, int(live.times_ns[-1]), now)
+            s.last_data_wall_ns = time.time_ns()
+            outputs.note_latency(s, int(live.times_ns[-1]), received[-1].received_ns)
         self.frames_stored += batch.n_good
         # No archive flush here: each append is already one write() (it survives a crash of
         # this process) and the archive fsyncs every second; an fsync per batch on the event
@@ -444,11 +451,7 @@ class IngestService:
         for s in self.alarm_state.restore(self.definitions, skip=self.streams,
                                           with_archive=self._archive_factory is not None):
             self.streams[(s.source, s.vehicle, s.definition.stream)] = s
-            summary = messages.ActiveAlarms.from_data(s.alarms.active())
-            log.info("restored the alarm state of %s/%s: %d alarms listed or shelved, "
-                     "event seq %d", s.source, s.vehicle, len(summary.alarms),
-                     s.alarms.snapshot()["seq"])
-            self.publish(topics.active_alarms(s.vehicle, s.source), summary, retain=True)
+            self._publish_active(s)
 
     # --- consoles and self-telemetry (ingest/outputs.py) ---------------------------------
 
@@ -458,6 +461,8 @@ class IngestService:
 
     def _publish_stats(self) -> None:
         self._tick_alarm_clocks()
+        self.rejects.flush_log()
+        self.memory.tick(self.messages_in)
         published, lines = outputs.health(self.stats_message(), self.streams.values())
         for topic, msg in published:
             self.publish(topic, msg, retain=True)

@@ -76,6 +76,9 @@ class Stream:
     latest: dict[str, tuple[int, float, int]] = field(default_factory=dict)
     latest_dirty: bool = False
     latency_ns: deque[int] = field(default_factory=lambda: deque(maxlen=512))
+    # (receive time, receive time - frame time), increasing offsets: the sliding minimum
+    # that models the ship's own clock (see outputs.note_latency)
+    latency_base: deque[tuple[int, int]] = field(default_factory=deque)
     last_frame_ns: int = 0
     last_data_mono: float = 0.0  # when the last good frame arrived (monotonic)
     last_data_wall_ns: int = 0  # ... and on the wall clock (saved with the alarm state)

@@ -4,13 +4,21 @@ quarantine on disk, and `serve`, which runs the whole until it is told to stop."
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
-from groundstation.config import Config
+from groundstation.config import Config, ConfigError
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.stream import ArchiveFactory, ArchiveLike, Quarantined
+
+log = logging.getLogger("groundstation.ingest")
+
+
+class DatabaseMissing(ConfigError):
+    """The ingest refuses to start: its database (or bucket) does not exist and it may not
+    create it. The message says what to run."""
 
 
 def archive_factory(root: Path) -> ArchiveFactory:
@@ -52,7 +60,7 @@ def sink_config(config: Config) -> Any:
 
     c = config.influx
     return SinkConfig(batch_max_lines=c.batch_lines, flush_interval_s=c.flush_interval_ms / 1000,
-                      concurrency=c.write_concurrency,
+                      concurrency=c.write_concurrency, create_missing=c.create_database,
                       batch_max_bytes=int(c.batch_max_mb * (1 << 20)),
                       max_queue_bytes=int(c.queue_max_mb * (1 << 20)),
                       spool_max_bytes=int(c.spool_max_mb * (1 << 20)))
@@ -92,11 +100,36 @@ def make_sink(config: Config) -> Any:
     return InfluxSink(backend, c.spool_dir, sink_config(config))
 
 
+async def check_database(sink: Any, create: bool) -> None:
+    """Before the first message: the database (or bucket) exists, or is created when the
+    configuration allows; else DatabaseMissing. A server that cannot be asked is an outage,
+    not a reason to refuse: the sink spools until it answers."""
+    from groundstation.storage.influx.backends import (
+        DatabaseMissingError,
+        InfluxError,
+        ensure_target,
+    )
+
+    backend = getattr(sink, "backend", None)
+    if backend is None or not hasattr(backend, "target_exists"):
+        return  # no database (NullSink)
+    try:
+        if await asyncio.to_thread(ensure_target, backend, create):
+            log.warning("InfluxDB %s: created %s", backend.target, backend.target_name)
+    except DatabaseMissingError as exc:
+        raise DatabaseMissing(str(exc)) from None
+    except InfluxError as exc:
+        log.warning("could not check that %s exists (%s); starting: until InfluxDB answers, "
+                    "values are spooled", backend.target_name, exc)
+
+
 async def serve(config: Config, definitions: dict[str, VehicleDefinition], stop: asyncio.Event,
                 ready: asyncio.Event | None = None) -> IngestService:
     """Run the ingest with its sink and archive until stop is set; returns the service (for
-    its counters). Raises tasks.WorkerDied if a part of the service failed."""
+    its counters). Raises DatabaseMissing before subscribing if the database is missing and
+    may not be created, tasks.WorkerDied if a part of the service failed."""
     sink = make_sink(config)
+    await check_database(sink, config.influx.create_database)
     await sink.start()
     service = IngestService(config, definitions, sink,
                             archive=archive_factory(config.ingest.archive_dir),
