@@ -218,7 +218,7 @@ def test_alarm_line_escapes_and_keys_by_seq(mini: VehicleDefinition) -> None:
     link = link_line("replay/a b", "mini", messages.LinkStats(frames_good=3), time_ns=5)
     assert link == "link,source=replay/a\\ b,vehicle=mini frames_good=3i,sync_errors=0i," \
                    "counter_errors=0i,frames_missing=0i,frames_duplicate=0i," \
-                   "frames_recovered=0i,last_frame_ns=0i 5"
+                   "frames_recovered=0i,seq_jumps=0i,last_frame_ns=0i 5"
     assert self_line  # exercised in test_display_link_and_health
 
 
@@ -313,3 +313,118 @@ def test_a_task_that_swallows_its_cancellation_cannot_hang_shutdown(
     with caplog.at_level(logging.ERROR, logger="groundstation.ingest"):
         assert asyncio.run(main()) < 2
     assert "task stubborn did not stop" in caplog.text
+
+
+# --- issue 12: the edges -------------------------------------------------------------------
+
+
+def test_link_latency_against_the_ship_clock_or_a_real_time_clock(
+        mini: VehicleDefinition) -> None:
+    s = stream(mini)
+    now = 1_750_000_000 * 10**9  # the ingest's clock
+    # Mission time (1975): the offset of the promptest frame is the ship's clock.
+    for i, late_ms in enumerate([30, 10, 50, 10, 210]):
+        outputs.note_latency(s, T0 + i * 10**8, now + i * 10**8 + late_ms * 10**6)
+    assert [x // 10**6 for x in s.latency_ns] == [0, 0, 40, 0, 200]
+    # A silence (a pause, LOS) sets the clock again.
+    outputs.note_latency(s, T0 + 10**10, now + 10**12)
+    assert s.latency_ns[-1] == 0
+    # Real-time stamps: the delay itself.
+    r = stream(mini)
+    outputs.note_latency(r, now, now + 25 * 10**6)
+    assert list(r.latency_ns) == [25 * 10**6]
+
+
+def test_the_memory_is_given_back_once_after_a_burst() -> None:
+    from groundstation.ingest.memory import IDLE_S, Memory
+
+    t = [0.0]
+    m = Memory(clock=lambda: t[0])
+    m.tick(0)
+    t[0] += 100
+    m.tick(0)
+    assert m.trims == 0  # idle, but no burst
+    m.tick(1000)
+    t[0] += IDLE_S / 2
+    m.tick(1000)
+    assert m.trims == 0
+    t[0] += IDLE_S
+    m.tick(1000)
+    m.tick(1000)
+    assert m.trims == (1 if m._trim is not None else 0)
+
+
+def test_rejections_are_logged_at_a_bounded_rate(caplog: pytest.LogCaptureFixture) -> None:
+    r = Rejects()
+    t = [0.0]
+    r.clock = lambda: t[0]
+    with caplog.at_level(logging.WARNING, logger="groundstation.ingest"):
+        for i in range(10_000):
+            t[0] = i / 1000  # 10 s of 1,000 a second
+            r.message("telemetry/live/mini/hbr", "not_msgpack", f"garbage {i}", b"", 0)
+            r.message("telemetry/live/mini/hbr", "bad_type", "x" * 10_000, b"", 0)
+        r.flush_log(final=True)
+    lines = caplog.records
+    assert len(lines) == 4 and r.counts == {"not_msgpack": 10_000, "bad_type": 10_000}
+    assert "quarantined 9999 more messages as not_msgpack" in lines[2].getMessage() + \
+        lines[3].getMessage()
+    assert max(len(x.getMessage()) for x in lines) < 600
+
+
+def test_the_database_check(tmp_path: Path) -> None:
+    from groundstation.storage.influx.backends import DatabaseMissingError, ensure_target
+
+    class Backend:
+        url, target_name = "http://db", "database 'gs'"
+        created = False
+
+        def target_exists(self) -> bool:
+            return self.created
+
+        def create_target(self) -> None:
+            self.created = True
+
+        def create_hint(self) -> str:
+            return "CREATE IT"
+
+    b = Backend()
+    with pytest.raises(DatabaseMissingError, match="no database 'gs': create it \\(CREATE IT"):
+        ensure_target(b, create=False)  # type: ignore[arg-type]
+    assert ensure_target(b, create=True) is True  # type: ignore[arg-type]
+    assert ensure_target(b, create=False) is False  # type: ignore[arg-type]
+
+
+def test_every_frame_time_is_checked_when_the_period_is_given() -> None:
+    from groundstation.core.envelope import EnvelopeError, decode_envelope, encode_envelope
+
+    frames = np.zeros((5, 16), dtype=np.uint8)
+
+    def decode(t: int, **window: int) -> object:
+        return decode_envelope(encode_envelope("mini", "hbr", 0, t, frames), vehicle="mini",
+                               stream="hbr", frame_bytes=16, period_ns=10**8, **window)
+
+    decode(2**63 - 2 - 4 * 10**8)  # the last frame at InfluxDB's last nanosecond
+    for t, window in ((2**63 - 1 - 10**8, {}), (T0, {"t_min_ns": T0 + 1}),
+                      (T0, {"t_max_ns": T0 + 3 * 10**8})):
+        with pytest.raises(EnvelopeError) as err:
+            decode(t, **window)
+        assert err.value.reason == "time_range"
+
+
+def test_a_jump_of_the_sequence_number_is_a_jump_not_missing_frames(
+        mini: VehicleDefinition) -> None:
+    s = stream(mini)
+    enc = FrameEncoder(mini)
+    period = enc.period_ns
+
+    def send(seq: int, t_index: int, n: int = 5) -> None:
+        frames = enc.encode(BASE, n, 1 + t_index % 50)
+        s.decoder.decode(frames, T0 + (t_index + np.arange(n)) * period, None, seq=seq)
+
+    send(0, 0)
+    send(10, 10)  # 5 frames lost: their time passed too
+    assert (s.decoder.frames_missing, s.decoder.seq_jumps) == (5, 0)
+    send(2**63 - 100, 15)  # the numbering jumps; the time goes on by one frame
+    send(2**63 - 95, 20)
+    assert (s.decoder.frames_missing, s.decoder.seq_jumps) == (5, 1)
+    assert s.decoder.frames_good == 20
