@@ -8,10 +8,12 @@ flood of bad messages."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +27,20 @@ from groundstation.core.definitions import load_all, load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.core.envelope import encode_envelope
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
+from groundstation.ingest.service import IngestService
+from groundstation.ingest.wiring import check_database, make_sink
 from groundstation.paths import defs_dir
 from groundstation.storage.influx.backends import InfluxV1
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
-from tests.harness import flying, rows, running_ingest, start_ingest_process, wait_for
+from tests.harness import (
+    flying,
+    ingest_config,
+    rows,
+    running_ingest,
+    start_ingest_process,
+    wait_for,
+)
 from tests.paths import MINI
 
 T0 = 174_845_349_000_000_000  # 1975-07-17, the first docking
@@ -99,11 +110,39 @@ def test_the_ingest_creates_its_database_when_allowed(
         proc.wait(30)
 
 
+@contextlib.asynccontextmanager
+async def ingest_creating_its_database(mosquitto: MosquittoServer, influxdb: InfluxDBServer,
+                                      tmp: Path, database: str
+                                      ) -> AsyncIterator[IngestService]:
+    """The real ingest with [influx] create_database on, started as `serve` starts it."""
+    config = ingest_config(mosquitto, influxdb, tmp, database)
+    config.influx.create_database = True
+    sink = make_sink(config)
+    await check_database(sink, True)  # creates it
+    await sink.start()
+    service = IngestService(config, {"mini": MINI_DEF}, sink)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(service.run(stop, ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 15)
+        yield service
+    finally:
+        stop.set()
+        await task
+        await sink.close()
+
+
+@pytest.mark.parametrize("who", ["operator", "ingest"])
 async def test_a_database_dropped_while_running_is_an_outage_and_loses_nothing(
-        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path,
+        who: str) -> None:
+    """Dropped while running: spooled, then written once it exists again, created by the
+    operator, or by the ingest itself when [influx] create_database is on."""
     influx = InfluxV1(influxdb.url, "dropped")
-    async with running_ingest(mosquitto, influxdb, tmp_path, {"mini": MINI_DEF},
-                              "dropped") as ingest:
+    running = (running_ingest(mosquitto, influxdb, tmp_path, {"mini": MINI_DEF}, "dropped")
+               if who == "operator" else
+               ingest_creating_its_database(mosquitto, influxdb, tmp_path, "dropped"))
+    async with running as ingest:
         await publish(mosquitto, [message(seq) for seq in range(0, 100, 5)])
         await wait_for(lambda: count(influx) == 100, what="the first 100 frames")
         influx.query('DROP DATABASE "dropped"')
@@ -112,7 +151,8 @@ async def test_a_database_dropped_while_running_is_an_outage_and_loses_nothing(
         await wait_for(lambda: ingest.stats()["sink"]["lines_spooled"] > 0
                        and ingest.acked >= 40, 30, "the next 100 frames spooled")
         assert ingest.stats()["sink"]["dead_letter_lines"] == 0
-        influx.create_database()  # the operator creates it again: the spool drains
+        if who == "operator":
+            influx.create_database()  # the spool drains once it exists again
         await wait_for(lambda: count(influx) >= 100, 30, "the spooled frames in InfluxDB")
         await publish(mosquitto, [message(seq) for seq in range(200, 250, 5)])
         await wait_for(lambda: count(influx) == 150, 30, "the spool and the new frames")
