@@ -3,15 +3,17 @@
 The ingest keeps freed large buffers for reuse (groundstation/malloc_tuning.py: glibc's
 trim threshold raised to 256 MB, which keeps batch decoding fast), so after a burst (a
 flood of messages, a replay at max speed) the heap it grew to stays allocated. Once the
-ingest has been idle for IDLE_S after such a burst, `malloc_trim(0)` returns the free
-pages to the kernel, once per burst. Measured with a flood of 110,000 bad messages: see
-the README ("The ingest service", memory).
+ingest has been idle for IDLE_S after such a burst, a full garbage collection (the cycles
+a flood of rejected messages leaves, exceptions and their tracebacks) and `malloc_trim(0)`
+return the free pages to the kernel, once per burst. Measured with benchmarks/flood.py:
+see the README ("The ingest service", Memory).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -57,6 +59,7 @@ class Memory:
             return
         if self._busy_since_trim and now - self._last_busy >= IDLE_S:
             self._busy_since_trim = False
+            gc.collect()
             if self._trim is not None:
                 self._trim()
                 self.trims += 1
