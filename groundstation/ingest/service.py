@@ -21,8 +21,9 @@ This module keeps the session, the routing and the batching; its parts: inflight
 (ack-after-durable and backpressure), mqtt_session (the broker connection), context
 (limit contexts), alarm_state (alarm state across restarts), operator (acknowledge and
 shelve requests), outputs (display, stats, link, the outbox), rejects (counted,
-quarantined), replay_sessions, tasks (named, supervised background tasks), wiring (the
-sink, archive and quarantine, and `serve`); line protocol is storage/influx/lineprotocol.py.
+quarantined, logged at a bounded rate), replay_sessions, memory (given back after a
+burst), tasks (named, supervised background tasks), wiring (the sink, archive and
+quarantine, the database check, and `serve`); line protocol: storage/influx/lineprotocol.py.
 """
 
 from __future__ import annotations
