@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from groundstation import paths
 
@@ -58,6 +59,10 @@ class InfluxConfig(_Section):
     bucket: str | None = Field(None, description="v2 bucket")
     token: str | None = Field(None, description="v2 API token (prefer the environment: "
                                                 "GS_INFLUX_TOKEN)")
+    create_database: bool = Field(
+        False, description="at start-up, create the v1 database (or the v2 bucket) if it "
+                           "does not exist; off, the ingest refuses to start without it and "
+                           "says what to run (a misspelt name is not created by mistake)")
     batch_lines: int = Field(20_000, ge=1, le=1_000_000,
                              description="lines per write request, at most")
     batch_max_mb: float = Field(8.0, gt=0, le=256,
@@ -97,6 +102,21 @@ class IngestConfig(_Section):
                                                                  "parameters published for "
                                                                  "consoles")
     stats_interval_s: float = Field(1.0, gt=0, description="self-telemetry period")
+    frame_time_min: datetime = Field(
+        datetime(1975, 7, 1, tzinfo=UTC),
+        description="frames stamped before this (UTC) are rejected as time_range: the start "
+                    "of the sanity window, two weeks before the ASTP launches; set it earlier "
+                    "to ingest older recordings")
+    frame_time_max_ahead_s: float = Field(
+        86_400.0, ge=0, description="frames stamped more than this many seconds ahead of "
+                                    "the ingest's clock are rejected as time_range (the end "
+                                    "of the window; never past 2262-04-11, the last time "
+                                    "InfluxDB stores)")
+
+    @field_validator("frame_time_min")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 class Config(_Section):

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import sys
 from typing import Any
 
 from groundstation.commands.options import add_config_arguments, load_config
 from groundstation.config import example_toml
 from groundstation.core.definitions import load_all
-from groundstation.ingest.service import serve
+from groundstation.ingest.tasks import WorkerDied
+from groundstation.ingest.wiring import serve
 from groundstation.malloc_tuning import keep_large_buffers
 
 
@@ -60,5 +62,10 @@ def run(args: argparse.Namespace) -> int:
         waiter.cancel()
         await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except WorkerDied as exc:  # logged with its traceback where it happened
+        print(f"error: {exc}; the ingest stopped (what it had not stored, the broker still "
+              "holds)", file=sys.stderr)
+        return 1
     return 0

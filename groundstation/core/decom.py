@@ -123,6 +123,13 @@ class DecodedBatch:
     n_duplicate: int = 0
     n_late: int = 0
     _live: DecodedBatch | None = None
+    # (N,) the frame had been received before (a redelivery): it counts only as a
+    # duplicate, never again as a good or bad frame. None: no frame had.
+    duplicate: NDArray[np.bool_] | None = None
+    # Forward jumps of the sequence number that the frame times do not account for (a
+    # sender restarted with a new numbering, or a corrupt seq): counted as jumps, not as
+    # missing frames; the stream goes on from the new number.
+    seq_jumps: int = 0
 
     def live(self) -> DecodedBatch:
         """The frames that move the stream on, in order: everything but duplicates and
@@ -357,7 +364,7 @@ class Decommutator:
     def decode(self, frames: NDArray[np.uint8] | bytes, times_ns: NDArray[np.int64] | None = None,
                *, context: dict[str, Any] | None = None, last_counter: int | None = None,
                held: dict[str, float] | None = None, seq: NDArray[np.int64] | None = None,
-               last_seq: int | None = None) -> DecodedBatch:
+               last_seq: int | None = None, last_time_ns: int | None = None) -> DecodedBatch:
         """Decode a batch of minor frames (N x frame bytes).
 
         times_ns: time of each frame; by default frame i is at i frame periods.
@@ -366,7 +373,8 @@ class Decommutator:
         held: latest value of each parameter before this batch, for derived parameters.
         seq: each frame's sequence number (from the envelope), increasing: gaps are then
         counted from it, exactly, instead of from the frame counter modulo its range;
-        last_seq is the sequence number of the frame before the batch.
+        last_seq is the sequence number of the frame before the batch, last_time_ns its
+        time: a forward jump of seq that the times do not account for is a jump, not a gap.
         """
         frames = self._as_frames(frames)
         n = frames.shape[0]
@@ -411,12 +419,18 @@ class Decommutator:
                 parts.append(self._wide_raw(i, sel, minor)[0])
             return np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
 
+        good_times = np.asarray(times_ns, dtype=np.int64)[rows]
+        jumps = 0
+        if seq is None:
+            gaps = self._gaps(counter[rows], rows, last_counter)
+        else:
+            gaps, jumps = self._seq_gaps(np.asarray(seq, dtype=np.int64)[rows], rows, last_seq,
+                                         good_times, last_time_ns, self.period_ns)
         batch = DecodedBatch(
             definition=self.definition, n_frames=n, good=good, counter=counter, rows=rows,
-            times_ns=np.asarray(times_ns, dtype=np.int64)[rows], minor=minor,
+            times_ns=good_times, minor=minor,
             param_index=np.asarray(param_index), eng=eng, limit=limit,
-            gaps=(self._gaps(counter[rows], rows, last_counter) if seq is None
-                  else self._seq_gaps(np.asarray(seq, dtype=np.int64)[rows], rows, last_seq)),
+            gaps=gaps, seq_jumps=jumps,
             context=context, bad_sync=int(n - np.count_nonzero(sync_ok)),
             bad_counter=int(np.count_nonzero(sync_ok & ~counter_ok)), _raw=raw,
             lut_index=luts[0] if luts else None,
@@ -521,21 +535,33 @@ class Decommutator:
         return gaps
 
     @staticmethod
-    def _seq_gaps(seq: NDArray[np.int64], rows: NDArray[np.int64], last_seq: int | None
-                  ) -> list[Gap]:
-        """Gaps between good frames by sequence number (no modulus: exact at any length)."""
+    def _seq_gaps(seq: NDArray[np.int64], rows: NDArray[np.int64], last_seq: int | None,
+                  times: NDArray[np.int64] | None = None, last_time_ns: int | None = None,
+                  period_ns: int = 1) -> tuple[list[Gap], int]:
+        """Gaps between good frames by sequence number (no modulus: exact at any length),
+        and the number of jumps: a skip of seq far larger than the frame times allow
+        (more than twice the frames their interval holds, plus SEQ_JUMP_SLACK) is a jump
+        of the numbering, not frames lost."""
         if seq.size == 0:
-            return []
+            return [], 0
         start = int(seq[0]) - 1 if last_seq is None else last_seq
         if int(seq[-1]) - start == seq.size:
-            return []  # increasing and as many as their span: no gap
+            return [], 0  # increasing and as many as their span: no gap
         prev = np.empty_like(seq)
         prev[1:] = seq[:-1]
         prev[0] = start
         missing = seq - prev - 1
         where = np.flatnonzero(missing > 0)
-        return [Gap(after_row=int(rows[k - 1]) if k else -1, missing=int(missing[k]))
-                for k in where]
+        gaps, jumps = [], 0
+        for k in where:
+            if times is not None and (k > 0 or last_time_ns is not None):
+                before = int(times[k - 1]) if k else int(last_time_ns)  # type: ignore[arg-type]
+                held = max(0, (int(times[k]) - before) // max(1, period_ns) - 1)
+                if int(missing[k]) > 2 * held + SEQ_JUMP_SLACK:
+                    jumps += 1
+                    continue
+            gaps.append(Gap(after_row=int(rows[k - 1]) if k else -1, missing=int(missing[k])))
+        return gaps, jumps
 
     def _same_samples(self, a: str, b: str) -> bool:
         ca, cb = self._columns.get(a), self._columns.get(b)
@@ -621,6 +647,11 @@ def _topological(derived: list[Derived]) -> list[Derived]:
     for d in derived:
         visit(d)
     return list(done.values())
+
+
+# Frames a sequence number may skip beyond what the frame times account for before the
+# skip is taken for a jump of the numbering (see Decommutator._seq_gaps).
+SEQ_JUMP_SLACK = 1024
 
 
 class _SeqSet:
@@ -724,6 +755,7 @@ class StreamDecoder:
         self.last_counter: int | None = None
         self.last_seq: int | None = None  # newest sequence number received
         self.last_good_seq: int | None = None  # newest good live frame's (gaps count from it)
+        self.last_good_time_ns: int | None = None  # ... and its time
         self.first_seq: int | None = None  # first good live frame's
         self.held: dict[str, float] = {}
         self.frames_good = 0
@@ -732,6 +764,7 @@ class StreamDecoder:
         self.frames_missing = 0
         self.frames_duplicate = 0
         self.frames_recovered = 0
+        self.seq_jumps = 0
         self.rewinds = 0
         self.rewind_after_s = rewind_after_s
         self._clock = clock
@@ -763,7 +796,8 @@ class StreamDecoder:
                       and (n == 1 or bool((np.diff(seqs) > 0).all()))):
             # The live stream moving on: every frame is new (the usual case).
             batch = self.decom.decode(frames, times_ns, context=context, held=self.held,
-                                      seq=seqs, last_seq=self.last_good_seq)
+                                      seq=seqs, last_seq=self.last_good_seq,
+                                      last_time_ns=self.last_good_time_ns)
             self._seen.append(seqs)
             self._advance_live(batch, seqs)
             return batch
@@ -790,13 +824,16 @@ class StreamDecoder:
         if batch.n_good:
             good = seqs[batch.rows]
             self.last_good_seq = int(good[-1])
+            self.last_good_time_ns = int(batch.times_ns[-1])
             if self.first_seq is None:
                 self.first_seq = int(good[0])
         self.frames_missing += sum(g.missing for g in batch.gaps)
+        self.seq_jumps += batch.seq_jumps
 
     def _restart(self) -> None:
         """Forget where the stream was: the next frames start it anew."""
         self.last_counter = self.last_seq = self.last_good_seq = self.first_seq = None
+        self.last_good_time_ns = None
         self.held = {}
         self._seen = _SeqSet(self._seen_cap)
         self._old_since = None
@@ -837,7 +874,8 @@ class StreamDecoder:
         ob = self.decom.decode(frames[old_idx], times_ns[old_idx], context=context)
         lb = self.decom.decode(frames[live_idx], times_ns[live_idx], context=context,
                                held=self.held, seq=seqs[live_idx],
-                               last_seq=self.last_good_seq)
+                               last_seq=self.last_good_seq,
+                               last_time_ns=self.last_good_time_ns)
         self._seen.add(distinct)
         for g in lb.gaps:
             g.after_row = int(live_idx[g.after_row]) if g.after_row >= 0 else -1
@@ -857,6 +895,8 @@ class StreamDecoder:
                 late_good & (old_seqs > self.first_seq) & (old_seqs < self.last_good_seq)))
         n_dup = int(np.count_nonzero(dup))
         self.frames_duplicate += n_dup
+        duplicate = np.zeros(n, dtype=bool)
+        duplicate[old_idx] = dup
         # One batch of all the frames, old rows first, with the live part as its own.
         good = np.zeros(n, dtype=bool)
         counter = np.zeros(n, dtype=np.int64)
@@ -889,5 +929,6 @@ class StreamDecoder:
             lut_index=(None if lb.lut_index is None or ob.lut_index is None
                        else np.concatenate((ob.lut_index, lb.lut_index))),
             _columns=lb._columns, sync_ok=sync_ok, n_old=ob.n_good, n_duplicate=n_dup,
-            n_late=int(old_idx.size) - n_dup, _live=lb,
+            n_late=int(old_idx.size) - n_dup, _live=lb, duplicate=duplicate,
+            seq_jumps=lb.seq_jumps,
         )

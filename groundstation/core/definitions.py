@@ -9,6 +9,7 @@ field, and all problems in a file are reported at once so an author fixes them i
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 from collections.abc import Iterable, Sequence
@@ -758,3 +759,10 @@ def _check_cross_vehicle(defs: dict[str, VehicleDefinition]) -> None:
                                                       f"{veh!r}"))
         if problems:
             raise DefinitionError(d.path, problems)
+
+
+def hash_definition(text: str | bytes) -> str:
+    """SHA-256 (hex) of a telemetry definition file's exact bytes (what the archive keeps
+    definitions by, and what a replay session names them by)."""
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return hashlib.sha256(data).hexdigest()

@@ -11,6 +11,7 @@ quarantines the message by that reason. The protocol in full: docs/wire-protocol
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import msgpack
@@ -20,6 +21,9 @@ from numpy.typing import NDArray
 VERSION = 1
 MAX_PAYLOAD = 4 * 1024 * 1024
 MAX_FRAMES = 16384
+# The latest time InfluxDB can store (its MaxNanoTime, 2**63 - 2 ns: 2262-04-11T23:47:16Z):
+# every frame's time must be at or before it, or its values could not be written.
+MAX_TIME_NS = 2**63 - 2
 
 
 class EnvelopeError(ValueError):
@@ -50,8 +54,14 @@ def encode_envelope(vehicle: str, stream: str, seq: int, t_ns: int,
                           "t": int(t_ns), "frames": frames}, use_bin_type=True)
 
 
-def decode_envelope(payload: bytes, *, vehicle: str, stream: str, frame_bytes: int) -> Envelope:
-    """Check a message against the topic it came on and the stream's frame length."""
+def decode_envelope(payload: bytes, *, vehicle: str, stream: str, frame_bytes: int,
+                    period_ns: int | None = None, t_min_ns: int | None = None,
+                    t_max_ns: int | None = None) -> Envelope:
+    """Check a message against the topic it came on and the stream's frame length.
+
+    period_ns: the stream's frame period; with it, every frame's time (not only the
+    first's) is checked: at most MAX_TIME_NS, and within [t_min_ns, t_max_ns] when given
+    (the ingest's sanity window), else the message is rejected as `time_range`."""
     if len(payload) > MAX_PAYLOAD:
         raise EnvelopeError("oversize", f"{len(payload)} bytes is over the {MAX_PAYLOAD}-byte "
                                         "limit")
@@ -89,5 +99,26 @@ def decode_envelope(payload: bytes, *, vehicle: str, stream: str, frame_bytes: i
         if len(f) != frame_bytes:
             raise EnvelopeError("frame_length", f"frame {i} is {len(f)} bytes; {vehicle}/"
                                                 f"{stream} frames are {frame_bytes}")
+    if period_ns is not None:
+        _check_times(msg["t"], msg["t"] + (len(frames) - 1) * period_ns, t_min_ns, t_max_ns)
     data = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(len(frames), frame_bytes)
     return Envelope(msg["vehicle"], msg["stream"], msg["seq"], msg["t"], data)
+
+
+def _check_times(first: int, last: int, t_min_ns: int | None, t_max_ns: int | None) -> None:
+    if last > MAX_TIME_NS:
+        raise EnvelopeError("time_range", f"frame times {first}..{last} ns pass {MAX_TIME_NS} "
+                                          "ns (2262-04-11), the latest InfluxDB can store")
+    if t_min_ns is not None and first < t_min_ns:
+        raise EnvelopeError("time_range", f"frame time {first} ns ({_utc(first)}) is before "
+                                          f"the accepted window, from {_utc(t_min_ns)}")
+    if t_max_ns is not None and last > t_max_ns:
+        raise EnvelopeError("time_range", f"frame time {last} ns ({_utc(last)}) is after "
+                                          f"the accepted window, up to {_utc(t_max_ns)}")
+
+
+def _utc(t_ns: int) -> str:
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_ns // 1_000_000_000))
+    except (OverflowError, OSError, ValueError):
+        return "out of range"

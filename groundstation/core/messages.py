@@ -417,6 +417,7 @@ class LinkStats(Message):
     frames_missing: int = 0
     frames_duplicate: int = 0
     frames_recovered: int = 0
+    seq_jumps: int = 0  # jumps of the sequence number not counted as missing frames
     last_frame_ns: int = 0
     latency_ms_p50: float | None = None
     latency_ms_max: float | None = None

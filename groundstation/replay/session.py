@@ -46,30 +46,23 @@ use each:
 
 from __future__ import annotations
 
-import re
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from groundstation.core import messages, topics
-from groundstation.core.definitions import DefinitionError, VehicleDefinition, parse_definition
-from groundstation.storage.archive import hash_definition
+from groundstation.core.definitions import hash_definition
+from groundstation.core.replay_session import (
+    SessionInfo,
+    check_session,
+    parse_session_message,
+)
+
+__all__ = ["LIMITS", "SESSION_SUBSCRIPTION", "VERSION", "SessionInfo", "check_session",
+           "control_topic", "hash_definition", "parse_session_message", "session_message",
+           "session_topic", "status_topic"]
 
 SESSION_SUBSCRIPTION = topics.REPLAY_SESSION_SUBSCRIPTION
 VERSION = messages.REPLAY_SESSION_VERSION
 LIMITS = messages.REPLAY_LIMITS
-
-_SESSION_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-
-
-def check_session(name: str) -> str:
-    """A session id usable as a topic level, an InfluxDB tag and an archive directory."""
-    if not isinstance(name, str) or not _SESSION_RE.fullmatch(name):
-        raise ValueError(f"replay session {name!r}: use letters, digits, '_', '.', '-' "
-                         "(not first), at most 64")
-    return name
-
 
 def session_topic(session: str) -> str:
     return topics.replay_session(session)
@@ -95,82 +88,3 @@ def session_message(session: str, limits: messages.ReplayLimits,
         definitions={v: messages.ReplayDefinition(stream=s, sha256=sha, text=text)
                      for v, (s, sha, text) in definitions.items()},
         **info).to_json()
-
-
-@dataclass
-class SessionInfo:
-    session: str
-    source: str  # the session's source text, topics.replay(session)
-    limits: str
-    definitions: dict[str, VehicleDefinition]  # the session's own, by vehicle
-    shas: dict[str, str] = field(default_factory=dict)
-    message: messages.ReplaySession | None = None
-
-
-# Parsed definitions by SHA-256: a long replay re-announcing its session, or many sessions
-# of the same recording, parse each file once, and the same SHA gives the same object.
-_PARSED: OrderedDict[str, VehicleDefinition] = OrderedDict()
-_PARSED_MAX = 32
-
-
-def _parse_cached(sha: str, text: str, session: str) -> VehicleDefinition:
-    hit = _PARSED.get(sha)
-    if hit is not None:
-        _PARSED.move_to_end(sha)
-        return hit
-    defn = parse_definition(text, f"<replay session {session}: definition {sha[:12]}>")
-    _PARSED[sha] = defn
-    while len(_PARSED) > _PARSED_MAX:
-        _PARSED.popitem(last=False)
-    return defn
-
-
-def _file_sha(defn: VehicleDefinition) -> str:
-    try:
-        return hash_definition(Path(defn.path).read_bytes()) if defn.path else ""
-    except OSError:
-        return ""
-
-
-def parse_session_message(topic: str, payload: bytes,
-                          known: dict[str, VehicleDefinition] | None = None
-                          ) -> SessionInfo | None:
-    """The session a ``replay/session/<session>`` message opens, or None if it closes it.
-
-    known: the definitions the ingest runs with; one whose file has the recorded SHA-256
-    is used as it is (the same object, no second parse).
-
-    Untrusted input: ValueError says what is wrong (bad JSON, a SHA-256 that does not match
-    the text, a definition that does not validate, a vehicle that does not match it).
-    """
-    session = check_session(topics.parse_replay_session(topic).session)
-    if not payload:
-        return None
-    try:
-        msg = messages.ReplaySession.from_json(payload)
-    except messages.MessageError as exc:
-        raise ValueError(f"session message: {exc}") from None
-    if msg.session != session:
-        raise ValueError(f"session message names session {msg.session!r}, its topic "
-                         f"{session!r}")
-    if msg.state == "closed":
-        return None
-    out: dict[str, VehicleDefinition] = {}
-    shas: dict[str, str] = {}
-    for vehicle, d in msg.definitions.items():
-        sha, text = d.sha256, d.text
-        if hash_definition(text) != sha:
-            raise ValueError(f"definitions[{vehicle!r}]: the text does not hash to {sha}")
-        current = (known or {}).get(vehicle)
-        if current is not None and _file_sha(current) == sha:
-            defn = current
-        else:
-            try:
-                defn = _parse_cached(sha, text, session)
-            except DefinitionError as exc:
-                raise ValueError(f"definitions[{vehicle!r}] do not validate: {exc}") from None
-        if defn.vehicle != vehicle:
-            raise ValueError(f"definitions[{vehicle!r}] define vehicle {defn.vehicle!r}")
-        out[vehicle] = defn
-        shas[vehicle] = sha
-    return SessionInfo(session, topics.replay(session), msg.limits, out, shas, msg)

@@ -17,7 +17,6 @@ specification, with the crash and fsync rules: ``docs/archive-format.md``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -32,6 +31,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from groundstation.core.definitions import hash_definition as hash_definition  # re-exported
 from groundstation.core.topics import LIVE, Source, SourceKind
 from groundstation.storage.durable import Damage, FileRegion, RecordFraming
 
@@ -120,12 +120,6 @@ def _numbered_files(directory: Path, suffix: str) -> list[tuple[int, Path]]:
             found.append((int(m.group(1)), p))
     found.sort()
     return found
-
-
-def hash_definition(text: str | bytes) -> str:
-    """SHA-256 (hex) of a telemetry definition file's exact bytes."""
-    data = text.encode("utf-8") if isinstance(text, str) else text
-    return hashlib.sha256(data).hexdigest()
 
 
 # -- records ---------------------------------------------------------------------------------

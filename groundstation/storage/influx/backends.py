@@ -32,6 +32,10 @@ class InfluxError(RuntimeError):
     pass
 
 
+class DatabaseMissingError(InfluxError):
+    """The database (v1) or bucket (v2) the ingest writes to does not exist."""
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """The outcome of one write request."""
@@ -46,9 +50,17 @@ class WriteResult:
 
     @property
     def retryable(self) -> bool:
-        # No answer, overload (429) and server trouble (5xx) may pass; any other 4xx
-        # says something about the request itself and would fail the same way again.
-        return self.status == 0 or self.status == 429 or self.status >= 500
+        # No answer, overload (429) and server trouble (5xx) may pass, and so may 404: the
+        # database (or bucket) is not there, which is an outage until someone creates it,
+        # never a fault of the lines. Any other 4xx says something about the request
+        # itself and would fail the same way again.
+        return self.status in (0, 404, 429) or self.status >= 500
+
+    @property
+    def missing_target(self) -> bool:
+        """The database or bucket written to does not exist (v1: `database not found`,
+        v2: `bucket ... not found`)."""
+        return self.status == 404
 
     @property
     def kind(self) -> str:
@@ -254,7 +266,27 @@ class InfluxV1:
             raise InfluxError(f"cannot reach InfluxDB at {self.url}: {exc}") from None
 
     def create_database(self) -> None:
-        self.query(f'CREATE DATABASE "{self.database}"')
+        self.query(f'CREATE DATABASE "{_quoted(self.database)}"')
+
+    # The start-up check (see ensure_target).
+    @property
+    def target_name(self) -> str:
+        return f"database {self.database!r}"
+
+    def target_exists(self) -> bool:
+        """Raises InfluxError if the server cannot say (unreachable, not allowed)."""
+        res = self.query("SHOW DATABASES")["results"][0]
+        if "error" in res:
+            raise InfluxError(f"InfluxDB at {self.url}: SHOW DATABASES: {res['error']}")
+        names = [v[0] for s in res.get("series", []) for v in s.get("values", [])]
+        return self.database in names
+
+    def create_target(self) -> None:
+        self.create_database()
+
+    def create_hint(self) -> str:
+        return (f"influx -host <host> -port <port> -execute 'CREATE DATABASE "
+                f"\"{_quoted(self.database)}\"'")
 
 
 @dataclass
@@ -313,7 +345,7 @@ class InfluxV2:
                 org=self.org, bucket=self.bucket, body=body, precision="ns",
                 content_encoding="gzip", content_type="text/plain; charset=utf-8")
         except ApiException as exc:
-            headers = exc.headers or {}
+            headers: Any = exc.headers or {}
             retry_after = parse_retry_after(headers.get("Retry-After"))
             return WriteResult(int(exc.status or 0), error_text(exc.body) or str(exc.reason),
                                retry_after)
@@ -326,6 +358,54 @@ class InfluxV2:
             if self._client is not None:
                 self._client.close()
             self._client = self._service = None
+
+    # The start-up check (see ensure_target).
+    @property
+    def target_name(self) -> str:
+        return f"bucket {self.bucket!r} (org {self.org!r})"
+
+    def _buckets(self) -> Any:
+        from influxdb_client.client.bucket_api import BucketsApi
+
+        self._write_service()  # makes the client
+        return BucketsApi(self._client)
+
+    def target_exists(self) -> bool:
+        try:
+            return self._buckets().find_bucket_by_name(self.bucket) is not None
+        except Exception as exc:
+            raise InfluxError(f"InfluxDB at {self.url}: cannot list buckets: {exc}") from None
+
+    def create_target(self) -> None:
+        try:
+            self._buckets().create_bucket(bucket_name=self.bucket, org=self.org)
+        except Exception as exc:
+            raise InfluxError(f"InfluxDB at {self.url}: cannot create {self.target_name}: "
+                              f"{exc}") from None
+
+    def create_hint(self) -> str:
+        return f"influx bucket create --name {self.bucket} --org {self.org}"
+
+
+def _quoted(name: str) -> str:
+    return name.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def ensure_target(backend: InfluxV1 | InfluxV2, create: bool) -> bool:
+    """The start-up check: the database (v1) or bucket (v2) exists, or is created when
+    `create` is allowed; True if it was created. Raises DatabaseMissingError (saying what
+    to run) when it is missing and may not be created, InfluxError when the server cannot
+    be asked (then the caller starts anyway: an unreachable database is an outage)."""
+    if backend.target_exists():
+        return False
+    if not create:
+        raise DatabaseMissingError(
+            f"InfluxDB at {backend.url} has no {backend.target_name}: create it "
+            f"({backend.create_hint()}), or let the ingest create it with "
+            "--influx-create-database true (GS_INFLUX_CREATE_DATABASE, [influx] "
+            "create_database)")
+    backend.create_target()
+    return True
 
 
 def detect_api(url: str, timeout_s: float = 5.0) -> Literal["v1", "v2"]:

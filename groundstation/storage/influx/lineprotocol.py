@@ -1,7 +1,14 @@
-"""InfluxDB line protocol for decoded batches.
+"""InfluxDB line protocol: every measurement the ingest writes.
 
-Schema: measurement `tm`, tags `vehicle`, `stream` and `source` (live, or replay/<session>),
-one field per parameter id, timestamp = the sample's frame time in ns. A frame's samples
+- `tm`: engineering values (`batch_lines`, below);
+- `alarms`: alarm events (`alarm_line`);
+- `link`: a stream's link quality (`link_line`);
+- `ingest`: the ingest's own health (`self_line`).
+
+The schema of each is in the README ("InfluxDB schema").
+
+`tm` in detail: tags `vehicle`, `stream` and `source` (live, or replay/<session>), one
+field per parameter id, timestamp = the sample's frame time in ns. A frame's samples
 (derived parameters included) share one line, so (measurement, tags, timestamp) identifies
 a frame and a rewrite of the same frame overwrites it instead of adding a point: that is
 what makes retries idempotent. Discretes and counters are integer fields; analog values
@@ -16,12 +23,15 @@ from it and a join per line.
 
 from __future__ import annotations
 
+import time
 import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from groundstation.core import messages
 from groundstation.core.decom import PAD, DecodedBatch, Decommutator
 
 MEASUREMENT = "tm"
@@ -146,3 +156,55 @@ def _plain_lines(batch: DecodedBatch, source: str) -> list[str]:
         if fields:
             lines.append(f"{key} {','.join(fields)} {t}")
     return lines
+
+
+# --- alarms, link quality and self-telemetry ------------------------------------------------
+
+
+def _fields(values: Mapping[str, object]) -> str:
+    out = []
+    for k, v in values.items():
+        if v is None or isinstance(v, dict):
+            continue
+        if isinstance(v, bool):
+            out.append(f"{k}={'true' if v else 'false'}")
+        elif isinstance(v, int):
+            out.append(f"{k}={v}i")
+        elif isinstance(v, float):
+            if np.isfinite(v):
+                out.append(f"{k}={v!r}")
+        else:
+            text = str(v).replace("\\", "\\\\").replace('"', '\\"')
+            out.append(f'{k}="{text}"')
+    return ",".join(out)
+
+
+def alarm_line(ev: messages.AlarmEvent) -> str:
+    """An alarm event as line protocol: measurement `alarms`, one point per event (its
+    engine sequence number is a tag so two events in the same nanosecond stay apart)."""
+    tags = (f"alarms,parameter={escape_tag(ev.parameter)},seq={ev.seq},"
+            f"source={escape_tag(str(ev.source))},transition={escape_tag(ev.transition.value)},"
+            f"vehicle={escape_tag(ev.vehicle)}")
+    fields = {"state": ev.state.value, "severity": ev.severity, "side": ev.side,
+              "value": ev.value, "value_text": ev.value_text, "limit": ev.limit,
+              "operator": ev.operator, "label": ev.label, "unit": ev.unit,
+              "console": ev.console}
+    return f"{tags} {_fields(fields)} {ev.time_ns}"
+
+
+def link_line(source: str, vehicle: str, link: messages.LinkStats,
+              time_ns: int | None = None) -> str:
+    """A stream's link quality: measurement `link`, at the time it was measured."""
+    return (f"link,source={escape_tag(source)},vehicle={escape_tag(vehicle)} "
+            f"{_fields(link.counters())} {time.time_ns() if time_ns is None else time_ns}")
+
+
+def self_line(stats: messages.IngestStats) -> str:
+    """The ingest's own health: measurement `ingest`, one field per counter."""
+    flat: dict[str, object] = stats.model_dump(exclude={"time_ns", "rejected", "sink"})
+    for reason, n in stats.rejected.items():
+        flat[f"rejected_{reason}"] = n
+    for k, v in (stats.sink or {}).items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            flat[f"sink_{k}"] = v
+    return f"ingest,service=ingest {_fields(flat)} {stats.time_ns}"

@@ -20,7 +20,9 @@ Path of a batch
   chunks up to `batch_max_lines` / `batch_max_bytes`, or what arrived within
   `flush_interval_s` of the oldest one, gzips them and POSTs them.
   - 2xx: durable.
-  - No answer, 5xx, 429: retried with exponential backoff and jitter (at least Retry-After)
+  - No answer, 5xx, 429, and 404 (the database or bucket does not exist: dropped while
+    running, say; an outage until it exists again, never a fault of the lines): retried
+    with exponential backoff and jitter (at least Retry-After)
     for up to `spool_after_s`; after that the batch goes to the spool and the sink counts
     the database as down: later batches are spooled at once, without waiting on a dead
     server, until a write succeeds again.
@@ -29,7 +31,7 @@ Path of a batch
     halves are written; a v1 "partial write" already stored the good points, and a rewrite
     of them is idempotent); each isolated bad line, or what is left when the split budget
     is spent, goes to the dead-letter file with InfluxDB's error text, is counted and
-    logged. 401/403/404 (a configuration problem) go there whole. Nothing blocks the queue.
+    logged. 401/403 (a configuration problem) go there whole. Nothing blocks the queue.
 
 While the database is away, batches go to the spool (`groundstation.storage.spool.Spool`
 in `spool_dir`): the gzip body exactly as it would be POSTed, fdatasync'ed before the
@@ -461,8 +463,15 @@ class InfluxSink:
     def _mark_down(self, res: WriteResult) -> None:
         if not self._db_down:
             self._db_down = True
-            log.warning("InfluxDB %s unavailable (%s: %s): spooling to %s",
-                        self.backend.target, res.kind, res.error, self.spool_dir)
+            if res.missing_target:
+                log.error("InfluxDB %s: the database (or bucket) is missing (%s: %s): "
+                          "spooling to %s until it exists%s", self.backend.target, res.kind,
+                          res.error, self.spool_dir,
+                          "; creating it again" if self.config.create_missing else
+                          "; create it again")
+            else:
+                log.warning("InfluxDB %s unavailable (%s: %s): spooling to %s",
+                            self.backend.target, res.kind, res.error, self.spool_dir)
 
     def _mark_up(self) -> None:
         if self._db_down:
@@ -613,6 +622,8 @@ class InfluxSink:
         if res.retryable:
             # The drainer is the sink's probe while the database is down.
             self._mark_down(res)
+            if res.missing_target and self.config.create_missing:
+                await self._create_target()
             self._n["retries"] += 1
             await asyncio.sleep(self._retry_delay(attempt + 1, res))
             return attempt + 1
@@ -624,6 +635,19 @@ class InfluxSink:
         await self._on_disk(spool.commit, records)
         self._changed.set()  # space may have been freed for a blocked writer
         return 0
+
+    async def _create_target(self) -> None:
+        create = getattr(self.backend, "create_target", None)
+        if create is None:
+            return
+        assert self._http is not None
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._http, create)
+        except Exception as exc:
+            log.error("InfluxDB %s: could not create the missing database: %s",
+                      self.backend.target, exc)
+            return
+        log.warning("InfluxDB %s: created the missing database again", self.backend.target)
 
     # -- helpers -------------------------------------------------------------------
 

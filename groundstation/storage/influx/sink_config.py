@@ -30,6 +30,9 @@ class SinkConfig:
     bisect_max_requests: int = 64  # per rejected batch, to isolate bad lines
     deadletter_path: str | None = None  # default: <spool_dir>/deadletter.lp
     latency_window: int = 1024  # successful writes the latency percentiles cover
+    # When the database (or bucket) is missing while running: create it again (else the
+    # data wait in the spool until someone does).
+    create_missing: bool = False
 
     def validate(self) -> None:
         problems = []
