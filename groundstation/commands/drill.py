@@ -13,6 +13,7 @@ from typing import Any
 import aiomqtt
 
 from groundstation.commands.options import add_mqtt_arguments, load_config
+from groundstation.config import reveal
 from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, load_all
 from groundstation.core.mission_time import format_get, format_utc
@@ -223,7 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         runner = DrillRunner(sc, defs, DrillOptions(
             host=config.mqtt.host, port=config.mqtt.port, username=config.mqtt.username,
-            password=config.mqtt.password, speed=args.speed, out_dir=out,
+            password=reveal(config.mqtt.password), speed=args.speed, out_dir=out,
             out_exact=args.out is not None, drill_id=args.drill_id,
             progress=None if args.no_progress else sys.stderr,
             interactive=not args.no_stdin))

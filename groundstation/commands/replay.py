@@ -13,7 +13,7 @@ from typing import Any
 import aiomqtt
 
 from groundstation.commands.options import add_mqtt_arguments, load_config
-from groundstation.config import ConfigError
+from groundstation.config import ConfigError, reveal
 from groundstation.core import messages, topics
 from groundstation.replay import session as rs
 from groundstation.replay.replayer import (
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         plan = plan_replay(root, pass_spec=args.pass_id, start=args.start, end=args.end,
                            vehicle=args.vehicle, los_gap_s=args.los_gap)
         rep = Replayer(root, plan, host=config.mqtt.host, port=config.mqtt.port,
-                       username=config.mqtt.username, password=config.mqtt.password,
+                       username=config.mqtt.username, password=reveal(config.mqtt.password),
                        session=args.session, speed=speed, limits=args.limits,
                        progress=not args.no_progress,
                        max_frames_per_message=args.frames_per_message)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from groundstation.config import MqttConfig
+from groundstation.config import MqttConfig, reveal
 from groundstation.core import messages, topics
 
 log = logging.getLogger("groundstation.console")
@@ -308,7 +308,7 @@ class ConsoleFeed:
 
     async def _session(self, stop: asyncio.Event) -> None:
         client = aiomqtt.Client(self.mqtt.host, self.mqtt.port, username=self.mqtt.username,
-                                password=self.mqtt.password, identifier=self.client_id,
+                                password=reveal(self.mqtt.password), identifier=self.client_id,
                                 clean_session=True, keepalive=min(self.mqtt.keepalive_s, 10))
         async with client:
             for sub in (*SUBSCRIPTIONS, self.reply_topic):
