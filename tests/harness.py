@@ -17,7 +17,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
+from groundstation.config import (
+    Config,
+    InfluxConfig,
+    IngestConfig,
+    MqttConfig,
+    with_plain_secrets,
+)
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.broker_auth import secure_broker_config
 from groundstation.deploy.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
@@ -61,7 +67,9 @@ async def running_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, t
                          mqtt_user: tuple[str, str] | None = None,
                          **ingest: Any) -> AsyncIterator[IngestService]:
     """The real ingest, connected to the fixtures' servers (as mqtt_user, if given)."""
-    config = ingest_config(mosquitto, influxdb, tmp, database, mqtt_user, **ingest)
+    # The service hands its secrets to aiomqtt as they are (see with_plain_secrets).
+    config = with_plain_secrets(ingest_config(mosquitto, influxdb, tmp, database, mqtt_user,
+                                              **ingest))
     InfluxV1(influxdb.url, database).create_database()
     sink = make_sink(config)
     await sink.start()
