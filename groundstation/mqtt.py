@@ -66,7 +66,8 @@ from groundstation.config import ConfigError, MqttConfig, env_name, reveal
 from groundstation.tasks import TaskGroup
 
 __all__ = ["NODELAY", "STABLE_S", "Backoff", "BrokerError", "BrokerRefused", "Connection",
-           "MqttClient", "NotConnected", "Received", "Will", "tls_context", "unique_id"]
+           "MqttClient", "NotConnected", "Received", "Will", "broker_error_of", "tls_context",
+           "unique_id"]
 
 log = logging.getLogger("groundstation.mqtt")
 
@@ -525,7 +526,7 @@ class MqttClient:
             except BrokerError as exc:
                 error = exc
             except BaseExceptionGroup as group:
-                error = _only_broker_errors(group)
+                error = broker_error_of(group)
             self.failures += 1
             self.last_error = error
             if self.on_disconnect is not None:
@@ -573,9 +574,9 @@ class MqttClient:
                 log.exception("[%s] handling a message on %s", self.name, message.topic)
 
 
-def _only_broker_errors(group: BaseExceptionGroup[BaseException]) -> BrokerError:
-    """The BrokerError that ended a session's tasks; the group itself if anything else
-    did (a task's bug: raised, never taken for a lost connection)."""
+def broker_error_of(group: BaseExceptionGroup[BaseException]) -> BrokerError:
+    """The BrokerError that ended a task group's tasks; the group itself is raised if
+    anything else did (a task's bug, never to be taken for a lost connection)."""
     match, rest = group.split(BrokerError)
     if rest is not None or match is None:
         raise group

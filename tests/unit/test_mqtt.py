@@ -49,10 +49,10 @@ def test_tls_files_that_cannot_load_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[mqtt\] ca_file .*absent.pem: cannot load it"):
         tls_context(MqttConfig(tls=True, ca_file=tmp_path / "absent.pem"))  # type: ignore[call-arg]
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    with pytest.raises(ConfigError, match="ca_file .*junk.pem: cannot load it"):
+    with pytest.raises(ConfigError, match=r"ca_file .*junk\.pem: cannot load it"):
         MqttClient(MqttConfig(tls=True, ca_file=tmp_path / "junk.pem"),  # type: ignore[call-arg]
                    name="x")
-    with pytest.raises(ConfigError, match="cert_file .*junk.pem: cannot load the client"):
+    with pytest.raises(ConfigError, match=r"cert_file .*junk\.pem: cannot load the client"):
         tls_context(MqttConfig(tls=True, cert_file=tmp_path / "junk.pem"))  # type: ignore[call-arg]
     off = tls_context(MqttConfig(tls=True, tls_verify=False))  # type: ignore[call-arg]
     assert off is not None and off.verify_mode == ssl.CERT_NONE
