@@ -291,6 +291,9 @@ class MqttClient:
     on_connect    called with each new connection, after the subscriptions
     on_disconnect called with the BrokerError of each failed attempt and lost connection
     fail_fast     a refusal on the first attempt ends run() with BrokerRefused
+    connect_first any failure of the first attempt ends run() with its BrokerError (a tool
+                  that cannot start without the broker says so at once); later losses
+                  are retried
     log_level     of the reports of lost connections and failed attempts (a console that
                   shows the broker's state on screen keeps them out of the terminal: INFO)
     """
@@ -301,7 +304,8 @@ class MqttClient:
                  on_message: Handler | None = None,
                  on_connect: Callable[[Connection], None] | None = None,
                  on_disconnect: Callable[[BrokerError], None] | None = None,
-                 fail_fast: bool = False, timeout_s: float = TIMEOUT_S,
+                 fail_fast: bool = False, connect_first: bool = False,
+                 timeout_s: float = TIMEOUT_S,
                  backoff: Backoff | None = None, log_level: int = logging.WARNING) -> None:
         self.config = config
         self.name = name
@@ -318,6 +322,7 @@ class MqttClient:
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.fail_fast = fail_fast
+        self.connect_first = connect_first
         self.timeout_s = timeout_s
         self.backoff = backoff or Backoff(maximum=config.reconnect_max_s)
         self.log_level = log_level
@@ -505,8 +510,9 @@ class MqttClient:
         to finish what it has (it watches stop itself), and if the broker is unreachable at
         that moment, one more attempt is made before giving up. Without a session the client
         receives (on_message) until stop is set, or for ever. Raises BrokerRefused (with
-        fail_fast, on the first attempt), or the exception of a task that died of something
-        else than the broker going away."""
+        fail_fast, on the first attempt), the first attempt's BrokerError (connect_first),
+        or the exception of a task that died of something else than the broker going
+        away."""
         stop = stop if stop is not None else asyncio.Event()
         loop = asyncio.get_running_loop()
         ever = False
@@ -531,7 +537,8 @@ class MqttClient:
             self.last_error = error
             if self.on_disconnect is not None:
                 self.on_disconnect(error)
-            if self.fail_fast and not ever and isinstance(error, BrokerRefused):
+            if not ever and (self.connect_first or (self.fail_fast
+                                                    and isinstance(error, BrokerRefused))):
                 raise error
             if stop.is_set():
                 log.log(self.log_level, "[%s] %s; stopping without it", self.name, error)

@@ -109,7 +109,7 @@ def start_ingest_process(mosquitto: MosquittoServer, influxdb: InfluxDBServer, d
     cmd = [sys.executable, "-m", "groundstation", "ingest",
            "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port),
            "--influx-api", "v1", "--influx-url", influxdb.url, "--influx-database", database,
-           "--ingest-defs-dir", str(defs_dir), *flags]
+           "--defs-dir", str(defs_dir), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None

@@ -54,10 +54,10 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser, *, config_help: str | No
                  else None)
 
 
-def add_defs_argument(parser: argparse.ArgumentParser) -> None:
+def add_defs_argument(parser: argparse.ArgumentParser, text: str | None = None) -> None:
     """--defs-dir: the one spelling of the definitions directory for every command
-    ([ingest] defs_dir, GS_INGEST_DEFS_DIR)."""
-    _add_option(parser, "ingest", "defs_dir", parser)
+    ([ingest] defs_dir, GS_INGEST_DEFS_DIR); load_config(args).ingest.defs_dir reads it."""
+    _add_option(parser, "ingest", "defs_dir", parser, text)
 
 
 def _add_section(parser: argparse.ArgumentParser, section: str,
