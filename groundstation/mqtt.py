@@ -473,7 +473,9 @@ class MqttClient:
                 f"{where}: TLS: its certificate is not trusted: {_ssl_reason(cause)} "
                 f"(checked against {trusted}; {env_name('mqtt', 'ca_file')} or "
                 "--mqtt-ca-file names the CA that signed it)")
-        if isinstance(cause, ssl.SSLError):
+        if isinstance(cause, ssl.SSLError) or (
+                self.config.tls and isinstance(cause, ConnectionResetError | BrokenPipeError)):
+            # (A plain MQTT listener drops the TLS hello at once: a reset, mid-handshake.)
             return BrokerRefused(
                 f"{where}: TLS handshake failed ({_ssl_reason(cause)}): is this port the "
                 "broker's TLS listener?")
