@@ -111,7 +111,7 @@ async def test_manual_ack_acknowledges_only_what_it_is_told(mosquitto: Mosquitto
     again: list[Received] = []
     client = persistent(again)
     async with running(client):
-        await wait_for(lambda: again, 5, "the redelivery")
+        await wait_for(lambda: bool(again), 5, "the redelivery")
         await asyncio.sleep(0.5)
         assert [m.payload for m in again] == [b"two"]
         assert again[0].ack()

@@ -192,3 +192,68 @@ def test_a_replay_over_tls(tls_broker: MosquittoServer, certs: Certificates, tmp
     right = replay(certs.ca)
     assert right.returncode == 0, right.stderr
     assert "finished: 250 frames" in right.stderr
+
+
+def test_the_deployment_tls_listener_as_documented(tmp_path: Path, certs: Certificates
+                                                   ) -> None:
+    """deploy/mosquitto/mosquitto.conf with its TLS block uncommented (only addresses and
+    paths replaced): the plain and the TLS listener both take the ACL's users, and the TLS
+    one wants a client certificate."""
+    import re
+
+    from groundstation.deploy.broker_auth import ACL_FILE, CONF_FILE, write_password_file
+    from groundstation.deploy.servers import free_port
+    from tests.harness import ACL_USERS
+
+    pw = write_password_file(tmp_path / "passwd", ACL_USERS)
+    tls_port = free_port()
+    paths = {"/mosquitto/certs/server.crt": certs.server_cert,
+             "/mosquitto/certs/server.key": certs.server_key,
+             "/mosquitto/certs/ca.crt": certs.ca}
+
+    class DeployBroker(MosquittoServer):
+        def config_lines(self) -> list[str]:
+            out = []
+            for raw in CONF_FILE.read_text().splitlines():
+                line = re.sub(r"^#(?=(listener 8883|protocol|certfile|keyfile|tls_version|"
+                              r"cafile|require_certificate)\b)", "", raw.strip())
+                key = line.split()[0] if line and not line.startswith("#") else ""
+                if line.startswith("listener 1883"):
+                    line = f"listener {self.port} {self.host}"
+                elif line.startswith("listener 8883"):
+                    line = f"listener {tls_port} {self.host}"
+                elif key == "password_file":
+                    line = f"password_file {pw}"
+                elif key == "acl_file":
+                    line = f"acl_file {ACL_FILE}"
+                elif key == "persistence_location":
+                    line = f"persistence_location {self.data_dir}{os.sep}"
+                elif key == "log_dest":
+                    line = f"log_dest file {self.broker_log_path}"
+                for old, new in paths.items():
+                    line = line.replace(old, str(new))
+                out.append(line)
+            if os.geteuid() == 0:
+                out.append("user root")
+            return out
+
+    async def check(server: MosquittoServer) -> None:
+        user: dict[str, Any] = {"username": "flight", "password": ACL_USERS["flight"]}
+        async with MqttClient(MqttConfig(host=server.host, port=server.port, **user),
+                              name="plain").connect():
+            pass
+        mutual = MqttConfig(host=server.host, port=tls_port, tls=True, ca_file=certs.ca,
+                            cert_file=certs.client_cert, key_file=certs.client_key, **user)
+        async with MqttClient(mutual, name="tls").connect() as conn:
+            await conn.publish(topics.acknowledgements("flight", A), b"{}", qos=1)
+        bare = MqttConfig(host=server.host, port=tls_port, tls=True, ca_file=certs.ca, **user)
+        with pytest.raises(BrokerRefused, match="client certificate"):
+            async with MqttClient(bare, name="tls").connect():
+                pass
+
+    server = DeployBroker(tmp_path / "deploy")
+    start_or_skip(server)
+    try:
+        asyncio.run(check(server))
+    finally:
+        server.stop()
