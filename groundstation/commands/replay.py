@@ -99,13 +99,12 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
 
     async def main() -> ReplayResult:
-        task = asyncio.create_task(rep.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(
                     sig, lambda: rep.control.handle(messages.ReplayControl(command="stop")))
-        return await task
+        return await rep.run()
 
     try:
         result = asyncio.run(main())

@@ -203,3 +203,11 @@ def test_sections_limits_what_is_read() -> None:
     assert str(load(None, env=env, sections=["ingest"]).ingest.defs_dir) == "/defs"
     with pytest.raises(ConfigError):
         load(None, env=env)
+
+
+def test_the_ingest_refuses_tls_until_it_connects_through_the_adapter(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from groundstation import cli
+
+    assert cli.main(["ingest", "--mqtt-tls"]) == 1
+    assert "the ingest does not connect with TLS yet" in capsys.readouterr().err
