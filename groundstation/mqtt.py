@@ -324,7 +324,8 @@ class MqttClient:
         self.fail_fast = fail_fast
         self.connect_first = connect_first
         self.timeout_s = timeout_s
-        self.backoff = backoff or Backoff(maximum=config.reconnect_max_s)
+        self.backoff = backoff or Backoff(first=min(FIRST_DELAY_S, config.reconnect_max_s),
+                                          maximum=config.reconnect_max_s)
         self.log_level = log_level
         self._tls = tls_context(config)  # a bad certificate file fails here, not later
         self._connection: Connection | None = None
@@ -369,8 +370,7 @@ class MqttClient:
             return False
         # paho's manual acknowledgement: the one use of the library's internals besides
         # seeing a connection closed early (see _open). aiomqtt 2 has no API for it.
-        self._paho.ack(mid, qos)
-        return True
+        return int(self._paho.ack(mid, qos)) == 0  # MQTT_ERR_SUCCESS: queued to send
 
     # --- one connection -----------------------------------------------------------------
 
