@@ -37,6 +37,19 @@ generation)` when it kept those), so the broker sends again what was not acknowl
 before the connection dropped. An acknowledgement for a message of an earlier connection
 does nothing (its message id means nothing on the new one): the broker sends it again.
 
+The ingest, when it moves here, passes its [mqtt] section as it is and keeps its persistent
+session, acknowledging once the data are durable:
+
+    client = MqttClient(config.mqtt, name="ingest", client_id=config.mqtt.client_id,
+                        clean_session=False, manual_ack=True, subscriptions=[...],
+                        on_disconnect=lambda _: connected.clear())
+    async def session(conn):                 # what IngestService._session does now
+        ...                                  # conn.generation: the new connection's
+        async with TaskGroup("ingest") as t:  # receive: async for m in conn.messages()
+            ...                              # send: await conn.publish(...)
+    await client.run(session, stop=stop)     # stop cancels the session
+    client.ack(m.mid, m.qos, m.generation)   # IngestService._ack, once durable
+
 Every connection sets TCP_NODELAY: the station's messages are small (an alarm, an operator
 request, a PUBACK), and an alarm published right after a batch of PUBACKs must not wait for
 Nagle's algorithm to coalesce it with them.
