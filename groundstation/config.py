@@ -5,44 +5,150 @@ then the command line (`--<section>-<key>`), each overriding the one before. The
 below is the only list of options: the environment names, the flags and `--help` are all
 generated from it, so they cannot disagree. A bad value is reported with where it came
 from (file and key, variable, or flag) and what is allowed.
+
+Secrets (passwords, tokens) are `SecretStr`: masked in `repr`, in `--print-config` and in
+error messages, read with `get_secret_value()` only where they are handed to a client
+library. Each secret `<key>` has a sibling `<key>_file` naming a file that holds it (so
+`GS_MQTT_PASSWORD_FILE=/run/secrets/mqtt_password`, as compose secrets are mounted): the
+two are one option with two spellings, so the later source wins whichever spelling it
+uses, and one source setting both is an error. A secret never needs a command line, where
+every user of the machine can read it (`ps`, `docker inspect`).
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from groundstation import paths
 
 ENV_PREFIX = "GS_"
+MASK = "**********"  # what a secret looks like wherever it is shown
+MQTT_PORT, MQTTS_PORT = 1883, 8883
 
 
 class ConfigError(ValueError):
     pass
 
 
+def is_secret(model: type[BaseModel], key: str) -> bool:
+    """Whether the option is a secret (a SecretStr), shown only masked."""
+    field = model.model_fields.get(key)
+    return field is not None and "SecretStr" in str(field.annotation)
+
+
+def secret_file_of(model: type[BaseModel], key: str) -> str | None:
+    """The secret a `<key>_file` option holds the file of, or None."""
+    if key.endswith("_file") and is_secret(model, key.removesuffix("_file")):
+        return key.removesuffix("_file")
+    return None
+
+
+def read_secret_file(path: Path) -> SecretStr:
+    """A secret from a file (a compose secret, say): its text, less the final newline."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ValueError(f"cannot read the file {path}: {why}") from None
+    text = text.removesuffix("\n").removesuffix("\r")
+    if not text:
+        raise ValueError(f"the file {path} is empty")
+    return SecretStr(text)
+
+
+def reveal(secret: SecretStr | str | None) -> str | None:
+    """A secret's value, to hand to a client library (and nowhere else)."""
+    return secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> _Section:
+        # load() reads the files itself (to say where a bad one was named); this is for
+        # a section made in code with only the file given.
+        for key in type(self).model_fields:
+            secret = secret_file_of(type(self), key)
+            path = getattr(self, key)
+            if secret is not None and path is not None and getattr(self, secret) is None:
+                setattr(self, secret, read_secret_file(path))
+        return self
+
+
+def _secret_help(section: str, key: str, what: str) -> str:
+    return (f"{what}: a secret, never printed; give it in {ENV_PREFIX}{section.upper()}_"
+            f"{key.upper()} or in a file ({key}_file)")
+
 
 class MqttConfig(_Section):
+    """How to reach the broker: every MQTT client of the station (groundstation.mqtt) takes
+    this section as it is."""
+
     host: str = Field("127.0.0.1", description="broker host")
-    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    port: int = Field(MQTT_PORT, ge=1, le=65535,
+                      description=f"broker port ({MQTTS_PORT} when tls is on and no port is "
+                                  "given)")
     username: str | None = Field(None, description="user name the broker authenticates")
-    password: str | None = Field(None, description="password (prefer the environment: "
-                                                   "GS_MQTT_PASSWORD)")
+    password: SecretStr | None = Field(None, description=_secret_help("mqtt", "password",
+                                                                      "password"))
+    password_file: Path | None = Field(None, description="file holding the password (a "
+                                                         "compose secret, say)")
     client_id: str = Field("groundstation-ingest", min_length=1,
-                           description="client id; fixed, so the broker keeps the session "
-                                       "and queued QoS 1 messages across restarts")
+                           description="client id: the ingest's is fixed, so the broker "
+                                       "keeps its session and queued QoS 1 messages across "
+                                       "restarts; the other commands make a unique one "
+                                       "unless this is given")
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive, seconds")
     reconnect_max_s: float = Field(10.0, gt=0, le=300,
                                    description="longest wait between reconnect attempts")
+    tls: bool = Field(False, description="connect with TLS (the broker's TLS listener)")
+    ca_file: Path | None = Field(None, description="CA certificate(s), PEM, that signed the "
+                                                   "broker's certificate (default: the "
+                                                   "system's trusted CAs)")
+    cert_file: Path | None = Field(None, description="client certificate, PEM, for a broker "
+                                                     "that asks for one (with key_file)")
+    key_file: Path | None = Field(None, description="the client certificate's private key, "
+                                                    "PEM (default: in cert_file)")
+    key_password: SecretStr | None = Field(None, description=_secret_help(
+        "mqtt", "key_password", "passphrase of an encrypted key_file"))
+    key_password_file: Path | None = Field(None, description="file holding the key "
+                                                             "passphrase")
+    tls_verify: bool = Field(True, description="check the broker's certificate and that it "
+                                               "names the host (off only to try something "
+                                               "out: anyone in between can then read the "
+                                               "password)")
+
+    @model_validator(mode="after")
+    def _tls_settings(self) -> MqttConfig:
+        if self.tls and "port" not in self.model_fields_set:
+            self.port = MQTTS_PORT
+        if not self.tls:
+            given = [k for k in ("ca_file", "cert_file", "key_file", "key_password",
+                                 "key_password_file") if getattr(self, k) is not None]
+            if given or not self.tls_verify:
+                what = ", ".join(given) or "tls_verify"
+                raise ValueError(f"{what} given but tls is off: turn it on (tls = true, "
+                                 f"{ENV_PREFIX}MQTT_TLS=true or --mqtt-tls), or the "
+                                 "connection (and the password) goes in clear")
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file given without cert_file")
+        return self
 
 
 class InfluxConfig(_Section):
@@ -54,11 +160,14 @@ class InfluxConfig(_Section):
     database: str = Field("groundstation", min_length=1, description="v1 database")
     retention_policy: str | None = Field(None, description="v1 retention policy")
     username: str | None = Field(None, description="v1 user")
-    password: str | None = Field(None, description="v1 password")
+    password: SecretStr | None = Field(None, description=_secret_help("influx", "password",
+                                                                      "v1 password"))
+    password_file: Path | None = Field(None, description="file holding the v1 password")
     org: str | None = Field(None, description="v2 organisation")
     bucket: str | None = Field(None, description="v2 bucket")
-    token: str | None = Field(None, description="v2 API token (prefer the environment: "
-                                                "GS_INFLUX_TOKEN)")
+    token: SecretStr | None = Field(None, description=_secret_help("influx", "token",
+                                                                   "v2 API token"))
+    token_file: Path | None = Field(None, description="file holding the v2 API token")
     create_database: bool = Field(
         False, description="at start-up, create the v1 database (or the v2 bucket) if it "
                            "does not exist; off, the ingest refuses to start without it and "
@@ -86,7 +195,9 @@ class InfluxConfig(_Section):
 
 class IngestConfig(_Section):
     defs_dir: Path = Field(default_factory=paths.defs_dir,
-                           description="telemetry definitions directory")
+                           description="telemetry definitions directory (every command "
+                                       "that reads them takes --defs-dir)",
+                           json_schema_extra={"flag": "--defs-dir"})
     archive_dir: Path = Field(Path("var/archive"), description="raw frame archive directory")
     alarm_state_dir: Path | None = Field(
         None, description="where the alarm state of live and training streams (latched, "
@@ -130,10 +241,14 @@ SECTIONS: dict[str, type[_Section]] = {"mqtt": MqttConfig, "influx": InfluxConfi
 
 
 def load(file: Path | None = None, env: Mapping[str, str] | None = None,
-         flags: Mapping[str, Any] | None = None) -> Config:
+         flags: Mapping[str, Any] | None = None, *,
+         sections: Iterable[str] | None = None) -> Config:
     """The effective configuration: file, then environment, then flags (a command line's
-    parsed values, `<section>__<key>` -> value; None means not given)."""
+    parsed values, `<section>__<key>` -> value; None means not given). With `sections`,
+    only those are read (the others keep their defaults): a command that needs only the
+    definitions directory is not stopped by a bad broker variable."""
     env = os.environ if env is None else env
+    wanted = set(SECTIONS if sections is None else sections)
     layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
     if file is not None:
         layers.append((f"config file {file}", _from_file(file)))
@@ -144,9 +259,33 @@ def load(file: Path | None = None, env: Mapping[str, str] | None = None,
     origin: dict[tuple[str, str], str] = {}
     for name, layer in layers:
         for section, values in layer.items():
+            if section not in wanted:
+                continue
+            model = SECTIONS[section]
             for key, value in values.items():
+                # A secret and its _file are one option: the later source wins, whichever
+                # spelling it uses; one source giving both is an error.
+                twin = _twin(model, key)
+                if twin is not None and twin in merged[section]:
+                    if origin[(section, twin)].startswith(_layer_prefix(name)):
+                        raise ConfigError(
+                            f"bad configuration:\n  {_describe(name, section, key)} and "
+                            f"{origin[(section, twin)]} both give [{section}] "
+                            f"{key.removesuffix('_file')}: give one")
+                    del merged[section][twin]
                 merged[section][key] = value
                 origin[(section, key)] = _describe(name, section, key)
+    for section, values in merged.items():
+        model = SECTIONS[section]
+        for key in list(values):
+            secret = secret_file_of(model, key)
+            if secret is not None:
+                try:
+                    values[secret] = read_secret_file(Path(values[key]))
+                except ValueError as exc:
+                    raise ConfigError(f"bad configuration:\n  {origin[(section, key)]}: "
+                                      f"{exc}") from None
+                origin[(section, secret)] = origin[(section, key)]
     try:
         return Config.model_validate(merged)
     except ValidationError as exc:
@@ -154,21 +293,52 @@ def load(file: Path | None = None, env: Mapping[str, str] | None = None,
         for err in exc.errors():
             loc = [str(x) for x in err["loc"]]
             section, key = ([*loc, "", ""])[:2]
-            where = origin.get((section, key), f"[{section}] {key}")
+            where = origin.get((section, key), f"[{section}] {key}".strip())
             msg = err["msg"].removeprefix("Value error, ")
+            got = err.get("input")
             if err["type"] == "extra_forbidden":
                 known = ", ".join(SECTIONS[section].model_fields) if section in SECTIONS \
                     else ", ".join(SECTIONS)
-                msg = f"unknown option; known: {known}"
-            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+                lines.append(f"{where}: unknown option; known: {known}")
+            elif not key or isinstance(got, dict):
+                lines.append(f"{where}: {msg}")  # the section's own rule: no one value
+            else:
+                masked = section in SECTIONS and is_secret(SECTIONS[section], key)
+                lines.append(f"{where}: {msg} (got {MASK if masked else repr(got)})")
         raise ConfigError("bad configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _twin(model: type[BaseModel], key: str) -> str | None:
+    """The other spelling of a secret: password <-> password_file."""
+    if secret_file_of(model, key) is not None:
+        return key.removesuffix("_file")
+    if is_secret(model, key):
+        return f"{key}_file"
+    return None
+
+
+def _layer_prefix(layer: str) -> str:
+    return {"environment": "environment", "command line": "--"}.get(layer, layer)
+
+
+def flag_name(section: str, key: str) -> str:
+    """The option's command-line flag: --<section>-<key>, unless the schema names another
+    (the definitions directory is --defs-dir for every command)."""
+    extra = SECTIONS[section].model_fields[key].json_schema_extra
+    if isinstance(extra, dict) and isinstance(extra.get("flag"), str):
+        return str(extra["flag"])
+    return f"--{section}-{key.replace('_', '-')}"
+
+
+def env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
 
 
 def _describe(layer: str, section: str, key: str) -> str:
     if layer == "environment":
-        return f"environment {ENV_PREFIX}{section.upper()}_{key.upper()}"
+        return f"environment {env_name(section, key)}"
     if layer == "command line":
-        return f"--{section}-{key.replace('_', '-')}"
+        return flag_name(section, key)
     return f"{layer}: [{section}] {key}"
 
 
@@ -218,16 +388,20 @@ def _from_flags(flags: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def example_toml(config: Config | None = None) -> str:
-    """A commented config file with every option at its default."""
+    """A commented config file with every option at its value (commented out where unset).
+    A secret is never written: a set one shows as a commented-out mask."""
     config = config or Config()
-    lines = ["# groundstation ingest configuration: every option (commented out where unset)."]
+    lines = ["# groundstation configuration: every option (commented out where unset)."]
     for section, model in SECTIONS.items():
         lines.append(f"\n[{section}]")
         values = getattr(config, section)
         for key, field in model.model_fields.items():
             lines.append(f"# {field.description}")
             v = getattr(values, key)
-            lines.append(f"# {key} =" if v is None else f"{key} = {_toml(v)}")
+            if is_secret(model, key):
+                lines.append(f"# {key} =" if v is None else f'# {key} = "{MASK}"')
+            else:
+                lines.append(f"# {key} =" if v is None else f"{key} = {_toml(v)}")
     return "\n".join(lines) + "\n"
 
 
@@ -238,3 +412,16 @@ def _toml(v: Any) -> str:
         return repr(v)
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
+
+
+def with_plain_secrets(config: Config) -> Config:
+    """A copy whose secrets are plain str, for code that hands `config.mqtt.password` or
+    `config.influx.token` to a client library as it is (the ingest service, until it
+    connects through groundstation.mqtt and reads its sink's secrets with reveal()).
+    Never print or log the copy."""
+    def plain(section: _Section) -> _Section:
+        model = type(section)
+        return section.model_copy(update={k: reveal(getattr(section, k))
+                                          for k in model.model_fields if is_secret(model, k)})
+
+    return config.model_copy(update={s: plain(getattr(config, s)) for s in SECTIONS})

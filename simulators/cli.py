@@ -1,7 +1,8 @@
 """`groundstation sim`: fly Apollo, Soyuz or both through the ASTP mission onto a broker.
 
-groundstation.cli wires this in with add_parser(subparsers) and run(args); it also runs on
-its own: python -m simulators.cli sim both --speed 100
+groundstation/commands/sim.py wires this in: add_parser(subparsers) makes the subcommand and
+adds the flags the station shares (the broker's --mqtt-*, --config, --defs-dir, from the
+configuration schema); run(args, mqtt, defs_dir) flies.
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
 from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, load_all
 from groundstation.core.mission_time import format_get, parse_duration
+from groundstation.mqtt import BrokerError
 from groundstation.paths import defs_dir
 from simulators.faults import CATALOGUE, FaultError, FaultManager
 from simulators.mission import Mission
@@ -77,6 +79,8 @@ examples:
       --fault apollo:entry_rcs_fumes:at=els-arm-4m           the ASTP entry fumes
   groundstation sim apollo --start 051:57:00 \\
       --fault apollo:dm_trapped_gas:at=052:00:00              the false DM leak
+  GS_MQTT_PASSWORD_FILE=/run/secrets/apollo groundstation sim apollo \
+      --mqtt-host broker --mqtt-username apollo_csm    as the vehicle's broker account
   groundstation sim both --list-events                the timeline, with its GETs
   groundstation sim both --list-faults                what can be broken, and how
 
@@ -97,17 +101,14 @@ optional offset such as docking-30m, tpi+5m, splashdown-1h30m (--list-events).
 """
 
 
-def add_parser(subparsers: Any) -> None:
-    """Add the `sim` subcommand to groundstation's argument parser."""
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `sim` subcommand to groundstation's argument parser (without the shared
+    broker and definitions flags: groundstation/commands/sim.py adds those)."""
     p = subparsers.add_parser(
         "sim", help="fly the simulated ships through the ASTP mission onto a broker",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ships", choices=sorted(SHIPS), help="which ships transmit")
-    p.add_argument("--host", default="127.0.0.1", help="MQTT broker (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
-    p.add_argument("--username", help="broker user name")
-    p.add_argument("--password", help="broker password")
     p.add_argument("--speed", type=float, default=1.0,
                    help="mission seconds per real second: 1 is real time; 100 flies an "
                         "orbit in under a minute (default 1)")
@@ -141,14 +142,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-historical", action="store_true",
                    help="leave out the real minor anomalies (Soyuz TV failure, the false "
                         "GNC alarm of Jul 17)")
-    p.add_argument("--defs", type=Path, default=defs_dir(),
-                   help="telemetry definitions directory (default telemetry_defs/)")
     p.add_argument("--list-events", action="store_true", help="print the timeline and exit")
     p.add_argument("--list-faults", action="store_true", help="print the faults and exit")
+    return p  # type: ignore[no-any-return]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the `sim` subcommand; returns the exit status."""
+def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
+        definitions_dir: Path | None = None) -> int:
+    """Run the `sim` subcommand with this broker and definitions directory (default: the
+    local broker, telemetry_defs/); returns the exit status."""
+    mqtt = mqtt or MqttConfig()  # type: ignore[call-arg]
+    definitions_dir = definitions_dir or defs_dir()
     if args.list_events:
         for e in tl.EVENTS:
             print(e.describe())
@@ -187,14 +191,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: --fault {spec!r}: {exc}", file=sys.stderr)
             return 2
     try:
-        defs = load_all(args.defs)
+        defs = load_all(definitions_dir)
     except DefinitionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     ships = SHIPS[args.ships]
     missing = [v for v in ships if v not in defs]
     if missing:
-        print(f"error: no telemetry definition for {', '.join(missing)} in {args.defs}",
+        print(f"error: no telemetry definition for {', '.join(missing)} in {definitions_dir}",
               file=sys.stderr)
         return 1
     mission = Mission(start, seed=args.seed, historical=not args.no_historical,
@@ -207,17 +211,16 @@ def run(args: argparse.Namespace) -> int:
             return 2
         print(f"fault {f.id}: {f.vehicle} {f.name} {f.params} from {format_get(f.start)}")
     options = RunnerOptions(
-        host=args.host, port=args.port, username=args.username, password=args.password,
-        speed=args.speed, frames_per_message=args.frames_per_message, qos=args.qos,
+        mqtt=mqtt, speed=args.speed, frames_per_message=args.frames_per_message, qos=args.qos,
         backlog_frames=args.backlog_frames, recorder_s=args.recorder_minutes * 60.0,
-        playback_rate=args.playback_rate, until=until, source=source)
+        playback_rate=args.playback_rate, until=until, source=source, fail_fast=True)
     runner = SimRunner(mission, [defs[v] for v in ships], options)
     listens = ("no control topic" if runner.training else
                f"control on {', '.join(topics.sim_control(v) for v in ships)}, replies on "
                f"{', '.join(topics.sim_reply(v) for v in ships)}")
     print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
-          f"{args.host}:{args.port} (seed {args.seed}, source {source}); {listens}, state "
-          f"on {', '.join(topics.sim_state(v, source) for v in ships)}")
+          f"{runner.publisher.client.address} (seed {args.seed}, source {source}); "
+          f"{listens}, state on {', '.join(topics.sim_state(v, source) for v in ships)}")
     return asyncio.run(_run(runner))
 
 
@@ -227,7 +230,11 @@ async def _run(runner: SimRunner) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await runner.run(stop)
+    try:
+        await runner.run(stop)
+    except BrokerError as exc:  # refused: a setting to change, not something to wait out
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     for v in runner.vehicles:
         s = runner.tx[v].stats
         print(f"{v}: {s.live_frames} live and {s.playback_frames} playback frames in "
@@ -286,18 +293,3 @@ def _print_faults() -> None:
         if spec.effects:
             print(f"    effect: {spec.effects}")
     print("\nevery fault also takes: at (GET, event+/-offset or now), ramp_s, duration_s")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulators.cli")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
 import numpy as np
 
+from groundstation.config import MqttConfig
 from groundstation.core import topics
 from groundstation.core.definitions import Parameter, VehicleDefinition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.core.envelope import encode_envelope
+from groundstation.mqtt import MqttClient
 
 ValueSource = Callable[[int, int], Mapping[str, Any]]  # (first frame seq, n frames) -> values
 
@@ -88,9 +89,10 @@ class Downlink:
         """Publish in real time until duration_s has passed or stop is set."""
         period_ns = self._encoder.period_ns
         step_ns = period_ns * self.frames_per_message
-        async with aiomqtt.Client(self.host, self.port, username=self.username,
-                                  password=self.password,
-                                  identifier=f"sim-{self.definition.vehicle}") as client:
+        broker = MqttConfig(host=self.host, port=self.port, username=self.username,  # type: ignore[call-arg]
+                            password=self.password)  # type: ignore[arg-type]
+        async with MqttClient(broker, name="downlink",
+                              client_id=f"sim-{self.definition.vehicle}").connect() as client:
             t0 = time.time_ns()
             t_next = t0
             end = None if duration_s is None else t0 + int(duration_s * 1e9)

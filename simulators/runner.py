@@ -5,7 +5,8 @@ frames go out every second, batched into large messages), hands each ship's fram
 downlink, and publishes the messages. If the broker goes away, the ships keep flying: the
 messages that could not be sent wait in a backlog bounded in frames (the oldest are dropped
 past the bound, and the count is reported in the state message and the log), and the
-publisher reconnects with exponential backoff (0.2 s doubling to 10 s, with jitter). With
+publisher reconnects through groundstation.mqtt (its one backoff policy: 0.2 s doubling to
+reconnect_max_s, with jitter). With
 QoS 1 a message is only dropped from the backlog once the broker has acknowledged it, so a
 broker restart costs nothing that fits in the backlog (the ingest stores a frame twice as
 one point).
@@ -28,19 +29,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiomqtt
-
+from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
 from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.mission_time import format_get
+from groundstation.mqtt import BrokerError, Connection, MqttClient, broker_error_of
+from groundstation.tasks import TaskGroup
 from simulators import control
 from simulators.link import Message, Transmitter, auto_frames_per_message
 from simulators.mission import Mission
@@ -54,6 +55,10 @@ MAX_CHUNK_S = 30.0  # mission seconds generated per ship in one go, at most
 
 @dataclass
 class RunnerOptions:
+    # The broker: the [mqtt] section of the configuration (groundstation.config), as every
+    # client of the station takes it. Without one, host, port, username and password make
+    # a plain one (tests and in-process callers).
+    mqtt: MqttConfig | None = None
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
@@ -66,18 +71,31 @@ class RunnerOptions:
     playback_rate: float = HBR_DUMP_RATE  # recorded frames dumped per live frame sent (8x)
     until: float | None = None  # GET to stop at (default: the end of the ships' missions)
     state_interval_s: float = 1.0  # real seconds between state messages
-    client_id: str | None = None
+    client_id: str | None = None  # default: groundstation.mqtt's (a unique one)
     source: str = topics.LIVE  # or a drill's source (training/<drill>), never a replay
+    # A refusal on the first connection (credentials, certificates) ends run() with the
+    # reason, instead of flying on to a broker that will never take the frames.
+    fail_fast: bool = False
+
+    def broker(self) -> MqttConfig:
+        if self.mqtt is not None:
+            return self.mqtt
+        return MqttConfig(host=self.host, port=self.port, username=self.username,  # type: ignore[call-arg]
+                          password=self.password)  # type: ignore[arg-type]
 
 
 class Publisher:
-    """One MQTT connection, kept up: a bounded telemetry backlog, replies and state first."""
+    """One MQTT connection, kept up by groundstation.mqtt: a bounded telemetry backlog,
+    replies and state first."""
 
     def __init__(self, options: RunnerOptions, subscriptions: list[str],
                  on_message: Callable[[str, bytes], None]):
         self.o = options
         self.subscriptions = subscriptions
         self.on_message = on_message
+        self.client = MqttClient(options.broker(), name="sim", client_id=options.client_id,
+                                 subscriptions=subscriptions, fail_fast=options.fail_fast,
+                                 on_message=lambda m: on_message(m.topic, m.payload))
         self.queue: deque[Message] = deque()
         self.queued_frames = 0
         self.max_queued_frames = 0  # the deepest the backlog got (e.g. while the broker was away)
@@ -88,8 +106,7 @@ class Publisher:
         self.dropped_messages = 0
         self.sent_messages = 0
         self.sent_frames = 0
-        self.connections = 0
-        self.connected = False
+        self._stop = asyncio.Event()
         self._wake = asyncio.Event()
         self._warned_at = 0.0
 
@@ -128,52 +145,29 @@ class Publisher:
     def idle(self) -> bool:
         return not self.queue and not self.control
 
+    @property
+    def connected(self) -> bool:
+        return self.client.connected
+
+    @property
+    def connections(self) -> int:
+        return self.client.connections
+
     async def run(self, stop: asyncio.Event) -> None:
         """Until stop is set and everything queued has been sent (or the broker is gone
-        when stop is set: then give up)."""
-        backoff = 0.2
-        while True:
-            try:
-                await self._session(stop)
-                return
-            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-                self.connected = False
-                if stop.is_set():
-                    log.warning("broker unavailable at shutdown (%s); %d frames unsent", exc,
-                                self.queued_frames)
-                    return
-                delay = backoff * (0.5 + random.random())
-                log.warning("broker %s:%d: %s; reconnecting in %.1f s (%d frames waiting)",
-                            self.o.host, self.o.port, exc, delay, self.queued_frames)
-                await _sleep_or(stop, delay)
-                backoff = min(backoff * 2, 10.0)
+        when stop is set: then give up). Raises BrokerRefused with fail_fast."""
+        self._stop = stop
+        await self.client.run(self._send, stop=stop, drain=True)
+        if self.queue or self.control or self.final:
+            log.warning("broker unavailable at shutdown; %d frames unsent", self.queued_frames)
 
-    async def _session(self, stop: asyncio.Event) -> None:
-        async with aiomqtt.Client(self.o.host, self.o.port, identifier=self.o.client_id,
-                                  username=self.o.username, password=self.o.password,
-                                  keepalive=10, timeout=10) as client:
-            self.connected = True
-            self.connections += 1
-            if self.connections > 1:
-                log.info("reconnected to %s:%d", self.o.host, self.o.port)
-            for t in self.subscriptions:
-                await client.subscribe(t, qos=1)
-            receiver = asyncio.create_task(self._receive(client))
-            try:
-                await self._send(client, stop)
-            finally:
-                receiver.cancel()
-                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                    await receiver
-            self.connected = False
-
-    async def _send(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+    async def _send(self, conn: Connection) -> None:
+        stop = self._stop
         while True:
             if self.control:
                 item = self.control.popleft()
                 try:
-                    await asyncio.wait_for(client.publish(item[0], item[1], qos=1,
-                                                          retain=item[2]), 30)
+                    await conn.publish(item[0], item[1], qos=1, retain=item[2], timeout=30)
                 except BaseException:
                     self.control.appendleft(item)  # not acknowledged: it goes again
                     raise
@@ -181,8 +175,7 @@ class Publisher:
             if self.queue:
                 m = self.queue.popleft()
                 try:
-                    await asyncio.wait_for(client.publish(m.topic, m.payload, qos=self.o.qos),
-                                           30)
+                    await conn.publish(m.topic, m.payload, qos=self.o.qos, timeout=30)
                 except BaseException:
                     self.queue.appendleft(m)  # not acknowledged: it goes again
                     raise
@@ -193,23 +186,13 @@ class Publisher:
             if stop.is_set():
                 if self.final:
                     item = self.final[0]
-                    await asyncio.wait_for(client.publish(item[0], item[1], qos=1,
-                                                          retain=item[2]), 30)
+                    await conn.publish(item[0], item[1], qos=1, retain=item[2], timeout=30)
                     self.final.popleft()
                     continue
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.5)
-
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-            try:
-                self.on_message(str(message.topic), bytes(data))
-            except Exception:  # a bug in handling one request must not drop the link
-                log.exception("control message on %s", message.topic)
 
 
 async def _sleep_or(stop: asyncio.Event, seconds: float) -> None:
@@ -343,32 +326,37 @@ class SimRunner:
     # --- the loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Fly until stop is set (or the end), then send what is left. The publisher and
+        the flying are one task group: if the publisher dies (BrokerRefused with
+        fail_fast, or a bug), the flying stops and its exception is raised here."""
         stop = stop or asyncio.Event()
         done = asyncio.Event()
         self.running = True
-        pub = asyncio.create_task(self.publisher.run(done))
         try:
-            await self._fly(stop)
-        finally:
-            self.running = False
-            for v in self.vehicles:
-                for m in self.tx[v].flush():
-                    self.publisher.put(m)
-                self._publish_state(v)
-                if self.training:
-                    # After the last frame: an empty retained message deletes the drill's
-                    # state, and the ingest forgets the drill's phase.
-                    self.publisher.put_final(topics.sim_state(v, self.source), b"",
-                                             retain=True)
-            done.set()
-            try:
-                await asyncio.wait_for(pub, 15)
-            except TimeoutError:
-                log.warning("gave up waiting for the broker; %d frames unsent",
-                            self.publisher.queued_frames)
-                pub.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pub
+            async with TaskGroup("sim", expected=(BrokerError,)) as tasks:
+                publishing = tasks.create_task(self.publisher.run(done), name="publish")
+                try:
+                    await self._fly(stop)
+                finally:
+                    self.running = False
+                    for v in self.vehicles:
+                        for m in self.tx[v].flush():
+                            self.publisher.put(m)
+                        self._publish_state(v)
+                        if self.training:
+                            # After the last frame: an empty retained message deletes the
+                            # drill's state, and the ingest forgets the drill's phase.
+                            self.publisher.put_final(topics.sim_state(v, self.source), b"",
+                                                     retain=True)
+                    done.set()
+                try:
+                    await asyncio.wait_for(asyncio.shield(publishing), 15)
+                except TimeoutError:
+                    log.warning("gave up waiting for the broker; %d frames unsent",
+                                self.publisher.queued_frames)
+                    publishing.cancel()
+        except BaseExceptionGroup as group:
+            raise broker_error_of(group) from None
 
     async def _fly(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()

@@ -17,7 +17,13 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from groundstation.config import Config, InfluxConfig, IngestConfig, MqttConfig
+from groundstation.config import (
+    Config,
+    InfluxConfig,
+    IngestConfig,
+    MqttConfig,
+    with_plain_secrets,
+)
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.broker_auth import secure_broker_config
 from groundstation.deploy.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
@@ -57,7 +63,9 @@ async def running_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, t
                          mqtt_user: tuple[str, str] | None = None,
                          **ingest: Any) -> AsyncIterator[IngestService]:
     """The real ingest, connected to the fixtures' servers (as mqtt_user, if given)."""
-    config = ingest_config(mosquitto, influxdb, tmp, database, mqtt_user, **ingest)
+    # The service hands its secrets to aiomqtt as they are (see with_plain_secrets).
+    config = with_plain_secrets(ingest_config(mosquitto, influxdb, tmp, database, mqtt_user,
+                                              **ingest))
     InfluxV1(influxdb.url, database).create_database()
     sink = make_sink(config)
     await sink.start()
@@ -97,7 +105,7 @@ def start_ingest_process(mosquitto: MosquittoServer, influxdb: InfluxDBServer, d
     cmd = [sys.executable, "-m", "groundstation", "ingest",
            "--mqtt-host", mosquitto.host, "--mqtt-port", str(mosquitto.port),
            "--influx-api", "v1", "--influx-url", influxdb.url, "--influx-database", database,
-           "--ingest-defs-dir", str(defs_dir), *flags]
+           "--defs-dir", str(defs_dir), *flags]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None

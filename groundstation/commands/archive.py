@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from groundstation.commands.options import add_defs_argument
 from groundstation.config import load as load_config
 from groundstation.core import topics
 from groundstation.core.mission_time import NS, format_duration, format_get_ns, format_utc_ns
@@ -64,7 +65,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def archive_root(args: argparse.Namespace) -> Path:
     if getattr(args, "archive_dir", None) is not None:
         return Path(args.archive_dir)
-    return load_config(getattr(args, "config", None)).ingest.archive_dir
+    return load_config(getattr(args, "config", None), sections=("ingest",)).ingest.archive_dir
 
 
 def catalogue_for(args: argparse.Namespace) -> Catalogue:
@@ -191,8 +192,7 @@ def _add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limits", choices=("recorded", "current"), default="recorded",
                    help="decode with the definitions the pass was recorded with (default) "
                         "or the current ones")
-    p.add_argument("--defs-dir", type=Path, default=None, metavar="DIR",
-                   help="with --limits current: the definitions directory")
+    add_defs_argument(p, "with --limits current: the definitions directory")
     p.add_argument("--parameters", default=None, metavar="ID,ID",
                    help="only these parameters (comma-separated ids)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -207,7 +207,9 @@ def _export(args: argparse.Namespace) -> int:
     only = [x.strip() for x in args.parameters.split(",")] if args.parameters else None
     _check_writable(out)  # before the progress bar, not after it has failed
     r = export_pass(cat.root, p, out, fmt=args.format, layout=args.layout, limits=args.limits,
-                    defs_dir=args.defs_dir, parameters=only, progress=not args.no_progress)
+                    defs_dir=load_config(getattr(args, "config", None), flags=vars(args),
+                                         sections=("ingest",)).ingest.defs_dir,
+                    parameters=only, progress=not args.no_progress)
     print(f"{r.path}: {r.rows:,} rows from {r.frames:,} frames of {p.id} in {r.seconds:.1f} s"
           + (f"; {r.skipped_bad:,} frames failed sync/counter checks" if r.skipped_bad else "")
           + (f"; {r.repeats:,} repeated frames written once" if r.repeats else ""),

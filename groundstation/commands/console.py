@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_mqtt_arguments, load_config
+from groundstation.commands.options import add_defs_argument, add_mqtt_arguments, load_config
 from groundstation.config import ConfigError
 from groundstation.console import pages as cp
 from groundstation.console.app import ConsoleApp
@@ -60,8 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--operator", default=None,
                    help="operator name for acknowledgements when no MQTT user name is given "
                         "(default: the login name)")
-    p.add_argument("--defs", type=Path, default=None, metavar="DIR",
-                   help="telemetry definitions directory (default: [ingest] defs_dir)")
+    add_defs_argument(p)
     add_mqtt_arguments(p, config_help="TOML configuration (its [mqtt] section is used)",
                        username_help="user name the broker authenticates; it is also the "
                                      "operator name on acknowledgements")
@@ -71,12 +69,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run `groundstation console`; returns the exit status."""
     try:
-        config = load_config(args)
+        config = load_config(args, sections=("mqtt", "ingest"))
         if config.mqtt.username and args.operator and args.operator != config.mqtt.username:
             print(f"warning: acknowledging as {config.mqtt.username!r}, the MQTT user name "
                   f"(the broker binds acknowledgements to it), not {args.operator!r}",
                   file=sys.stderr)
-        definitions = load_all(args.defs or config.ingest.defs_dir)
+        definitions = load_all(config.ingest.defs_dir)
         app = ConsoleApp(centre=args.centre, position=args.position, mqtt=config.mqtt,
                          operator=args.operator, source=args.source, definitions=definitions)
     except (ConfigError, DefinitionError, ValueError) as exc:

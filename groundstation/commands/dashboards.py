@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from groundstation.commands.options import add_defs_argument, load_config
 from groundstation.core.definitions import load_all
 from groundstation.grafana.board import DATASOURCE_UID, DashboardError, build, stale, write
 from groundstation.grafana.push import GrafanaError, push
@@ -28,15 +29,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                "  GRAFANA_TOKEN=... groundstation dashboards push --url http://grafana:3000")
     sub = p.add_subparsers(dest="dashboards_command", metavar="ACTION", required=True)
     b = sub.add_parser("build", help="write dashboards/*.json from the definitions")
-    b.add_argument("--defs", type=Path, default=None,
-                   help="telemetry definitions directory (default: telemetry_defs/)")
+    add_defs_argument(b)
     b.add_argument("--out", type=Path, default=None,
                    help="where to write (default: dashboards/)")
     b.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 and list the files that differ")
     u = sub.add_parser("push", help="upload the dashboards to a running Grafana (HTTP API)")
-    u.add_argument("--defs", type=Path, default=None,
-                   help="telemetry definitions directory (default: telemetry_defs/)")
+    add_defs_argument(u)
     u.add_argument("--url", default=os.environ.get("GRAFANA_URL", "http://localhost:3000"),
                    help="Grafana base URL (env GRAFANA_URL; default http://localhost:3000)")
     u.add_argument("--user", default=os.environ.get("GRAFANA_USER"),
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    defs = load_all(args.defs)
+    defs = load_all(load_config(args, sections=("ingest",)).ingest.defs_dir)
     if args.dashboards_command == "build":
         out = args.out if args.out is not None else dashboards_dir()
         if args.check:

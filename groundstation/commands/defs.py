@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from groundstation.commands.options import add_defs_argument, load_config
 from groundstation.core.definitions import DefinitionError, load_all, load_definition
 
 
@@ -16,23 +17,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     check = defs_sub.add_parser("check", help="validate definition files; exit 1 on any "
                                               "problem, naming file, parameter and field")
     check.add_argument("files", nargs="*", type=Path,
-                       help="files to check (default: every *.yaml in telemetry_defs/)")
+                       help="files to check (default: every *.yaml in the definitions "
+                            "directory)")
+    add_defs_argument(check)
     show = defs_sub.add_parser("show", help="list a vehicle's parameters")
     show.add_argument("vehicle", help="vehicle id, e.g. apollo_csm or soyuz")
-    show.add_argument("--defs", type=Path, default=None,
-                      help="telemetry definitions directory (default: telemetry_defs/)")
+    add_defs_argument(show)
     return defs
 
 
 def run(args: argparse.Namespace) -> int:
+    directory = load_config(args, sections=("ingest",)).ingest.defs_dir
     if args.defs_command == "check":
-        return _defs_check(args.files)
-    return _defs_show(args.vehicle, args.defs)
+        return _defs_check(args.files, directory)
+    return _defs_show(args.vehicle, directory)
 
 
-def _defs_check(files: list[Path]) -> int:
+def _defs_check(files: list[Path], directory: Path) -> int:
     if not files:
-        defs = load_all()
+        defs = load_all(directory)
         for d in defs.values():
             print(f"ok  {d.path}: {d.vehicle}, {len(d.parameters)} parameters, "
                   f"{len(d.derived)} derived, {d.frame.words}-word frames at "

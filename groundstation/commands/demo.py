@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from groundstation.commands.options import add_defs_argument, load_config
 from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition, load_all
-from groundstation.paths import defs_dir
 
 log = logging.getLogger("groundstation.demo")
 
@@ -96,8 +96,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data-dir", type=Path, default=None,
                    help="where the servers, the archive and the logs go (default: a "
                         "temporary directory, removed afterwards)")
-    p.add_argument("--defs", type=Path, default=defs_dir(),
-                   help="telemetry definitions directory (default telemetry_defs/)")
+    add_defs_argument(p)
 
 
 @dataclass
@@ -114,10 +113,13 @@ class _Child:
             # -P: not the working directory first on sys.path, as -m would put it, so the
             # children run the same groundstation as this process, not a groundstation/
             # directory where the user happens to stand (an older checkout, say).
+            # Not the user's broker settings (GS_MQTT_*, for another station): the demo's
+            # broker is its own, on loopback, anonymous.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("GS_MQTT_")}
             proc = subprocess.Popen([sys.executable, "-P", "-m", "groundstation", *args],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                    env={**env, "PYTHONUNBUFFERED": "1"})
         return cls(name, proc, log)
 
     def alive(self) -> bool:
@@ -151,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.speed <= 1000:
         print("error: --speed must be above 0 and at most 1000", file=sys.stderr)
         return 2
+    args.defs = load_config(args, sections=("ingest",)).ingest.defs_dir
     definitions = load_all(args.defs)
     console = not args.no_console and sys.stdin.isatty() and sys.stdout.isatty()
     if not args.no_console and not console:
@@ -229,7 +232,7 @@ class _Stack:
             return 1
         port = str(self.broker.port)
         ingest = ["ingest", "--mqtt-host", self.broker.host, "--mqtt-port", port,
-                  "--ingest-defs-dir", str(args.defs),
+                  "--defs-dir", str(args.defs),
                   "--ingest-archive-dir", str(self.data_dir / "archive"),
                   "--influx-spool-dir", str(self.data_dir / "spool")]
         if self.database is not None:
@@ -242,8 +245,9 @@ class _Stack:
                   f"{self.children[-1].tail()}", file=sys.stderr)
             return 1
         print(f"ingest    running (log {self.data_dir / 'ingest.log'})")
-        sim = ["sim", "both", "--host", self.broker.host, "--port", port,
-               "--start", args.start, "--speed", f"{args.speed:g}", "--defs", str(args.defs)]
+        sim = ["sim", "both", "--mqtt-host", self.broker.host, "--mqtt-port", port,
+               "--start", args.start, "--speed", f"{args.speed:g}", "--defs-dir",
+               str(args.defs)]
         self.children.append(_Child.start("ships", sim, self.data_dir / "sim.log"))
         if not _wait_for_line(self.children[-1], "flying ", 60.0):
             print(f"error: the simulators did not start; their log "
@@ -320,7 +324,9 @@ SHOWN = {
 
 async def _headless(args: argparse.Namespace, stack: _Stack,
                     definitions: dict[str, VehicleDefinition]) -> int:
-    import aiomqtt
+    from groundstation.config import MqttConfig
+    from groundstation.mqtt import BrokerError, MqttClient, Received, broker_error_of
+    from groundstation.tasks import TaskGroup
 
     latest: dict[str, dict[str, messages.ParamSample]] = {}
     stop = asyncio.Event()
@@ -330,48 +336,51 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
             loop.add_signal_handler(sig, stop.set)
     deadline = None if args.seconds is None else loop.time() + args.seconds
     alarms = 0
-    async with aiomqtt.Client(stack.broker.host, stack.broker.port,
-                              identifier=f"demo-{os.getpid()}") as client:
-        await client.subscribe(topics.parameters_subscription(topics.LIVE))
-        await client.subscribe(topics.alarms_subscription(topics.LIVE))
 
-        async def receive() -> None:
-            nonlocal alarms
-            async for m in client.messages:
-                payload = m.payload if isinstance(m.payload, bytes | bytearray) else b""
-                try:
-                    match topics.parse(str(m.topic)):
-                        case topics.ParamsTopic(vehicle=vehicle):
-                            update = messages.ParamsUpdate.from_json(payload)
-                            latest.setdefault(vehicle, {}).update(update.values)
-                        case topics.AlarmsTopic():
-                            event = messages.AlarmEvent.from_json(payload)
-                            alarms += 1
-                            print(_alarm_text(event), flush=True)
-                except ValueError as exc:  # MessageError, or a topic of nobody's
-                    log.debug("ignored a message on %s: %s", m.topic, exc)
-
-        task = asyncio.create_task(receive())
-        next_print = loop.time() + 3.0
+    def receive(m: Received) -> None:
+        nonlocal alarms
         try:
-            while not stop.is_set():
-                if deadline is not None and loop.time() >= deadline:
-                    break
-                for child in stack.children:
-                    if not child.alive():
-                        print(f"error: {child.name} stopped; its log ({child.log}):\n"
-                              f"{child.tail()}", file=sys.stderr)
-                        return 1
-                if loop.time() >= next_print:
-                    next_print += 5.0
-                    for line in _value_lines(latest, definitions, args.centre):
-                        print(line, flush=True)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+            match topics.parse(m.topic):
+                case topics.ParamsTopic(vehicle=vehicle):
+                    update = messages.ParamsUpdate.from_json(m.payload)
+                    latest.setdefault(vehicle, {}).update(update.values)
+                case topics.AlarmsTopic():
+                    event = messages.AlarmEvent.from_json(m.payload)
+                    alarms += 1
+                    print(_alarm_text(event), flush=True)
+        except ValueError as exc:  # MessageError, or a topic of nobody's
+            log.debug("ignored a message on %s: %s", m.topic, exc)
+
+    client = MqttClient(MqttConfig(host=stack.broker.host,  # type: ignore[call-arg]
+                                   port=stack.broker.port),
+                        name="demo", connect_first=True, on_message=receive,
+                        subscriptions=[topics.parameters_subscription(topics.LIVE),
+                                       topics.alarms_subscription(topics.LIVE)])
+    link_stop = asyncio.Event()
+    try:
+        async with TaskGroup("demo", expected=(BrokerError,)) as tasks:
+            tasks.create_task(client.run(stop=link_stop), name="mqtt")
+            next_print = loop.time() + 3.0
+            try:
+                while not stop.is_set():
+                    if deadline is not None and loop.time() >= deadline:
+                        break
+                    for child in stack.children:
+                        if not child.alive():
+                            print(f"error: {child.name} stopped; its log ({child.log}):\n"
+                                  f"{child.tail()}", file=sys.stderr)
+                            return 1
+                    if loop.time() >= next_print:
+                        next_print += 5.0
+                        for line in _value_lines(latest, definitions, args.centre):
+                            print(line, flush=True)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 0.25)
+            finally:
+                link_stop.set()
+    except BaseExceptionGroup as group:
+        print(f"error: {broker_error_of(group)}", file=sys.stderr)
+        return 1
     print(f"values from {len(latest)} ship(s) seen on the consoles' topics, {alarms} alarm "
           f"event(s)")
     if stack.database is not None:

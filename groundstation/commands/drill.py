@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
-
-from groundstation.commands.options import add_mqtt_arguments, load_config
+from groundstation.commands.options import add_defs_argument, add_mqtt_arguments, load_config
 from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, load_all
 from groundstation.core.mission_time import format_get, format_utc
@@ -22,7 +20,8 @@ from groundstation.drills.scenario import (
     load_scenario,
     scenario_files,
 )
-from groundstation.paths import defs_dir, scenarios_dir
+from groundstation.mqtt import BrokerError
+from groundstation.paths import scenarios_dir
 
 _CONTROL = topics.drill_control("<drill>")
 EPILOG = f"""\
@@ -92,8 +91,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     run_p.add_argument("--no-progress", action="store_true", help="no progress line")
     run_p.add_argument("--no-stdin", action="store_true",
                        help="do not read p/r/q/i commands from the terminal")
-    run_p.add_argument("--defs", type=Path, default=defs_dir(),
-                       help="telemetry definitions directory (default telemetry_defs/)")
+    add_defs_argument(run_p)
     add_mqtt_arguments(run_p, config_help="TOML configuration ([mqtt], and [ingest] "
                                           "archive_dir for the default --out)",
                        username_help="user name (in a secured deployment: instructor)")
@@ -218,19 +216,18 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     try:
-        config = load_config(args)
+        config = load_config(args, sections=("mqtt", "ingest"))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    defs = load_all(args.defs)
+    defs = load_all(config.ingest.defs_dir)
     sc = load_scenario(find_scenario(args.scenario), defs)
     if not plot_available():
         print(f"note: no timeline.png: {PLOT_MISSING}", file=sys.stderr)
     out = args.out if args.out is not None else config.ingest.archive_dir.parent / "drills"
     try:
         runner = DrillRunner(sc, defs, DrillOptions(
-            host=config.mqtt.host, port=config.mqtt.port, username=config.mqtt.username,
-            password=config.mqtt.password, speed=args.speed, out_dir=out,
+            mqtt=config.mqtt, speed=args.speed, out_dir=out,
             out_exact=args.out is not None, drill_id=args.drill_id,
             progress=None if args.no_progress else sys.stderr,
             interactive=not args.no_stdin))
@@ -248,10 +245,10 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         result = asyncio.run(main())
-    except aiomqtt.MqttError as exc:
-        print(f"\nerror: broker {config.mqtt.host}:{config.mqtt.port}: {exc} (is it "
-              "running? in a secured deployment log in as the instructor: --mqtt-username "
-              "instructor and GS_MQTT_PASSWORD)", file=sys.stderr)
+    except BrokerError as exc:  # it names the broker and says why
+        print(f"\nerror: {exc} (is it running? in a secured deployment log in as the "
+              "instructor: --mqtt-username instructor and GS_MQTT_PASSWORD or "
+              "GS_MQTT_PASSWORD_FILE)", file=sys.stderr)
         return 1
     print(f"\ndebrief: {result.out / 'debrief.md'}  score: "
           f"{'n/a' if result.debrief['score'] is None else result.debrief['score']}/100")

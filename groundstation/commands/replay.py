@@ -10,11 +10,10 @@ import signal
 import sys
 from typing import Any
 
-import aiomqtt
-
 from groundstation.commands.options import add_mqtt_arguments, load_config
 from groundstation.config import ConfigError
 from groundstation.core import messages, topics
+from groundstation.mqtt import BrokerError
 from groundstation.replay import session as rs
 from groundstation.replay.replayer import (
     MAX_FRAMES_PER_MESSAGE,
@@ -78,7 +77,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run `groundstation replay`; returns the exit status."""
     try:
-        config = load_config(args)
+        config = load_config(args, sections=("mqtt", "ingest"))
         speed = parse_speed(args.speed)
         if (args.pass_id is None) == (args.start is None and args.end is None):
             raise ValueError("give either a PASS or --from and --to")
@@ -87,10 +86,8 @@ def run(args: argparse.Namespace) -> int:
         root = config.ingest.archive_dir
         plan = plan_replay(root, pass_spec=args.pass_id, start=args.start, end=args.end,
                            vehicle=args.vehicle, los_gap_s=args.los_gap)
-        rep = Replayer(root, plan, host=config.mqtt.host, port=config.mqtt.port,
-                       username=config.mqtt.username, password=config.mqtt.password,
-                       session=args.session, speed=speed, limits=args.limits,
-                       progress=not args.no_progress,
+        rep = Replayer(root, plan, mqtt=config.mqtt, session=args.session, speed=speed,
+                       limits=args.limits, progress=not args.no_progress,
                        max_frames_per_message=args.frames_per_message)
     except (ConfigError, LookupError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -102,18 +99,17 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
 
     async def main() -> ReplayResult:
-        task = asyncio.create_task(rep.run())
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError):
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(
                     sig, lambda: rep.control.handle(messages.ReplayControl(command="stop")))
-        return await task
+        return await rep.run()
 
     try:
         result = asyncio.run(main())
-    except aiomqtt.MqttError as exc:
-        print(f"error: broker {config.mqtt.host}:{config.mqtt.port}: {exc}", file=sys.stderr)
+    except BrokerError as exc:  # it says which broker, and why
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     for w in rep.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -15,8 +15,6 @@ The screen is redrawn from the model four times a second at most, never per mess
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import getpass
 import io
 import itertools
@@ -25,7 +23,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import aiomqtt
 from rich.console import Console
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -263,8 +260,9 @@ class ConsoleApp(App[int]):
         self._drawn_los: tuple[bool, ...] = ()
         self._drawn_alarms: tuple[int, str, int] | None = None
         self._blink = False
-        self._feed_task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+        # While the broker is away the status line says why; what it said before comes
+        # back with the broker.
+        self._broker_status: tuple[str, Text] | None = None
         self.title = f"{cp.word('title', centre)} — {self.operator}"
 
     # --- layout --------------------------------------------------------------------------
@@ -289,16 +287,11 @@ class ConsoleApp(App[int]):
         for col in cp.ALARM_COLUMNS[self.centre]:
             table.add_column(col, key=col)
         table.focus()
-        self._feed_task = asyncio.create_task(self.feed.run(self._stop))
+        # The MQTT feed is the app's worker: cancelled when the app exits; if it dies (a
+        # bug: the broker going away is its own business), the app exits with its error.
+        self.run_worker(self.feed.run(), name="mqtt-feed", group="mqtt", exit_on_error=True)
         self.set_interval(REFRESH_S, self.redraw)
         self.redraw()
-
-    async def on_unmount(self) -> None:
-        self._stop.set()
-        if self._feed_task is not None:
-            self._feed_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._feed_task
 
     # --- actions -------------------------------------------------------------------------
 
@@ -353,7 +346,7 @@ class ConsoleApp(App[int]):
         try:
             await self.feed.request(vehicle, pid, self.source, action, duration_s,
                                     request_id=request_id)
-        except (ConnectionError, OSError, aiomqtt.MqttError) as exc:
+        except (ConnectionError, OSError) as exc:  # the broker away (groundstation.mqtt)
             self._pending = None
             self._set_status(f"{verb} {name}: {exc}", RED)
 
@@ -390,7 +383,21 @@ class ConsoleApp(App[int]):
         if akey != self._drawn_alarms:
             self._drawn_alarms = akey
             self._draw_alarms(src)
+        self._check_broker()
         self._check_reply()
+
+    def _check_broker(self) -> None:
+        error = None if self.model.connected else self.model.broker_error
+        shown = self._broker_status
+        if error is not None and (shown is None or shown[0] != error):
+            before = shown[1] if shown is not None else self.status_text
+            self._broker_status = (error, before)
+            self._set_status(error, RED)
+        elif error is None and shown is not None:
+            self._broker_status = None
+            if self.status_text.plain == shown[0]:  # nothing newer said since
+                self.status_text = shown[1]
+                self.query_one("#status", Static).update(self.status_text)
 
     def screen_text(self) -> str:
         """What the screen shows, as plain text (for tests and logs)."""

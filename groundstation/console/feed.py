@@ -1,12 +1,14 @@
 """The console's MQTT side and its data model.
 
-`ConsoleFeed.run()` keeps one MQTT connection up for as long as the console runs: it
-subscribes to what the ingest publishes for consoles (processed parameters, alarm events,
-the retained active-alarm lists, link quality, and this operator's replies), for every
-source (live, replay sessions, training drills), and files each message into a
-`ConsoleModel`. When the broker goes away it says so in the model and reconnects forever
-with backoff; since every subscription is made again on each connection and the ingest's
-summaries are retained, the console is whole again as soon as the broker is back.
+`ConsoleFeed.run()` (the console's Textual worker) keeps one MQTT connection up through
+groundstation.mqtt for as long as the console runs: it subscribes to what the ingest
+publishes for consoles (processed parameters, alarm events, the retained active-alarm
+lists, link quality, and this operator's replies), for every source (live, replay sessions,
+training drills), and files each message into a `ConsoleModel`. When the broker goes away
+it says so in the model, with the reason (the status line shows it), and reconnects forever
+with the adapter's backoff; since every subscription is made again on each connection and
+the ingest's summaries are retained, the console is whole again as soon as the broker is
+back.
 
 The model only stores: the Textual app reads it a few times a second (never per message),
 using `version` to know whether anything changed.
@@ -18,19 +20,15 @@ its data last *arrived* (wall clock), never from the data's own time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import random
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import aiomqtt
-
 from groundstation.config import MqttConfig
 from groundstation.core import messages, topics
+from groundstation.mqtt import MqttClient, Received, unique_id
 
 log = logging.getLogger("groundstation.console")
 
@@ -267,21 +265,28 @@ class ConsoleModel:
 def default_client_id(operator: str) -> str:
     # Never the ingest's fixed id (MqttConfig's default): a second client with that id
     # would throw the ingest off the broker. Clean sessions, so random is fine.
-    return f"gs-console-{operator}-{os.getpid()}-{random.randrange(1 << 32):08x}"
+    return unique_id(f"console-{operator}")
 
 
 class ConsoleFeed:
-    """The console's MQTT connection, kept up for as long as run() runs."""
+    """The console's MQTT connection (groundstation.mqtt), kept up for as long as run()
+    runs: every console topic and this operator's replies, made again on each connection."""
 
     def __init__(self, mqtt: MqttConfig, operator: str, model: ConsoleModel,
                  client_id: str | None = None):
         self.mqtt = mqtt
         self.operator = operator
         self.model = model
-        self.client_id = client_id or default_client_id(operator)
-        self._client: aiomqtt.Client | None = None
         self._requests = 0
         self._request_prefix = secrets.token_hex(4)
+        self.client = MqttClient(
+            mqtt, name="console", client_id=client_id or default_client_id(operator),
+            subscriptions=[*SUBSCRIPTIONS, self.reply_topic], on_message=self._on_message,
+            on_connect=lambda _: model.on_connected(),
+            on_disconnect=lambda error: model.on_disconnected(str(error)),
+            # The console shows the broker's state on screen; a log line would tear it.
+            log_level=logging.INFO)
+        self.client_id = self.client.client_id
 
     @property
     def reply_topic(self) -> str:
@@ -290,53 +295,10 @@ class ConsoleFeed:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect, subscribe and file messages; reconnect with backoff forever (or until
         stop is set)."""
-        stop = stop or asyncio.Event()
-        backoff = 0.2
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-                backoff = 0.2
-            except (aiomqtt.MqttError, OSError) as exc:
-                self._client = None
-                self.model.on_disconnected(str(exc) or type(exc).__name__)
-                delay = backoff * (0.75 + 0.5 * random.random())
-                log.info("broker %s:%s: %s; reconnecting in %.1f s", self.mqtt.host,
-                         self.mqtt.port, exc, delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                backoff = min(backoff * 2, min(self.mqtt.reconnect_max_s, 5.0))
+        await self.client.run(stop=stop)
 
-    async def _session(self, stop: asyncio.Event) -> None:
-        client = aiomqtt.Client(self.mqtt.host, self.mqtt.port, username=self.mqtt.username,
-                                password=self.mqtt.password, identifier=self.client_id,
-                                clean_session=True, keepalive=min(self.mqtt.keepalive_s, 10))
-        async with client:
-            for sub in (*SUBSCRIPTIONS, self.reply_topic):
-                await client.subscribe(sub, qos=1)
-            self._client = client
-            self.model.on_connected()
-            receiving = asyncio.create_task(self._receive(client))
-            stopping = asyncio.create_task(stop.wait())
-            try:
-                done, _ = await asyncio.wait({receiving, stopping},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if receiving in done:
-                    receiving.result()  # raises the MqttError that ended the session
-                    raise aiomqtt.MqttError("the broker closed the connection")
-            finally:
-                self._client = None
-                for t in (receiving, stopping):
-                    t.cancel()
-                for t in (receiving, stopping):
-                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                        await t
-
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
-            self.model.on_message(str(message.topic), bytes(payload))
+    def _on_message(self, message: Received) -> None:
+        self.model.on_message(message.topic, message.payload)
 
     def new_request_id(self) -> str:
         """Unique to this console: the operator's other consoles see the same replies."""
@@ -349,14 +311,13 @@ class ConsoleFeed:
         """Ask the ingest to acknowledge, shelve or unshelve an alarm; its answer comes on
         alarms/replies/<operator> with the request id returned here. Raises
         ConnectionError while the broker is away."""
-        client = self._client
-        if client is None:
+        if not self.client.connected:
             raise ConnectionError("no broker connection; try again once it is back")
         request = messages.OperatorRequest(
             request_id=request_id or self.new_request_id(), parameter=parameter,
             action=action, source=topics.Source.parse(source), duration_s=duration_s)
-        await client.publish(topics.acknowledgements(self.operator, vehicle),
-                             request.to_json(), qos=1)
+        await self.client.publish(topics.acknowledgements(self.operator, vehicle),
+                                  request.to_json(), qos=1)
         return request.request_id
 
     async def acknowledge(self, vehicle: str, parameter: str, source: str) -> str:

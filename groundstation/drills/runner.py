@@ -34,8 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import aiomqtt
-
+from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
 from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition
@@ -43,6 +42,8 @@ from groundstation.core.mission_time import format_get, utc_ns_to_get
 from groundstation.drills.debrief import Injection, build_debrief, scenario_injections, write
 from groundstation.drills.offline import event_record
 from groundstation.drills.scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
+from groundstation.mqtt import BrokerError, MqttClient, broker_error_of
+from groundstation.tasks import TaskGroup
 from simulators.faults import FaultError
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
@@ -77,6 +78,9 @@ def status_topic(drill_id: str) -> str:
 
 @dataclass
 class DrillOptions:
+    # The broker: the [mqtt] section of the configuration, for the runner's own client and
+    # the ships'. Without one, host, port, username and password make a plain one.
+    mqtt: MqttConfig | None = None
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
@@ -89,6 +93,12 @@ class DrillOptions:
     status_interval_s: float = 1.0
     progress: TextIO | None = None  # progress lines (default: none)
     interactive: bool = False  # read p/r/i/q commands from stdin
+
+    def broker(self) -> MqttConfig:
+        if self.mqtt is not None:
+            return self.mqtt
+        return MqttConfig(host=self.host, port=self.port, username=self.username,  # type: ignore[call-arg]
+                          password=self.password)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -131,9 +141,7 @@ class DrillRunner:
                                historical=scenario.historical, definitions=definitions)
         self.hard_end = scenario.end_get + scenario.grace
         self.sim = SimRunner(self.mission, [definitions[v] for v in scenario.ships],
-                             RunnerOptions(host=options.host, port=options.port,
-                                           username=options.username,
-                                           password=options.password, speed=self.speed,
+                             RunnerOptions(mqtt=options.broker(), speed=self.speed,
                                            until=self.hard_end, source=self.source,
                                            client_id=f"drill-{self.drill_id}-ships"[:64]))
         plan = {f.id: f for f in scenario.faults}
@@ -155,7 +163,16 @@ class DrillRunner:
         self._stop_now = False
         self._extra = 0
         self._last_reply: messages.DrillControlReply | None = None
-        self._client: aiomqtt.Client | None = None
+        # The runner's own connection (the ships have theirs): the ingest's alarms and
+        # values of this drill, and its control topic, made again on every reconnection.
+        self._connected = asyncio.Event()
+        self.client = MqttClient(
+            options.broker(), name="drill", client_id=f"drill-{self.drill_id}"[:64],
+            subscriptions=[topics.alarms_subscription(self.source),
+                           topics.parameters_subscription(self.source),
+                           topics.drill_control(self.drill_id)],
+            on_message=lambda m: self.on_message(m.topic, m.payload),
+            on_connect=lambda _: self._connected.set(), connect_first=True)
         self._status_dirty = True
         self._wall0 = 0.0
 
@@ -316,18 +333,21 @@ class DrillRunner:
     # --- the run -----------------------------------------------------------------------------
 
     async def run(self) -> DrillResult:
+        """Run the drill to its end (or the instructor's stop) and write the debrief. The
+        runner's connection, the ships and the drill's clock are one named task group: a
+        broker that cannot be reached at the start, or a task that dies, ends the drill
+        with that exception (BrokerError for the broker)."""
+        try:
+            return await self._run()
+        except BaseExceptionGroup as group:
+            raise broker_error_of(group) from None
+
+    async def _run(self) -> DrillResult:
         wall0 = self._wall0 = time.monotonic()
-        client = aiomqtt.Client(self.o.host, self.o.port, username=self.o.username,
-                                password=self.o.password,
-                                identifier=f"drill-{self.drill_id}"[:64], keepalive=10,
-                                timeout=10)
-        async with client:
-            self._client = client
-            for t in (topics.alarms_subscription(self.source),
-                      topics.parameters_subscription(self.source),
-                      topics.drill_control(self.drill_id)):
-                await client.subscribe(t, qos=1)
-            listener = asyncio.create_task(self._listen(client))
+        link_stop = asyncio.Event()
+        async with TaskGroup("drill", expected=(BrokerError,)) as tasks:
+            tasks.create_task(self.client.run(stop=link_stop), name="mqtt")
+            await self._connected.wait()  # or the link task fails, and this with it
             stop_sim = asyncio.Event()
             self._say(f"drill {self.drill_id}: {self.sc.title}; {', '.join(self.sc.ships)} "
                       f"from {format_get(self.sc.start_get)} for "
@@ -340,7 +360,7 @@ class DrillRunner:
                       f"{self.source}  (or press s on a running console)")
             self._set_state("running")
             self._inject_due()  # faults at the very start go in before the first frame
-            sim_task = asyncio.create_task(self.sim.run(stop_sim))
+            sim_task = tasks.create_task(self.sim.run(stop_sim), name="ships")
             stdin = self._watch_stdin()
             last_status = last_progress = 0.0
             try:
@@ -357,7 +377,7 @@ class DrillRunner:
                     if self._status_dirty or now - last_status >= self.o.status_interval_s:
                         self._status_dirty = False
                         last_status = now
-                        await self._publish_status(client)
+                        await self._publish_status()
                     if self.o.progress is not None and now - last_progress >= (
                             0.5 if getattr(self.o.progress, "isatty", lambda: False)()
                             else 10.0):
@@ -366,44 +386,31 @@ class DrillRunner:
                     await asyncio.sleep(TICK_S)
                 await sim_task
                 self._set_state("finishing")
-                await self._publish_status(client)
+                await self._publish_status()
                 # The ingest is a little behind the ships: its last alarms and acks.
                 await asyncio.sleep(self.o.settle_s)
             finally:
                 if stdin:
                     stdin()
-                if not sim_task.done():
-                    stop_sim.set()
-                    with contextlib.suppress(Exception):
-                        await sim_task
+                stop_sim.set()  # should the drill end early: the ships land, cleanly
             ended = self.clock
             debrief = self._debrief(ended, time.monotonic() - wall0)
             files = self._write(debrief)
             self._set_state("finished")
             status = self.status(score=debrief["score"], debrief=str(self.out))
-            await client.publish(topics.drill_status(self.drill_id), status.to_json(), qos=1,
-                                 retain=True)
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await listener
+            with contextlib.suppress(BrokerError):
+                await self.client.publish(topics.drill_status(self.drill_id),
+                                          status.to_json(), qos=1, retain=True)
+            link_stop.set()
         self._say(f"drill {self.drill_id} finished: score "
                   f"{'n/a' if debrief['score'] is None else debrief['score']}/100; "
                   f"debrief in {self.out}")
         return DrillResult(self.drill_id, self.out, debrief, files)
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
-        async for m in client.messages:
-            payload = m.payload if isinstance(m.payload, bytes | bytearray) \
-                else str(m.payload).encode()
-            try:
-                self.on_message(str(m.topic), bytes(payload))
-            except Exception:  # one bad message must not end the drill
-                log.exception("drill: message on %s", m.topic)
-
-    async def _publish_status(self, client: aiomqtt.Client) -> None:
-        with contextlib.suppress(aiomqtt.MqttError):
-            await client.publish(topics.drill_status(self.drill_id),
-                                 self.status().to_json(), qos=1, retain=True)
+    async def _publish_status(self) -> None:
+        with contextlib.suppress(BrokerError):  # while the broker is away: the next one
+            await self.client.publish(topics.drill_status(self.drill_id),
+                                      self.status().to_json(), qos=1, retain=True)
 
     def _progress(self) -> None:
         out = self.o.progress
@@ -456,7 +463,11 @@ class DrillRunner:
             return None
         self._say("commands: p = pause, r = resume, q = stop (q again: stop now), "
                   "i VEHICLE FAULT [key=value ...] = inject")
-        return lambda: loop.remove_reader(sys.stdin)
+
+        def unwatch() -> None:
+            loop.remove_reader(sys.stdin)
+
+        return unwatch
 
     # --- the end -------------------------------------------------------------------------------
 

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import numpy as np
 from numpy.typing import NDArray
 
+from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
 from groundstation.core import messages, topics
 from groundstation.core.envelope import MAX_FRAMES, encode_envelope
@@ -51,10 +51,12 @@ from groundstation.core.mission_time import (
     parse_time_ns,
     utc_ns_to_get,
 )
+from groundstation.mqtt import BrokerError, Connection, MqttClient, Will, broker_error_of
 from groundstation.progress import Progress
 from groundstation.replay import session as rs
 from groundstation.storage.archive import LIVE, ArchiveReader, FrameChunk, StreamKey
 from groundstation.storage.passes import Catalogue, drop_repeats
+from groundstation.tasks import TaskGroup
 
 __all__ = ["ReplayControl", "ReplayPlan", "ReplayResult", "Replayer", "parse_speed",
            "plan_replay"]
@@ -303,8 +305,12 @@ class ReplayResult:
 
 
 class Replayer:
-    def __init__(self, root: str | Path, plan: ReplayPlan, *, host: str, port: int,
-                 username: str | None = None, password: str | None = None,
+    """One replay session over one connection (groundstation.mqtt): a broker lost midway
+    ends the replay with BrokerError (the ingest finishes the session by the will)."""
+
+    def __init__(self, root: str | Path, plan: ReplayPlan, *, mqtt: MqttConfig | None = None,
+                 host: str = "127.0.0.1", port: int = 1883, username: str | None = None,
+                 password: str | None = None,
                  session: str | None = None, speed: float | None = None,
                  limits: messages.ReplayLimits = "recorded", progress: bool = True,
                  max_frames_per_message: int = MAX_FRAMES_PER_MESSAGE,
@@ -316,8 +322,9 @@ class Replayer:
         self.root = Path(root)
         self.reader = ArchiveReader(self.root)
         self.plan = plan
-        self.host, self.port = host, port
-        self.username, self.password = username, password
+        # The broker: the [mqtt] section, or a plain one from host, port, username, password.
+        self.mqtt = mqtt or MqttConfig(host=host, port=port, username=username,  # type: ignore[call-arg]
+                                       password=password)  # type: ignore[arg-type]
         self.session = rs.check_session(session or new_session_id())
         self.source = topics.replay(self.session)
         self.limits = limits
@@ -383,7 +390,7 @@ class Replayer:
             limits=self.limits, last_command=c.last,
             time_ns=time.time_ns())
 
-    async def _publish_status(self, client: aiomqtt.Client, retain: bool = True) -> None:
+    async def _publish_status(self, client: Connection, retain: bool = True) -> None:
         self._last_status = time.monotonic()
         await client.publish(topics.replay_status(self.session), self.status().to_json(),
                              qos=1, retain=retain)
@@ -391,47 +398,52 @@ class Replayer:
     # -- running --
 
     async def run(self) -> ReplayResult:
-        """Replay the plan; returns when it is done or stopped through the control topic."""
+        """Replay the plan; returns when it is done or stopped through the control topic.
+        Raises BrokerError (BrokerRefused for a refusal) when the broker cannot be reached
+        or goes away."""
         started = time.monotonic()
-        will = aiomqtt.Will(topics.replay_session(self.session), b"", qos=1, retain=True)
-        client = aiomqtt.Client(self.host, self.port, username=self.username,
-                                password=self.password, identifier=f"replay-{self.session}",
-                                will=will, clean_session=True)
-        async with client:
-            await client.subscribe(topics.replay_control(self.session), qos=1)
-            listener = asyncio.create_task(self._listen(client))
-            try:
-                start = self.control.start_ns
-                await client.publish(topics.replay_session(self.session),
-                                     self._session_payload(self._wanted_at(start)),
-                                     qos=1, retain=True)
-                self.state = "running"
-                await self._publish_status(client)
-                await self._loop(client)
-            finally:
-                listener.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await listener
-                with contextlib.suppress(aiomqtt.MqttError):
-                    # The end of the session: the ingest finishes it and drops its state.
-                    await client.publish(topics.replay_session(self.session), b"", qos=1,
-                                         retain=True)
-                    for vehicle in self._phases:
-                        await client.publish(topics.sim_state(vehicle, self.source), b"",
-                                             qos=1, retain=True)
-                    if self.state in ("running", "paused", "starting"):
-                        self.state = "stopped"
-                    await self._publish_status(client, retain=False)
-                    await client.publish(topics.replay_status(self.session), b"", qos=1,
-                                         retain=True)
-                self.progress.close(note=self.state)
+        client = MqttClient(
+            self.mqtt, name="replay", client_id=f"replay-{self.session}",
+            subscriptions=[topics.replay_control(self.session)],
+            # Should the tool die, the broker ends the session for it.
+            will=Will(topics.replay_session(self.session), b"", qos=1, retain=True))
+        try:
+            async with client.connect() as conn:
+                try:
+                    async with TaskGroup("replay", expected=(BrokerError,)) as tasks:
+                        listener = tasks.create_task(self._listen(conn), name="control")
+                        start = self.control.start_ns
+                        await conn.publish(topics.replay_session(self.session),
+                                           self._session_payload(self._wanted_at(start)),
+                                           qos=1, retain=True)
+                        self.state = "running"
+                        await self._publish_status(conn)
+                        await self._loop(conn)
+                        listener.cancel()
+                finally:
+                    with contextlib.suppress(BrokerError):
+                        await self._finish(conn)
+                    self.progress.close(note=self.state)
+        except BaseExceptionGroup as group:
+            raise broker_error_of(group) from None
         return ReplayResult(self.session, self.state, self.frames_sent, self.messages_sent,
                             # copies the reader left out, and any drop_repeats caught
                             self.reader.stats.repeats
                             + sum(f.skipped for f in self._feeds.values()),
                             time.monotonic() - started, dict(self._announced))
 
-    async def _announce_phase(self, client: aiomqtt.Client, vehicle: str, t_ns: int) -> None:
+    async def _finish(self, conn: Connection) -> None:
+        # The end of the session: the ingest finishes it and drops its state.
+        await conn.publish(topics.replay_session(self.session), b"", qos=1, retain=True)
+        for vehicle in self._phases:
+            await conn.publish(topics.sim_state(vehicle, self.source), b"", qos=1,
+                               retain=True)
+        if self.state in ("running", "paused", "starting"):
+            self.state = "stopped"
+        await self._publish_status(conn, retain=False)
+        await conn.publish(topics.replay_status(self.session), b"", qos=1, retain=True)
+
+    async def _announce_phase(self, client: Connection, vehicle: str, t_ns: int) -> None:
         """The mission phase at the recording's time, before the frames that enter it: the
         ingest checks a session's frames against the limits of their own phase (an entry
         pass replayed while the ships are docked is judged as entry). The phase comes from
@@ -467,16 +479,13 @@ class Replayer:
         per_wall_s = 1e9 / period * speed
         return max(1, min(self.max_fpm, int(per_wall_s * _WALL_PER_MESSAGE_S)))
 
-    async def _listen(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            payload = message.payload
-            data = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-            answer = self.control.handle(bytes(data))
+    async def _listen(self, client: Connection) -> None:
+        async for message in client.messages():
+            answer = self.control.handle(message.payload)
             log.info("control: %s", answer.to_dict())
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._publish_status(client)
+            await self._publish_status(client)
 
-    async def _loop(self, client: aiomqtt.Client) -> None:
+    async def _loop(self, client: Connection) -> None:
         c = self.control
         self._open_feeds(c.start_ns)
         anchor_wall, anchor_t = time.monotonic(), c.start_ns

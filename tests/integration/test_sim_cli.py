@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from groundstation import cli
 from groundstation.deploy.servers import MosquittoServer
-from simulators import cli
 
 
 def test_a_short_run(mosquitto: MosquittoServer, capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main(["sim", "both", "--host", mosquitto.host, "--port", str(mosquitto.port),
-                     "--start", "soyuz-launch-2m", "--until", "soyuz-launch+1m",
-                     "--speed", "120"])
+    code = cli.main(["sim", "both", "--mqtt-host", mosquitto.host,
+                     "--mqtt-port", str(mosquitto.port), "--start", "soyuz-launch-2m",
+                     "--until", "soyuz-launch+1m", "--speed", "120"])
     assert code == 0
     out = capsys.readouterr().out
     assert "flying apollo_csm, soyuz from -007:32:01 at 120x" in out

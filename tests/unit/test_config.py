@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 from groundstation.commands.options import add_config_arguments
-from groundstation.config import Config, ConfigError, example_toml, load
+from groundstation.config import (
+    MASK,
+    Config,
+    ConfigError,
+    MqttConfig,
+    example_toml,
+    flag_name,
+    load,
+    reveal,
+    with_plain_secrets,
+)
 
 
 def _flags(*argv: str) -> dict[str, object]:
@@ -80,5 +90,124 @@ def test_every_option_has_a_flag_and_help() -> None:
     for section, model in (("mqtt", Config().mqtt), ("influx", Config().influx),
                            ("ingest", Config().ingest)):
         for key in type(model).model_fields:
-            assert f"--{section}-{key.replace('_', '-')}" in text
+            assert flag_name(section, key) in text
             assert f"GS_{section.upper()}_{key.upper()}" in text
+
+
+# --- secrets ---------------------------------------------------------------------------
+
+PW, TOKEN = "hunter2-mqtt-pw", "t0ken-influx-s3cret"
+
+
+def test_secrets_are_masked_everywhere_they_could_show(tmp_path: Path) -> None:
+    c = load(None, env={"GS_MQTT_PASSWORD": PW, "GS_INFLUX_TOKEN": TOKEN})
+    assert reveal(c.mqtt.password) == PW and reveal(c.influx.token) == TOKEN
+    for text in (repr(c), str(c), repr(c.mqtt), example_toml(c)):
+        assert PW not in text and TOKEN not in text
+    assert f'# password = "{MASK}"' in example_toml(c)
+    # The printed file loads back (a masked secret is commented out, never written).
+    f = tmp_path / "printed.toml"
+    f.write_text(example_toml(c))
+    assert load(f, env={}).mqtt.password is None
+    # A bad secret value is reported without its value.
+    f.write_text("[mqtt]\npassword = 12345678\n")
+    with pytest.raises(ConfigError) as err:
+        load(f, env={})
+    assert "12345678" not in str(err.value) and MASK in str(err.value)
+
+
+def test_a_secret_from_a_file_named_in_the_environment_file_or_flags(tmp_path: Path) -> None:
+    secret = tmp_path / "mqtt_password"
+    secret.write_text(PW + "\n")  # as `echo` writes it: the newline is not the password's
+    assert reveal(load(None, env={"GS_MQTT_PASSWORD_FILE": str(secret)}).mqtt.password) == PW
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    conf = tmp_path / "gs.toml"
+    conf.write_text(f'[influx]\ntoken_file = "{token}"\n')
+    assert reveal(load(conf, env={}).influx.token) == TOKEN
+    assert reveal(load(None, env={}, flags=_flags("--mqtt-password-file", str(secret))
+                       ).mqtt.password) == PW
+    # In code, the file alone does as well.
+    assert reveal(MqttConfig(password_file=secret).password) == PW  # type: ignore[call-arg]
+
+
+def test_a_secret_and_its_file_are_one_option(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file")
+    conf = tmp_path / "gs.toml"
+    conf.write_text('[mqtt]\npassword = "from-toml"\n')
+    # The later source wins, whichever spelling it uses.
+    c = load(conf, env={"GS_MQTT_PASSWORD_FILE": str(secret)})
+    assert reveal(c.mqtt.password) == "from-file"
+    conf.write_text(f'[mqtt]\npassword_file = "{secret}"\n')
+    assert reveal(load(conf, env={"GS_MQTT_PASSWORD": PW}).mqtt.password) == PW
+    # One source giving both is a mistake.
+    with pytest.raises(ConfigError, match=r"GS_MQTT_PASSWORD.* both give \[mqtt\] password"):
+        load(None, env={"GS_MQTT_PASSWORD": PW, "GS_MQTT_PASSWORD_FILE": str(secret)})
+
+
+def test_an_unreadable_secret_file_names_where_it_was_given(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"environment GS_INFLUX_TOKEN_FILE: cannot read "
+                                          r"the file .*absent: No such file"):
+        load(None, env={"GS_INFLUX_TOKEN_FILE": str(tmp_path / "absent")})
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match=r"--mqtt-password-file: the file .*empty is empty"):
+        load(None, env={}, flags=_flags("--mqtt-password-file", str(tmp_path / "empty")))
+
+
+def test_plain_secrets_for_the_ingest_until_it_reads_them_itself() -> None:
+    c = with_plain_secrets(load(None, env={"GS_MQTT_PASSWORD": PW}))
+    assert c.mqtt.password == PW  # type: ignore[comparison-overlap]
+
+
+def test_a_secret_flag_still_works_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    from groundstation.commands.options import load_config
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    c = load_config(parser.parse_args(["--mqtt-password", PW]))
+    assert reveal(c.mqtt.password) == PW
+    err = capsys.readouterr().err
+    assert "--mqtt-password: deprecated" in err and "GS_MQTT_PASSWORD" in err and PW not in err
+
+
+# --- TLS ---------------------------------------------------------------------------------
+
+def test_tls_settings(tmp_path: Path) -> None:
+    c = load(None, env={"GS_MQTT_TLS": "true", "GS_MQTT_CA_FILE": "/etc/ca.pem"})
+    assert c.mqtt.tls and c.mqtt.port == 8883 and c.mqtt.tls_verify
+    assert load(None, env={"GS_MQTT_TLS": "1", "GS_MQTT_PORT": "18883"}).mqtt.port == 18883
+    assert load(None, env={}, flags=_flags("--mqtt-tls", "--no-mqtt-tls-verify")
+                ).mqtt.tls_verify is False
+    # TLS files without TLS would send the password in clear: refused.
+    with pytest.raises(ConfigError, match=r"\[mqtt\]: ca_file given but tls is off"):
+        load(None, env={"GS_MQTT_CA_FILE": "/etc/ca.pem"})
+    with pytest.raises(ConfigError, match="key_file given without cert_file"):
+        load(None, env={"GS_MQTT_TLS": "on", "GS_MQTT_KEY_FILE": "/k.pem"})
+
+
+def test_one_spelling_of_the_definitions_directory(tmp_path: Path) -> None:
+    assert load(None, env={}, flags=_flags("--defs-dir", str(tmp_path))).ingest.defs_dir \
+        == tmp_path
+    assert load(None, env={"GS_INGEST_DEFS_DIR": str(tmp_path)}).ingest.defs_dir == tmp_path
+    # The old spelling still works, out of --help.
+    assert load(None, env={}, flags=_flags("--ingest-defs-dir", str(tmp_path))
+                ).ingest.defs_dir == tmp_path
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert "--ingest-defs-dir" not in parser.format_help()
+
+
+def test_sections_limits_what_is_read() -> None:
+    env = {"GS_MQTT_PORT": "not-a-port", "GS_INGEST_DEFS_DIR": "/defs"}
+    assert str(load(None, env=env, sections=["ingest"]).ingest.defs_dir) == "/defs"
+    with pytest.raises(ConfigError):
+        load(None, env=env)
+
+
+def test_the_ingest_refuses_tls_until_it_connects_through_the_adapter(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from groundstation import cli
+
+    assert cli.main(["ingest", "--mqtt-tls"]) == 1
+    assert "the ingest does not connect with TLS yet" in capsys.readouterr().err

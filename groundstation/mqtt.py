@@ -1,0 +1,609 @@
+"""The station's one way to talk to the broker: connection settings from the configuration
+schema (`MqttConfig`: host, port, credentials, TLS), one reconnect loop with one backoff
+policy, subscriptions made again on every connection, will messages, clean or persistent
+sessions, manual acknowledgement, and errors said in words.
+
+Every MQTT client of the station goes through here: the console's feed, the simulators, the
+replay tool, the drill runner, the demo (and the ingest, next). This is the only module that
+imports the MQTT client library (aiomqtt, over paho-mqtt) and the only one that reaches into
+its internals (for the manual acknowledgement and to see a connection closed before the
+broker answered), so a new major version of it is a change to this file alone.
+
+    client = MqttClient(config.mqtt, name="console", subscriptions=[...],
+                        on_message=handle)            # handle(Received) -> None | awaitable
+    await client.run(stop=stop)                       # connect, reconnect, until stop
+    await client.publish(topic, payload)              # on the current connection
+
+    async def session(conn: Connection) -> None:      # once per connection: publish and
+        ...                                           # read (conn.messages()) as it likes
+    await client.run(session, stop=stop)
+
+    async with client.connect() as conn:              # one connection, no reconnecting
+        await conn.publish(...)                       # (the replay tool)
+
+Reconnecting: after a failed attempt or a lost connection the client waits, then tries
+again: 0.2 s doubling to `reconnect_max_s` (10 s), each wait drawn between half and one and a
+half times that (so a hundred consoles do not come back in step after a broker restart); the
+wait starts again from 0.2 s once a connection has lasted `STABLE_S`. Subscriptions are made
+on every connection (a clean session has none; a persistent one keeps them, and making them
+again costs nothing). With `fail_fast`, a refusal on the very first attempt (credentials,
+authorisation, an untrusted certificate, TLS against a plain port or the reverse) ends
+`run()` with a `BrokerRefused` instead of waiting for a fix that will not come by itself;
+once connected, every loss is retried.
+
+Manual acknowledgement (`manual_ack=True`, with a persistent session): a QoS 1 message is
+acknowledged only when its owner says so (`Received.ack()`, or `client.ack(mid, qos,
+generation)` when it kept those), so the broker sends again what was not acknowledged
+before the connection dropped. An acknowledgement for a message of an earlier connection
+does nothing (its message id means nothing on the new one): the broker sends it again.
+
+The ingest, when it moves here, passes its [mqtt] section as it is and keeps its persistent
+session, acknowledging once the data are durable:
+
+    client = MqttClient(config.mqtt, name="ingest", client_id=config.mqtt.client_id,
+                        clean_session=False, manual_ack=True, subscriptions=[...],
+                        on_disconnect=lambda _: connected.clear())
+    async def session(conn):                 # what IngestService._session does now
+        ...                                  # conn.generation: the new connection's
+        async with TaskGroup("ingest") as t:  # receive: async for m in conn.messages()
+            ...                              # send: await conn.publish(...)
+    await client.run(session, stop=stop)     # stop cancels the session
+    client.ack(m.mid, m.qos, m.generation)   # IngestService._ack, once durable
+
+Every connection sets TCP_NODELAY: the station's messages are small (an alarm, an operator
+request, a PUBACK), and an alarm published right after a batch of PUBACKs must not wait for
+Nagle's algorithm to coalesce it with them.
+
+Tasks: a connection's receiving loop and the owner's session run in a named task group
+(groundstation.tasks): a task that dies of anything but the broker going away is logged by
+name ("task console/session died: ...") and ends `run()` with its exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+import random
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import aiomqtt
+
+from groundstation.config import ConfigError, MqttConfig, env_name, reveal
+from groundstation.tasks import TaskGroup
+
+__all__ = ["NODELAY", "STABLE_S", "Backoff", "BrokerError", "BrokerRefused", "Connection",
+           "MqttClient", "NotConnected", "Received", "Will", "broker_error_of", "tls_context",
+           "unique_id"]
+
+log = logging.getLogger("groundstation.mqtt")
+
+NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+STABLE_S = 5.0  # a connection that lasted this long starts the backoff again from the start
+FIRST_DELAY_S = 0.2
+TIMEOUT_S = 10.0  # connecting (up to CONNACK), subscribing, a QoS 1 publish's PUBACK
+
+# CONNACK refusals worth trying again: the broker is there but busy or going away.
+_TRANSIENT_CONNACK = {3, 136, 137, 151, 159}  # server unavailable/busy, quota, rate
+_CREDENTIALS_CONNACK = {4, 5, 134, 135}  # bad user name or password, not authorised
+
+
+class BrokerError(ConnectionError):
+    """The broker could not be reached, refused the connection, or the connection was lost.
+    str() says which in words, naming the broker."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker (or the TLS handshake) refused this client: retrying will not help until a
+    setting changes (credentials, certificates, tls on or off)."""
+
+
+class NotConnected(BrokerError):
+    """No connection to the broker at the moment (the client is reconnecting)."""
+
+
+@dataclass(frozen=True)
+class Will:
+    """What the broker publishes for this client when its connection is lost uncleanly."""
+
+    topic: str
+    payload: bytes = b""
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message from the broker."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    generation: int  # which connection it came on (MqttClient.generation)
+    _ack: Callable[[int, int, int], bool] = field(repr=False, compare=False)
+
+    def ack(self) -> bool:
+        """Acknowledge it (manual_ack clients): True if sent, False if its connection is
+        gone (the broker sends the message again) or there was nothing to acknowledge."""
+        return self._ack(self.mid, self.qos, self.generation)
+
+
+class Backoff:
+    """The reconnect policy: waits from `first` doubling to `maximum`, each drawn between
+    (1 - jitter) and (1 + jitter) times that, never above `maximum`."""
+
+    def __init__(self, first: float = FIRST_DELAY_S, maximum: float = 10.0,
+                 factor: float = 2.0, jitter: float = 0.5,
+                 rand: Callable[[], float] = random.random) -> None:
+        if not 0 < first <= maximum or factor < 1 or not 0 <= jitter < 1:
+            raise ValueError("backoff: 0 < first <= maximum, factor >= 1, 0 <= jitter < 1")
+        self.first, self.maximum, self.factor, self.jitter = first, maximum, factor, jitter
+        self._rand = rand
+        self._base = first
+
+    def next(self) -> float:
+        delay = self._base * (1 - self.jitter + 2 * self.jitter * self._rand())
+        self._base = min(self._base * self.factor, self.maximum)
+        return min(delay, self.maximum)
+
+    def reset(self) -> None:
+        self._base = self.first
+
+
+def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS settings of `config` as an SSLContext (None without tls). Verification of the
+    broker's certificate and host name is on unless tls_verify is off. A file that cannot
+    be loaded is a ConfigError naming it."""
+    if not config.tls:
+        return None
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=str(config.ca_file) if config.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[mqtt] ca_file {config.ca_file}: cannot load it: "
+                          f"{_ssl_reason(exc)}") from None
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not config.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if config.cert_file is not None:
+        try:
+            ctx.load_cert_chain(str(config.cert_file),
+                                str(config.key_file) if config.key_file else None,
+                                password=reveal(config.key_password))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"[mqtt] cert_file {config.cert_file}"
+                              f"{f' / key_file {config.key_file}' if config.key_file else ''}:"
+                              f" cannot load the client certificate: {_ssl_reason(exc)}"
+                              ) from None
+    return ctx
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return str(exc.verify_message or exc.reason or exc)
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc).replace("_", " ").lower()
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def unique_id(name: str) -> str:
+    """A client id of its own for a client that keeps no session: never the ingest's fixed
+    one (a second client with that id would throw the ingest off the broker)."""
+    return f"gs-{name}-{os.getpid()}-{random.randrange(1 << 32):08x}"[:64]
+
+
+class _LibraryLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The client library's own log, at debug level: what it reports as an error (a socket
+    reset, say) this module reports in words, once."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.logger.log(logging.DEBUG, msg, *args, **kwargs)
+
+
+_LIBRARY_LOG = _LibraryLog(logging.getLogger("groundstation.mqtt.library"), {})
+
+
+def _failed(granted: object) -> bool:
+    """A SUBACK's answer for one topic: a reason code (MQTT 5 style) or a granted QoS."""
+    failure = getattr(granted, "is_failure", None)
+    if failure is not None:
+        return bool(failure)
+    return isinstance(granted, int) and granted >= 0x80
+
+
+def _payload(raw: object) -> bytes:
+    if isinstance(raw, bytes | bytearray):
+        return bytes(raw)
+    return b"" if raw is None else str(raw).encode()
+
+
+class Connection:
+    """One connection to the broker, as its owner's session sees it. Unusable once the
+    connection is gone (its calls raise BrokerError)."""
+
+    def __init__(self, owner: MqttClient, client: aiomqtt.Client, generation: int) -> None:
+        self._owner = owner
+        self._client = client
+        self.generation = generation
+
+    async def publish(self, topic: str, payload: bytes | str, *, qos: int = 1,
+                      retain: bool = False, timeout: float | None = None) -> None:
+        """Publish; with QoS 1, return once the broker has acknowledged it."""
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        try:
+            await self._client.publish(topic, payload, qos=qos, retain=retain,
+                                       timeout=timeout)
+        except aiomqtt.MqttError as exc:
+            raise self._owner._lost(exc, f"publishing on {topic}") from None
+        if task is not None and task.cancelling() > cancels:
+            # Python 3.11's wait_for (inside the library's publish) drops a cancellation
+            # that arrives as the PUBACK does: honour it here, or a shutdown hangs.
+            raise asyncio.CancelledError
+
+    async def subscribe(self, topics: Iterable[str], qos: int = 1) -> list[str]:
+        """Subscribe to more topics on this connection only (run()'s `subscriptions` are
+        the ones made again on every connection). Returns the topics the broker refused."""
+        wanted = list(topics)
+        if not wanted:
+            return []
+        try:
+            granted = await self._client.subscribe([(t, qos) for t in wanted])
+        except aiomqtt.MqttError as exc:
+            raise self._owner._lost(exc, "subscribing") from None
+        refused = [t for t, g in zip(wanted, granted, strict=False) if _failed(g)]
+        for t in refused:
+            log.warning("[%s] the broker refused the subscription to %s (the ACL?)",
+                        self._owner.name, t)
+        return refused
+
+    async def messages(self) -> AsyncIterator[Received]:
+        """The messages of this connection, until it is lost (BrokerError). One reader
+        only: a client given on_message reads them itself."""
+        try:
+            async for m in self._client.messages:
+                yield Received(str(m.topic), _payload(m.payload), m.qos, bool(m.retain),
+                               m.mid, self.generation, self._owner.ack)
+        except aiomqtt.MqttError as exc:
+            raise self._owner._lost(exc, "receiving") from None
+
+    def ack(self, message: Received) -> bool:
+        return self._owner.ack(message.mid, message.qos, message.generation)
+
+
+Session = Callable[[Connection], Coroutine[Any, Any, None]]
+Handler = Callable[[Received], Awaitable[None] | None]
+
+
+class MqttClient:
+    """A client of the broker with one name, one configuration and one reconnect policy.
+
+    config        the [mqtt] section: host, port, credentials, TLS, keepalive, the longest
+                  reconnect wait; the ingest passes its own as it is
+    name          for the log, task names and the default client id
+    client_id     default: config.client_id if it was given (file, environment, flag),
+                  else a unique one (unique_id)
+    clean_session False for a persistent session (a fixed client_id; the broker keeps
+                  subscriptions and queues QoS 1 messages while the client is away)
+    subscriptions made on every connection, at subscribe_qos
+    will          published by the broker if the connection is lost uncleanly
+    manual_ack    acknowledge QoS 1 messages only when told (Received.ack, ack())
+    on_message    called for every message (a coroutine function or a plain one); an
+                  exception in it is logged and costs that message only
+    on_connect    called with each new connection, after the subscriptions
+    on_disconnect called with the BrokerError of each failed attempt and lost connection
+    fail_fast     a refusal on the first attempt ends run() with BrokerRefused
+    connect_first any failure of the first attempt ends run() with its BrokerError (a tool
+                  that cannot start without the broker says so at once); later losses
+                  are retried
+    log_level     of the reports of lost connections and failed attempts (a console that
+                  shows the broker's state on screen keeps them out of the terminal: INFO)
+    """
+
+    def __init__(self, config: MqttConfig, *, name: str, client_id: str | None = None,
+                 clean_session: bool = True, subscriptions: Sequence[str] = (),
+                 subscribe_qos: int = 1, will: Will | None = None, manual_ack: bool = False,
+                 on_message: Handler | None = None,
+                 on_connect: Callable[[Connection], None] | None = None,
+                 on_disconnect: Callable[[BrokerError], None] | None = None,
+                 fail_fast: bool = False, connect_first: bool = False,
+                 timeout_s: float = TIMEOUT_S,
+                 backoff: Backoff | None = None, log_level: int = logging.WARNING) -> None:
+        self.config = config
+        self.name = name
+        if client_id is None:
+            client_id = config.client_id if "client_id" in config.model_fields_set \
+                else unique_id(name)
+        self.client_id = client_id
+        self.clean_session = clean_session
+        self.subscriptions = list(subscriptions)
+        self.subscribe_qos = subscribe_qos
+        self.will = will
+        self.manual_ack = manual_ack
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.fail_fast = fail_fast
+        self.connect_first = connect_first
+        self.timeout_s = timeout_s
+        self.backoff = backoff or Backoff(first=min(FIRST_DELAY_S, config.reconnect_max_s),
+                                          maximum=config.reconnect_max_s)
+        self.log_level = log_level
+        self._tls = tls_context(config)  # a bad certificate file fails here, not later
+        self._connection: Connection | None = None
+        self._paho: Any = None  # the library's own client under the current connection
+        self.generation = 0  # bumped on every connection
+        self.connections = 0
+        self.failures = 0  # failed attempts and lost connections, in all
+        self.last_error: BrokerError | None = None
+
+    # --- state -----------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        return f"{'mqtts' if self.config.tls else 'mqtt'}://{self.config.host}:" \
+               f"{self.config.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None
+
+    @property
+    def connection(self) -> Connection | None:
+        return self._connection
+
+    # --- using the current connection ---------------------------------------------------
+
+    async def publish(self, topic: str, payload: bytes | str, *, qos: int = 1,
+                      retain: bool = False, timeout: float | None = None) -> None:
+        """Publish on the current connection; NotConnected while there is none."""
+        conn = self._connection
+        if conn is None:
+            raise NotConnected(f"not connected to the broker at {self.address}"
+                               + (f" ({self.last_error})" if self.last_error else "")
+                               + "; reconnecting")
+        await conn.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+
+    def ack(self, mid: int, qos: int, generation: int) -> bool:
+        """Acknowledge message `mid` of connection `generation` (manual_ack): True if the
+        acknowledgement went out; False for QoS 0, or when that connection is gone."""
+        if not self.manual_ack or qos <= 0 or self._connection is None \
+                or generation != self.generation or self._paho is None:
+            return False
+        # paho's manual acknowledgement: the one use of the library's internals besides
+        # seeing a connection closed early (see _open). aiomqtt 2 has no API for it.
+        return int(self._paho.ack(mid, qos)) == 0  # MQTT_ERR_SUCCESS: queued to send
+
+    # --- one connection -----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[Connection]:
+        """One connection, subscribed, for as long as the block runs; no reconnecting.
+        Raises BrokerError (BrokerRefused for a refusal) when it cannot connect."""
+        client = await self._open()
+        self.generation += 1
+        conn = Connection(self, client, self.generation)
+        try:
+            await conn.subscribe(self.subscriptions, self.subscribe_qos)
+            self._connection = conn
+            self.connections += 1
+            self.last_error = None
+            if self.on_connect is not None:
+                self.on_connect(conn)
+            yield conn
+        finally:
+            self._connection = None
+            with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
+                await client.__aexit__(None, None, None)
+
+    async def _open(self) -> aiomqtt.Client:
+        c = self.config
+        will = aiomqtt.Will(self.will.topic, self.will.payload, self.will.qos,
+                            self.will.retain) if self.will else None
+        client = aiomqtt.Client(
+            c.host, c.port, username=c.username, password=reveal(c.password),
+            identifier=self.client_id, clean_session=self.clean_session,
+            keepalive=c.keepalive_s, timeout=self.timeout_s, will=will,
+            tls_context=self._tls, socket_options=[NODELAY],
+            logger=cast(logging.Logger, _LIBRARY_LOG))
+        paho = client._client  # the library's internals: here and in ack() only
+        if self.manual_ack:
+            paho.manual_ack_set(True)  # before connecting: it applies from the first message
+        # A broker that closes the connection before it answers CONNECT (a TLS listener
+        # reached in plain TCP, a client certificate refused) would otherwise cost the whole
+        # connect timeout and end in "timed out": see it close, and say so at once.
+        loop = asyncio.get_running_loop()
+        closed = asyncio.Event()
+        library_on_disconnect = paho.on_disconnect
+
+        def on_disconnect(*args: Any) -> None:
+            loop.call_soon_threadsafe(closed.set)
+            if library_on_disconnect is not None:
+                library_on_disconnect(*args)
+
+        paho.on_disconnect = on_disconnect
+        entering = asyncio.ensure_future(client.__aenter__())
+        closing = asyncio.ensure_future(closed.wait())
+        try:
+            done, _ = await asyncio.wait({entering, closing},
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not entering.done():
+                entering.cancel()
+                with contextlib.suppress(BaseException):
+                    await entering
+        if entering not in done:
+            raise BrokerRefused(self._closed_early())
+        exc = entering.exception()
+        if exc is not None:
+            raise self._refusal(exc) from None
+        self._paho = paho
+        return client
+
+    def _closed_early(self) -> str:
+        if self.config.tls:
+            hint = ("does it want a client certificate (cert_file, key_file), or refuse "
+                    "this one? Its log says")
+        else:
+            hint = (f"a TLS listener? then turn tls on ({env_name('mqtt', 'tls')}=true or "
+                    "--mqtt-tls)")
+        return (f"broker {self.address}: it closed the connection before answering CONNECT "
+                f"({hint})")
+
+    def _refusal(self, exc: BaseException) -> BrokerError:
+        """A failed connection attempt, in words; BrokerRefused when retrying is no use."""
+        where = f"broker {self.address}"
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(exc, aiomqtt.MqttCodeError):  # entering: the CONNACK's refusal
+            code = int(cast(int, getattr(exc.rc, "value", exc.rc) or 0))
+            reason = str(exc.rc) if exc.rc is not None else str(exc)
+            if code in _TRANSIENT_CONNACK:
+                return BrokerError(f"{where}: busy or going away ({reason})")
+            if code in _CREDENTIALS_CONNACK:
+                who = f"user {self.config.username!r}" if self.config.username \
+                    else "no user name"
+                return BrokerRefused(
+                    f"{where}: refused the connection: {reason} ({who}; the password comes "
+                    f"from {env_name('mqtt', 'password')} or "
+                    f"{env_name('mqtt', 'password_file')})")
+            return BrokerRefused(f"{where}: refused the connection: {reason}")
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            trusted = f"CA file {self.config.ca_file}" if self.config.ca_file \
+                else "the system's trusted CAs"
+            return BrokerRefused(
+                f"{where}: TLS: its certificate is not trusted: {_ssl_reason(cause)} "
+                f"(checked against {trusted}; {env_name('mqtt', 'ca_file')} or "
+                "--mqtt-ca-file names the CA that signed it)")
+        if isinstance(cause, ssl.SSLError) or (
+                self.config.tls and isinstance(cause, ConnectionResetError | BrokenPipeError)):
+            # (A plain MQTT listener drops the TLS hello at once: a reset, mid-handshake.)
+            return BrokerRefused(
+                f"{where}: TLS handshake failed ({_ssl_reason(cause)}): is this port the "
+                "broker's TLS listener?")
+        if isinstance(cause, ConnectionRefusedError):
+            return BrokerError(f"{where}: nothing is listening there (connection refused)")
+        if isinstance(cause, socket.gaierror):
+            return BrokerError(f"{where}: cannot resolve {self.config.host!r} "
+                               f"({cause.strerror})")
+        if isinstance(cause, OSError) and cause.strerror:
+            return BrokerError(f"{where}: {cause.strerror}")
+        text = str(exc)
+        if text == "Operation timed out":
+            text = f"no answer within {self.timeout_s:g} s"
+        return BrokerError(f"{where}: {text}")
+
+    def _lost(self, exc: BaseException, doing: str) -> BrokerError:
+        if isinstance(exc, BrokerError):
+            return exc
+        cause = exc.__cause__ or exc.__context__
+        detail = str(cause) if cause is not None and str(cause) else str(exc)
+        if detail == "Operation timed out":
+            detail = f"no answer within {self.timeout_s:g} s"
+        return BrokerError(f"broker {self.address}: connection lost while {doing} "
+                           f"({detail})")
+
+    # --- the reconnect loop --------------------------------------------------------------
+
+    async def run(self, session: Session | None = None, *, stop: asyncio.Event | None = None,
+                  drain: bool = False) -> None:
+        """Connect, and again whenever the connection is lost, until `session` (called with
+        each connection) returns or `stop` is set.
+
+        When stop is set the session is cancelled, unless `drain`: then the session is left
+        to finish what it has (it watches stop itself), and if the broker is unreachable at
+        that moment, one more attempt is made before giving up. Without a session the client
+        receives (on_message) until stop is set, or for ever. Raises BrokerRefused (with
+        fail_fast, on the first attempt), the first attempt's BrokerError (connect_first),
+        or the exception of a task that died of something else than the broker going
+        away."""
+        stop = stop if stop is not None else asyncio.Event()
+        loop = asyncio.get_running_loop()
+        ever = False
+        last_text = ""
+        while True:
+            began = loop.time()
+            try:
+                async with self.connect() as conn:
+                    if ever or self.failures:
+                        log.info("[%s] connected to %s again", self.name, self.address)
+                    else:
+                        log.debug("[%s] connected to %s", self.name, self.address)
+                    ever = True
+                    last_text = ""
+                    await self._serve(conn, session, stop, drain)
+                return
+            except BrokerError as exc:
+                error = exc
+            except BaseExceptionGroup as group:
+                error = broker_error_of(group)
+            self.failures += 1
+            self.last_error = error
+            if self.on_disconnect is not None:
+                self.on_disconnect(error)
+            if not ever and (self.connect_first or (self.fail_fast
+                                                    and isinstance(error, BrokerRefused))):
+                raise error
+            if stop.is_set():
+                log.log(self.log_level, "[%s] %s; stopping without it", self.name, error)
+                return
+            if loop.time() - began >= STABLE_S:
+                self.backoff.reset()
+            delay = self.backoff.next()
+            text = str(error)
+            log.log(self.log_level if text != last_text else logging.INFO,
+                    "[%s] %s; trying again in %.1f s", self.name, text, delay)
+            last_text = text
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set() and not drain:
+                return
+
+    async def _serve(self, conn: Connection, session: Session | None, stop: asyncio.Event,
+                     drain: bool) -> None:
+        async with TaskGroup(self.name, expected=(BrokerError,)) as tasks:
+            waiting: list[asyncio.Task[Any]] = []
+            if self.on_message is not None:
+                tasks.create_task(self._dispatch(conn), name="receive")
+            if session is not None:
+                waiting.append(tasks.create_task(session(conn), name="session"))
+            if session is None or not drain:
+                waiting.append(tasks.create_task(stop.wait(), name="stop"))
+            # A task that fails (the connection lost) cancels this wait and ends the group.
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks.tasks:
+                t.cancel()
+
+    async def _dispatch(self, conn: Connection) -> None:
+        assert self.on_message is not None
+        async for message in conn.messages():
+            try:
+                result = self.on_message(message)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # a bug in handling one message must not drop the link
+                log.exception("[%s] handling a message on %s", self.name, message.topic)
+
+
+def broker_error_of(group: BaseExceptionGroup[BaseException]) -> BrokerError:
+    """The BrokerError that ended a task group's tasks; the group itself is raised if
+    anything else did (a task's bug, never to be taken for a lost connection)."""
+    match, rest = group.split(BrokerError)
+    if rest is not None or match is None:
+        raise group
+    leaf: BaseException = match
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, BrokerError)
+    return leaf

@@ -1,0 +1,98 @@
+"""groundstation.mqtt without a broker: the backoff policy, TLS settings that cannot load,
+client ids, refusals in words; groundstation.tasks: a dead task named."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+import pytest
+
+from groundstation.config import ConfigError, MqttConfig
+from groundstation.mqtt import Backoff, BrokerError, MqttClient, tls_context, unique_id
+from groundstation.tasks import TaskGroup
+
+
+def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
+    low = Backoff(first=0.2, maximum=10.0, rand=lambda: 0.0)
+    assert [round(low.next(), 3) for _ in range(8)] == [0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 5.0,
+                                                        5.0]
+    high = Backoff(first=0.2, maximum=10.0, rand=lambda: 1.0)
+    assert [round(high.next(), 3) for _ in range(8)] == [0.3, 0.6, 1.2, 2.4, 4.8, 9.6, 10.0,
+                                                         10.0]
+    high.reset()
+    assert round(high.next(), 3) == 0.3
+    with pytest.raises(ValueError):
+        Backoff(first=5, maximum=1)
+
+
+def test_the_maximum_wait_is_the_configured_one() -> None:
+    client = MqttClient(MqttConfig(reconnect_max_s=3.0), name="x")  # type: ignore[call-arg]
+    assert client.backoff.maximum == 3.0
+
+
+def test_client_ids() -> None:
+    # The ingest's fixed id is the schema's default: nobody else takes it unless told to.
+    anyone = MqttClient(MqttConfig(), name="console")  # type: ignore[call-arg]
+    assert anyone.client_id.startswith("gs-console-") and anyone.client_id != unique_id("x")
+    told = MqttClient(MqttConfig(client_id="apollo-1"), name="sim")  # type: ignore[call-arg]
+    assert told.client_id == "apollo-1"
+    assert MqttClient(MqttConfig(), name="sim", client_id="x").client_id == "x"  # type: ignore[call-arg]
+
+
+def test_tls_files_that_cannot_load_are_config_errors(tmp_path: Path) -> None:
+    assert tls_context(MqttConfig()) is None  # type: ignore[call-arg]
+    ctx = tls_context(MqttConfig(tls=True))  # type: ignore[call-arg]
+    assert ctx is not None and ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    with pytest.raises(ConfigError, match=r"\[mqtt\] ca_file .*absent.pem: cannot load it"):
+        tls_context(MqttConfig(tls=True, ca_file=tmp_path / "absent.pem"))  # type: ignore[call-arg]
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"ca_file .*junk\.pem: cannot load it"):
+        MqttClient(MqttConfig(tls=True, ca_file=tmp_path / "junk.pem"),  # type: ignore[call-arg]
+                   name="x")
+    with pytest.raises(ConfigError, match=r"cert_file .*junk\.pem: cannot load the client"):
+        tls_context(MqttConfig(tls=True, cert_file=tmp_path / "junk.pem"))  # type: ignore[call-arg]
+    off = tls_context(MqttConfig(tls=True, tls_verify=False))  # type: ignore[call-arg]
+    assert off is not None and off.verify_mode == ssl.CERT_NONE
+
+
+async def test_nobody_listening_is_said_in_words_and_retried() -> None:
+    errors: list[BrokerError] = []
+    client = MqttClient(MqttConfig(host="127.0.0.1", port=1),  # type: ignore[call-arg]
+                        name="x", on_disconnect=errors.append, fail_fast=True,
+                        backoff=Backoff(first=0.01, maximum=0.02))
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop=stop))
+    while len(errors) < 3:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)  # not a refusal: fail_fast does not end it
+    assert str(errors[0]) == ("broker mqtt://127.0.0.1:1: nothing is listening there "
+                              "(connection refused)")
+    assert not client.connected and client.failures >= 3
+
+
+async def test_a_dead_task_is_logged_by_name(caplog: pytest.LogCaptureFixture) -> None:
+    async def boom() -> None:
+        raise RuntimeError("lost the mission clock")
+
+    with caplog.at_level(logging.ERROR), pytest.raises(BaseExceptionGroup) as err:
+        async with TaskGroup("sim") as tasks:
+            tasks.create_task(asyncio.sleep(10), name="fly")
+            tasks.create_task(boom(), name="publish")
+    assert "task sim/publish died: RuntimeError: lost the mission clock" in caplog.text
+    (exc,) = err.value.exceptions
+    assert "in task sim/publish" in (exc.__notes__ or [])
+
+
+async def test_expected_endings_are_not_errors(caplog: pytest.LogCaptureFixture) -> None:
+    async def lost() -> None:
+        raise BrokerError("broker gone")
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(BaseExceptionGroup):
+        async with TaskGroup("feed", expected=(BrokerError,)) as tasks:
+            tasks.create_task(lost(), name="receive")
+    assert "task feed/receive ended: broker gone" in caplog.text
+    assert "died" not in caplog.text
