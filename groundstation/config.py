@@ -411,17 +411,3 @@ def _toml(v: Any) -> str:
     if isinstance(v, int | float):
         return repr(v)
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-
-def with_plain_secrets(config: Config) -> Config:
-    """A copy whose secrets are plain str, for code that hands `config.mqtt.password` or
-    `config.influx.token` to a client library as it is (the ingest service, until it
-    connects through groundstation.mqtt and reads its sink's secrets with reveal()).
-    Never print or log the copy."""
-    def plain(section: _Section) -> _Section:
-        model = type(section)
-        return section.model_copy(update={k: reveal(getattr(section, k))
-                                          for k in model.model_fields if is_secret(model, k)})
-
-    return config.model_copy(update={s: plain(getattr(config, s)) for s in SECTIONS})

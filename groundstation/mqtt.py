@@ -281,6 +281,11 @@ class Connection:
     def ack(self, message: Received) -> bool:
         return self._owner.ack(message.mid, message.qos, message.generation)
 
+    def acknowledge(self, mid: int, qos: int) -> bool:
+        """Acknowledge message `mid` of this connection (for an owner that kept only its
+        id and QoS until the data were durable)."""
+        return self._owner.ack(mid, qos, self.generation)
+
 
 Session = Callable[[Connection], Coroutine[Any, Any, None]]
 Handler = Callable[[Received], Awaitable[None] | None]

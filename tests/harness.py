@@ -22,7 +22,6 @@ from groundstation.config import (
     InfluxConfig,
     IngestConfig,
     MqttConfig,
-    with_plain_secrets,
 )
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.broker_auth import secure_broker_config
@@ -46,11 +45,11 @@ def start_or_skip(server: MosquittoServer | InfluxDBServer) -> None:
 
 def ingest_config(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Path,
                   database: str = "e2e", mqtt_user: tuple[str, str] | None = None,
-                  **ingest: Any) -> Config:
+                  mqtt: MqttConfig | None = None, **ingest: Any) -> Config:
     user, password = mqtt_user or (None, None)
     return Config(
-        mqtt=MqttConfig(host=mosquitto.host, port=mosquitto.port,  # type: ignore[call-arg]
-                        username=user, password=password),
+        mqtt=mqtt or MqttConfig(host=mosquitto.host, port=mosquitto.port,  # type: ignore[call-arg]
+                                username=user, password=password),
         influx=InfluxConfig(api="v1", url=influxdb.url, database=database,  # type: ignore[call-arg]
                             spool_dir=tmp / "spool", flush_interval_ms=20),
         ingest=IngestConfig(archive_dir=tmp / "archive",  # type: ignore[call-arg]
@@ -61,11 +60,11 @@ def ingest_config(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Pat
 async def running_ingest(mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp: Path,
                          definitions: dict[str, VehicleDefinition], database: str = "e2e",
                          mqtt_user: tuple[str, str] | None = None,
+                         mqtt: MqttConfig | None = None,
                          **ingest: Any) -> AsyncIterator[IngestService]:
-    """The real ingest, connected to the fixtures' servers (as mqtt_user, if given)."""
-    # The service hands its secrets to aiomqtt as they are (see with_plain_secrets).
-    config = with_plain_secrets(ingest_config(mosquitto, influxdb, tmp, database, mqtt_user,
-                                              **ingest))
+    """The real ingest, connected to the fixtures' servers (as mqtt_user, if given; with
+    `mqtt`, as that configuration says: TLS, say)."""
+    config = ingest_config(mosquitto, influxdb, tmp, database, mqtt_user, mqtt, **ingest)
     InfluxV1(influxdb.url, database).create_database()
     sink = make_sink(config)
     await sink.start()

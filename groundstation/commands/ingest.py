@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from groundstation.commands.options import add_config_arguments, load_config
-from groundstation.config import ConfigError, example_toml, with_plain_secrets
+from groundstation.config import example_toml
 from groundstation.core.definitions import load_all
 from groundstation.ingest.tasks import WorkerDied
 from groundstation.ingest.wiring import serve
@@ -44,16 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(example_toml(config), end="")
         return 0
-    if config.mqtt.tls:
-        # The service still makes its own connection (not yet groundstation.mqtt's), which
-        # would send the password in clear to the TLS port.
-        raise ConfigError("the ingest does not connect with TLS yet: it moves onto "
-                          "groundstation.mqtt next; until then give it the broker's plain "
-                          "listener (tls off)")
     definitions = load_all(config.ingest.defs_dir)
     keep_large_buffers()
-    # The service hands the secrets to its clients as they are (see with_plain_secrets).
-    config = with_plain_secrets(config)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from groundstation.ingest.mqtt_session import Connection
 from groundstation.ingest.stream import Received, Sink
+from groundstation.mqtt import Connection
 
 log = logging.getLogger("groundstation.ingest")
 
@@ -58,7 +58,7 @@ class InFlight:
 
     def ack(self, mid: int, qos: int, generation: int) -> None:
         if generation == self.generation and self.conn is not None:
-            self.conn.ack(mid, qos)
+            self.conn.acknowledge(mid, qos)
 
     def ack_now(self, mid: int, qos: int) -> None:
         """A message that is done with as it arrives (a control message, a rejected one)."""

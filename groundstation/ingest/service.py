@@ -29,7 +29,6 @@ quarantine, the database check, and `serve`); line protocol: storage/influx/line
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -62,8 +61,9 @@ from groundstation.ingest.stream import (
     Stream,
     persists,
 )
-from groundstation.ingest.tasks import Workers, cancel_all
+from groundstation.ingest.tasks import Workers
 from groundstation.storage.influx.lineprotocol import alarm_line, batch_lines
+from groundstation.tasks import TaskGroup
 
 log = logging.getLogger("groundstation.ingest")
 
@@ -114,8 +114,6 @@ class IngestService:
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until stop is set, reconnecting to the broker whenever the link drops.
         Raises tasks.WorkerDied, after a clean shutdown, if a part of the service failed."""
-        cfg = self.config.mqtt
-        backoff = 0.2
         halt = self._halt
         self.restore_alarm_state()
         w = self.workers
@@ -130,18 +128,12 @@ class IngestService:
             halt), restart=True)
         w.start("alarm-state", lambda: self.alarm_state.saver(self.streams.items),
                 restart=True)
+        client = mqtt_session.client(self.config.mqtt,
+                                     on_disconnect=lambda _: self.connected.clear())
         try:
-            while not halt.is_set():
-                try:
-                    await self._session(halt, ready)
-                    backoff = 0.2
-                except mqtt_session.SessionError as exc:
-                    self.connected.clear()
-                    log.warning("broker %s:%s unreachable (%s); retrying in %.1f s",
-                                cfg.host, cfg.port, exc, backoff)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(halt.wait(), backoff)
-                    backoff = min(backoff * 2, cfg.reconnect_max_s)
+            # The adapter's reconnect loop: the session runs once per connection, and is
+            # cancelled when halt is set.
+            await client.run(lambda conn: self._session(conn, ready), stop=halt)
         except Exception as exc:  # a bug in the session or the routing
             self.workers.fail("session", exc)
         finally:
@@ -157,24 +149,18 @@ class IngestService:
         if w.failure is not None:
             raise w.failure from w.failure.error
 
-    async def _session(self, halt: asyncio.Event, ready: asyncio.Event | None) -> None:
-        async with mqtt_session.connect(self.config.mqtt) as conn:
-            self.inflight.attach(conn)
-            self.connected.set()
-            if ready is not None:
-                ready.set()
-            tasks = [asyncio.create_task(self._receive(conn), name="ingest-receive"),
-                     asyncio.create_task(self._send(conn), name="ingest-send"),
-                     asyncio.create_task(halt.wait(), name="ingest-halt")]
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    exc = t.exception()
-                    if exc is not None:
-                        raise exc
-            finally:
-                self.inflight.detach()
-                await cancel_all(tasks, expected=(mqtt_session.SessionError,))
+    async def _session(self, conn: mqtt_session.Connection,
+                       ready: asyncio.Event | None) -> None:
+        self.inflight.attach(conn)
+        self.connected.set()
+        if ready is not None:
+            ready.set()
+        try:
+            async with TaskGroup("ingest", expected=(mqtt_session.BrokerError,)) as tasks:
+                tasks.create_task(self._receive(conn), name="receive")
+                tasks.create_task(self._send(conn), name="send")
+        finally:
+            self.inflight.detach()
 
     async def _receive(self, conn: mqtt_session.Connection) -> None:
         async for m in conn.messages():
@@ -208,7 +194,8 @@ class IngestService:
 
     async def _send(self, conn: mqtt_session.Connection) -> None:
         while True:
-            await conn.publish(*await self.outbox.get())
+            topic, payload, retain = await self.outbox.get()
+            await conn.publish(topic, payload, retain=retain)
 
     def publish(self, topic: str, payload: messages.Message, retain: bool = False) -> None:
         """Queue a message for the broker; when the queue is full the oldest console

@@ -88,6 +88,7 @@ class NullSink:
 def make_sink(config: Config) -> Any:
     """The InfluxDB sink the configuration describes (the API is asked of the server when
     `api` is auto, so the server must answer /ping)."""
+    from groundstation.config import reveal
     from groundstation.storage.influx.backends import make_backend
     from groundstation.storage.influx.sink import InfluxSink
 
@@ -96,7 +97,8 @@ def make_sink(config: Config) -> Any:
         return NullSink()
     backend = make_backend(c.url, c.api, database=c.database,
                            retention_policy=c.retention_policy, username=c.username,
-                           password=c.password, token=c.token, org=c.org, bucket=c.bucket)
+                           password=reveal(c.password), token=reveal(c.token), org=c.org,
+                           bucket=c.bucket)
     return InfluxSink(backend, c.spool_dir, sink_config(config))
 
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from groundstation.config import MqttConfig
@@ -21,13 +22,16 @@ from groundstation.console import app as console
 from groundstation.console import pages as console_pages
 from groundstation.core import flightplan as tl
 from groundstation.core import topics
-from groundstation.core.definitions import load_all
-from groundstation.deploy.servers import MosquittoServer
+from groundstation.core.definitions import load_all, load_definition
+from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
 from groundstation.mqtt import BrokerRefused, MqttClient, Received
+from groundstation.storage.influx.backends import InfluxV1
+from simulators.downlink import Downlink
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
 from tests.archive_helpers import T0, record
-from tests.harness import flying, start_or_skip, wait_for
+from tests.harness import flying, rows, running_ingest, start_or_skip, wait_for
+from tests.paths import MINI
 from tests.tls_helpers import Certificates, make_certificates
 
 A = tl.APOLLO
@@ -91,6 +95,26 @@ async def test_the_ships_fly_over_tls(tls_broker: MosquittoServer, certs: Certif
     assert any(m.topic == topics.sim_state(A) for m in got)
     stop.set()
     await watching
+
+
+async def test_the_ingest_over_tls_stores_what_the_ship_sent(
+        tls_broker: MosquittoServer, certs: Certificates, influxdb: InfluxDBServer,
+        tmp_path: Path) -> None:
+    mini = load_definition(MINI)
+    press = (np.arange(16) + 60) * 17 / 255  # counts 60..75, one per frame
+    link = Downlink(mini, tls_broker.host, tls_broker.port, frames_per_message=4,
+                    values=lambda seq, n: {"cabin_press": press[seq:seq + n], "hatch": "OPEN",
+                                           "range": 222.0, "temp": 66.0})
+    async with running_ingest(tls_broker, influxdb, tmp_path, {"mini": mini}, "tls",
+                              mqtt=_tls(tls_broker, certs, client_id="ingest-tls")) as ingest:
+        ship = MqttClient(_tls(tls_broker, certs), name="ship")
+        async with ship.connect() as conn:
+            for k in range(4):
+                await conn.publish(*link.next_message(T0 + k * 4 * 20_000_000))
+        await wait_for(lambda: ingest.acked >= 4, 20, "4 messages stored and acknowledged")
+    got = rows(InfluxV1(influxdb.url, "tls"),
+               "SELECT cabin_press FROM tm WHERE vehicle='mini' AND source='live'")
+    np.testing.assert_allclose([r["cabin_press"] for r in got], press, rtol=1e-12)
 
 
 def test_the_sim_command_over_tls_and_its_mistakes_in_words(tls_broker: MosquittoServer,

@@ -17,7 +17,6 @@ from groundstation.config import (
     flag_name,
     load,
     reveal,
-    with_plain_secrets,
 )
 
 
@@ -155,11 +154,6 @@ def test_an_unreadable_secret_file_names_where_it_was_given(tmp_path: Path) -> N
         load(None, env={}, flags=_flags("--mqtt-password-file", str(tmp_path / "empty")))
 
 
-def test_plain_secrets_for_the_ingest_until_it_reads_them_itself() -> None:
-    c = with_plain_secrets(load(None, env={"GS_MQTT_PASSWORD": PW}))
-    assert c.mqtt.password == PW  # type: ignore[comparison-overlap]
-
-
 def test_a_secret_flag_still_works_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
     from groundstation.commands.options import load_config
 
@@ -203,11 +197,3 @@ def test_sections_limits_what_is_read() -> None:
     assert str(load(None, env=env, sections=["ingest"]).ingest.defs_dir) == "/defs"
     with pytest.raises(ConfigError):
         load(None, env=env)
-
-
-def test_the_ingest_refuses_tls_until_it_connects_through_the_adapter(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    from groundstation import cli
-
-    assert cli.main(["ingest", "--mqtt-tls"]) == 1
-    assert "the ingest does not connect with TLS yet" in capsys.readouterr().err
