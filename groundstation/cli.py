@@ -10,6 +10,7 @@ from types import ModuleType
 
 from groundstation.commands import (
     archive,
+    commanding,
     console,
     dashboards,
     defs,
@@ -38,6 +39,10 @@ examples:
                                           the Houston terminal console on a running station
   groundstation drill list                training drills, with their titles
   groundstation drill run o2-tank-spike   run a drill; the debrief is written at the end
+  groundstation commanding serve          the commanding service: commands and crew
+                                          procedures from the consoles, verified in telemetry
+  groundstation commanding list apollo_csm
+                                          what each position may send a ship
   groundstation sim both --start docking-30m --speed 10
                                           fly both ships from 30 min before docking, 10x
 """
@@ -47,6 +52,7 @@ examples:
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo, "ingest": ingest, "defs": defs, "dashboards": dashboards, "sim": sim,
     "archive": archive, "replay": replay, "drill": drill, "console": console,
+    "commanding": commanding,
 }
 
 
