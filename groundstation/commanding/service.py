@@ -94,6 +94,7 @@ class CommandingService:
         self._logs: dict[str, CommandLogWriter] = {}
         self._pending: list[tuple[str, bytes, bool]] = []
         self.connected = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one publisher at a time: the order is the events'
         self.stored = 0
         self.published = 0
 
@@ -128,16 +129,17 @@ class CommandingService:
             self.stored += len(events)
 
     async def _flush(self, client: aiomqtt.Client | None) -> None:
-        out, events = self.engine.drain()
-        await self._store(events)
-        self._pending += out
-        if client is None:
-            return
-        while self._pending:
-            topic, payload, retain = self._pending[0]
-            await client.publish(topic, payload, qos=1, retain=retain)
-            self._pending.pop(0)
-            self.published += 1
+        async with self._flushing:
+            out, events = self.engine.drain()
+            await self._store(events)
+            self._pending += out
+            if client is None:
+                return
+            while self._pending:
+                topic, payload, retain = self._pending[0]
+                await client.publish(topic, payload, qos=1, retain=retain)
+                self._pending.pop(0)
+                self.published += 1
 
     # --- MQTT -------------------------------------------------------------------------------
 

@@ -959,7 +959,9 @@ class CommandRequest(_Sparse):
         if action not in COMMAND_ACTIONS:
             raise ValueError(f"action: unknown action {action!r}; use send, arm, execute or "
                              "disarm")
-        extra = sorted(set(data) - _COMMAND_KEYS[action])
+        # An empty `args` is no argument (what an execute's own to_json() writes).
+        extra = sorted(k for k in set(data) - _COMMAND_KEYS[action]
+                       if not (k == "args" and data[k] in ({}, None)))
         if extra:
             raise ValueError(f"{extra[0]}: unknown field for {action} (it takes "
                              f"{', '.join(sorted(_COMMAND_KEYS[action]))})")

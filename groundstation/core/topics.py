@@ -794,6 +794,11 @@ def command_events_subscription(source: str | Source) -> str:
     return "/".join((CMD, "events", *Source.parse(source).levels, "+"))
 
 
+def command_history_subscription(source: str | Source) -> str:
+    """Every vehicle's retained command history from one source."""
+    return "/".join((CMD, "history", *Source.parse(source).levels, "+"))
+
+
 def command_uplink_subscription(vehicle: str, source: str | Source = LIVE) -> str:
     """What a ship listens to: its own uplink (one topic, no wildcard)."""
     return command_uplink(vehicle, source)

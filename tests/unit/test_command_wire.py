@@ -46,6 +46,7 @@ def test_command_messages() -> None:
     assert messages.CommandRequest.from_json(req.to_json()) == req
     req = messages.CommandRequest.parse_line("execute ab12-3", "r3")
     assert (req.action, req.command_id) == ("execute", "ab12-3")
+    assert messages.CommandRequest.from_json(req.to_json()) == req
     for line, says in (("", "type a command"), ("execute", "execute COMMAND_ID"),
                        ("crew_alert now", "'now' is not key=value")):
         with pytest.raises(messages.MessageError, match=says):
