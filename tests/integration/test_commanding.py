@@ -7,7 +7,6 @@ error and changing nothing; every stage in InfluxDB and in the command history f
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +121,7 @@ async def test_commands_reach_the_ships_and_are_verified_in_their_telemetry(
         assert reply.ok
         await wait_for(lambda: "queued" in eecom.stages(reply.command_id), 10, "queued")
         new = eecom.events[before:]
-        assert [e.operator for e in new if e.stage == "queued"][0] == "eecom"
+        assert next(e.operator for e in new if e.stage == "queued") == "eecom"
         assert not [e for e in new if e.operator in ("inco", APOLLO)]
 
         # 6. Arm, then execute: a hazardous command is never sent in one step.
