@@ -65,7 +65,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="scenario files (default: every shipped scenario)")
     check.add_argument("--fly", action="store_true",
                        help="also fly each offline (no broker) and check that every "
-                            "expected alarm is raised in time and no other")
+                            "expected alarm is raised in time and no other; with expected "
+                            "actions, fly it again taking each at its due time and check "
+                            "its effect shows in the telemetry")
     show = sub.add_parser("show", help="a scenario's briefing and plan")
     show.add_argument("scenario", help="scenario id or file")
     show.add_argument("--instructor", action="store_true",
@@ -141,7 +143,7 @@ def _list(directory: Path) -> int:
 
 def _check(files: list[Path], fly: bool) -> int:
     from groundstation.drills.debrief import build_debrief, scenario_injections
-    from groundstation.drills.offline import fly_offline
+    from groundstation.drills.offline import action_problems, fly_offline
 
     files = files or scenario_files()
     defs = load_all()
@@ -171,6 +173,11 @@ def _check(files: list[Path], fly: bool) -> int:
                      "tolerate)" for u in d["raised_without_fault"]]
         problems += [f"call {c['call']!r}: {c['note']}" for c in d["timed_calls"]
                      if not c.get("cues_in_time", True)]
+        acted = None
+        if sc.actions:
+            # Flown again: each expected action taken at its due time (the last moment).
+            acted = fly_offline(sc, defs, actions=True)
+            problems += action_problems(sc, acted)
         if problems:
             failed += 1
             print(f"{f}: {len(problems)} problems when flown offline:\n  "
@@ -180,6 +187,12 @@ def _check(files: list[Path], fly: bool) -> int:
                      for x in d["faults"] for r in x["alarms"]]
             times += [f"call cues together +{c['cues_together_after_s']:.0f} s (due "
                       f"+{c['within_s']:g} s)" for c in d["timed_calls"]]
+            if acted is not None:
+                times += [f"{a.id} at +{a.within_s:g} s: "
+                          + ", ".join(f"{w.what.split(':')[0]} +"
+                                      f"{(w.shown or 0) - (acted.actions[a.id].act or 0):.0f} s"
+                                      for w in acted.actions[a.id].watches)
+                          for a in sc.actions]
             print(f"{f}: ok, flown offline: {', '.join(times)}")
     return 1 if failed else 0
 
