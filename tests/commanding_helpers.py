@@ -77,13 +77,15 @@ class Operator:
         self.replies: list[messages.CommandReply] = []
         self.events: list[messages.CommandEvent] = []
         self.histories: list[messages.CommandHistory] = []
+        self.alarms: list[messages.AlarmEvent] = []  # of any extra alarm subscription
         self._n = 0
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
     @asynccontextmanager
     async def login(cls, broker: MosquittoServer, name: str, source: str = topics.LIVE,
-                    password: str | None = None) -> AsyncIterator[Operator]:
+                    password: str | None = None, *, alarms: bool = False
+                    ) -> AsyncIterator[Operator]:
         async with aiomqtt.Client(broker.host, broker.port, username=name,
                                   password=USERS.get(name, "") if password is None
                                   else password,
@@ -93,6 +95,8 @@ class Operator:
             await client.subscribe(topics.command_replies(name), qos=1)
             await client.subscribe(topics.command_events_subscription(source), qos=1)
             await client.subscribe(topics.command_history_subscription(source), qos=1)
+            if alarms:
+                await client.subscribe(topics.alarms_subscription(source), qos=1)
             op._task = asyncio.create_task(op._listen())
             try:
                 yield op
@@ -109,6 +113,12 @@ class Operator:
                 self.events.append(messages.CommandEvent.from_json(payload))
             elif isinstance(where, topics.CommandHistoryTopic) and payload:
                 self.histories.append(messages.CommandHistory.from_json(payload))
+            elif isinstance(where, topics.AlarmsTopic):
+                self.alarms.append(messages.AlarmEvent.from_json(payload))
+
+    def raised(self, parameter: str) -> bool:
+        return any(a.parameter == parameter and a.transition.value in ("raised", "escalated")
+                   for a in self.alarms)
 
     async def send(self, vehicle: str, line: str | None = None, *, as_user: str | None = None,
                    raw: bytes | None = None, position: str | None = None,
