@@ -216,6 +216,19 @@ def _show(name: str, instructor: bool) -> int:
                 if sc.call_fault(c) is f:
                     print(f"      call within {c.within_s:g} s: {c.call} (cues: "
                           f"{'; '.join(x.describe() for x in c.cues)}; not scored yet)")
+        if sc.actions or sc.harmful:
+            print("\nexpected actions (instructor only):")
+            for act in sc.actions:
+                f = sc.action_fault(act)
+                print(f"  {act.id}: {sc.action_vehicle(act)} {act.describe()} from "
+                      f"{act.position or 'any position'} within {act.within_s:g} s of "
+                      f"{f.id if f else '?'}")
+                for eff in act.effect:
+                    print(f"      effect: {eff.describe()}")
+            for h in sc.harmful:
+                args = " ".join(f"{k}={v}" for k, v in h.args.items())
+                print(f"  harmful: {sc.harmful_vehicle(h)} {h.command} {args}".rstrip()
+                      + f": {h.reason.strip()}")
         if sc.history:
             print("\nthe real event:\n" + sc.history.strip())
     return 0

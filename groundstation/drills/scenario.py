@@ -633,8 +633,8 @@ def _check_actions(sc: Scenario, defs: dict[str, VehicleDefinition],
         v = sc.action_vehicle(a)
         out += [(f"{where}: {field}", m)
                 for field, m in _check_command(v, a.command, a.args, commands, ships)]
-        c = commands.get(v).get(a.command) if v in commands and commands[v].get(a.command) \
-            else None
+        vc = commands.get(v)
+        c = vc.get(a.command) if vc is not None else None
         if c is not None and a.position is not None and not c.allows(a.position):
             out.append((f"{where}: position", f"{a.position} may not send {a.command} (it is "
                                               f"sent from {', '.join(c.positions)})"))
@@ -643,9 +643,9 @@ def _check_actions(sc: Scenario, defs: dict[str, VehicleDefinition],
             out.append((f"{where}: within_s", f"{a.within_s:g} s after the injection is past "
                                               f"the end of the drill "
                                               f"({format_get(sc.end_get)}) and its grace"))
-        for j, e in enumerate(a.effect):
+        for j, eff in enumerate(a.effect):
             out += [(f"{where}: effect[{j}]" + (f": {field}" if field else ""), m)
-                    for field, m in _check_cue(e.vehicle or v, e, defs, ships)]
+                    for field, m in _check_cue(eff.vehicle or v, eff, defs, ships)]
     ids = {a.id for a in sc.actions}
     for i, f in enumerate(sc.faults):
         for j, e in enumerate(f.expect):
