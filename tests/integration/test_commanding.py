@@ -7,6 +7,7 @@ error and changing nothing; every stage in InfluxDB and in the command history f
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +181,24 @@ async def test_a_ship_out_of_contact_never_answers_and_the_command_fails(
     assert rts.stages(reply.command_id) == ["queued", "sent", "failed"]
     assert done.reason is not None and done.reason.startswith("no answer from soyuz within 2 s")
     assert m.applied == []
+
+
+async def test_the_shell_sender(broker: MosquittoServer, tmp_path: Path,
+                                defs: dict[str, VehicleDefinition],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`groundstation commanding send` as an operator: a refusal says why, exit 1."""
+    from groundstation.cli import main
+
+    def send(user: str, *line: str) -> int:
+        return main(["commanding", "send", APOLLO, *line, "--mqtt-host", broker.host,
+                     "--mqtt-port", str(broker.port), "--mqtt-username", user,
+                     "--mqtt-password", USERS[user], "--timeout", "5"])
+
+    async with running_commanding(broker, None, tmp_path, defs, ack_timeout_s=1.0):
+        assert await asyncio.to_thread(send, "gnc", "crew_alert") == 1
+        assert "refused (wrong_position): crew_alert is sent from INCO, CAPCOM, FLIGHT" in \
+            capsys.readouterr().err
+        # No ship flies here: sent, then failed for want of an answer.
+        assert await asyncio.to_thread(send, "inco", "crew_alert") == 1
+        out = capsys.readouterr().out
+        assert "crew_alert queued" in out and "FAILED" in out and "no answer from" in out
