@@ -304,3 +304,34 @@ def test_the_operators_file(tmp_path: Any) -> None:
     assert "operator 'apollo_csm': apollo_csm is a vehicle or a service account" in text
     assert "operator 'eve': 'JANITOR' is not a console position" in text
     assert "operator 'bob': give a list of positions" in text
+
+
+async def test_a_restart_reads_the_history_back_and_fails_what_was_undecided(
+        defs: dict[str, VehicleDefinition], tmp_path: Any) -> None:
+    from groundstation.commanding.service import CommandingService, NullSink
+    from groundstation.config import Config, IngestConfig
+    from groundstation.storage.command_log import CommandLogWriter, log_path, read_events
+
+    base = {"vehicle": APOLLO, "source": "live", "command": "crew_alert", "kind": "realtime",
+            "operator": "inco", "time_ns": 1, "data_time_ns": T0}
+    w = CommandLogWriter(tmp_path, "live")
+    for n, (cid, stage) in enumerate([("a-1", "queued"), ("a-1", "verified"),
+                                      ("a-2", "queued"), ("a-2", "sent")], start=1):
+        w.append(messages.CommandEvent.from_data({**base, "command_id": cid, "seq": n,
+                                                  "stage": stage}))
+    w.close()
+    config = Config(ingest=IngestConfig(archive_dir=tmp_path))  # type: ignore[call-arg]
+    service = CommandingService(config, defs, load_all_commands(defs), OPS, NullSink(),
+                                tmp_path)
+    service.restore()
+    await service._flush(None)
+    events = list(read_events(log_path(tmp_path, "live")))
+    assert [(e.command_id, e.stage) for e in events[-1:]] == [("a-2", "failed")]
+    assert events[-1].reason == "the commanding service stopped before it was decided"
+    assert events[-1].seq > 4  # the order goes on from where it was
+    history = [messages.CommandHistory.from_json(p) for t, p, r in service._pending
+               if t == topics.command_history(APOLLO)]
+    assert [(c.command_id, c.stage) for c in history[-1].commands] == [("a-2", "failed"),
+                                                                       ("a-1", "verified")]
+    for w in service._logs.values():
+        w.close()
