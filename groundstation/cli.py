@@ -22,6 +22,7 @@ from types import ModuleType
 from groundstation import __version__
 from groundstation.commands import (
     archive,
+    commanding,
     console,
     dashboards,
     defs,
@@ -50,6 +51,10 @@ examples:
                                           the Houston terminal console on a running station
   groundstation drill list                training drills, with their titles
   groundstation drill run o2-tank-spike   run a drill; the debrief is written at the end
+  groundstation commanding serve          the commanding service: commands and crew
+                                          procedures from the consoles, verified in telemetry
+  groundstation commanding list apollo_csm
+                                          what each position may send a ship
   groundstation sim both --start docking-30m --speed 10
                                           fly both ships from 30 min before docking, 10x
 
@@ -62,6 +67,7 @@ exit codes: 0 done, 1 failed, 2 wrong usage, 130 interrupted.
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo, "ingest": ingest, "defs": defs, "dashboards": dashboards, "sim": sim,
     "archive": archive, "replay": replay, "drill": drill, "console": console,
+    "commanding": commanding,
 }
 
 LOG_LEVEL_ENV = "GS_LOG_LEVEL"

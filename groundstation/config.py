@@ -230,14 +230,43 @@ class IngestConfig(_Section):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
+class CommandingConfig(_Section):
+    """The commanding service (groundstation commanding serve)."""
+
+    operators_file: Path = Field(default_factory=paths.operators_file,
+                                 description="who may command from which positions (TOML)")
+    commands_dir: Path | None = Field(None, description="command definitions directory "
+                                                        "(default: <defs_dir>/commands)")
+    history_dir: Path | None = Field(None, description="the archive root the command "
+                                                       "history goes under, as "
+                                                       "commands/<source>/commands.gsc "
+                                                       "(default: [ingest] archive_dir)")
+    spool_dir: Path = Field(Path("var/spool-commanding"),
+                            description="where command events wait on disk while InfluxDB "
+                                        "is unreachable (not the ingest's spool)")
+    client_id: str = Field("groundstation-commanding", min_length=1,
+                           description="MQTT client id of the commanding service")
+    arm_timeout_s: float = Field(30.0, gt=0, le=3600, description="a hazardous command "
+                                                                  "armed must be executed "
+                                                                  "within this, seconds")
+    ack_timeout_s: float = Field(15.0, gt=0, le=3600, description="the ship must answer "
+                                                                  "within this, seconds")
+    verify_grace_s: float = Field(30.0, gt=0, le=3600,
+                                  description="wall seconds past a command's verification "
+                                              "windows before it fails for want of "
+                                              "telemetry")
+
+
 class Config(_Section):
     mqtt: MqttConfig = MqttConfig()  # type: ignore[call-arg]
     influx: InfluxConfig = InfluxConfig()  # type: ignore[call-arg]
     ingest: IngestConfig = IngestConfig()  # type: ignore[call-arg]
+    commanding: CommandingConfig = CommandingConfig()  # type: ignore[call-arg]
 
 
 SECTIONS: dict[str, type[_Section]] = {"mqtt": MqttConfig, "influx": InfluxConfig,
-                                       "ingest": IngestConfig}
+                                       "ingest": IngestConfig,
+                                       "commanding": CommandingConfig}
 
 
 def load(file: Path | None = None, env: Mapping[str, str] | None = None,

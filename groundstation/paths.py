@@ -72,6 +72,11 @@ def mosquitto_dir() -> Path:
     return _root("deploy") / "mosquitto"
 
 
+def operators_file() -> Path:
+    """deploy/commanding/operators.toml: who may command from which positions."""
+    return _root("deploy") / "commanding" / "operators.toml"
+
+
 @cache
 def scenarios_dir() -> Path:
     """The drill scenarios: part of the simulators package (non-Python files that the

@@ -39,6 +39,13 @@ mains. The entry_rcs_fumes fault is the ASTP sequence: ELS AUTO missed, nothing 
 C&W. The caution and warning lights from the AOH thresholds (as NASSP implements them),
 SM lights only in CSM mode (until CM/SM separation), CM RCS lights only in CM mode.
 
+COMMANDS. What the ground's commands and the crew's procedures do (`command`; the list is
+telemetry_defs/commands/apollo_csm.yaml): CREW ALERT lights its light; the cryo O2 heater and
+fan switches take the power off a tank (a stuck heater with it); FUEL CELL RESET puts a
+tripped cell back on the buses, closing its reactant valves stops it for good; the power
+down sheds load; SCE to AUX clears the lightning's garbled telemetry; ELS AUTO and CM RCS
+OFF by hand in the entry.
+
 Figures not in astp-facts.md are estimates and are named as such where they are set.
 """
 
@@ -97,6 +104,8 @@ CPRV_TAU = 3.0  # s, the cabin pressure relief valve letting outside air in (est
 INV_STANDBY = 2  # inverter 3 is the spare, off line (estimate)
 FC_COND_NOMINAL = 160.0  # degF, condenser exhaust of a working cell (estimate)
 GIMBAL_LOCK_DEG = 85.0  # IMU middle gimbal angle that lights GIMBAL LOCK (AOH, via NASSP)
+CREW_ALERT_S = 60.0  # the crew answers a CREW ALERT and resets the light (estimate)
+POWER_DOWN_A = 20.0  # load the emergency power-down list sheds (estimate)
 
 SM_PARAMS = frozenset(
     [f"fc{k}_{x}" for k in (1, 2, 3) for x in ("volts", "amps", "o2_flow", "h2_flow",
@@ -242,6 +251,49 @@ class ApolloModel:
         self.jets_firing = False
         self.cprv_open = False  # the relief valve set to let outside air in (BOOST/ENTRY)
         self.cprv_closed_at = math.inf
+        # Switches the ground's commands and the crew's procedures throw (`command`).
+        self.crew_alert_until = -math.inf  # the CREW ALERT command's light
+        self.o2_switch = ["AUTO", "AUTO"]  # cryo O2 tank heaters and fans: AUTO or OFF
+        self.fc_tripped = [False, False, False]  # off the buses (fuel_cell_trip) until reset
+        self.fc_shutdown = [False, False, False]  # reactant valves closed: stopped for good
+        self.trips: dict[str, Fault] = {}
+        self.load_shed = 0.0  # A, the emergency power down
+        self.sce_aux_at: float | None = None  # SCE to AUX: the signal conditioner's spare supply
+        self.els_auto_crew = False  # ELS AUTO thrown by the crew
+        self.rcs_off_crew = False  # the CM RCS disabled by hand
+
+    # --- commands -----------------------------------------------------------------------
+
+    COMMANDS = frozenset({"crew_alert", "o2_tank_heaters_fans_off", "o2_tank_heaters_auto",
+                          "fuel_cell_reset", "fuel_cell_shutdown", "power_down", "power_up",
+                          "sce_to_aux", "els_auto", "cm_rcs_disable"})
+
+    def command(self, name: str, args: dict[str, Any], t: float) -> None:
+        """A command or a procedure takes effect at t (the definitions' arguments, checked)."""
+        if name == "crew_alert":
+            self.crew_alert_until = t + CREW_ALERT_S
+        elif name == "o2_tank_heaters_fans_off":
+            self.o2_switch[int(args["tank"]) - 1] = "OFF"
+        elif name == "o2_tank_heaters_auto":
+            self.o2_switch[int(args["tank"]) - 1] = "AUTO"
+        elif name == "fuel_cell_reset":
+            cells = range(3) if str(args["cell"]).upper() == "ALL" else [int(args["cell"]) - 1]
+            for k in cells:
+                self.fc_tripped[k] = False
+        elif name == "fuel_cell_shutdown":
+            self.fc_shutdown[int(args["cell"]) - 1] = True
+        elif name == "power_down":
+            self.load_shed = POWER_DOWN_A
+        elif name == "power_up":
+            self.load_shed = 0.0
+        elif name == "sce_to_aux":
+            self.sce_aux_at = t if self.sce_aux_at is None else self.sce_aux_at
+        elif name == "els_auto":
+            self.els_auto_crew = True
+        elif name == "cm_rcs_disable":
+            self.rcs_off_crew = True
+        else:
+            raise KeyError(f"apollo_csm has no command {name!r}")
 
     # --- the step -------------------------------------------------------------------------
 
@@ -361,7 +413,8 @@ class ApolloModel:
                 load += 12.0  # gimbal motors, SCS and the G&N powered for the burn
         if t >= tl.CM_SM_SEP:
             load = 34.0 + self.load_jitter * 0.5
-        return load
+        # The emergency power down, never below the essentials (estimate: 15 A).
+        return max(load - self.load_shed, min(load, 15.0))
 
     def _eps(self, t: float, dt: float, phase: str, env: Env, fx: FaultView) -> None:
         load = self._load(t, phase, env)
@@ -378,10 +431,12 @@ class ApolloModel:
             self.fc_online = [False, False, False]
         else:
             health = [1.0 - fx.level("fuel_cell_loss", cell=k + 1) for k in range(3)]
-            health = [0.0 if self.fc_fail[k] else health[k] for k in range(3)]
+            health = [0.0 if self.fc_fail[k] or self.fc_shutdown[k] else health[k]
+                      for k in range(3)]
             if t >= 0 and max(self.o2_press) < 100.0:
                 health = [0.0, 0.0, 0.0]  # no oxygen left for the cells
-            online = [k for k in range(3) if health[k] > 0.05]
+            self._trip(t, fx)
+            online = [k for k in range(3) if health[k] > 0.05 and not self.fc_tripped[k]]
             e = [FC_E0[k] * (0.75 + 0.25 * health[k]) for k in range(3)]
             r = [FC_R / max(health[k], 0.05) for k in range(3)]
             node = 0.0
@@ -403,7 +458,10 @@ class ApolloModel:
                     self.fc_volts[k] = node + 0.05 * k
                 else:
                     self.fc_amps[k] = 0.0
-                    self.fc_volts[k] = relax(self.fc_volts[k], 0.0, dt, 60.0)
+                    # A healthy cell off the buses reads its open-circuit voltage; a dead
+                    # one runs down.
+                    ocv = e[k] if health[k] > 0.05 else 0.0
+                    self.fc_volts[k] = relax(self.fc_volts[k], ocv, dt, 60.0)
             self.batt = [relax(v, 37.0 + d, dt, 3600.0)
                          for v, d in zip(self.batt, (0.0, -0.05, 0.05), strict=True)]
         for bus in ("A", "B"):
@@ -416,6 +474,19 @@ class ApolloModel:
             self.ac[i] = (115.6 - 0.5 * i) - (8.0 * (25.0 - v) if v < 25.0 else 0.0)
             # An overloaded inverter output sags (estimate: ~7 V at the overload trip).
             self.ac[i] -= 7.0 * fx.level("ac_bus_overload", bus=i + 1)
+
+    def _trip(self, t: float, fx: FaultView) -> None:
+        """fuel_cell_trip: the cell's overload/reverse-current relay opens once as the fault
+        starts; the cell stays off the buses until the crew resets it (fuel_cell_reset), or
+        the instructor clears the fault."""
+        for f, lvl in fx.each("fuel_cell_trip"):
+            if lvl > 0 and f.id not in self.trips:
+                self.trips[f.id] = f
+                self.fc_tripped[f.params["cell"] - 1] = True
+        for fid, f in list(self.trips.items()):
+            if not f.active(t):
+                self.fc_tripped[f.params["cell"] - 1] = False  # the instructor's reset
+                del self.trips[fid]
 
     # --- cryogenics ----------------------------------------------------------------------------
 
@@ -430,15 +501,18 @@ class ApolloModel:
             fc_h2 = sum(a * 0.00258 for a in self.fc_amps)
         heat = [0.0, 0.0]
         fans = [False, False]
+        powered = [sw != "OFF" for sw in self.o2_switch]
         for f, lvl in fx.each("o2_tank_heater"):
             k = f.params["tank"] - 1
+            if not powered[k]:
+                continue  # the crew took the power off: a stuck heater heats no more
             heat[k] += f.params["rate_psi_min"] * 60.0 * lvl  # psi/h
             fans[k] = fans[k] or lvl > 0
         self.o2_fans = fans
         self._tanks(self.o2_mass, self.o2_press, self.o2_heater, fc_o2 + ecs_o2, h, dt,
-                    (868.0, 905.0), 300.0, 60.0, O2_CAP, heat, coarse)
+                    (868.0, 905.0), 300.0, 60.0, O2_CAP, heat, coarse, powered)
         self._tanks(self.h2_mass, self.h2_press, self.h2_heater, fc_h2, h, dt,
-                    (238.0, 252.0), 150.0, 250.0, H2_CAP, [0.0, 0.0], coarse)
+                    (238.0, 252.0), 150.0, 250.0, H2_CAP, [0.0, 0.0], coarse, [True, True])
         # Relief valves at ~1008 psia (O2) and ~280 psia (H2) vent gas and hold pressure.
         for k in range(2):
             if self.o2_press[k] > 1008.0:
@@ -449,7 +523,8 @@ class ApolloModel:
 
     def _tanks(self, mass: list[float], press: list[float], heater: list[bool], draw: float,
                h: float, dt: float, band: tuple[float, float], heat_rate: float,
-               k_draw: float, cap: float, fault_heat: list[float], coarse: bool) -> None:
+               k_draw: float, cap: float, fault_heat: list[float], coarse: bool,
+               powered: list[bool]) -> None:
         live = [press[k] > 100.0 for k in range(2)]
         share = clamp(0.5 + (press[0] - press[1]) / 80.0, 0.0, 1.0)
         if not live[0]:
@@ -466,7 +541,9 @@ class ApolloModel:
                 press[k] = relax(press[k], sum(band) / 2, dt, 600.0)
                 heater[k] = False
             else:
-                if press[k] < band[0]:
+                if not powered[k]:
+                    heater[k] = False  # the heaters' switch OFF: no thermostat either
+                elif press[k] < band[0]:
                     heater[k] = True
                 elif press[k] > band[1]:
                     heater[k] = False
@@ -646,11 +723,14 @@ class ApolloModel:
         alt = tl.entry_altitude_ft(t)
         # The CM RCS takes over at separation; the relief valve is set to let air in.
         self.cprv_open = True
-        missed = fx.level("entry_rcs_fumes") > 0  # ELS AUTO not thrown (ASTP)
+        # ELS AUTO not thrown (ASTP), until the crew throws it (the els_auto procedure).
+        missed = fx.level("entry_rcs_fumes") > 0 and not self.els_auto_crew
         if alt <= tl.ELS_ARM_FT:
             self.els_logic = True
             if not missed:
                 self.els_auto = True  # on time, or late when the instructor clears the fault
+        if self.els_auto_crew:
+            self.els_auto = True
         if self.els_logic and self.els_auto and alt <= tl.BAROSWITCH_FT and not self.els_active:
             # The baroswitches (closed since 24,000 ft) latch the ELS activate relay.
             self.els_active, self.els_time = True, t
@@ -669,6 +749,8 @@ class ApolloModel:
                 self.drogues, self.mains = "RELEASED", True  # by hand (estimate)
             if alt <= tl.ASTP_RCS_OFF_FT:
                 self.rcs_off = True
+        if self.rcs_off_crew:
+            self.rcs_off = True  # disabled by hand on the ground's call
         self.cm_rcs_active = not self.rcs_off
         if self.mains and not self.cm_rcs_active and self.cprv_closed_at == math.inf:
             # Under the mains, RCS off: the crew closes the relief valve (before the
@@ -722,6 +804,8 @@ class ApolloModel:
             self.crew_alert = self.crew_alert or env.aos
         else:
             self.crew_alert = False
+        if t < self.crew_alert_until:
+            self.crew_alert = True  # the crew_alert command (heard: it was received)
         if self.crew_alert:
             on.add("CREW ALERT")
         if cw_mode(t) == "CM":

@@ -132,6 +132,14 @@ CATALOGUE: dict[str, FaultSpec] = {s.name: s for s in (
               (Param("cell", int, "fuel cell 1, 2 or 3", required=True, choices=(1, 2, 3)),),
               "the cell's volts fall to zero, its amps and reactant flows to zero, its skin "
               "temperature cools below limits; the other cells carry the load"),
+    FaultSpec("fuel_cell_trip", (tl.APOLLO,), "system",
+              "a fuel cell's overload/reverse-current relay opens (a transient such as "
+              "Apollo 12's lightning): the cell is healthy but off the main buses",
+              (Param("cell", int, "fuel cell 1, 2 or 3", required=True, choices=(1, 2, 3)),),
+              "the cell's amps and flows to zero, its volts to the open-circuit ~32 V, FC BUS "
+              "DISCONNECT; the other cells (or, with all three off, the entry batteries at "
+              "~25 V: MAIN BUS A/B UNDERVOLT) carry the load. It stays off the buses until "
+              "the crew resets it (the fuel_cell_reset procedure) or the fault is cleared"),
     FaultSpec("bus_undervolt", _LINK, "system", "a short on a DC main bus",
               (Param("bus", str, "Apollo: main bus A or B", default="B", choices=("A", "B")),
                Param("amps", float, "short-circuit load", default=40.0, lo=1.0, hi=100.0)),

@@ -37,7 +37,7 @@ from simulators.apollo import (
 )
 from simulators.faults import Fault, FaultManager, FaultView
 from simulators.physics import exchange, merge, pv_per_kg
-from simulators.soyuz import SoyuzModel, sa_bo_open
+from simulators.soyuz import SoyuzModel
 
 DT = 1.0
 PV_N2 = pv_per_kg("n2", 293.0)  # mm Hg m^3 per kg
@@ -128,6 +128,10 @@ class Mission:
         self._geo: dict[str, orbit.Geometry] = {}
         self._geo_block = -1
         self._env_cache: dict[tuple[str, float], Env] = {}
+        # Commands and procedures waiting for their time: (GET, order, vehicle, name, args).
+        self.actions: list[tuple[float, int, str, str, dict[str, Any]]] = []
+        self.applied: list[tuple[float, str, str, dict[str, Any]]] = []
+        self._action_order = 0
         self._spin_up()
         self.t = self.start
         self.step_index = 0
@@ -158,6 +162,26 @@ class Mission:
     def clear(self, vehicle: str | None = None, *, fault_id: str | None = None,
               fault: str | None = None) -> list[Fault]:
         return self.faults.clear(self.t, vehicle=vehicle, fault_id=fault_id, name=fault)
+
+    def command(self, vehicle: str, name: str, args: dict[str, Any], at: float) -> float:
+        """A command's or a procedure's effect on a ship, at the first physics step at or
+        after GET `at` (the next one if `at` has passed: frames already made are not
+        rewritten). Returns the GET it takes effect. The arguments are the definitions',
+        checked (simulators/commands.py checks them)."""
+        model = self.models[vehicle]
+        if name not in model.COMMANDS:
+            raise KeyError(f"{vehicle} has no command {name!r}")
+        when = self.t if at <= self.t else self.t + math.ceil((at - self.t) / DT - 1e-9) * DT
+        self._action_order += 1
+        self.actions.append((when, self._action_order, vehicle, name, dict(args)))
+        self.actions.sort()
+        return when
+
+    def _apply_actions(self, t: float) -> None:
+        while self.actions and self.actions[0][0] <= t + 1e-9:
+            _, _, vehicle, name, args = self.actions.pop(0)
+            self.models[vehicle].command(name, args, t)
+            self.applied.append((t, vehicle, name, args))
 
     def advance_to(self, get: float) -> None:
         """Step the physics until its clock is at or past get."""
@@ -253,6 +277,8 @@ class Mission:
             envs = {v: self.env(v, t) for v in tl.VEHICLES}
         views = {v: FaultView([] if coarse else self.faults.active(v, t), t)
                  for v in tl.VEHICLES}
+        if not coarse:
+            self._apply_actions(t)
         self.soyuz.step(t, dt, envs[tl.SOYUZ], views[tl.SOYUZ], self.rng, coarse)
         self.apollo.step(t, dt, envs[tl.APOLLO], views[tl.APOLLO], self.rng, coarse)
         self._couple_dm(t, dt)
@@ -267,7 +293,7 @@ class Mission:
         """The docking module's gas with the CM's or Soyuz's, by the stage of its cycle."""
         a, s, dm = self.apollo, self.soyuz, self.apollo.dm
         stage = dm_stage(t)
-        soyuz_side = [s.sa, s.bo] if sa_bo_open(t) else [s.bo]
+        soyuz_side = [s.sa, s.bo] if s.hatch_open(t) else [s.bo]
         if stage == "cm":
             merge(a.cm, dm)
         elif stage == "press_n2":

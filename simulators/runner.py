@@ -22,6 +22,10 @@ in-process), and a clean stop clears their retained state so the ingest forgets 
 
 pause() freezes the mission clock (no frames, the state says "paused": true); resume()
 flies on from the same GET at the same speed, without catching up the time it was paused.
+
+Commands: every ship, live or a drill's, listens to its own uplink (cmd/uplink/<source>/
+<vehicle>) and answers on cmd/ack/<source>/<vehicle> when it hears the command
+(simulators/commands.py); the effect goes into the physics, so it shows in the frames.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from groundstation.core.mission_time import format_get
 from groundstation.mqtt import BrokerError, Connection, MqttClient, broker_error_of
 from groundstation.tasks import TaskGroup
 from simulators import control
+from simulators.commands import ShipCommands
 from simulators.link import Message, Transmitter, auto_frames_per_message
 from simulators.mission import Mission
 from simulators.recorder import HBR_CAPACITY_S, HBR_DUMP_RATE
@@ -234,6 +239,9 @@ class SimRunner:
                                              playback_rate=options.playback_rate,
                                              source=self.source)
         listen = [] if self.training else [topics.sim_control(v) for v in self.vehicles]
+        # Every ship hears its own uplink, a drill's ships under the drill's source.
+        listen += [topics.command_uplink_subscription(v, self.source) for v in self.vehicles]
+        self.commands = ShipCommands(mission)
         self.publisher = Publisher(options, listen, self._on_control)
         self._ships = {v: _ShipState() for v in self.vehicles}
         mission.listeners.append(self._on_event)
@@ -275,6 +283,9 @@ class SimRunner:
     # --- control ------------------------------------------------------------------------
 
     def _on_control(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(topics.CMD + "/"):
+            self._on_uplink(topic, payload)
+            return
         try:
             vehicle = topics.parse_sim_control(topic).vehicle
         except ValueError:
@@ -290,6 +301,18 @@ class SimRunner:
         # A pause stops every ship of the mission; any other request concerns one.
         for v in (self.vehicles if reply.cmd in ("pause", "resume") else [vehicle]):
             self._publish_state(v)
+
+    def _on_uplink(self, topic: str, payload: bytes) -> None:
+        try:
+            where = topics.parse_command_uplink(topic)
+        except ValueError:
+            return
+        if where.vehicle not in self.vehicles or str(where.source) != self.source:
+            return
+        # The ship's time is its newest frame's: what the ground is receiving now.
+        ack = self.commands.receive(where.vehicle, payload, self.get)
+        if ack is not None:
+            self.publisher.put_control(topics.command_acks(where.vehicle, self.source), ack)
 
     def _on_event(self, event: tl.Event, get: float) -> None:
         for v in event.vehicles:

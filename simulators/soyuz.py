@@ -21,6 +21,11 @@ Soyuz flies the second docking.
 ССВП (docking). The androgynous unit passive for the first docking and active for the
 second: ring, capture, hooks, latches, seal; the БО-DM hatch and valve follow the DM cycles.
 
+Commands (`command`; the list is telemetry_defs/commands/soyuz.yaml): the crew closes or
+opens the СА-БО hatch (a leak in the БО then no longer draws on the СА, whose make-up air
+represses it); radio commands switch the TV and the coolant loop's backup pump, and each one
+received steps the command counter.
+
 Figures not in astp-facts.md are estimates.
 """
 
@@ -116,10 +121,40 @@ class SoyuzModel:
         self.activity = 1.0
         self.pump_on = True
         self.kdu_burning = False
+        # What the ground's commands and the crew's procedures set (`command`).
+        self.hatch_crew: str | None = None  # the СА-БО hatch as the crew left it
+        self.tv_cmd: str | None = None  # the TV switched by radio command
+        self.backup_pump = False  # the coolant loop on its backup pump
+
+    COMMANDS = frozenset({"close_hatch_sa_bo", "open_hatch_sa_bo", "tv_power",
+                          "coolant_backup_pump"})
+    RADIO = frozenset({"tv_power", "coolant_backup_pump"})
+
+    def command(self, name: str, args: dict[str, Any], t: float) -> None:
+        """A radio command or a procedure takes effect at t (arguments checked)."""
+        if name == "close_hatch_sa_bo":
+            self.hatch_crew = "CLOSED"
+        elif name == "open_hatch_sa_bo":
+            self.hatch_crew = "OPEN"
+        elif name == "tv_power":
+            self.tv_cmd = str(args["state"]).upper()
+        elif name == "coolant_backup_pump":
+            self.backup_pump = True
+        else:
+            raise KeyError(f"soyuz has no command {name!r}")
+        if name in self.RADIO:
+            self.cmd_count += 1.0  # the on-board counter of radio commands received
+
+    def hatch_open(self, get: float) -> bool:
+        """The СА-БО hatch: the timeline's, unless the crew closed or opened it (while the
+        timeline has it open: it is closed for good before the deorbit)."""
+        if self.hatch_crew is not None and sa_bo_open(get):
+            return self.hatch_crew == "OPEN"
+        return sa_bo_open(get)
 
     def cabin(self, get: float) -> list[Gas]:
         """The gas volumes the crew breathes (one or both modules)."""
-        return [self.sa, self.bo] if sa_bo_open(get) else [self.sa]
+        return [self.sa, self.bo] if self.hatch_open(get) else [self.sa]
 
     def step(self, t: float, dt: float, env: Env, fx: FaultView, rng: Any, coarse: bool
              ) -> None:
@@ -201,7 +236,13 @@ class SoyuzModel:
         # Total-pressure make-up from the air reserve: slow for the normal leak, a repress
         # after a leak is stopped (20 mm Hg a minute, estimate).
         set_p = ASTP_PRESS if self.mode == "ASTP" else SEA_PRESS
-        holed = fx.level("cabin_depress") > 0 or fx.level("cabin_leak") > 0
+        # Holed: a leak or a hole in a module the crew's gas shares (a leak in the БО
+        # behind a closed hatch does not stop the СА's make-up).
+        shared = {"sa", "bo"} if len(cabin) == 2 else {"sa"}
+        holed = any(lvl > 0 and f.params.get("module", "bo") in shared
+                    for f, lvl in fx.each("cabin_leak")) \
+            or any(lvl > 0 and f.params.get("module", "sa") in shared
+                   for f, lvl in fx.each("cabin_depress"))
         total = pool.press
         if t >= tl.SOYUZ_LAUNCH and (self.lowered or t < tl.SOYUZ_LOWERING):
             # Topped up from 10 below to 5 below the set point (510 -> 500..505 mm Hg).
@@ -224,7 +265,7 @@ class SoyuzModel:
 
     def _thermal(self, t: float, dt: float, env: Env, fx: FaultView) -> None:
         s = env.sunlit
-        fail = fx.level("coolant_loop")
+        fail = 0.0 if self.backup_pump else fx.level("coolant_loop")
         self.pump_on = fail < 0.5
         self.radiator = relax(self.radiator, (1 - fail) * (-30.0 + 40.0 * s)
                               + fail * (-55.0 + 70.0 * s), dt, 600.0)
@@ -293,6 +334,8 @@ class SoyuzModel:
     def tv(self, t: float) -> str:
         if self.historical and t < tl.SOYUZ_TV_REPAIRED:
             return "FAIL"
+        if self.tv_cmd is not None:
+            return self.tv_cmd
         return "ON" if any(a <= t < b for a, b in TV_SESSIONS) else "OFF"
 
     def dead_params(self, t: float) -> frozenset[str]:
@@ -360,7 +403,7 @@ class SoyuzModel:
             "dock_latches": "LATCHED" if hooks else "UNLATCHED",
             "dock_mode": "ACTIVE" if active else "PASSIVE",
             "dock_sealed": "SEALED" if sealed else "UNSEALED",
-            "hatch_sa_bo": "OPEN" if sa_bo_open(t) else "CLOSED",
+            "hatch_sa_bo": "OPEN" if self.hatch_open(t) else "CLOSED",
             "hatch_bo_dm": "OPEN" if stage == "soyuz" else "CLOSED",
             "dock_ring_travel": travel,
             "bo_dm_valve": "OPEN" if stage in ("equalise_bo", "soyuz") else "CLOSED",

@@ -387,6 +387,9 @@ class TelemetryStream:
         for f in faults:
             if f.name == "sync_loss":
                 level = np.maximum(level, self._levels(f, get) * f.params["fraction"])
+        if isinstance(self.model, ApolloModel) and self.model.sce_aux_at is not None:
+            # SCE to AUX: the signal conditioner on its spare supply, the garbling gone.
+            level = np.where(get >= self.model.sce_aux_at, 0.0, level)
         if isinstance(self.model, ApolloModel) and self.model.rupture_time is not None:
             # The 1.8 s dropout when the Apollo 13 pattern's tank lets go.
             since = get - self.model.rupture_time

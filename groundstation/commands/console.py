@@ -22,6 +22,13 @@ keys:
                          listed, greyed out, and returns by itself when the time is up)
   u                      unshelve the selected alarm now
   s                      next source: live, then the replay sessions and drills seen
+  c                      the command line: COMMAND [key=value ...] (the status line lists
+                         what the console's position may send, Right accepts the offered
+                         completion; `soyuz COMMAND` for the other ship); Enter sends it
+                         to the commanding service as the operator, Esc closes it; the
+                         answer (or why it was refused) on the status line
+  x, Esc                 execute, or disarm, the hazardous command the command line armed
+  v                      the ship the command panel shows and commands
   q, Ctrl-C              quit
 
 examples:
@@ -40,9 +47,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "(processed parameters, alarms, link quality). Houston shows both ships "
                     "in English and US units by position; Moscow shows them in Russian and "
                     "metric units by ЦУП group, Soyuz first, with Moscow time. The operator "
-                    "on acknowledgements is the MQTT user name when one is given (the broker "
-                    f"ACL binds {topics.acknowledgements('<user>', '<vehicle>')} to it), else "
-                    "--operator, else the login name. "
+                    "on acknowledgements and commands is the MQTT user name when one is "
+                    "given (the broker ACL binds "
+                    f"{topics.acknowledgements('<user>', '<vehicle>')} and "
+                    f"{topics.command_requests('<user>', '<vehicle>')} to it), else "
+                    "--operator, else the login name; commands go from --position. "
                     "Broker settings come from --config, then GS_MQTT_* variables, then the "
                     "flags, as for the ingest. The console reconnects by itself when the "
                     "broker goes away. It needs a terminal: with its input or output a pipe "

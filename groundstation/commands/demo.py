@@ -3,8 +3,9 @@
 It starts its own broker (Mosquitto when it is installed, else the embedded Python broker)
 and its own InfluxDB (when `influxd` is installed, else none: consoles, alarms and the
 archive still work), all on loopback ports with their files in one data directory; then the
-ingest and both simulated ships as child processes, and the Houston console in the
-foreground. Ctrl-C (or q in the console) stops everything in order: ships, ingest, servers.
+ingest, the commanding service and both simulated ships as child processes, and the
+Houston console in the foreground. Ctrl-C (or q in the console) stops everything in order:
+ships, commanding, ingest, servers.
 
 The children run in their own sessions so the terminal's Ctrl-C reaches only the demo,
 which then stops the ships before the ingest (so nothing they sent is left half-processed)
@@ -36,6 +37,9 @@ log = logging.getLogger("groundstation.demo")
 # Both ships in contact for 11 minutes, 6 minutes after the first docking (GET 044:19:08),
 # found with Mission.find_coverage: a newcomer sees both ships' values at once.
 DEFAULT_START = "044:25:30"
+# In the demo the one operator holds every position, so every command can be tried.
+DEMO_POSITIONS = ("FLIGHT", "CAPCOM", "EECOM", "GNC", "INCO", "OBZOR", "SOZH", "STR", "SEP",
+                  "SUD", "DU", "SSVP", "RTS")
 
 DESCRIPTION = """\
 Run the whole ground station on this machine: a broker, InfluxDB, the ingest, both
@@ -48,10 +52,17 @@ What it starts, each on a free loopback port with its files under the data direc
   database   InfluxDB 1.x (influxd) if it is installed, else none: the consoles, alarms and
              the raw archive still work, nothing is written to a database
   ingest     groundstation ingest                     (log: DATA_DIR/ingest.log)
+  commanding groundstation commanding serve           (log: DATA_DIR/commanding.log)
   ships      groundstation sim both --start --speed   (log: DATA_DIR/sim.log)
   console    groundstation console houston, in this terminal
 
-Ctrl-C (or q in the console) stops the ships, then the ingest, then the servers.
+In the console, c opens the command line: the operator (--operator, default flight) holds
+every position in the demo, so any command of the ship in view goes (v switches ship; a
+hazardous one is armed, x executes it). Try crew_alert on Apollo, or tv_power state=ON on
+Soyuz in a Soviet pass.
+
+Ctrl-C (or q in the console) stops the ships, the commanding service, the ingest, then the
+servers.
 Without a terminal (or with --no-console) it prints the newest values every few seconds
 instead of the console.
 """
@@ -245,6 +256,26 @@ class _Stack:
                   f"{self.children[-1].tail()}", file=sys.stderr)
             return 1
         print(f"ingest    running (log {self.data_dir / 'ingest.log'})")
+        # The commanding service, with an operators file that gives the demo's operator
+        # every position.
+        operators = self.data_dir / "operators.toml"
+        every = ", ".join(f'"{p}"' for p in DEMO_POSITIONS)
+        operators.write_text(f"# groundstation demo: the operator holds every position\n"
+                             f"[operators]\n{args.operator} = [{every}]\n", encoding="utf-8")
+        commanding = ["commanding", "serve", "--mqtt-host", self.broker.host, "--mqtt-port",
+                      port, "--defs-dir", str(args.defs),
+                      "--ingest-archive-dir", str(self.data_dir / "archive"),
+                      "--commanding-operators-file", str(operators),
+                      "--commanding-spool-dir", str(self.data_dir / "spool-commanding")]
+        commanding += ingest[ingest.index("--influx-api"):]
+        self.children.append(_Child.start("commanding", commanding,
+                                          self.data_dir / "commanding.log"))
+        if not _wait_for_line(self.children[-1], "commanding: subscribed", 30.0):
+            print(f"error: the commanding service did not start; its log "
+                  f"({self.children[-1].log}):\n{self.children[-1].tail()}", file=sys.stderr)
+            return 1
+        print(f"commanding running: c in the console sends commands as {args.operator}, "
+              f"holding every position (log {self.data_dir / 'commanding.log'})")
         sim = ["sim", "both", "--mqtt-host", self.broker.host, "--mqtt-port", port,
                "--start", args.start, "--speed", f"{args.speed:g}", "--defs-dir",
                str(args.defs)]
@@ -348,6 +379,9 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
                     event = messages.AlarmEvent.from_json(m.payload)
                     alarms += 1
                     print(_alarm_text(event), flush=True)
+                case topics.CommandEventsTopic():
+                    cmd = messages.CommandEvent.from_json(m.payload)
+                    print(_command_text(cmd), flush=True)
         except ValueError as exc:  # MessageError, or a topic of nobody's
             log.debug("ignored a message on %s: %s", m.topic, exc)
 
@@ -355,7 +389,8 @@ async def _headless(args: argparse.Namespace, stack: _Stack,
                                    port=stack.broker.port),
                         name="demo", connect_first=True, on_message=receive,
                         subscriptions=[topics.parameters_subscription(topics.LIVE),
-                                       topics.alarms_subscription(topics.LIVE)])
+                                       topics.alarms_subscription(topics.LIVE),
+                                       topics.command_events_subscription(topics.LIVE)])
     link_stop = asyncio.Event()
     try:
         async with TaskGroup("demo", expected=(BrokerError,)) as tasks:
@@ -419,6 +454,13 @@ def _alarm_text(ev: messages.AlarmEvent) -> str:
     who = f" by {ev.operator}" if ev.operator else ""
     return (f"ALARM {ev.transition.value}: {ev.vehicle} {ev.label or ev.parameter} "
             f"{ev.severity}{who}")
+
+
+def _command_text(ev: messages.CommandEvent) -> str:
+    args = "".join(f" {k}={v}" for k, v in ev.args.items())
+    by = ev.operator + (f"/{ev.position}" if ev.position else "")
+    return (f"COMMAND {ev.stage}: {ev.vehicle} {ev.command}{args} ({by})"
+            + (f": {ev.reason}" if ev.reason else ""))
 
 
 def _stored_counts(url: str, definitions: dict[str, VehicleDefinition]) -> dict[str, int]:

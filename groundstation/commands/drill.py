@@ -64,7 +64,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                        help="scenario files (default: every shipped scenario)")
     check.add_argument("--fly", action="store_true",
                        help="also fly each offline (no broker) and check that every "
-                            "expected alarm is raised in time and no other")
+                            "expected alarm is raised in time and no other; with expected "
+                            "actions, fly it again taking each at its due time and check "
+                            "its effect shows in the telemetry")
     show = sub.add_parser("show", help="a scenario's briefing and plan")
     show.add_argument("scenario", help="scenario id or file")
     show.add_argument("--instructor", action="store_true",
@@ -139,7 +141,7 @@ def _list(directory: Path) -> int:
 
 def _check(files: list[Path], fly: bool) -> int:
     from groundstation.drills.debrief import build_debrief, scenario_injections
-    from groundstation.drills.offline import fly_offline
+    from groundstation.drills.offline import action_problems, fly_offline
 
     files = files or scenario_files()
     defs = load_all()
@@ -169,6 +171,11 @@ def _check(files: list[Path], fly: bool) -> int:
                      "tolerate)" for u in d["raised_without_fault"]]
         problems += [f"call {c['call']!r}: {c['note']}" for c in d["timed_calls"]
                      if not c.get("cues_in_time", True)]
+        acted = None
+        if sc.actions:
+            # Flown again: each expected action taken at its due time (the last moment).
+            acted = fly_offline(sc, defs, actions=True)
+            problems += action_problems(sc, acted)
         if problems:
             failed += 1
             print(f"{f}: {len(problems)} problems when flown offline:\n  "
@@ -178,6 +185,12 @@ def _check(files: list[Path], fly: bool) -> int:
                      for x in d["faults"] for r in x["alarms"]]
             times += [f"call cues together +{c['cues_together_after_s']:.0f} s (due "
                       f"+{c['within_s']:g} s)" for c in d["timed_calls"]]
+            if acted is not None:
+                times += [f"{a.id} at +{a.within_s:g} s: "
+                          + ", ".join(f"{w.what.split(':')[0]} +"
+                                      f"{(w.shown or 0) - (acted.actions[a.id].act or 0):.0f} s"
+                                      for w in acted.actions[a.id].watches)
+                          for a in sc.actions]
             print(f"{f}: ok, flown offline: {', '.join(times)}")
     return 1 if failed else 0
 
@@ -201,6 +214,19 @@ def _show(name: str, instructor: bool) -> int:
                 if sc.call_fault(c) is f:
                     print(f"      call within {c.within_s:g} s: {c.call} (cues: "
                           f"{'; '.join(x.describe() for x in c.cues)}; not scored yet)")
+        if sc.actions or sc.harmful:
+            print("\nexpected actions (instructor only):")
+            for act in sc.actions:
+                f = sc.action_fault(act)
+                print(f"  {act.id}: {sc.action_vehicle(act)} {act.describe()} from "
+                      f"{act.position or 'any position'} within {act.within_s:g} s of "
+                      f"{f.id if f else '?'}")
+                for eff in act.effect:
+                    print(f"      effect: {eff.describe()}")
+            for h in sc.harmful:
+                args = " ".join(f"{k}={v}" for k, v in h.args.items())
+                print(f"  harmful: {sc.harmful_vehicle(h)} {h.command} {args}".rstrip()
+                      + f": {h.reason.strip()}")
         if sc.history:
             print("\nthe real event:\n" + sc.history.strip())
     return 0

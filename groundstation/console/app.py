@@ -6,7 +6,10 @@ parameters grouped by position (Houston: FLIGHT, EECOM, GNC, INCO) or by ЦУП 
 state; the active alarm list, where `a` acknowledges the selected alarm under the
 operator's name, `h` shelves it for ten minutes and `u` unshelves it; GET and GMT (and
 Moscow time on the Moscow console) of the newest data; AOS/LOS and link quality per ship;
-trends where the curve matters more than the number, drawn against the parameter's limits.
+trends where the curve matters more than the number, drawn against the parameter's limits;
+the command history of the ship in view, where `c` opens the command line that sends a
+command or a procedure (a hazardous one is armed, `x` executes it, Esc disarms it) and `v`
+switches ship (groundstation/console/command_panel.py).
 
 Everything comes from MQTT (groundstation/console/feed.py), as the ingest publishes it for
 consoles; the pages are made from the telemetry definitions (groundstation/console/pages.py).
@@ -29,10 +32,12 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
+from textual.suggester import SuggestFromList
 from textual.widget import Widget
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from groundstation.config import MqttConfig
+from groundstation.console import command_panel as cmdp
 from groundstation.console import pages as cp
 from groundstation.console.feed import (
     SHELVE_S,
@@ -41,8 +46,13 @@ from groundstation.console.feed import (
     SourceView,
     VehicleView,
 )
-from groundstation.core import topics
+from groundstation.core import messages, topics
 from groundstation.core.alarms import Transition
+from groundstation.core.commanddefs import (
+    CommandDefinitionError,
+    VehicleCommands,
+    load_all_commands,
+)
 from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.core.messages import OperatorAction
 
@@ -73,14 +83,21 @@ Screen { background: #000000; color: #3cdc5a; layout: vertical; }
 #alarms > .datatable--header { background: #0a1a0a; color: #9bd9a5; text-style: bold; }
 #alarms > .datatable--cursor { background: #1d3b78; }
 #status { height: 1; background: #050f05; color: #9bd9a5; padding: 0 1; }
+#cmd-title { height: 1; background: #0a1a0a; padding: 0 1; }
+#commands { height: 5; background: #000000; scrollbar-size-vertical: 1; }
+#commands > .datatable--header { background: #0a1a0a; color: #9bd9a5; text-style: bold; }
+#cmdline { height: 1; border: none; background: #12301a; color: #e0ffe0; padding: 0 1;
+           display: none; }
+#cmdline.open { display: block; }
 """
 
 KEYS_HELP = {
     "houston": "1-4/Tab page · ↑↓ select · a ACK · h shelve 10 min · u unshelve · s source · "
-               "q quit",
+               "c command · x execute · v ship · q quit",
     "moscow": "1-8/Tab страница · ↑↓ выбор · a КВИТИРОВАТЬ · h отложить на 10 мин · "
-              "u вернуть · s источник · q выход",
+              "u вернуть · s источник · c команда · x исполнить · v корабль · q выход",
 }
+ARMED_STYLE = "bold black on orange1"
 
 # How each centre words an operator request: (the key's verb, the ingest's event when done,
 # the refusal).
@@ -213,6 +230,26 @@ class _Pending:
     sent: float  # monotonic
 
 
+@dataclass(frozen=True)
+class _CommandPending:
+    """A command request sent to the commanding service, waiting for its reply."""
+
+    vehicle: str
+    text: str
+    request_id: str
+    sent: float  # monotonic
+
+
+@dataclass(frozen=True)
+class _Armed:
+    """A hazardous command the service armed for this console: x executes it."""
+
+    vehicle: str
+    command_id: str
+    command: str
+    expires: float  # monotonic
+
+
 class ConsoleApp(App[int]):
     """The console of one control centre. Reads everything from MQTT through ConsoleFeed."""
 
@@ -226,6 +263,10 @@ class ConsoleApp(App[int]):
         Binding("h", "shelve", "Shelve", show=False),
         Binding("u", "unshelve", "Unshelve", show=False),
         Binding("s", "next_source", "Source", show=False),
+        Binding("c", "command_line", "Command", show=False),
+        Binding("x", "execute", "Execute", show=False),
+        Binding("v", "next_vehicle", "Ship", show=False),
+        Binding("escape", "escape", "Close", show=False),
         Binding("tab", "page(+1)", "Next page", priority=True, show=False),
         Binding("shift+tab", "page(-1)", "Previous page", priority=True, show=False),
         Binding("right_square_bracket", "page(+1)", show=False),
@@ -264,6 +305,20 @@ class ConsoleApp(App[int]):
         # back with the broker.
         self._broker_status: tuple[str, Text] | None = None
         self.title = f"{cp.word('title', centre)} — {self.operator}"
+        # Commands: the definitions (for the command line and the names), the ship the
+        # command panel shows and commands, the position the console sends from.
+        self.position = position
+        try:
+            self.commands: dict[str, VehicleCommands] = load_all_commands(self.definitions)
+        except CommandDefinitionError:
+            self.commands = {}
+        ships = [v for v in cp.VEHICLE_ORDER[centre] if v in self.commands] or \
+            list(self.commands) or self._vehicles()
+        self.cmd_vehicle = ships[0]
+        self._cmd_pending: _CommandPending | None = None
+        self._armed: _Armed | None = None
+        self._seen_command_reply = 0
+        self._drawn_commands: tuple[int, str, str, bool] | None = None
 
     # --- layout --------------------------------------------------------------------------
 
@@ -280,12 +335,20 @@ class ConsoleApp(App[int]):
         yield Static(id="alarm-title")
         table: DataTable[Any] = DataTable(id="alarms", cursor_type="row", zebra_stripes=False)
         yield table
+        yield Static(id="cmd-title")
+        commands: DataTable[Any] = DataTable(id="commands", cursor_type="none",
+                                             zebra_stripes=False)
+        yield commands
+        yield Input(id="cmdline", placeholder=self._cmdline_hint())
         yield Static(id="status")
 
     def on_mount(self) -> None:
         table = self.query_one("#alarms", DataTable)
         for col in cp.ALARM_COLUMNS[self.centre]:
             table.add_column(col, key=col)
+        commands = self.query_one("#commands", DataTable)
+        for col in cmdp.COMMAND_COLUMNS[self.centre]:
+            commands.add_column(col, key=col)
         table.focus()
         # The MQTT feed is the app's worker: cancelled when the app exits; if it dies (a
         # bug: the broker going away is its own business), the app exits with its error.
@@ -323,6 +386,151 @@ class ConsoleApp(App[int]):
 
     async def action_unshelve(self) -> None:
         await self._request("unshelve")
+
+    # --- commands ------------------------------------------------------------------------
+
+    def _cmdline_hint(self) -> str:
+        ship = cp.SHIP_SHORT[self.centre].get(self.cmd_vehicle, self.cmd_vehicle)
+        if self.centre == "moscow":
+            return (f"{ship}: КОМАНДА [ключ=значение ...] — Enter отправить, Esc закрыть; "
+                    "опасная команда взводится, x исполняет")
+        return (f"{ship}: COMMAND [key=value ...] — Enter sends, Esc closes; a hazardous "
+                "command is armed, x executes it")
+
+    def action_command_line(self) -> None:
+        """Open the command line (with completion from what this position may send)."""
+        line = self.query_one("#cmdline", Input)
+        offered = cmdp.suggestions(self.commands, self.cmd_vehicle, self.position)
+        line.suggester = SuggestFromList(offered, case_sensitive=False)
+        line.placeholder = self._cmdline_hint()
+        line.add_class("open")
+        line.focus()
+        ship = cp.SHIP_SHORT[self.centre].get(self.cmd_vehicle, self.cmd_vehicle)
+        names = ", ".join(o.split()[0] for o in offered) or "—"
+        self._set_status(f"{ship}: {names}", DIM)
+
+    def _close_command_line(self) -> None:
+        line = self.query_one("#cmdline", Input)
+        line.value = ""
+        line.remove_class("open")
+        self.query_one("#alarms", DataTable).focus()
+
+    async def action_escape(self) -> None:
+        if self.query_one("#cmdline", Input).has_class("open"):
+            self._close_command_line()
+        elif self._armed is not None:
+            await self._send_command(f"disarm {self._armed.command_id}",
+                                     self._armed.vehicle)
+
+    def action_next_vehicle(self) -> None:
+        ships = [v for v in self._vehicles() if v in self.commands] or self._vehicles()
+        self.cmd_vehicle = ships[(ships.index(self.cmd_vehicle) + 1) % len(ships)] \
+            if self.cmd_vehicle in ships else ships[0]
+        self._drawn_commands = None
+        self.redraw()
+
+    async def action_execute(self) -> None:
+        armed = self._armed
+        if armed is None or time.monotonic() > armed.expires:
+            self._armed = None
+            self._set_status("nothing armed" if self.centre == "houston"
+                             else "нет взведённой команды", AMBER)
+            return
+        await self._send_command(f"execute {armed.command_id}", armed.vehicle)
+
+    async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id != "cmdline":
+            return
+        text = event.value.strip()
+        self._close_command_line()
+        if text:
+            await self._send_command(text, self.cmd_vehicle)
+
+    async def _send_command(self, text: str, vehicle: str) -> None:
+        """Send a typed command line; _check_command_reply shows the service's answer."""
+        request_id = self.feed.new_request_id()
+        try:
+            vehicle, request = cmdp.parse_command_line(
+                text, vehicle, request_id, source=self.source, position=self.position,
+                commands=self.commands)
+        except messages.MessageError as exc:
+            self._set_status(f"✗ {exc}", RED)
+            return
+        self._cmd_pending = _CommandPending(vehicle, text, request_id, time.monotonic())
+        self._set_status(f"{text} → {self.operator} …", AMBER)
+        try:
+            await self.feed.command(vehicle, request)
+        except (ConnectionError, OSError) as exc:  # BrokerError is a ConnectionError
+            self._cmd_pending = None
+            self._set_status(f"{text}: {exc}", RED)
+
+    def _check_command_reply(self) -> None:
+        """The commanding service's answer to this console's pending command request."""
+        ru = self.centre == "moscow"
+        new = self.model.command_reply_count - self._seen_command_reply
+        self._seen_command_reply = self.model.command_reply_count
+        if self._armed is not None and time.monotonic() > self._armed.expires:
+            self._armed = None
+        pending = self._cmd_pending
+        if pending is None:
+            return
+        replies = list(self.model.command_replies)[-new:] if new > 0 else []
+        reply = next((r for r in replies if r.request_id == pending.request_id), None)
+        if reply is None:
+            if time.monotonic() - pending.sent > 10:
+                self._set_status("нет ответа службы команд" if ru
+                                 else f"{pending.text}: no answer from the commanding "
+                                      "service", RED)
+                self._cmd_pending = None
+            return
+        self._cmd_pending = None
+        name = reply.command or pending.text
+        if not reply.ok:
+            refused = "ОТКЛОНЕНА" if ru else "REFUSED"
+            self._set_status(f"✗ {refused} {name}: {reply.error}", RED)
+            return
+        if reply.stage == "armed" and reply.command_id:
+            self._armed = _Armed(pending.vehicle, reply.command_id, name,
+                                 time.monotonic() + max(
+                                     0.0, ((reply.arm_expires_ns or 0) - time.time_ns()) / 1e9))
+            self._set_status(("ВЗВЕДЕНА" if ru else "ARMED") + f" {name} ({reply.command_id})"
+                             + (" — x исполнить, Esc отменить" if ru
+                                else " — x executes it, Esc disarms"), ARMED_STYLE)
+            return
+        if reply.stage == "cancelled":
+            self._armed = None
+            self._set_status(("ОТМЕНЕНА " if ru else "DISARMED ") + name, AMBER)
+            return
+        if self._armed is not None and self._armed.command_id == reply.command_id:
+            self._armed = None
+        self._set_status(f"→ {name} {cmdp.stage_text(reply.stage or 'queued', self.centre)} "
+                         f"({reply.command_id})", "bold green3")
+
+    def command_rows(self) -> list[tuple[str, list[Text]]]:
+        """The command panel's rows: the shown source's commands of the ship in view."""
+        src = self.model.source(self.source)
+        return cmdp.command_rows(src.command_list(self.cmd_vehicle), self.centre,
+                                 self.commands)
+
+    def _draw_commands(self) -> None:
+        key = (self.model.command_version, self.source, self.cmd_vehicle,
+               self._armed is not None)
+        if key == self._drawn_commands:
+            return
+        self._drawn_commands = key
+        rows = self.command_rows()
+        table = self.query_one("#commands", DataTable)
+        table.clear()
+        for k, cells in rows:
+            table.add_row(*cells, key=k)
+        ship = cp.SHIP_SHORT[self.centre].get(self.cmd_vehicle, self.cmd_vehicle)
+        title = Text(f"{cmdp.word('commands', self.centre)} {ship} ", style="bold")
+        if not rows:
+            title.append(cmdp.word("none", self.centre), style=DIM)
+        title.append(f"  {cmdp.word('keys', self.centre)}", style=DIM)
+        if self._armed is not None:
+            title.append(f"  ARMED {self._armed.command}", style=ARMED_STYLE)
+        self.query_one("#cmd-title", Static).update(title)
 
     async def _request(self, action: OperatorAction, duration_s: float | None = None
                        ) -> None:
@@ -385,6 +593,8 @@ class ConsoleApp(App[int]):
             self._draw_alarms(src)
         self._check_broker()
         self._check_reply()
+        self._check_command_reply()
+        self._draw_commands()
 
     def _check_broker(self) -> None:
         error = None if self.model.connected else self.model.broker_error

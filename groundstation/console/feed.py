@@ -15,6 +15,10 @@ using `version` to know whether anything changed.
 
 Times: the data carry mission time (1975), so whether a ship is in AOS is judged from when
 its data last *arrived* (wall clock), never from the data's own time.
+
+Commands: the feed also files the command path's traffic (the retained history and each
+stage event of every command, by source and ship, and the commanding service's replies to
+this operator) and sends the operator's command requests (`command`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ LINK_WINDOW_S = 5.0  # link quality and frame rate are taken over this window
 # What the ingest publishes for consoles, from every source.
 SUBSCRIPTIONS = (*topics.PARAMS_SUBSCRIPTIONS, *topics.ALARMS_SUBSCRIPTIONS,
                  *topics.LINK_SUBSCRIPTIONS, *topics.ACTIVE_ALARMS_SUBSCRIPTIONS)
+# ... and what the commanding service publishes: every command's stages and the history.
+COMMAND_SUBSCRIPTIONS = (*topics.COMMAND_EVENTS_SUBSCRIPTIONS,
+                         *topics.COMMAND_HISTORY_SUBSCRIPTIONS)
+COMMANDS_KEPT = 50  # commands kept per ship and source
 
 ConsoleTopic = (topics.ParamsTopic | topics.AlarmsTopic | topics.ActiveAlarmsTopic
                 | topics.LinkTopic)
@@ -128,6 +136,22 @@ class VehicleView:
 class SourceView:
     vehicles: dict[str, VehicleView] = field(default_factory=dict)
     events: deque[messages.AlarmEvent] = field(default_factory=lambda: deque(maxlen=EVENTS))
+    # Each ship's commands, newest last: command id -> its newest stage event.
+    commands: dict[str, dict[str, messages.CommandEvent]] = field(default_factory=dict)
+
+    def command_list(self, vehicle: str) -> list[messages.CommandEvent]:
+        """A ship's commands, newest first."""
+        return list(reversed(self.commands.get(vehicle, {}).values()))
+
+    def file_command(self, ev: messages.CommandEvent) -> None:
+        cmds = self.commands.setdefault(ev.vehicle, {})
+        old = cmds.get(ev.command_id)
+        if old is not None and old.seq > ev.seq:
+            return  # an older stage arriving late (the history and the events cross)
+        cmds.pop(ev.command_id, None)
+        cmds[ev.command_id] = ev
+        while len(cmds) > COMMANDS_KEPT:
+            cmds.pop(next(iter(cmds)))
 
     def vehicle(self, vid: str) -> VehicleView:
         v = self.vehicles.get(vid)
@@ -158,6 +182,9 @@ class ConsoleModel:
         self.connections = 0
         self.replies: deque[messages.OperatorReply] = deque(maxlen=50)
         self.reply_count = 0
+        self.command_replies: deque[messages.CommandReply] = deque(maxlen=50)
+        self.command_reply_count = 0
+        self.command_version = 0  # bumped when a command's stage changes
         self.messages = 0
         self.bad_messages = 0
         self.version = 0  # bumped on every change, so the UI redraws only when needed
@@ -214,6 +241,27 @@ class ConsoleModel:
         if isinstance(where, topics.AlarmRepliesTopic):
             self.replies.append(messages.OperatorReply.from_json(payload))
             self.reply_count += 1
+            self.version += 1
+            return
+        if isinstance(where, topics.CommandRepliesTopic):
+            self.command_replies.append(messages.CommandReply.from_json(payload))
+            self.command_reply_count += 1
+            self.version += 1
+            return
+        if isinstance(where, topics.CommandEventsTopic):
+            self.source(str(where.source)).file_command(messages.CommandEvent.from_json(payload))
+            self.command_version += 1
+            self.version += 1
+            return
+        if isinstance(where, topics.CommandHistoryTopic):
+            view = self.source(str(where.source))
+            if not payload:  # a replay session's history cleared at its end
+                view.commands.pop(where.vehicle, None)
+            else:
+                history = messages.CommandHistory.from_json(payload)
+                for ev in reversed(history.commands):
+                    view.file_command(ev)
+            self.command_version += 1
             self.version += 1
             return
         if not isinstance(where, ConsoleTopic):
@@ -281,7 +329,9 @@ class ConsoleFeed:
         self._request_prefix = secrets.token_hex(4)
         self.client = MqttClient(
             mqtt, name="console", client_id=client_id or default_client_id(operator),
-            subscriptions=[*SUBSCRIPTIONS, self.reply_topic], on_message=self._on_message,
+            subscriptions=[*SUBSCRIPTIONS, self.reply_topic, *COMMAND_SUBSCRIPTIONS,
+                           self.command_reply_topic],
+            on_message=self._on_message,
             on_connect=lambda _: model.on_connected(),
             on_disconnect=lambda error: model.on_disconnected(str(error)),
             # The console shows the broker's state on screen; a log line would tear it.
@@ -291,6 +341,10 @@ class ConsoleFeed:
     @property
     def reply_topic(self) -> str:
         return topics.alarm_replies(self.operator)
+
+    @property
+    def command_reply_topic(self) -> str:
+        return topics.command_replies(self.operator)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Connect, subscribe and file messages; reconnect with backoff forever (or until
@@ -329,3 +383,13 @@ class ConsoleFeed:
 
     async def unshelve(self, vehicle: str, parameter: str, source: str) -> str:
         return await self.request(vehicle, parameter, source, "unshelve")
+
+    async def command(self, vehicle: str, request: messages.CommandRequest) -> str:
+        """Send a command request (send, arm, execute, disarm) under this operator's name;
+        the commanding service answers on cmd/replies/<operator> naming its request_id.
+        Raises ConnectionError while the broker is away."""
+        if not self.client.connected:
+            raise ConnectionError("no broker connection; try again once it is back")
+        await self.client.publish(topics.command_requests(self.operator, vehicle),
+                                  request.to_json(), qos=1)
+        return request.request_id

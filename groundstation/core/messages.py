@@ -895,3 +895,216 @@ class DrillStatus(Message):
     time_ns: int
     score: int | None = None  # at the end
     debrief: str | None = None  # at the end: where it was written
+
+
+# --- commands -------------------------------------------------------------------------------
+
+# The stages of a command (groundstation/commanding/), in the order they can come:
+#   refused            the service would not take it (never reached the ship): `reason` says why
+#   armed              a hazardous command's first step; `cancelled` if not executed in time
+#   queued             checked and stamped: the operator's rights, the definition, the arguments
+#   sent               published to the ship's uplink (real-time) or read up (procedure)
+#   received           a real-time command: the ship heard it and acted (its own time)
+#   crew_acknowledged  a procedure: the crew read it back; they act crew_delay_s later
+#   verified           every verification condition showed in the telemetry in time
+#   failed             the ship never answered, or a condition did not show in time: `reason`
+CommandStage = Literal["refused", "armed", "cancelled", "queued", "sent", "received",
+                       "crew_acknowledged", "verified", "failed"]
+COMMAND_STAGES: Final[tuple[CommandStage, ...]] = (
+    "refused", "armed", "cancelled", "queued", "sent", "received", "crew_acknowledged",
+    "verified", "failed")
+FINAL_STAGES: Final = frozenset({"refused", "cancelled", "verified", "failed"})
+CommandAction = Literal["send", "arm", "execute", "disarm"]
+COMMAND_ACTIONS: Final[tuple[CommandAction, ...]] = ("send", "arm", "execute", "disarm")
+CommandKind = Literal["realtime", "procedure"]
+# Why the service refused a request (CommandReply.reason, and the refused event's `code`).
+CommandRefusal = Literal["bad_request", "unknown_vehicle", "unknown_command", "not_operator",
+                         "wrong_position", "bad_argument", "needs_arm", "not_armed",
+                         "not_commandable"]
+COMMAND_REQUEST_FORM: Final = ('{"request_id": ID, "action": "send"|"arm"|"execute"|"disarm", '
+                               '"command": ID, "args": {...}, "command_id": ID (execute, '
+                               'disarm), "source": "live", "position": POS}')
+_COMMAND_KEYS: Final[dict[str, frozenset[str]]] = {
+    "send": frozenset({"request_id", "action", "command", "args", "source", "position"}),
+    "arm": frozenset({"request_id", "action", "command", "args", "source", "position"}),
+    "execute": frozenset({"request_id", "action", "command_id", "source", "position"}),
+    "disarm": frozenset({"request_id", "action", "command_id", "source", "position"}),
+}
+
+
+class CommandRequest(_Sparse):
+    """An operator's command request, on cmd/request/<operator>/<vehicle>: the operator is
+    whom the broker authenticated (the topic), never a field. `send` a command (refused for
+    a hazardous one), `arm` a hazardous one, then `execute` it (naming the `command_id` the
+    arm reply gave) or `disarm` it. The answer on cmd/replies/<operator> names the same
+    request_id. `position`: the console position the operator acts from (default: the
+    first of theirs the command allows)."""
+
+    model_config = ConfigDict(extra="forbid")
+    _id_field: ClassVar[str | None] = "request_id"
+
+    request_id: RequestId
+    action: CommandAction = "send"
+    command: Name | None = None  # send, arm
+    args: Params = Field(default_factory=dict)  # send, arm
+    command_id: Name | None = None  # execute, disarm
+    source: SourceField = Source.live()
+    position: Name | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            raise ValueError(f"a request is a JSON object, got {_json_type(data)}")
+        action = data.get("action", "send")
+        if action not in COMMAND_ACTIONS:
+            raise ValueError(f"action: unknown action {action!r}; use send, arm, execute or "
+                             "disarm")
+        # An empty `args` is no argument (what an execute's own to_json() writes).
+        extra = sorted(k for k in set(data) - _COMMAND_KEYS[action]
+                       if not (k == "args" and data[k] in ({}, None)))
+        if extra:
+            raise ValueError(f"{extra[0]}: unknown field for {action} (it takes "
+                             f"{', '.join(sorted(_COMMAND_KEYS[action]))})")
+        if action in ("send", "arm") and not data.get("command"):
+            raise ValueError(f"command: required to {action} (the command's id)")
+        if action in ("execute", "disarm") and not data.get("command_id"):
+            raise ValueError(f"command_id: required to {action} (the id the arm reply gave)")
+        return data
+
+    @classmethod
+    def parse_line(cls, text: str, request_id: str, *, source: str | Source = "live",
+                   position: str | None = None) -> CommandRequest:
+        """The command line a person types: `COMMAND [key=value ...]` sends (or arms, for
+        `arm COMMAND ...`), `execute COMMAND_ID`, `disarm COMMAND_ID`."""
+        words = text.split()
+        if not words:
+            raise MessageError("type a command: COMMAND [key=value ...]")
+        action: str = "send"
+        if words[0].lower() in ("arm", "execute", "disarm", "send"):
+            action, words = words[0].lower(), words[1:]
+        data: dict[str, object] = {"request_id": request_id, "action": action,
+                                   "source": str(Source.parse(source))}
+        if position:
+            data["position"] = position
+        if action in ("execute", "disarm"):
+            if len(words) != 1:
+                raise MessageError(f"{action} COMMAND_ID (the id the arm gave)")
+            data["command_id"] = words[0]
+            return cls.from_data(data)
+        if not words:
+            raise MessageError(f"{action} what? {action} COMMAND [key=value ...]")
+        data["command"] = words[0]
+        args: dict[str, object] = {}
+        for item in words[1:]:
+            if "=" not in item:
+                raise MessageError(f"{item!r} is not key=value", "args")
+            k, v = item.split("=", 1)
+            args[k] = parse_scalar(v)
+        data["args"] = args
+        return cls.from_data(data)
+
+
+class CommandReply(_Sparse):
+    """The commanding service's answer to one CommandRequest (cmd/replies/<operator>): ok
+    with the command's id and stage (queued, armed, cancelled), or the error and a stable
+    `reason` (CommandRefusal). `request_id` is the request's, or None when the request was
+    too malformed to carry one."""
+
+    _always: ClassVar[frozenset[str]] = frozenset({"ok", "request_id"})
+
+    ok: bool
+    request_id: str | None
+    command_id: str | None = None
+    command: str | None = None
+    vehicle: str | None = None
+    stage: CommandStage | None = None
+    arm_expires_ns: int | None = None  # armed: execute before this (wall clock)
+    error: str | None = None
+    reason: CommandRefusal | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.ok and self.error is not None:
+            raise ValueError("an ok reply carries no error")
+        if not self.ok and not self.error:
+            raise ValueError("a refusal says why (error)")
+        return self
+
+
+class VerifyResult(Message):
+    """One verification condition and how it came out."""
+
+    condition: str  # as the definition says it: "o2_tank2_htr OFF within 20 s"
+    parameter: str
+    ok: bool | None = None  # None: still waiting
+    at_ns: int | None = None  # data time it showed
+    value: float | None = None  # the value that showed (a state code for a discrete)
+    value_text: str | None = None
+
+
+class CommandEvent(Message):
+    """One stage of one command (cmd/events/<source>/<vehicle>; stored in InfluxDB's
+    `commands` measurement and the archive's command history)."""
+
+    command_id: Name
+    seq: int  # increasing per service process: the order of the events
+    vehicle: Name
+    source: SourceField
+    command: Name
+    kind: CommandKind | None = None  # None: a refused request for no known command
+    title: str = ""
+    args: Params = Field(default_factory=dict)
+    operator: str
+    position: str | None = None
+    stage: CommandStage
+    time_ns: int  # wall clock of the event
+    data_time_ns: int | None = None  # mission (data) time it belongs to, where known
+    reason: str | None = None  # refused, cancelled, failed: why
+    code: str | None = None  # refused: the CommandRefusal
+    hazardous: bool = False
+    act_ns: int | None = None  # received / crew_acknowledged: when the ship acts (data time)
+    verify: list[VerifyResult] = Field(default_factory=list)  # verified, failed
+
+
+class CommandHistory(Message):
+    """The retained recent commands of a vehicle (cmd/history/<source>/<vehicle>): the
+    newest event of each, newest command first, with when it reached each stage."""
+
+    vehicle: Name
+    source: SourceField
+    time_ns: int
+    commands: list[CommandEvent]
+    stages: dict[str, dict[str, int]] = Field(default_factory=dict)  # id -> stage -> wall ns
+
+
+class CommandUplink(Message):
+    """A stamped command to a ship (cmd/uplink/<source>/<vehicle>), from the commanding
+    service only (the broker's ACL)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command_id: Name
+    command: Name
+    kind: CommandKind
+    args: Params = Field(default_factory=dict)
+    operator: Name
+    position: str | None = None
+    sent_ns: int  # wall clock
+
+
+ShipAckStage = Literal["received", "crew_acknowledged", "rejected"]
+
+
+class CommandAck(_Sparse):
+    """The ship's answer to an uplinked command (cmd/ack/<source>/<vehicle>): heard it
+    (a real-time command, acted at once), the crew read it back (a procedure, to be done
+    at `act_ns`), or rejected it (`reason`). Times are the ship's clock (mission time, ns
+    since 1970, like frame times). No answer at all: the ship did not hear the up-link."""
+
+    command_id: Name
+    stage: ShipAckStage
+    time_ns: int
+    act_ns: int | None = None  # when the ship acts (a procedure: after the crew delay)
+    get: str | None = None
+    reason: str | None = None

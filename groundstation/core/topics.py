@@ -20,6 +20,12 @@ training data can never be mistaken for live data:
     ingest/link/<source>/<vehicle>          retained: a stream's link quality
     replay/session|control|status/<session> a replay session's handshake, control, status
     drill/control|status/<drill>            a drill's control and status
+    cmd/request/<operator>/<vehicle>        an operator's command requests (send, arm, ...)
+    cmd/replies/<operator>                  the commanding service's answer to each
+    cmd/uplink/<source>/<vehicle>           a stamped command, to the ship
+    cmd/ack/<source>/<vehicle>              the ship's receipt (or the crew's readback)
+    cmd/events/<source>/<vehicle>           every stage of every command
+    cmd/history/<source>/<vehicle>          retained: the recent commands and their stages
 
 A source is "live", "replay/<session>" (a recorded pass played back) or "training/<drill>"
 (a drill's simulated ships): the `source` tag in InfluxDB, one or two levels of the topics
@@ -655,12 +661,193 @@ def parse_drill_status(topic: str) -> DrillStatusTopic:
     return DrillStatusTopic(name)
 
 
+# --- commands --------------------------------------------------------------------------------
+
+# The command path (groundstation/commanding/): operators ask on cmd/request/<operator>/...
+# (the broker's ACL binds the operator level to the authenticated user, as for ack/), the
+# commanding service answers on cmd/replies/<operator>, stamps the command and sends it to the
+# ship on cmd/uplink/<source>/<vehicle> (only the service may publish there), the ship (the
+# simulator) answers on cmd/ack/<source>/<vehicle> (only that vehicle, or the instructor for a
+# drill's ships), and every stage goes out on cmd/events/<source>/<vehicle>, the retained
+# cmd/history/<source>/<vehicle> holding the recent commands for consoles that start later.
+
+CMD: Final = "cmd"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequestTopic:
+    """cmd/request/<operator>/<vehicle>: the operator level is whom the broker
+    authenticated (its ACL lets a user publish only under their own name)."""
+
+    operator: str
+    vehicle: str
+
+    def __post_init__(self) -> None:
+        check_level("operator", self.operator)
+        check_level("vehicle", self.vehicle)
+
+    def __str__(self) -> str:
+        return f"{CMD}/request/{self.operator}/{self.vehicle}"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRepliesTopic:
+    operator: str
+
+    def __post_init__(self) -> None:
+        check_level("operator", self.operator)
+
+    def __str__(self) -> str:
+        return f"{CMD}/replies/{self.operator}"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandUplinkTopic:
+    """cmd/uplink/<source>/<vehicle>: stamped commands to a ship (the service only)."""
+
+    source: Source
+    vehicle: str
+
+    def __post_init__(self) -> None:
+        check_level("vehicle", self.vehicle)
+
+    def __str__(self) -> str:
+        return "/".join((CMD, "uplink", *self.source.levels, self.vehicle))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAckTopic:
+    """cmd/ack/<source>/<vehicle>: the ship's receipt of a command (that vehicle only)."""
+
+    source: Source
+    vehicle: str
+
+    def __post_init__(self) -> None:
+        check_level("vehicle", self.vehicle)
+
+    def __str__(self) -> str:
+        return "/".join((CMD, "ack", *self.source.levels, self.vehicle))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEventsTopic:
+    """cmd/events/<source>/<vehicle>: each stage of each command."""
+
+    source: Source
+    vehicle: str
+
+    def __post_init__(self) -> None:
+        check_level("vehicle", self.vehicle)
+
+    def __str__(self) -> str:
+        return "/".join((CMD, "events", *self.source.levels, self.vehicle))
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHistoryTopic:
+    """cmd/history/<source>/<vehicle>: retained, the recent commands and their stages."""
+
+    source: Source
+    vehicle: str
+
+    def __post_init__(self) -> None:
+        check_level("vehicle", self.vehicle)
+
+    def __str__(self) -> str:
+        return "/".join((CMD, "history", *self.source.levels, self.vehicle))
+
+
+def command_requests(operator: str, vehicle: str) -> str:
+    """An operator's command requests for a vehicle."""
+    return str(CommandRequestTopic(operator, vehicle))
+
+
+def command_replies(operator: str) -> str:
+    """The commanding service's answers to an operator's requests."""
+    return str(CommandRepliesTopic(operator))
+
+
+def command_uplink(vehicle: str, source: str | Source = LIVE) -> str:
+    return str(CommandUplinkTopic(Source.parse(source), vehicle))
+
+
+def command_acks(vehicle: str, source: str | Source = LIVE) -> str:
+    return str(CommandAckTopic(Source.parse(source), vehicle))
+
+
+def command_events(vehicle: str, source: str | Source = LIVE) -> str:
+    return str(CommandEventsTopic(Source.parse(source), vehicle))
+
+
+def command_history(vehicle: str, source: str | Source = LIVE) -> str:
+    return str(CommandHistoryTopic(Source.parse(source), vehicle))
+
+
+COMMAND_REQUEST_SUBSCRIPTION: Final = f"{CMD}/request/+/+"
+COMMAND_ACK_SUBSCRIPTIONS: Final = _per_source(f"{CMD}/ack", "+")
+COMMAND_EVENTS_SUBSCRIPTIONS: Final = _per_source(f"{CMD}/events", "+")
+COMMAND_HISTORY_SUBSCRIPTIONS: Final = _per_source(f"{CMD}/history", "+")
+
+
+def command_events_subscription(source: str | Source) -> str:
+    """Every vehicle's command events from one source."""
+    return "/".join((CMD, "events", *Source.parse(source).levels, "+"))
+
+
+def command_history_subscription(source: str | Source) -> str:
+    """Every vehicle's retained command history from one source."""
+    return "/".join((CMD, "history", *Source.parse(source).levels, "+"))
+
+
+def command_uplink_subscription(vehicle: str, source: str | Source = LIVE) -> str:
+    """What a ship listens to: its own uplink (one topic, no wildcard)."""
+    return command_uplink(vehicle, source)
+
+
+def parse_command_requests(topic: str) -> CommandRequestTopic:
+    parts = topic.split("/")
+    if parts[:2] == [CMD, "request"] and _names(parts[2:], 2):
+        return CommandRequestTopic(parts[2], parts[3])
+    raise _bad("command request", topic, "cmd/request/<operator>/<vehicle>")
+
+
+def parse_command_replies(topic: str) -> CommandRepliesTopic:
+    name = _one_name(topic, [CMD, "replies"])
+    if name is None:
+        raise _bad("command reply", topic, "cmd/replies/<operator>")
+    return CommandRepliesTopic(name)
+
+
+def _parse_cmd_sourced(topic: str, kind: str) -> tuple[Source, str]:
+    got = _parse_sourced(topic, [CMD, kind], [])
+    if got is None:
+        raise _bad(f"command {kind}", topic, f"cmd/{kind}/<source>/<vehicle>" + _SOURCE_NOTE)
+    return got
+
+
+def parse_command_uplink(topic: str) -> CommandUplinkTopic:
+    return CommandUplinkTopic(*_parse_cmd_sourced(topic, "uplink"))
+
+
+def parse_command_acks(topic: str) -> CommandAckTopic:
+    return CommandAckTopic(*_parse_cmd_sourced(topic, "ack"))
+
+
+def parse_command_events(topic: str) -> CommandEventsTopic:
+    return CommandEventsTopic(*_parse_cmd_sourced(topic, "events"))
+
+
+def parse_command_history(topic: str) -> CommandHistoryTopic:
+    return CommandHistoryTopic(*_parse_cmd_sourced(topic, "history"))
+
+
 # --- any topic ------------------------------------------------------------------------------
 
 Topic = (TelemetryTopic | SimStateTopic | SimControlTopic | SimReplyTopic | ParamsTopic
          | AlarmsTopic | ActiveAlarmsTopic | LinkTopic | IngestStatsTopic | AckTopic
          | AlarmRepliesTopic | ReplaySessionTopic | ReplayControlTopic | ReplayStatusTopic
-         | DrillControlTopic | DrillStatusTopic)
+         | DrillControlTopic | DrillStatusTopic | CommandRequestTopic | CommandRepliesTopic
+         | CommandUplinkTopic | CommandAckTopic | CommandEventsTopic | CommandHistoryTopic)
 
 
 def parse(topic: str) -> Topic:
@@ -693,6 +880,9 @@ def parse(topic: str) -> Topic:
         ("replay", "control"): parse_replay_control,
         ("replay", "status"): parse_replay_status,
         ("drill", "control"): parse_drill_control, ("drill", "status"): parse_drill_status,
+        (CMD, "request"): parse_command_requests, (CMD, "replies"): parse_command_replies,
+        (CMD, "uplink"): parse_command_uplink, (CMD, "ack"): parse_command_acks,
+        (CMD, "events"): parse_command_events, (CMD, "history"): parse_command_history,
     }
     parser = parsers.get((first, second))
     if parser is None:

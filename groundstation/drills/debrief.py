@@ -26,6 +26,15 @@ The scoring rule (also in simulators/scenarios/README.md):
 * Timed calls (a call the trainee should make on cues that raise no alarm, by a time) are
   listed with when their cues showed (when known), and are not scored yet: that needs the
   console's call key.
+* Expected actions (a command or procedure, by a time after its fault, from a position) are
+  scored like acknowledgements, each worth its weight: sent in time (the first matching
+  command the commanding service queued, by the mission clock) full credit, later half,
+  the right command with other arguments or from another position "wrong" (none), never
+  "missing" (none). A command the scenario lists as harmful costs its weight. Other
+  commands cost nothing and are listed; refused ones never reached the ship and are listed
+  apart. An expected alarm that a taken action prevents (its `prevented_by`) and that did
+  not come is "prevented": not scored.
+* score = 100 x max(0, credit - harm) / (weight of the scored alarms and actions).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from typing import Any
 
 from groundstation.core import topics
 from groundstation.core.mission_time import format_get, format_utc
-from groundstation.drills.scenario import SEVERITY_RANK, Call, Scenario
+from groundstation.drills.scenario import SEVERITY_RANK, Call, Scenario, same_args
 
 RAISES = ("raised", "escalated")
 NOT_SCORED_CALL = "not scored yet: needs the console's call key"
@@ -76,7 +85,8 @@ def scenario_injections(sc: Scenario) -> list[Injection]:
                       expect=[{"parameter": e.parameter,
                                "vehicle": sc.expected_vehicle(f, e),
                                "severity": e.severity, "within_s": e.within_s,
-                               "ack_within_s": sc.ack_within(e), "weight": e.weight}
+                               "ack_within_s": sc.ack_within(e), "weight": e.weight,
+                               "prevented_by": list(e.prevented_by)}
                               for e in f.expect],
                       collateral=list(f.collateral)) for f in sc.faults]
 
@@ -91,14 +101,18 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                   commands: list[dict[str, Any]] | None = None,
                   stopped_early: bool = False, wall_s: float | None = None,
                   cues: dict[tuple[int, int], float] | None = None,
-                  calls_together: dict[int, float] | None = None) -> dict[str, Any]:
-    """Match the alarm events of a run against what each injected fault expected."""
+                  calls_together: dict[int, float] | None = None,
+                  command_events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Match the alarm events of a run against what each injected fault expected, and the
+    commands sent against the actions the scenario expects."""
     order = {id(e): i for i, e in enumerate(events)}
     used: set[int] = set()
     faults_out: list[dict[str, Any]] = []
     total_w = credit = 0.0
     counts = {"expected": 0, "acknowledged": 0, "late": 0, "missed_by_trainee": 0,
-              "missed_by_system": 0}
+              "missed_by_system": 0, "prevented": 0}
+    acts = score_actions(sc, injections, command_events or [])
+    taken = {r["id"] for r in acts["actions"] if r["status"] in ("in_time", "late")}
     for inj in injections:
         rows = []
         for exp in inj.expect:
@@ -106,6 +120,13 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
             rows.append(row)
             counts["expected"] += 1
             st = row["status"]
+            if st == "missed_by_system" and row.get("raised_get") is None \
+                    and taken & set(exp.get("prevented_by") or ()):
+                # The trainee's action stopped it from coming: a success, not scored.
+                row.update(status="prevented", note="prevented by "
+                           + ", ".join(sorted(taken & set(exp["prevented_by"]))))
+                counts["prevented"] += 1
+                continue
             if st == "missed_by_system":
                 counts["missed_by_system"] += 1
                 continue
@@ -116,7 +137,14 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
         faults_out.append({**inj.to_dict(), "alarms": rows})
     unexplained = _unexplained(sc, injections, events)
     calls = call_rows(sc, injections, cues, calls_together)
-    score = None if total_w == 0 else round(100.0 * credit / total_w)
+    for r in acts["actions"]:
+        total_w += r["weight"]
+        credit += r["weight"] * r["credit"]
+        counts[f"actions_{r['status']}"] = counts.get(f"actions_{r['status']}", 0) + 1
+    harm = sum(h["weight"] for h in acts["harmful"])
+    counts["actions_expected"] = len(acts["actions"])
+    counts["harmful"] = len(acts["harmful"])
+    score = None if total_w == 0 else round(100.0 * max(0.0, credit - harm) / total_w)
     operators = sorted({e["operator"] for e in events
                         if e["transition"] == "acknowledged" and e.get("operator")})
     return {
@@ -134,13 +162,125 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
         "stopped_early": stopped_early, "wall_s": wall_s,
         "pauses": pauses or [], "commands": commands or [],
         "faults": faults_out, "raised_without_fault": unexplained,
-        "operators": operators, "counts": counts,
+        "actions": acts["actions"], "harmful_actions": acts["harmful"],
+        "other_commands": acts["other"], "refused_commands": acts["refused"],
+        "operators": operators, "commanders": acts["commanders"], "counts": counts,
         "score": score, "score_rule": "full credit for an ack within ack_within_s, half for "
-                                      "a later ack, none without; alarms the system did not "
-                                      "raise in time are not scored; alarms without a fault "
+                                      "a later ack, none without; an expected action sent "
+                                      "in time full credit, late half, wrong or missing "
+                                      "none; a harmful command costs its weight; alarms the "
+                                      "system did not raise in time are not scored, nor "
+                                      "those an action prevented; alarms without a fault "
                                       "cost nothing (simulators/scenarios/README.md)",
         "events": [{k: v for k, v in e.items() if k != "seq"} for e in events],
+        "command_events": command_events or [],
     }
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+ACTION_CREDIT = {"in_time": 1.0, "late": LATE_CREDIT, "wrong": 0.0, "missing": 0.0}
+
+
+def command_record(ev: Any, clock: float | None) -> dict[str, Any]:
+    """A command stage event (messages.CommandEvent) as the debrief keeps it: the event
+    plus its data time's GET and the mission clock when the drill runner received it."""
+    from groundstation.core.mission_time import utc_ns_to_get
+
+    return {"command_id": ev.command_id, "vehicle": ev.vehicle, "command": ev.command,
+            "title": ev.title, "args": dict(ev.args), "operator": ev.operator,
+            "position": ev.position, "stage": ev.stage, "reason": ev.reason,
+            "hazardous": ev.hazardous,
+            "get": None if ev.data_time_ns is None else utc_ns_to_get(ev.data_time_ns),
+            "act_get": None if ev.act_ns is None else utc_ns_to_get(ev.act_ns),
+            "clock": clock}
+
+
+def commands_sent(command_events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per command, in the order they were first heard of: what, by whom, when it
+    was queued (the mission clock; its data time when the clock is unknown), its stages."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in command_events:
+        r = out.setdefault(e["command_id"], {
+            "command_id": e["command_id"], "vehicle": e["vehicle"], "command": e["command"],
+            "title": e.get("title") or e["command"], "args": e.get("args") or {},
+            "operator": e.get("operator"), "position": e.get("position"), "stages": [],
+            "sent_get": None, "final": None, "reason": None, "act_get": None})
+        r["stages"].append(e["stage"])
+        when = e.get("clock") if e.get("clock") is not None else e.get("get")
+        if e["stage"] in ("queued", "refused") and r["sent_get"] is None:
+            r["sent_get"] = when
+        if e.get("act_get") is not None:
+            r["act_get"] = e["act_get"]
+        if e["stage"] in ("refused", "cancelled", "verified", "failed"):
+            r["final"], r["reason"] = e["stage"], e.get("reason")
+    for r in out.values():
+        r["sent"] = None if r["sent_get"] is None else format_get(r["sent_get"])
+        r["by"] = (r["operator"] or "?") + (f"/{r['position']}" if r["position"] else "")
+    return list(out.values())
+
+
+def score_actions(sc: Scenario, injections: list[Injection],
+                  command_events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The expected actions against the commands sent: each in time, late, wrong or
+    missing; the harmful commands taken; the other commands; the refused ones."""
+    records = commands_sent(command_events)
+    queued = [r for r in records if "queued" in r["stages"] and r["sent_get"] is not None]
+    refused = [r for r in records if "queued" not in r["stages"]]
+    got = {i.id: i.get for i in injections}
+    used: set[str] = set()
+    rows = []
+    for a in sc.actions:
+        f = sc.action_fault(a)
+        v = sc.action_vehicle(a)
+        inj = got.get(f.id) if f is not None else None
+        row: dict[str, Any] = {"id": a.id, "command": a.command, "args": dict(a.args),
+                               "action": a.describe(), "vehicle": v, "position": a.position,
+                               "fault": f.id if f is not None else None,
+                               "within_s": a.within_s, "weight": a.weight,
+                               "due_get": None if inj is None else inj + a.within_s}
+        row["due"] = None if row["due_get"] is None else format_get(row["due_get"])
+        same = [r for r in queued if r["vehicle"] == v and r["command"] == a.command
+                and r["command_id"] not in used
+                and (inj is None or r["sent_get"] >= inj - TOLERANCE_S)]
+        exact = [r for r in same if same_args(a.args, r["args"])
+                 and (a.position is None or r["position"] == a.position)]
+        if exact and inj is not None:
+            r = exact[0]
+            used.add(r["command_id"])
+            after = r["sent_get"] - inj
+            status = "in_time" if after <= a.within_s else "late"
+            row.update(status=status, command_id=r["command_id"], sent_get=r["sent_get"],
+                       sent=r["sent"], after_s=round(after, 1), by=r["by"],
+                       outcome=r["final"], outcome_reason=r["reason"])
+        elif same:
+            r = same[0]
+            used.add(r["command_id"])
+            why = []
+            if not same_args(a.args, r["args"]):
+                why.append("arguments " + (" ".join(f"{k}={x}" for k, x in r["args"].items())
+                                           or "none") + f", not {a.describe()}")
+            if a.position is not None and r["position"] != a.position:
+                why.append(f"sent from {r['position']}, not {a.position}")
+            row.update(status="wrong", command_id=r["command_id"], sent_get=r["sent_get"],
+                       sent=r["sent"], by=r["by"], outcome=r["final"],
+                       note="; ".join(why))
+        else:
+            row.update(status="missing")
+        row["credit"] = ACTION_CREDIT[row["status"]]
+        rows.append(row)
+    harmful = []
+    other = []
+    for r in queued:
+        hit = next((h for h in sc.harmful if sc.harmful_vehicle(h) == r["vehicle"]
+                    and h.command == r["command"] and same_args(h.args, r["args"])), None)
+        if hit is not None:
+            harmful.append({**r, "weight": hit.weight, "why": hit.reason.strip()})
+        elif r["command_id"] not in used:
+            other.append(r)
+    commanders = sorted({r["operator"] for r in queued if r.get("operator")})
+    return {"actions": rows, "harmful": harmful, "other": other, "refused": refused,
+            "commanders": commanders}
 
 
 def call_rows(sc: Scenario, injections: list[Injection],
@@ -275,7 +415,10 @@ def _unexplained(sc: Scenario, injections: list[Injection], events: list[dict[st
 
 STATUS_TEXT = {"acknowledged": "acknowledged in time", "late": "acknowledged late",
                "not_acknowledged": "**missed by the trainee** (never acknowledged)",
-               "missed_by_system": "**missed by the system**"}
+               "missed_by_system": "**missed by the system**",
+               "prevented": "prevented by the trainee's action (not raised)"}
+ACTION_TEXT = {"in_time": "sent in time", "late": "sent late", "wrong": "**wrong**",
+               "missing": "**missing** (never sent)"}
 
 
 def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
@@ -292,6 +435,14 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
              f"{d['counts']['missed_by_trainee']} missed by the trainee, "
              f"{d['counts']['missed_by_system']} missed by the system, of "
              f"{d['counts']['expected']} expected alarms)"]
+    if d.get("actions") or d.get("harmful_actions"):
+        c = d["counts"]
+        lines.append(f"- actions: {c.get('actions_in_time', 0)} in time, "
+                     f"{c.get('actions_late', 0)} late, {c.get('actions_wrong', 0)} wrong, "
+                     f"{c.get('actions_missing', 0)} missing of {c.get('actions_expected', 0)}"
+                     f" expected; {c.get('harmful', 0)} harmful"
+                     + (f"; sent by {', '.join(d['commanders'])}" if d.get("commanders")
+                        else ""))
     if d.get("timed_calls"):
         lines.append(f"- {len(d['timed_calls'])} timed calls: {NOT_SCORED_CALL}")
     lines.append("")
@@ -338,6 +489,9 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
         if knock_on:
             lines += ["Also raised as its consequences (the scenario's collateral, not "
                       "scored): " + ", ".join(knock_on) + ".", ""]
+    if d.get("actions") or d.get("harmful_actions") or d.get("other_commands") \
+            or d.get("refused_commands"):
+        lines += _action_lines(d)
     lines += ["## Raised without a fault", ""]
     if d["raised_without_fault"]:
         lines.append("No injected fault expects these (they cost the trainee nothing; "
@@ -385,3 +539,40 @@ def _plain(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return str(x)
+
+
+def _action_lines(d: dict[str, Any]) -> list[str]:
+    lines = ["## Actions", ""]
+    if d.get("actions"):
+        lines.append("| action | due | sent | by | result | the ship |")
+        lines.append("|---|---|---|---|---|---|")
+        for a in d["actions"]:
+            outcome = a.get("outcome") or ("-" if a["status"] == "missing" else "pending")
+            if a.get("outcome_reason") and outcome == "failed":
+                outcome += f": {a['outcome_reason']}"
+            lines.append(f"| {a['action']} ({a['vehicle']}"
+                         + (f", {a['position']}" if a.get("position") else "") + ") | "
+                         f"{a.get('due') or '-'} | {a.get('sent') or '-'} | "
+                         f"{a.get('by') or '-'} | {ACTION_TEXT[a['status']]}"
+                         + (f": {a['note']}" if a.get("note") else "") + f" | {outcome} |")
+        lines.append("")
+    if d.get("harmful_actions"):
+        lines.append("Harmful (each costs its weight):")
+        lines.append("")
+        for h in d["harmful_actions"]:
+            args = " ".join(f"{k}={v}" for k, v in h["args"].items())
+            lines.append(f"- {h['sent']} {h['command']} {args} by {h['by']}: {h['why']}")
+        lines.append("")
+    if d.get("other_commands"):
+        lines.append("Other commands sent (not called for; no credit, no cost): "
+                     + "; ".join(f"{r['sent']} {r['command']} by {r['by']} "
+                                 f"({r['final'] or 'pending'})"
+                                 for r in d["other_commands"]) + ".")
+        lines.append("")
+    if d.get("refused_commands"):
+        lines.append("Never sent (refused by the commanding service, or armed and not "
+                     "executed): "
+                     + "; ".join(f"{r['command']} by {r['by']}: {r['reason']}"
+                                 for r in d["refused_commands"]) + ".")
+        lines.append("")
+    return lines

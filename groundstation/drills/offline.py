@@ -7,6 +7,13 @@ else, and do the cues of its timed calls show in time?" in seconds: `groundstati
 check --fly` and tests/test_drill_scenarios.py use it. Frames out of coverage are left out
 (Apollo would dump them from its recorder later, too late for a controller to call), so a
 scenario that relies on them fails here.
+
+With `actions=True` it flies the scenario a second way: each expected action sent at its
+due time (the latest a trainee may send it and still be in time), heard by the ship as the
+commanding service would send it, and carried out after the crew's delay; it then answers
+"does the right action, taken at the last moment, still save the ship?": each action's
+effect shows (and holds), the command's own verification passes, and the alarms it
+prevents do not come after it.
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ import numpy as np
 
 from groundstation.core import messages, topics
 from groundstation.core.alarms import AlarmEngine
+from groundstation.core.commanddefs import VehicleCommands, load_all_commands
 from groundstation.core.decom import DecodedBatch, StreamDecoder
 from groundstation.core.definitions import VehicleDefinition, load_all
-from groundstation.core.mission_time import LIFTOFF_NS, NS, utc_ns_to_get
-from groundstation.drills.scenario import Call, Scenario
+from groundstation.core.mission_time import LIFTOFF_NS, NS, format_get, utc_ns_to_get
+from groundstation.drills.scenario import Call, Cue, Scenario
 from simulators.checks import check_blocks
+from simulators.commands import ShipCommands
 from simulators.mission import Mission
 from simulators.telemetry import FrameBlock, TelemetryStream
 
@@ -40,6 +49,40 @@ class OfflineResult:
     cues: dict[tuple[int, int], float] = field(default_factory=dict)
     calls: dict[int, float] = field(default_factory=dict)  # call index -> all cues together
     last_cue: dict[tuple[int, int], bool] = field(default_factory=dict)
+    actions: dict[str, ActionFlown] = field(default_factory=dict)  # with actions=True
+
+
+@dataclass
+class Watch:
+    """One thing to see in the telemetry after an action: an effect of the scenario's, or a
+    verification condition of the command's definition."""
+
+    what: str  # as it reads: "o2_tank2_press below 1000 within 60 s"
+    vehicle: str
+    cue: Cue
+    start: float  # GET it may show from (the ship acting)
+    within_s: float
+    hold: bool = False
+    shown: float | None = None  # GET it first showed, in the window
+    broken: float | None = None  # hold: GET it first failed to hold
+
+    @property
+    def ok(self) -> bool:
+        return self.shown is not None and self.broken is None
+
+
+@dataclass
+class ActionFlown:
+    """An expected action flown at its due time."""
+
+    id: str
+    vehicle: str
+    command: str
+    due: float  # GET sent
+    heard: bool
+    act: float | None = None  # GET the ship acted
+    reason: str | None = None  # not sent: why
+    watches: list[Watch] = field(default_factory=list)
 
 
 def build_mission(sc: Scenario, defs: dict[str, VehicleDefinition]) -> Mission:
@@ -47,9 +90,11 @@ def build_mission(sc: Scenario, defs: dict[str, VehicleDefinition]) -> Mission:
 
 
 def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
-                until: float | None = None) -> OfflineResult:
+                until: float | None = None, *, actions: bool = False,
+                commands: dict[str, VehicleCommands] | None = None) -> OfflineResult:
     """Every alarm event the scenario's ships raise from its start to its end (plus grace),
-    as the debrief records them (vehicle, parameter, transition, severity, get)."""
+    as the debrief records them (vehicle, parameter, transition, severity, get). With
+    `actions`, the expected actions are taken at their due time and watched."""
     defs = defs if defs is not None else load_all()
     mission = build_mission(sc, defs)
     result = OfflineResult()
@@ -57,6 +102,9 @@ def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
         got = mission.inject(f.vehicle, f.fault, f.params, at=f.start_get, ramp_s=f.ramp_s,
                              duration_s=f.duration_s)
         result.injected[f.id] = got.start
+    if actions and sc.actions:
+        _take_actions(sc, mission, commands if commands is not None
+                      else load_all_commands(defs), result)
     end = until if until is not None else sc.end_get + sc.grace
     streams = {v: TelemetryStream(mission, defs[v]) for v in sc.ships}
     decoders = {v: StreamDecoder(defs[v]) for v in sc.ships}
@@ -85,6 +133,7 @@ def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
                     result.events.append(event_record(messages.AlarmEvent.from_event(ev),
                                                       None))
                 _watch_cues(sc, defs, v, batch, result)
+                _watch_actions(defs, v, batch, result)
 
             check_blocks(mission, defs[v], [live], decoders[v], on_batch=on_batch)
         if not more:
@@ -148,3 +197,110 @@ def event_record(ev: messages.AlarmEvent, clock: float | None) -> dict[str, Any]
             "value_text": ev.value_text, "limit": ev.limit, "operator": ev.operator,
             "label": ev.label, "unit": ev.unit, "seq": ev.seq, "time_ns": ev.time_ns,
             "get": utc_ns_to_get(ev.time_ns), "clock": clock}
+
+
+# --- the expected actions, at their due time ------------------------------------------------
+
+def _take_actions(sc: Scenario, mission: Mission, commands: dict[str, VehicleCommands],
+                  result: OfflineResult) -> None:
+    ship = ShipCommands(mission, commands)
+    for a in sc.actions:
+        f = sc.action_fault(a)
+        v = sc.action_vehicle(a)
+        if f is None or f.id not in result.injected:
+            continue
+        due = result.injected[f.id] + a.within_s
+        c = commands[v].get(a.command)
+        assert c is not None  # the scenario's checks saw to it
+        flown = ActionFlown(a.id, v, a.command, due, heard=ship.hears(v, due))
+        result.actions[a.id] = flown
+        if not flown.heard:
+            flown.reason = (f"{v} does not hear the ground at {format_get(due)}, the "
+                            "action's due time (out of contact)")
+            continue
+        up = messages.CommandUplink(command_id=f"offline-{a.id}", command=c.id, kind=c.kind,
+                                    args=dict(a.args), operator="offline", sent_ns=0)
+        ack = ship.apply(v, up, due)
+        if ack.stage == "rejected" or ack.act_ns is None:
+            flown.reason = f"the ship rejected it: {ack.reason}"
+            continue
+        flown.act = utc_ns_to_get(ack.act_ns)
+        for e in a.effect:
+            flown.watches.append(Watch(f"effect: {e.describe()}", e.vehicle or v, e,
+                                       flown.act, e.within_s, e.hold))
+        for cond in c.conditions(c.check_args(a.args)):
+            cue = Cue(parameter=cond.parameter, state=cond.state, above=cond.above,
+                      below=cond.below)
+            flown.watches.append(Watch(f"verification: {cond.describe()}", v, cue,
+                                       flown.act, cond.within_s))
+
+
+def _watch_actions(defs: dict[str, VehicleDefinition], vehicle: str, batch: DecodedBatch,
+                   result: OfflineResult) -> None:
+    for flown in result.actions.values():
+        for w in flown.watches:
+            if w.vehicle != vehicle or (w.shown is not None and not w.hold):
+                continue
+            t_ns, v, _ = batch.series(w.cue.parameter)
+            get = (t_ns - LIFTOFF_NS) / NS
+            cue = w.cue
+            if cue.state is not None:
+                hit = v == defs[vehicle].parameter(cue.parameter).state_code(cue.state)
+            elif cue.above is not None:
+                hit = v > cue.above
+            else:
+                hit = v < (cue.below if cue.below is not None else -np.inf)
+            after = get >= w.start - 1e-6
+            if w.shown is None:
+                # Within its window; with none (within_s 0), the first sample after the act.
+                end = w.start + w.within_s if w.within_s else np.inf
+                first = np.flatnonzero(hit & after & (get <= end + 1e-6))
+                if w.within_s == 0:
+                    first = np.flatnonzero(after)[:1]
+                    first = first[hit[first]]
+                if first.size:
+                    w.shown = float(get[first[0]])
+            if w.hold and w.broken is None:
+                holding = get >= w.start + w.within_s - 1e-6
+                bad = np.flatnonzero(holding & ~hit)
+                if bad.size:
+                    w.broken = float(get[bad[0]])
+
+
+def action_problems(sc: Scenario, result: OfflineResult) -> list[str]:
+    """What a flight with the actions found wrong: an action the ship would not hear or
+    could not do at its due time, an effect or a verification that did not show (or hold),
+    an alarm the action prevents raised after it."""
+    out: list[str] = []
+    for a in sc.actions:
+        flown = result.actions.get(a.id)
+        if flown is None:
+            out.append(f"action {a.id!r}: not taken (its fault was not injected)")
+            continue
+        if flown.reason is not None:
+            out.append(f"action {a.id!r} ({a.describe()} at {format_get(flown.due)}): "
+                       f"{flown.reason}")
+            continue
+        for w in flown.watches:
+            if w.shown is None:
+                out.append(f"action {a.id!r} ({a.describe()} sent {format_get(flown.due)}, "
+                           f"acted {format_get(flown.act or 0)}): {w.what}: never showed")
+            elif w.broken is not None:
+                out.append(f"action {a.id!r}: {w.what}: did not hold (broken at "
+                           f"{format_get(w.broken)})")
+    for f in sc.faults:
+        for e in f.expect:
+            acts = [result.actions[n].act for n in e.prevented_by
+                    if n in result.actions and result.actions[n].act is not None]
+            if not acts:
+                continue
+            since = min(a for a in acts if a is not None)
+            v = e.vehicle or f.vehicle
+            late = [ev for ev in result.events if ev["vehicle"] == v
+                    and ev["parameter"] == e.parameter and ev["transition"] == "raised"
+                    and ev["get"] > since + 1.0]
+            if late:
+                out.append(f"{v} {e.parameter}: raised at {format_get(late[0]['get'])} although "
+                           f"{', '.join(e.prevented_by)} (which prevents it) acted at "
+                           f"{format_get(since)}")
+    return out

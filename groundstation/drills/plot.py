@@ -1,7 +1,9 @@
 """The drill's timeline picture: one panel per key parameter in Houston's display unit with
 its yellow and red limits (the limit set of the drill's phase), the injections as vertical
-lines, alarm raises and acknowledgements (with the operator) as markers, and a last panel
-with every alarm of the drill on one time line. x is GET."""
+lines, alarm raises and acknowledgements (with the operator) as markers, the commands sent
+as diamonds on every panel, and a last panel with every alarm of the drill on one time line
+and, below them, each expected action (its due time, when it was sent, by whom, and how it
+scored) and the harmful and other commands. x is GET."""
 
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from groundstation.core.mission_time import format_get
 SEVERITY_COLOUR = {"yellow": "#e0a800", "red": "#d62728", "nominal": "#7f7f7f"}
 ACK_COLOUR = "#2ca02c"
 INJECT_COLOUR = "#1f4e9c"
+ACTION_COLOUR = {"in_time": "#2ca02c", "late": "#ff7f0e", "wrong": "#7f7f7f",
+                 "missing": "#d62728", "harmful": "#d62728", "other": "#9467bd"}
 
 
 def _entry(d: VehicleDefinition, pid: str) -> pr.Entry | None:
@@ -49,18 +53,24 @@ def plot_timeline(path: Path, debrief: dict[str, Any],
     events = debrief["events"]
     alarmed = sorted({(e["vehicle"], e["parameter"]) for e in events
                       if e["transition"] in ("raised", "escalated")})
+    commands = _command_marks(debrief)
+    rows = len(alarmed) + len(commands)
     n = len(panels) + 1
     fig, axes = plt.subplots(n, 1, sharex=True, figsize=(11, 2.2 * n + 1.2),
                              gridspec_kw={"height_ratios": [3] * (n - 1)
-                                          + [max(1.5, 0.45 * len(alarmed) + 0.8)]})
+                                          + [max(1.5, 0.45 * rows + 0.8)]})
     axes = np.atleast_1d(axes)
     t0, t1 = debrief["started_get"], debrief["ended_get"]
     for ax, (v, pid) in zip(axes[:-1], panels, strict=True):
         _panel(ax, v, pid, definitions[v], series.get((v, pid), []), events, t0)
-    _alarm_panel(axes[-1], alarmed, events)
+    _alarm_panel(axes[-1], alarmed, events, commands)
     for ax in axes:
         for f in debrief["faults"]:
             ax.axvline(f["get"], color=INJECT_COLOUR, lw=1.4, ls="-", alpha=0.8)
+        for row in commands:
+            for marker, when, colour, _ in row[1]:
+                if when is not None and marker in ("D", "X", "d"):
+                    ax.axvline(when, color=colour, lw=1.0, ls=":", alpha=0.7)
         ax.grid(True, alpha=0.25)
         ax.set_xlim(t0, max(t1, t0 + 1))
     top = axes[0]
@@ -137,8 +147,43 @@ def _panel(ax: Any, v: str, pid: str, d: VehicleDefinition, data: list[tuple[flo
     ax.set_title(f"{v} {pid}", fontsize=8, loc="right")
 
 
-def _alarm_panel(ax: Any, alarmed: list[tuple[str, str]], events: list[dict[str, Any]]
-                 ) -> None:
+def _command_marks(debrief: dict[str, Any]
+                   ) -> list[tuple[str, list[tuple[str, float | None, str, str]]]]:
+    """Rows of the command panel: (label, [(marker, GET, colour, text)]) for each expected
+    action (its due time and the command that scored), then the harmful and other commands."""
+    out: list[tuple[str, list[tuple[str, float | None, str, str]]]] = []
+    for a in debrief.get("actions", []):
+        marks: list[tuple[str, float | None, str, str]] = []
+        if a.get("due_get") is not None:
+            marks.append(("|", a["due_get"], "#555555", "due"))
+        colour = ACTION_COLOUR[a["status"]]
+        if a.get("sent_get") is not None:
+            marks.append(("D", a["sent_get"], colour, f"{a.get('by') or ''} "
+                                                     f"{a['status'].replace('_', ' ')}"))
+        elif a.get("due_get") is not None:
+            marks.append(("x", a["due_get"], colour, "missing"))
+        out.append((f"action {a['id']}", marks))
+    extra = [("X", h["sent_get"], ACTION_COLOUR["harmful"], f"{h['command']} {h['by']} HARMFUL")
+             for h in debrief.get("harmful_actions", [])]
+    extra += [("d", r["sent_get"], ACTION_COLOUR["other"], f"{r['command']} {r['by']}")
+              for r in debrief.get("other_commands", [])]
+    if extra:
+        out.append(("other commands", extra))
+    return out
+
+
+def _alarm_panel(ax: Any, alarmed: list[tuple[str, str]], events: list[dict[str, Any]],
+                 commands: list[tuple[str, list[tuple[str, float | None, str, str]]]] | None
+                 = None) -> None:
+    commands = commands or []
+    for i, (_, marks) in enumerate(commands, start=len(alarmed)):
+        for marker, when, colour, text in marks:
+            if when is None:
+                continue
+            ax.plot(when, i, marker=marker, ms=9, color=colour, mec="black", mew=0.6)
+            if marker != "|":
+                ax.annotate(text, (when, i), xytext=(5, 4), textcoords="offset points",
+                            fontsize=7, color=colour)
     rows = {k: i for i, k in enumerate(alarmed)}
     for ev in events:
         k = (ev["vehicle"], ev["parameter"])
@@ -154,8 +199,11 @@ def _alarm_panel(ax: Any, alarmed: list[tuple[str, str]], events: list[dict[str,
                         textcoords="offset points", fontsize=7, color=ACK_COLOUR)
         elif ev["transition"] == "returned_to_normal":
             ax.plot(ev["get"], y, marker="x", ms=6, color="#7f7f7f")
-    ax.set_yticks(range(len(alarmed)))
-    ax.set_yticklabels([f"{v.split('_')[0]} {p}" for v, p in alarmed], fontsize=7)
-    ax.set_ylim(-0.8, max(len(alarmed) - 0.2, 0.8))
+    labels = [f"{v.split('_')[0]} {p}" for v, p in alarmed] + [c[0] for c in commands]
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_ylim(-0.8, max(len(labels) - 0.2, 0.8))
     ax.set_title("alarms: ▲ raised (yellow/red), ● acknowledged (operator), × back to "
-                 "normal; vertical lines: injections", fontsize=8, loc="left")
+                 "normal; actions: | due, ◆ sent (green in time, orange late, grey wrong), "
+                 "x missing, ✖ harmful; solid lines: injections, dotted: commands",
+                 fontsize=8, loc="left")

@@ -17,6 +17,12 @@ would show the trainee the whole drill). A pause freezes the mission clock: no f
 no alarms, and reaction times do not count it. At the end (the scenario's duration, or the
 instructor's stop) the ships fly on for the grace period so the last alarms can still be
 acknowledged, then the runner waits for the ingest to catch up and writes the debrief.
+
+Commands: the drill's ships hear their uplinks under the drill's source (the commanding
+service sends them the trainees' commands and procedures, cmd/uplink/training/<drill>/...)
+and act on them in their physics; the runner records every stage of every command
+(cmd/events/training/<drill>/...) on the mission clock, and the debrief scores them against
+the scenario's expected and harmful actions.
 """
 
 from __future__ import annotations
@@ -39,7 +45,13 @@ from groundstation.core import flightplan as tl
 from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.mission_time import format_get, utc_ns_to_get
-from groundstation.drills.debrief import Injection, build_debrief, scenario_injections, write
+from groundstation.drills.debrief import (
+    Injection,
+    build_debrief,
+    command_record,
+    scenario_injections,
+    write,
+)
 from groundstation.drills.offline import event_record
 from groundstation.drills.scenario import SEVERITY_RANK, SHIP_ALIASES, Scenario
 from groundstation.mqtt import BrokerError, MqttClient, broker_error_of
@@ -150,6 +162,7 @@ class DrillRunner:
                     for inj in scenario_injections(scenario)]
         self.injections: list[Injection] = []
         self.events: list[dict[str, Any]] = []
+        self.command_events: list[dict[str, Any]] = []  # every stage of every command
         self.key = scenario.plot_parameters()
         self._keys = {(v, p) for v, ps in self.key.items() for p in ps}
         self.series: dict[tuple[str, str], list[tuple[float, float]]] = {k: []
@@ -170,6 +183,7 @@ class DrillRunner:
             options.broker(), name="drill", client_id=f"drill-{self.drill_id}"[:64],
             subscriptions=[topics.alarms_subscription(self.source),
                            topics.parameters_subscription(self.source),
+                           topics.command_events_subscription(self.source),
                            topics.drill_control(self.drill_id)],
             on_message=lambda m: self.on_message(m.topic, m.payload),
             on_connect=lambda _: self._connected.set(), connect_first=True)
@@ -309,6 +323,17 @@ class DrillRunner:
                 reply = self.command(payload)
                 self._say(f"control: {payload[:200].decode('utf-8', 'replace')} -> "
                           f"{'ok' if reply.ok else reply.error}")
+            case topics.CommandEventsTopic(source=source) if str(source) == self.source:
+                try:
+                    cmd = messages.CommandEvent.from_json(payload)
+                except messages.MessageError as exc:
+                    log.warning("drill: ignored a command event on %s: %s", topic, exc)
+                    return
+                self.command_events.append(command_record(cmd, self.clock))
+                if cmd.stage in ("queued", "refused", "verified", "failed"):
+                    self._say(f"command {cmd.command_id} {cmd.command} by {cmd.operator}: "
+                              f"{cmd.stage}" + (f" ({cmd.reason})" if cmd.reason else ""))
+                self._status_dirty = True
             case topics.AlarmsTopic():
                 try:
                     event = messages.AlarmEvent.from_json(payload)
@@ -358,6 +383,9 @@ class DrillRunner:
                 self.sc.positions else ""
             self._say(f"trainees: groundstation console {centre}{position} --source "
                       f"{self.source}  (or press s on a running console)")
+            if self.sc.actions:
+                self._say("the drill expects commands: the commanding service must run "
+                          "(groundstation commanding serve)")
             self._set_state("running")
             self._inject_due()  # faults at the very start go in before the first frame
             sim_task = tasks.create_task(self.sim.run(stop_sim), name="ships")
@@ -480,7 +508,7 @@ class DrillRunner:
                              speed=self.speed, started_get=self.sc.start_get,
                              ended_get=ended, pauses=pauses, commands=self.commands,
                              stopped_early=self.stopped_early or self._stop_now,
-                             wall_s=round(wall_s, 2))
+                             wall_s=round(wall_s, 2), command_events=self.command_events)
 
     def _write(self, debrief: dict[str, Any]) -> list[Path]:
         picture: Path | None = None

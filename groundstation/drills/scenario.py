@@ -8,6 +8,13 @@ the ships' missions), the simulators' fault catalogue (names, parameters, values
 FaultManager.validate the simulators use, so a scenario that loads will inject) and the
 telemetry definitions (parameter ids, that the expected severity has a limit to raise it).
 Every problem is reported with the file, the fault and the field, all at once.
+
+Closed-loop drills: `actions` lists what the trainees are expected to do (a command or a
+procedure of the command definitions, telemetry_defs/commands/, by when, from which
+position) and the effect it must have on the ship's telemetry; `harmful` lists commands
+that hurt the ship in this drill; an expected alarm that the right action prevents names it
+in `prevented_by`. Checked against the command definitions as the faults are against the
+simulators' catalogue.
 """
 
 from __future__ import annotations
@@ -21,6 +28,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from groundstation.core import flightplan as tl
+from groundstation.core.commanddefs import (
+    CommandArgError,
+    VehicleCommands,
+    canonical_position,
+    load_all_commands,
+)
 from groundstation.core.definitions import FileProblems, VehicleDefinition, load_all
 from groundstation.core.mission_time import EARLIEST_GET, format_get, parse_duration
 from groundstation.paths import scenarios_dir
@@ -59,6 +72,9 @@ class Expect(_Model):
     within_s: float = Field(gt=0)  # after the injection, mission seconds
     ack_within_s: float | None = Field(default=None, gt=0)  # default: the scenario's
     weight: float = Field(default=1.0, gt=0)
+    # Expected actions (ids) whose taking stops this alarm from coming: not raised after
+    # one of them was carried out, it is "prevented", not "missed by the system".
+    prevented_by: list[str] = []
 
     _norm = field_validator("vehicle", mode="before")(_vehicle)
 
@@ -92,6 +108,58 @@ class Call(_Model):
     fault: str | None = None  # the fault id it answers (default: the scenario's only fault)
     within_s: float = Field(gt=0)
     cues: list[Cue] = Field(min_length=1)
+
+
+class Effect(Cue):
+    """What the telemetry shows once an action is carried out: within `within_s` of the
+    ship acting (the crew's delay counted), and with `hold`, at every sample from then to
+    the end of the drill."""
+
+    within_s: float = Field(default=0.0, ge=0)
+    hold: bool = False
+
+    def describe(self) -> str:
+        return (super().describe() + (f" within {self.within_s:g} s" if self.within_s else "")
+                + (" to the end" if self.hold else ""))
+
+
+class Action(_Model):
+    """A command or procedure the trainees are expected to send, by when, from which
+    position, and what it must do to the ship."""
+
+    id: str
+    command: str  # a command id of the vehicle's command definitions
+    fault: str | None = None  # the fault it answers (default: the only fault)
+    vehicle: str | None = None  # default: the fault's
+    args: dict[str, Any] = {}  # the arguments that must match (others are free)
+    position: str | None = None  # who must send it (default: any the command allows)
+    within_s: float = Field(gt=0)  # sent at most this long after the fault's injection
+    weight: float = Field(default=1.0, gt=0)
+    effect: list[Effect] = []  # checked by drill check --fly: the action at its due time
+    note: str | None = None
+
+    _norm = field_validator("vehicle", mode="before")(_vehicle)
+
+    @field_validator("position", mode="before")
+    @classmethod
+    def _position(cls, v: Any) -> Any:
+        return canonical_position(v) or v if isinstance(v, str) else v
+
+    def describe(self) -> str:
+        args = " ".join(f"{k}={v}" for k, v in self.args.items())
+        return f"{self.command} {args}".strip()
+
+
+class Harmful(_Model):
+    """A command that hurts the ship in this drill: taking it costs its weight."""
+
+    command: str
+    vehicle: str | None = None  # default: the scenario's first ship
+    args: dict[str, Any] = {}  # the arguments that make it harmful (none: any)
+    reason: str
+    weight: float = Field(default=1.0, gt=0)
+
+    _norm = field_validator("vehicle", mode="before")(_vehicle)
 
 
 class FaultPlan(_Model):
@@ -141,6 +209,8 @@ class Scenario(_Model):
     grace_s: float | None = Field(default=None, ge=0)  # mission s after the end for acks
     faults: list[FaultPlan] = Field(min_length=1)
     tolerate: list[Tolerated] = []
+    actions: list[Action] = []  # what the trainees are expected to do
+    harmful: list[Harmful] = []  # what hurts the ship in this drill
     plot: dict[str, list[str]] = {}
     path: str = ""
     # Filled in by the whole-file checks.
@@ -189,6 +259,19 @@ class Scenario(_Model):
         f = self.call_fault(c)
         return cue.vehicle or (f.vehicle if f is not None else self.ships[0])
 
+    def action_fault(self, a: Action) -> FaultPlan | None:
+        """The fault an action answers."""
+        if a.fault is None:
+            return self.faults[0] if len(self.faults) == 1 else None
+        return next((f for f in self.faults if f.id == a.fault), None)
+
+    def action_vehicle(self, a: Action) -> str:
+        f = self.action_fault(a)
+        return a.vehicle or (f.vehicle if f is not None else self.ships[0])
+
+    def harmful_vehicle(self, h: Harmful) -> str:
+        return h.vehicle or self.ships[0]
+
     def plot_parameters(self) -> dict[str, list[str]]:
         """Key parameters per transmitting ship: the plot section, else the expected
         alarms' parameters in the order the faults name them."""
@@ -205,18 +288,19 @@ class Scenario(_Model):
 
 # --- loading ----------------------------------------------------------------------------------
 
-def load_scenario(path: str | Path, definitions: dict[str, VehicleDefinition] | None = None
-                  ) -> Scenario:
+def load_scenario(path: str | Path, definitions: dict[str, VehicleDefinition] | None = None,
+                  commands: dict[str, VehicleCommands] | None = None) -> Scenario:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(path, [("", f"cannot read the file: {exc.strerror}")]) from None
-    return parse_scenario(text, path, definitions)
+    return parse_scenario(text, path, definitions, commands)
 
 
 def parse_scenario(text: str, path: str | Path = "<string>",
-                   definitions: dict[str, VehicleDefinition] | None = None) -> Scenario:
+                   definitions: dict[str, VehicleDefinition] | None = None,
+                   commands: dict[str, VehicleCommands] | None = None) -> Scenario:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -228,7 +312,11 @@ def parse_scenario(text: str, path: str | Path = "<string>",
         sc = Scenario.model_validate({**data, "path": str(path)})
     except ValidationError as exc:
         raise ScenarioError(path, [_where_what(e, data) for e in exc.errors()]) from None
-    problems = _check(sc, definitions if definitions is not None else load_all())
+    defs = definitions if definitions is not None else load_all()
+    problems = _check(sc, defs)
+    if sc.actions or sc.harmful:
+        problems += _check_actions(sc, defs, commands if commands is not None
+                                   else load_all_commands(defs))
     if problems:
         raise ScenarioError(path, problems)
     return sc
@@ -446,11 +534,15 @@ def _check_calls(sc: Scenario, defs: dict[str, VehicleDefinition], ships: list[s
         for j, cue in enumerate(c.cues):
             out += [(f"{where}: cues[{j}]" + (f": {field}" if field else ""), m)
                     for field, m in _check_cue(sc.cue_vehicle(c, cue), cue, defs, ships)]
+    for a in sc.actions:
+        af = sc.action_fault(a)
+        if af is not None:
+            answered.add(af.id)  # an expected action answers its fault too
     for i, f in enumerate(sc.faults):
         if not f.expect and f.id not in answered:
             out.append((f"fault {f.id!r} (faults[{i}]): expect", "a fault must expect at "
                         "least one alarm, or be answered by a timed call (calls: - call: "
-                        "..., within_s: ..., cues: [...])"))
+                        "..., within_s: ..., cues: [...]) or an expected action"))
     return out
 
 
@@ -515,3 +607,88 @@ def _check_parameter(vehicle: str, pid: str, severity: str | None,
                    for s in sets):
             return [("severity", f"{vehicle}.{pid} has no red limit; expect yellow")]
     return []
+
+
+# --- closed-loop drills: expected actions and harmful ones ---------------------------------
+
+def _check_actions(sc: Scenario, defs: dict[str, VehicleDefinition],
+                   commands: dict[str, VehicleCommands]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    ships = [v for v in sc.ships if v in tl.VEHICLES and v in defs]
+    timed = math.isfinite(sc.start_get) and math.isfinite(sc.duration_s)
+    seen: set[str] = set()
+    for i, a in enumerate(sc.actions):
+        where = f"action {a.id!r} (actions[{i}])"
+        if not ID_RE.match(a.id):
+            out.append((f"{where}: id", "must be lower-case letters, digits, '-' or '_'"))
+        if a.id in seen:
+            out.append((f"{where}: id", "duplicate action id"))
+        seen.add(a.id)
+        f = sc.action_fault(a)
+        if f is None:
+            out.append((f"{where}: fault", f"no fault {a.fault!r} in this scenario"
+                        if a.fault is not None else "name the fault this action answers "
+                        "(the scenario has several)"))
+            continue
+        v = sc.action_vehicle(a)
+        out += [(f"{where}: {field}", m)
+                for field, m in _check_command(v, a.command, a.args, commands, ships)]
+        vc = commands.get(v)
+        c = vc.get(a.command) if vc is not None else None
+        if c is not None and a.position is not None and not c.allows(a.position):
+            out.append((f"{where}: position", f"{a.position} may not send {a.command} (it is "
+                                              f"sent from {', '.join(c.positions)})"))
+        if timed and math.isfinite(f.start_get) \
+                and f.start_get + a.within_s > sc.end_get + sc.grace:
+            out.append((f"{where}: within_s", f"{a.within_s:g} s after the injection is past "
+                                              f"the end of the drill "
+                                              f"({format_get(sc.end_get)}) and its grace"))
+        for j, eff in enumerate(a.effect):
+            out += [(f"{where}: effect[{j}]" + (f": {field}" if field else ""), m)
+                    for field, m in _check_cue(eff.vehicle or v, eff, defs, ships)]
+    ids = {a.id for a in sc.actions}
+    for i, f in enumerate(sc.faults):
+        for j, e in enumerate(f.expect):
+            for k, name in enumerate(e.prevented_by):
+                if name not in ids:
+                    out.append((f"fault {f.id!r} (faults[{i}]): expect[{j}]: prevented_by[{k}]",
+                                f"no action {name!r} in this scenario"))
+    for i, h in enumerate(sc.harmful):
+        out += [(f"harmful[{i}]: {field}", m)
+                for field, m in _check_command(sc.harmful_vehicle(h), h.command, h.args,
+                                               commands, ships)]
+    return out
+
+
+def _check_command(vehicle: str, command: str, args: dict[str, Any],
+                   commands: dict[str, VehicleCommands], ships: list[str]
+                   ) -> list[tuple[str, str]]:
+    if vehicle not in tl.VEHICLES:
+        return [("vehicle", f"no ship {vehicle!r}; ships are {', '.join(tl.VEHICLES)}")]
+    if vehicle not in ships:
+        return [("vehicle", f"{vehicle} does not fly in this drill, so it cannot be "
+                            "commanded; add it to 'ships'")]
+    vc = commands.get(vehicle)
+    c = vc.get(command) if vc is not None else None
+    if c is None:
+        known = ", ".join(x.id for x in vc.commands) if vc is not None else "none"
+        return [("command", f"{vehicle} has no command {command!r} (its commands: {known}; "
+                            "groundstation commanding list)")]
+    out: list[tuple[str, str]] = []
+    known_args = {x.name: x for x in c.args}
+    for k, value in args.items():
+        if k not in known_args:
+            out.append((f"args.{k}", f"{command} takes no argument {k!r}"))
+            continue
+        try:
+            known_args[k].check(value)
+        except CommandArgError as exc:
+            out.append((f"args.{k}", exc.problem))
+    return out
+
+
+def same_args(wanted: dict[str, Any], got: dict[str, Any]) -> bool:
+    """Whether a command's arguments are the ones an action or a harmful entry names (the
+    ones it names; others are free)."""
+    return all(k in got and str(got[k]).casefold() == str(v).casefold()
+               for k, v in wanted.items())

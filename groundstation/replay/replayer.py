@@ -24,6 +24,10 @@ handshake, the control topic and the status topic.
 
 Reading seeks by the archive's index: a replay of ten minutes out of a day's recording
 reads those ten minutes.
+
+Commands: the command history recorded with the span (every stage of every command the
+commanding service handled, groundstation/replay/commands.py) is republished on the
+session's own cmd/events and cmd/history topics as the replay reaches each command.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from groundstation.core.mission_time import (
 from groundstation.mqtt import BrokerError, Connection, MqttClient, Will, broker_error_of
 from groundstation.progress import Progress
 from groundstation.replay import session as rs
+from groundstation.replay.commands import CommandReplay
 from groundstation.storage.archive import LIVE, ArchiveReader, FrameChunk, StreamKey
 from groundstation.storage.passes import Catalogue, drop_repeats
 from groundstation.tasks import TaskGroup
@@ -341,6 +346,11 @@ class Replayer:
         self._texts: dict[str, str] = {}
         self._last_status = 0.0
         self._feeds: dict[StreamKey, _Feed] = {}
+        # The commands recorded with the span, republished as the replay reaches them.
+        sources = {k.source for k in plan.streams} or {LIVE}
+        self.commands = CommandReplay(self.root, sorted(sources)[0],
+                                      {k.vehicle for k in plan.streams}, plan.start_ns,
+                                      plan.end_ns, self.source)
 
     # -- definitions --
 
@@ -438,6 +448,8 @@ class Replayer:
         for vehicle in self._phases:
             await conn.publish(topics.sim_state(vehicle, self.source), b"", qos=1,
                                retain=True)
+        for topic, payload, retain in self.commands.end():
+            await conn.publish(topic, payload, qos=1, retain=retain)
         if self.state in ("running", "paused", "starting"):
             self.state = "stopped"
         await self._publish_status(conn, retain=False)
@@ -499,6 +511,8 @@ class Replayer:
                 self._open_feeds(to)
                 c.position_ns = to
                 anchor_wall, anchor_t = time.monotonic(), to
+                for topic, payload, retain in self.commands.seek(to):
+                    await client.publish(topic, payload, qos=1, retain=retain)
                 self.progress.update(note=f"seek to {format_utc_ns(to)}")
                 continue
             if c.paused:
@@ -519,6 +533,8 @@ class Replayer:
                 anchor_wall, anchor_t = time.monotonic(), c.position_ns
             live = [(t, k) for k, f in self._feeds.items() if (t := f.next_t()) is not None]
             if not live:
+                for topic, payload, retain in self.commands.due(c.end_ns):
+                    await client.publish(topic, payload, qos=1, retain=retain)
                 self.state = "finished"
                 return
             t0, key = min(live, key=lambda x: (x[0], x[1].vehicle, x[1].stream))
@@ -542,6 +558,8 @@ class Replayer:
                                      self._session_payload(wanted), qos=1, retain=True)
             seq, t_first, frames = feed.take(self._frames_per_message(feed, speed))
             await self._announce_phase(client, key.vehicle, t_first)
+            for topic, payload, retain in self.commands.due(t_first):
+                await client.publish(topic, payload, qos=1, retain=retain)
             topic = topics.telemetry(key.vehicle, key.stream, source=self.source)
             await client.publish(topic, encode_envelope(key.vehicle, key.stream, seq, t_first,
                                                         frames), qos=1)

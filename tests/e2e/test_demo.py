@@ -117,7 +117,9 @@ def test_ctrl_c_stops_the_ships_the_ingest_and_the_servers(tmp_path: Path) -> No
     else:
         proc.kill()
         pytest.fail(f"no values within 60 s:\n{seen}")
-    assert len(processes_using(tmp_path / "demo")) >= 4  # broker, database, ingest, ships
+    # broker, database, ingest, commanding, ships
+    assert len(processes_using(tmp_path / "demo")) >= 5
+    assert "commanding running: c in the console sends commands as flight" in seen
     # An instructor breaks the cabin pressure sensor through the simulator's control topic:
     # the demo prints the alarm the ingest raises.
     port = int(re.search(r"Mosquitto at 127\.0\.0\.1:(\d+)", seen)[1])  # type: ignore[index]
@@ -133,6 +135,24 @@ def test_ctrl_c_stops_the_ships_the_ingest_and_the_servers(tmp_path: Path) -> No
     else:
         proc.kill()
         pytest.fail(f"no alarm printed:\n{seen}")
+    # The demo's operator sends CREW ALERT (as the console's c key does): the commanding
+    # service sends it up, the ship lights it, the telemetry verifies it.
+    paho_publish.single("cmd/request/flight/apollo_csm", hostname="127.0.0.1", port=port,
+                        qos=1, payload='{"request_id": "demo-1", "command": "crew_alert"}')
+    stages = []
+    while time.monotonic() < deadline + 90:
+        line = proc.stdout.readline()
+        seen += line
+        if line.startswith("COMMAND "):
+            stages.append(line.split(":")[0].removeprefix("COMMAND "))
+            if stages[-1] in ("verified", "failed"):
+                assert line.strip() == ("COMMAND verified: apollo_csm crew_alert "
+                                        "(flight/FLIGHT)"), seen
+                break
+    else:
+        proc.kill()
+        pytest.fail(f"the command was not verified:\n{seen}")
+    assert stages == ["queued", "sent", "received", "verified"]
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, seen + rest

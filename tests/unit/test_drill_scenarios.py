@@ -66,7 +66,9 @@ def test_scenario_raises_what_it_expects(path: Path, defs: dict[str, VehicleDefi
         assert 0 <= c["cues_together_after_s"] <= c["within_s"]
         assert c["status"] == NOT_SCORED_CALL
     assert d["raised_without_fault"] == []
-    scored = sum(len(f["alarms"]) for f in d["faults"])
+    # Nobody sent anything either: every expected action is missing.
+    assert all(a["status"] == "missing" for a in d["actions"])
+    scored = sum(len(f["alarms"]) for f in d["faults"]) + len(d["actions"])
     assert d["score"] == (0 if scored else None)
 
 
@@ -95,7 +97,10 @@ def test_entry_drill_is_the_real_one(defs: dict[str, VehicleDefinition]) -> None
     d = build_debrief(sc, "offline", scenario_injections(sc), result.events, speed=0.0,
                       started_get=sc.start_get, ended_get=sc.end_get + sc.grace,
                       cues=result.cues, calls_together=result.calls)
-    assert d["score"] is None  # nothing scored until the console has a call key
+    # The calls are not scored until the console has a call key; the procedures that act
+    # on them are (nobody sent them here: 0).
+    assert [a["status"] for a in d["actions"]] == ["missing", "missing"]
+    assert d["score"] == 0
     text = markdown(d, None)
     assert text.count(f"**{NOT_SCORED_CALL}**") == 2  # each call, marked not scored
 
