@@ -203,7 +203,7 @@ def unique_id(name: str) -> str:
     return f"gs-{name}-{os.getpid()}-{random.randrange(1 << 32):08x}"[:64]
 
 
-class _LibraryLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _LibraryLog(logging.LoggerAdapter):
     """The client library's own log, at debug level: what it reports as an error (a socket
     reset, say) this module reports in words, once."""
 

@@ -144,7 +144,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "GNC alarm of Jul 17)")
     p.add_argument("--list-events", action="store_true", help="print the timeline and exit")
     p.add_argument("--list-faults", action="store_true", help="print the faults and exit")
-    return p  # type: ignore[no-any-return]
+    return p
 
 
 def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,

@@ -43,8 +43,9 @@ def nominal_value(p: Parameter) -> float | str:
         hi = band[1] if band[1] is not None else hi
     if p.limits and band and (band[0] is None) != (band[1] is None):
         # One-sided limit: sit well on the safe side of it, not at the band's middle.
-        return float(band[1] - 0.25 * (band[1] - lo)) if band[1] is not None else \
-            float(band[0] + 0.25 * (hi - band[0]))
+        low, high = band
+        return float(high - 0.25 * (high - lo)) if high is not None else \
+            float(low + 0.25 * (hi - low)) if low is not None else float((lo + hi) / 2)
     return float((lo + hi) / 2)
 
 

@@ -344,7 +344,7 @@ class Mission:
         i = math.floor((get - self.start) / DT + 1e-9)
         block = i // BLOCK
         if block != self._geo_block:
-            times = self.start + (block * BLOCK + np.arange(BLOCK)) * DT
+            times = (self.start + (block * BLOCK + np.arange(BLOCK)) * DT).astype(np.float64)
             self._geo = {v: orbit.geometry(v, times) for v in tl.VEHICLES}
             self._geo_block = block
         return _pick(self._geo[vehicle], i - block * BLOCK)

@@ -229,8 +229,8 @@ class TelemetryStream:
             self._unmodelled_logged = True
             log.warning("%s: no model for %s; sending nominal values", self.vehicle,
                         ", ".join(unmodelled))
-        c = self.definition.frame.counter
-        frames = self.encoder.encode(values, n, c.first + self.k % c.modulus)
+        counter = self.definition.frame.counter
+        frames = self.encoder.encode(values, n, counter.first + self.k % counter.modulus)
         garbled = self._garble(frames, ks, get, sync_loss)
         aos = steps[jj, col["_aos"]] > 0.5
         self.k += n

@@ -217,10 +217,10 @@ def _show(name: str, instructor: bool) -> int:
         if sc.actions or sc.harmful:
             print("\nexpected actions (instructor only):")
             for act in sc.actions:
-                f = sc.action_fault(act)
+                fault = sc.action_fault(act)
                 print(f"  {act.id}: {sc.action_vehicle(act)} {act.describe()} from "
                       f"{act.position or 'any position'} within {act.within_s:g} s of "
-                      f"{f.id if f else '?'}")
+                      f"{fault.id if fault else '?'}")
                 for eff in act.effect:
                     print(f"      effect: {eff.describe()}")
             for h in sc.harmful:

@@ -152,7 +152,7 @@ def trend_text(f: cp.Field, samples: Sequence[tuple[float, int]], width: int, he
     lo, hi = cp.trend_scale(f, [v for v, _ in shown])
     cols = trend_columns(shown, width)
     steps = 8 * height
-    levels = []
+    levels: list[tuple[int, int]] = []
     for v, st in cols:
         frac = (v - lo) / (hi - lo) if hi > lo else 0.5
         # Never below one eighth: an empty cell would read as no data.
@@ -164,7 +164,7 @@ def trend_text(f: cp.Field, samples: Sequence[tuple[float, int]], width: int, he
         base = 8 * (height - 1 - r)
         row = Text(pad)
         # One span per run of a colour, not per cell: this is redrawn a few times a second.
-        run, run_state = "", None
+        run, run_state = "", levels[0][1] if levels else 0
         for level, st in levels:
             if st != run_state and run:
                 row.append(run, style=styles[run_state])
@@ -647,19 +647,19 @@ class ConsoleApp(App[int]):
             line1.append(cp.word("connecting", c), style=AMBER)
         line2 = Text()
         for i, vid in enumerate(self._vehicles()):
-            v = src.vehicles.get(vid) or VehicleView()
+            view = src.vehicles.get(vid) or VehicleView()
             if i:
                 line2.append_text(sep)
             line2.append(f"{cp.SHIP_SHORT[c].get(vid, vid)} ", style="bold")
             # Without the broker nothing can be said about the ships' signal.
-            aos = v.aos(now) if self.model.connected else None
+            aos = view.aos(now) if self.model.connected else None
             if aos is None:
                 line2.append(cp.word("nodata", c), style=DIM)
             elif aos:
                 line2.append(cp.word("aos", c), style="bold black on green3")
             else:
                 line2.append(cp.word("los", c), style="bold white on red3")
-            q, fps = v.link.quality, v.link.frames_per_s
+            q, fps = view.link.quality, view.link.frames_per_s
             if q is not None:
                 qstyle = "green3" if q >= 99.0 else AMBER if q >= 90.0 else RED
                 line2.append(f" {cp.word('quality', c)} {q:5.1f}%", style=qstyle)

@@ -446,9 +446,9 @@ class Decommutator:
         by_minor: dict[str, NDArray[np.int64]] = {}
         start = 0
         if self._table is not None:
-            for (m, k), i in np.ndenumerate(self._table.params):
-                if i != PAD:
-                    pid = self._params[i].id
+            for (m, k), slot in np.ndenumerate(self._table.params):
+                if slot != PAD:
+                    pid = self._params[int(slot)].id
                     by_minor.setdefault(pid, np.full(mf, -1, dtype=np.int64))[m] = k
             start = self._table.params.shape[1]
         for i in self._wide:

@@ -242,7 +242,9 @@ class Parameter(_Described):
             return np.interp(raw, xs, ys)
         if cal is not None and cal.states is not None:
             return raw
-        return np.polynomial.polynomial.polyval(raw, self.poly)
+        poly = self.poly
+        assert poly is not None  # a calibration has exactly one of linear/poly/table/states
+        return np.polynomial.polynomial.polyval(raw, poly)
 
     def eng_range(self) -> tuple[float, float]:
         ends = self.calibrate(np.array([0, self.raw_max]))
@@ -501,7 +503,7 @@ def _check_limit_values(ls: LimitSet, where: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name in ("yellow", "red"):
         pair = getattr(ls, name)
-        if pair is not None and None not in pair and pair[0] > pair[1]:  # type: ignore[operator]
+        if pair is not None and None not in pair and pair[0] > pair[1]:
             out.append((f"{where}.{name}", f"low {pair[0]} is above high {pair[1]}"))
     y, r = ls.yellow, ls.red
     if y is not None and r is not None:
@@ -649,9 +651,9 @@ def _check_limits_fit(p: Parameter, defn: VehicleDefinition) -> list[tuple[str, 
                                     f"sensor's range {lo:g}..{hi:g} {p.unit}: it can never "
                                     "be seen"))
     for i, c in enumerate(lim.contexts):
-        name = c.when.parameter
-        if name and "." not in name and name not in defn.all_ids:
-            out.append((f"limits.contexts[{i}].when.parameter", f"no parameter {name!r} in "
+        when_param = c.when.parameter
+        if when_param and "." not in when_param and when_param not in defn.all_ids:
+            out.append((f"limits.contexts[{i}].when.parameter", f"no parameter {when_param!r} in "
                                                                 f"{defn.vehicle}"))
     return out
 

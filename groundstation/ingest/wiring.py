@@ -28,7 +28,7 @@ def archive_factory(root: Path) -> ArchiveFactory:
         # The definition's text goes in the file header, so a replay can check limits
         # with the definitions in force at recording time.
         text = Path(defn.path).read_bytes() if defn.path and Path(defn.path).exists() else None
-        return ArchiveWriter(root, defn.vehicle, defn.stream,  # type: ignore[return-value]
+        return ArchiveWriter(root, defn.vehicle, defn.stream,
                              source, frame_period_ns=round(1e9 / defn.frame.rate_hz),
                              definition_text=text)
 
