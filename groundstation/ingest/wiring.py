@@ -85,9 +85,10 @@ class NullSink:
         return None
 
 
-def make_sink(config: Config) -> Any:
+def make_sink(config: Config, spool_dir: Path | None = None) -> Any:
     """The InfluxDB sink the configuration describes (the API is asked of the server when
-    `api` is auto, so the server must answer /ping)."""
+    `api` is auto, so the server must answer /ping), spooling to `spool_dir` (default:
+    `[influx] spool_dir`; the commanding service has its own)."""
     from groundstation.config import reveal
     from groundstation.storage.influx.backends import make_backend
     from groundstation.storage.influx.sink import InfluxSink
@@ -99,7 +100,7 @@ def make_sink(config: Config) -> Any:
                            retention_policy=c.retention_policy, username=c.username,
                            password=reveal(c.password), token=reveal(c.token), org=c.org,
                            bucket=c.bucket)
-    return InfluxSink(backend, c.spool_dir, sink_config(config))
+    return InfluxSink(backend, spool_dir or c.spool_dir, sink_config(config))
 
 
 async def check_database(sink: Any, create: bool) -> None:
