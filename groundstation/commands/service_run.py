@@ -28,7 +28,8 @@ def run_service(name: str, service: Service, ready_line: Callable[[], str]) -> N
             await ready.wait()
             print(ready_line(), flush=True)
 
-        async with TaskGroup(name) as tasks:
+        # The service's exception is the command's to report, in one line: not logged here.
+        async with TaskGroup(name, expected=(Exception,)) as tasks:
             serving = tasks.create_task(service(stop, ready), name="service")
             announcing = tasks.create_task(announce(), name="ready")
             serving.add_done_callback(lambda _: announcing.cancel())
