@@ -149,13 +149,6 @@ class Transmitter:
         run, self._pending = self._pending, None
         return [self._message(run, playback=False)]
 
-    def drain_recorder(self) -> list[Message]:
-        """Everything left on the recorder (end of a run)."""
-        out = []
-        while self.recorder:
-            out += self._playback(len(self.recorder[0].frames) / max(self.playback_rate, 1e-9)
-                                  + 1)
-        return out
 
     # --- internals -----------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from groundstation.commanding.engine import CommandEngine, Settings
 from groundstation.commanding.operators import Operators
@@ -37,6 +36,7 @@ from groundstation.core.definitions import VehicleDefinition
 from groundstation.mqtt import BrokerError, Connection, MqttClient
 from groundstation.storage.command_log import CommandLogWriter, read_events
 from groundstation.storage.influx.command_lines import command_line
+from groundstation.storage.influx.sink_config import LineSink
 from groundstation.tasks import TaskGroup
 
 log = logging.getLogger("groundstation.commanding")
@@ -48,7 +48,7 @@ SUBSCRIPTIONS = (topics.COMMAND_REQUEST_SUBSCRIPTION, *topics.COMMAND_ACK_SUBSCR
 
 class CommandingService:
     def __init__(self, config: Config, definitions: Mapping[str, VehicleDefinition],
-                 commands: Mapping[str, VehicleCommands], operators: Operators, sink: Any,
+                 commands: Mapping[str, VehicleCommands], operators: Operators, sink: LineSink,
                  history_root: Path):
         self.config = config
         c = config.commanding
@@ -170,7 +170,7 @@ class CommandingService:
 
 
 async def serve(config: Config, definitions: Mapping[str, VehicleDefinition],
-                commands: Mapping[str, VehicleCommands], operators: Operators, sink: Any,
+                commands: Mapping[str, VehicleCommands], operators: Operators, sink: LineSink,
                 stop: asyncio.Event, ready: asyncio.Event | None = None) -> CommandingService:
     """Run the commanding service until stop is set; its command events go to `sink` (the
     ingest's kind of InfluxDB sink with its own spool, groundstation.ingest.wiring's

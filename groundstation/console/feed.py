@@ -306,9 +306,6 @@ class ConsoleModel:
             veh.time_ns = t
             veh.arrived = now
 
-    def last_reply(self) -> messages.OperatorReply | None:
-        return self.replies[-1] if self.replies else None
-
 
 def default_client_id(operator: str) -> str:
     # Never the ingest's fixed id (MqttConfig's default): a second client with that id

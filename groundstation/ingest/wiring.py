@@ -12,6 +12,7 @@ from groundstation.config import Config, ConfigError
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.stream import ArchiveFactory, ArchiveLike, Quarantined
+from groundstation.storage.influx.sink_config import LineSink, SinkConfig
 
 log = logging.getLogger("groundstation.ingest")
 
@@ -55,9 +56,7 @@ def quarantine_writer(root: Path) -> QuarantineSink:
     return QuarantineSink(root)
 
 
-def sink_config(config: Config) -> Any:
-    from groundstation.storage.influx.sink import SinkConfig
-
+def sink_config(config: Config) -> SinkConfig:
     c = config.influx
     return SinkConfig(batch_max_lines=c.batch_lines, flush_interval_s=c.flush_interval_ms / 1000,
                       concurrency=c.write_concurrency, create_missing=c.create_database,
@@ -85,7 +84,7 @@ class NullSink:
         return None
 
 
-def make_sink(config: Config, spool_dir: Path | None = None) -> Any:
+def make_sink(config: Config, spool_dir: Path | None = None) -> LineSink:
     """The InfluxDB sink the configuration describes (the API is asked of the server when
     `api` is auto, so the server must answer /ping), spooling to `spool_dir` (default:
     `[influx] spool_dir`; the commanding service has its own)."""

@@ -4,10 +4,23 @@ counters for self-telemetry. The sink itself: ``groundstation.storage.influx.sin
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-__all__ = ["SinkConfig", "SinkStats"]
+__all__ = ["LineSink", "SinkConfig", "SinkStats"]
+
+
+class LineSink(Protocol):
+    """Where line protocol goes: the InfluxDB sink, or a stand-in without a database.
+    submit() may wait (backpressure) and returns an awaitable that completes once the
+    lines are durable (in the database, or spooled to disk)."""
+
+    async def start(self) -> Any: ...
+
+    async def submit(self, lines: list[str]) -> Awaitable[Any]: ...
+
+    async def close(self, timeout: float = 30.0) -> None: ...
 
 
 @dataclass
