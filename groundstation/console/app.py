@@ -721,7 +721,13 @@ class ConsoleApp(App[int]):
             style = cp.limit_colour(state)
             if stale:
                 style = f"{style} dim"
-            out.append(f.text(value)[:VALUE_W].rjust(VALUE_W), style=style)
+            text = f.text(value)
+            if f.discrete and len(text) > VALUE_W:
+                # A state name has no unit: a long one (НЕТ ЗАХВАТА) takes the unit's room.
+                room = VALUE_W + 1 + UNIT_W
+                out.append(text[:room].ljust(room), style=style)
+                return out
+            out.append(text[:VALUE_W].rjust(VALUE_W), style=style)
         out.append(" " + f.unit_text[:UNIT_W].ljust(UNIT_W), style=DIM)
         return out
 
@@ -786,7 +792,10 @@ class ConsoleApp(App[int]):
                                                                     else "")
                 raised = a.raised_ns
                 when = cp.msk_text(raised, with_date=False) if ru else cp.get_text(raised)
-                value = a.value_text or (f.text(a.value) if f else str(a.value))
+                # A discrete's state in the centre's language (the ingest names it in
+                # English, as the definitions do).
+                value = f.text(a.value) if f and f.discrete and a.value is not None \
+                    else a.value_text or (f.text(a.value) if f else str(a.value))
                 # The limit is in the value's unit, so the unit is written once (it keeps
                 # the list within 120 columns).
                 limit = f.text(a.limit) if f and a.limit is not None else ""
