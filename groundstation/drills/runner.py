@@ -413,6 +413,10 @@ class DrillRunner:
             if self.sc.actions:
                 self._say("the drill expects commands: the commanding service must run "
                           "(groundstation commanding serve)")
+            if self.sc.timed_calls:
+                self._say(f"the drill expects {len(self.sc.timed_calls)} calls: k on the "
+                          "trainees' consoles (heard on "
+                          f"{topics.drill_calls_subscription(self.drill_id)})")
             self._set_state("running")
             self._inject_due()  # faults at the very start go in before the first frame
             sim_task = tasks.create_task(self.sim.run(stop_sim), name="ships")
