@@ -18,7 +18,8 @@ its data last *arrived* (wall clock), never from the data's own time.
 
 Commands: the feed also files the command path's traffic (the retained history and each
 stage event of every command, by source and ship, and the commanding service's replies to
-this operator) and sends the operator's command requests (`command`).
+this operator) and sends the operator's command requests (`command`) and, in a drill, the
+operator's calls (`call`).
 """
 
 from __future__ import annotations
@@ -380,6 +381,21 @@ class ConsoleFeed:
 
     async def unshelve(self, vehicle: str, parameter: str, source: str) -> str:
         return await self.request(vehicle, parameter, source, "unshelve")
+
+    async def call(self, drill: str, text: str, position: str | None = None,
+                   request_id: str | None = None) -> messages.DrillCall:
+        """Make a call in a drill under this operator's name (calls/<operator>/<drill>):
+        the drill runner hears it, stamps it with the mission clock and its debrief scores
+        it. Raises MessageError for an empty or too long call, ConnectionError while the
+        broker is away."""
+        call = messages.DrillCall.from_data({
+            "request_id": request_id or self.new_request_id(), "text": text,
+            "position": position, "time_ns": time.time_ns()})
+        if not self.client.connected:
+            raise ConnectionError("no broker connection; try again once it is back")
+        await self.client.publish(topics.drill_calls(self.operator, drill), call.to_json(),
+                                  qos=1)
+        return call
 
     async def command(self, vehicle: str, request: messages.CommandRequest) -> str:
         """Send a command request (send, arm, execute, disarm) under this operator's name;

@@ -33,6 +33,7 @@ ingest. No payload carries NaN or infinity: JSON has neither, so a missing value
 | replay/status/<session>           | ReplayStatus                             |
 | drill/control/<drill>             | DrillControl (JSON or text)              |
 | drill/status/<drill>              | DrillStatus                              |
+| calls/<operator>/<drill>          | DrillCall                                |
 """
 
 from __future__ import annotations
@@ -895,6 +896,27 @@ class DrillStatus(Message):
     time_ns: int
     score: int | None = None  # at the end
     debrief: str | None = None  # at the end: where it was written
+    calls: int = 0  # the trainees' calls heard so far
+
+
+CALL_MAX: Final = 500  # characters of a call
+
+
+class DrillCall(Message):
+    """A trainee's call in a drill (calls/<operator>/<drill>), made with the console's call
+    key: what they would say on the loop ("RCS off now, fumes"), from which position. The
+    operator is whom the broker authenticated (the topic), never a field; the drill runner
+    stamps the call with the mission clock when it hears it, and the debrief scores it
+    against the scenario's timed calls."""
+
+    model_config = ConfigDict(extra="forbid")
+    _id_field: ClassVar[str | None] = "request_id"
+
+    request_id: RequestId
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                           max_length=CALL_MAX)]
+    position: str | None = None
+    time_ns: int | None = None  # wall clock of the console when it was made
 
 
 # --- commands -------------------------------------------------------------------------------

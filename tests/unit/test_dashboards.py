@@ -180,7 +180,7 @@ def test_thresholds_are_the_definitions_limits(boards: dict[str, dict[str, Any]]
             assert t.offset == pytest.approx(offset, abs=1e-9), (name, t.field)
             steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
             if discrete:
-                _check_states(panel, e, t.query)
+                _check_states(panel, e, t.query, LANG.get(name, "en"))
                 continue
             single = len(panel["targets"]) == 1
             lim = e.limits
@@ -207,8 +207,14 @@ def test_thresholds_are_the_definitions_limits(boards: dict[str, dict[str, Any]]
     assert checked > 150
 
 
-def _check_states(panel: dict[str, Any], e: Parameter, query: str) -> None:
-    """A discrete's value mappings name every state and colour the red and yellow ones."""
+# Each dashboard's language: the ЦУП's Russian, the joint view's both, Houston's English.
+LANG = {"tsup": "ru", "joint": "bi"}
+
+
+def _check_states(panel: dict[str, Any], e: Parameter, query: str, lang: str = "en"
+                  ) -> None:
+    """A discrete's value mappings name every state, in the dashboard's language (the
+    definitions' state_labels), and colour the red and yellow ones."""
     lim = e.limits
     red = set(lim.red_states or []) if lim else set()
     yellow = set(lim.yellow_states or []) if lim else set()
@@ -220,11 +226,13 @@ def _check_states(panel: dict[str, Any], e: Parameter, query: str) -> None:
                         for prop in o["properties"] if prop["id"] == "mappings")
     options = {k: v for m in mappings if m["type"] == "value" for k, v in m["options"].items()}
     states = e.calibration.states if e.calibration and e.calibration.states else {}
-    assert {int(k): v["text"] for k, v in options.items()} == states, e.id
-    for v in options.values():
-        if v["text"] in red:
+    said = {code: name if lang == "en" else e.state_label(name, "ru") if lang == "ru"
+            else f"{name} · {e.state_label(name, 'ru')}" for code, name in states.items()}
+    assert {int(k): v["text"] for k, v in options.items()} == said, e.id
+    for k, v in options.items():
+        if states[int(k)] in red:
             assert v["color"] == dashboards.RED, e.id
-        elif v["text"] in yellow:
+        elif states[int(k)] in yellow:
             assert v["color"] == dashboards.YELLOW, e.id
         else:
             assert v["color"] not in (dashboards.RED, dashboards.YELLOW), e.id
