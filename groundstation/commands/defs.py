@@ -36,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
 def _defs_check(files: list[Path], directory: Path) -> int:
     if not files:
         defs = load_all(directory)
-        for d in defs.values():
+        for d in (s for main in defs.values() for s in main.streams.values()):
             print(f"ok  {d.path}: {d.vehicle}, {len(d.parameters)} parameters, "
                   f"{len(d.derived)} derived, {d.frame.words}-word frames at "
-                  f"{d.frame.rate_hz:g}/s")
+                  f"{d.frame.rate_hz:g}/s, stream {d.stream}"
+                  + (f" (a subset of {d.subset_of})" if d.subset_of else ""))
         return 0
     failed = 0
     for f in files:
