@@ -213,8 +213,8 @@ class IngestService:
             self._reject(topic, "bad_topic", str(exc), payload, now, mid, qos)
             return
         source = str(where.source)
-        defn = self.replays.definition(source, where.vehicle)
-        if defn is None or defn.stream != where.stream:
+        defn = self.replays.definition(source, where.vehicle, where.stream)
+        if defn is None:
             self._reject(topic, "unknown_stream", f"no telemetry definition for "
                          f"{where.vehicle}/{where.stream}", payload, now, mid, qos)
             return
@@ -252,12 +252,31 @@ class IngestService:
         if s is None:
             archive = self._archive_factory(defn, source) if self._archive_factory else None
             s = self.streams[key] = Stream(source, defn, StreamDecoder(defn),
-                                           AlarmEngine(defn, source), archive,
+                                           self._alarm_engine(source, defn), archive,
                                            persist=persists(source))
         elif s.archive_pending:  # restored at start-up, before any frame
             s.archive_pending = False
             s.archive = self._archive_factory(defn, source) if self._archive_factory else None
         return s
+
+    def _alarm_engine(self, source: str, defn: VehicleDefinition) -> AlarmEngine:
+        """A vehicle has one alarm state per source whatever format its downlink is in
+        (Apollo's high and low bit rate): the streams of a vehicle share one engine, judged
+        with its main definition."""
+        for s in self.streams.values():
+            if s.source == source and s.vehicle == defn.vehicle:
+                return s.alarms
+        main = self.replays.main_definition(source, defn.vehicle) or defn
+        return AlarmEngine(main, source)
+
+    def _switched(self, s: Stream, first_ns: int) -> None:
+        """Live frames of `s` newer than the last of the vehicle's other streams: the
+        downlink changed format, and the frames those streams miss meanwhile are not lost."""
+        for o in self.streams.values():
+            if (o is not s and o.source == s.source and o.vehicle == s.vehicle
+                    and o.decoder.last_good_time_ns is not None
+                    and o.decoder.last_good_time_ns < first_ns):
+                o.decoder.switched_away()
 
     async def _flusher(self, halt: asyncio.Event) -> None:
         delay = self.config.ingest.batch_max_delay_ms / 1000
@@ -316,6 +335,7 @@ class IngestService:
         if events:
             self._on_alarm_events(s, events, lines)
         if live.n_good:
+            self._switched(s, int(live.times_ns[0]))
             s.latest.update(live.latest())
             s.latest_dirty = True
             self.contexts.update(s, live)
@@ -360,7 +380,9 @@ class IngestService:
                 for t in (topics.active_alarms(s.vehicle, source),
                           topics.ingest_link(s.vehicle, source)):
                     self.outbox.clear_retained(t)
-            elif self.replays.definition(source, s.vehicle) is not s.definition:
+            elif (self.replays.definition(source, s.vehicle, s.definition.stream)
+                  is not s.definition or self.replays.main_definition(source, s.vehicle)
+                  is not s.alarms.definition):
                 self._drop_stream(key)  # new definitions: the stream starts anew with them
         if change.ended:
             self.contexts.drop_source(source)
@@ -438,6 +460,10 @@ class IngestService:
         restored active lists."""
         for s in self.alarm_state.restore(self.definitions, skip=self.streams,
                                           with_archive=self._archive_factory is not None):
+            shared = next((o.alarms for o in self.streams.values()
+                           if o.source == s.source and o.vehicle == s.vehicle), None)
+            if shared is not None:  # another format of the vehicle's downlink
+                s.alarms = shared
             self.streams[(s.source, s.vehicle, s.definition.stream)] = s
             self._publish_active(s)
 
