@@ -711,7 +711,7 @@ class ConsoleApp(App[int]):
     def _cell(self, f: cp.Field, src: SourceView, now: float) -> Text:
         v = src.vehicles.get(f.vehicle)
         item = v.values.get(f.pid) if v else None
-        stale = v is None or not v.aos(now) or not self.model.connected
+        stale = v is None or not v.aos(now) or not self.model.connected or v.stale(f.pid)
         label = f.label[:LABEL_W].ljust(LABEL_W, ".")
         out = Text(label + " ", style=DIM if stale else "#8fd79c")
         if item is None:
