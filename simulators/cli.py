@@ -128,10 +128,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "oldest are dropped and counted (default 500000)")
     p.add_argument("--recorder-minutes", type=float, default=HBR_CAPACITY_S / 60.0,
                    help="Apollo's onboard recorder, minutes of HBR data (default "
-                        f"{HBR_CAPACITY_S / 60.0:g}: the DSE's tape at 15 in/s)")
+                        f"{HBR_CAPACITY_S / 60.0:g}: the DSE's tape at 15 in/s; it holds "
+                        "4x as long in LBR)")
     p.add_argument("--playback-rate", type=float, default=HBR_DUMP_RATE,
-                   help="recorded frames dumped per live frame at AOS (default "
-                        f"{HBR_DUMP_RATE:g}: the DSE dumps at 120 in/s, 8x HBR)")
+                   help="recorded HBR frames' worth of tape dumped per live HBR frame at "
+                        f"AOS (default {HBR_DUMP_RATE:g}: the DSE dumps at 120 in/s, 8x HBR, "
+                        "32x LBR)")
     p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
                    help="inject a fault at start-up; keys are the fault's parameters and "
                         "at, ramp_s, duration_s (repeatable)")
