@@ -458,12 +458,20 @@ class IngestService:
     def restore_alarm_state(self) -> None:
         """Restore the saved alarm state (before the first message) and publish the
         restored active lists."""
-        for s in self.alarm_state.restore(self.definitions, skip=self.streams,
-                                          with_archive=self._archive_factory is not None):
-            shared = next((o.alarms for o in self.streams.values()
-                           if o.source == s.source and o.vehicle == s.vehicle), None)
-            if shared is not None:  # another format of the vehicle's downlink
-                s.alarms = shared
+        restored = self.alarm_state.restore(self.definitions, skip=self.streams,
+                                            with_archive=self._archive_factory is not None)
+        # A vehicle's streams (its downlink's formats) share one alarm state: the newest
+        # saved (by event sequence), or the one already running.
+        newest: dict[tuple[str, str], AlarmEngine] = {}
+        for s in restored:
+            key = (s.source, s.vehicle)
+            have = newest.get(key)
+            if have is None or s.alarms.snapshot()["seq"] > have.snapshot()["seq"]:
+                newest[key] = s.alarms
+        for s in restored:
+            s.alarms = next((o.alarms for o in self.streams.values()
+                             if o.source == s.source and o.vehicle == s.vehicle),
+                            newest[(s.source, s.vehicle)])
             self.streams[(s.source, s.vehicle, s.definition.stream)] = s
             self._publish_active(s)
 
