@@ -16,8 +16,11 @@ from groundstation.core.alarms import AlarmEngine
 from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import DefinitionError, VehicleDefinition, load_all
 from groundstation.core.encoder import FrameEncoder
-from groundstation.core.mission_time import FRAME_EPOCH_NS
+from groundstation.core.mission_time import FRAME_EPOCH_NS, parse_time_ns
 from groundstation.paths import defs_dir
+from groundstation.storage.archive import ArchiveWriter
+from groundstation.storage.export import export_pass
+from groundstation.storage.passes import Catalogue
 from simulators import control, recorder
 from simulators.link import Transmitter
 from simulators.mission import Mission
@@ -181,3 +184,33 @@ def test_one_alarm_state_judges_both_formats(defs: dict[str, VehicleDefinition])
     # Nothing the LBR does not carry: the SPS chamber pressure has no limits, and VHF
     # ranging and the SPS quantities are not judged from LBR.
     assert not {"vhf_range", "sps_ox_qty"} & {e.parameter for e in events}
+
+
+def test_the_catalogue_and_export_take_a_change_of_format(
+        tmp_path: Path, defs: dict[str, VehicleDefinition]) -> None:
+    """HBR 10 s, LBR 20 s, HBR 10 s in the archive: one HBR pass over the LBR stretch (a
+    change of format, no gap, nothing missing), one LBR pass; each exported with its own
+    definition, recorded or current."""
+    root = tmp_path / "archive"
+    t0 = parse_time_ns("1975-07-16T06:00:00Z")
+    for stream, a, b in (("hbr", 0, 10), ("lbr", 10, 30), ("hbr", 30, 40)):
+        d = defs[A].streams[stream]
+        period = round(1e9 / d.frame.rate_hz)
+        seq0 = (t0 - FRAME_EPOCH_NS + a * 10**9) // period
+        n = round((b - a) * d.frame.rate_hz)
+        frames = FrameEncoder(d).encode({"cabin_press": 5.0}, n, d.frame.counter.first
+                                        + seq0 % d.frame.counter.modulus)
+        with ArchiveWriter.for_definition(root, d) as w:
+            w.append(seq0, t0 + a * 10**9, frames, t0 + a * 10**9)
+    cat = Catalogue(root)
+    hbr, lbr = sorted(cat.passes, key=lambda p: p.stream)
+    assert (hbr.stream, hbr.frames, hbr.missing, hbr.gaps, hbr.expected) == (
+        "hbr", 1000, 0, [], 1000)
+    assert [(f.stream, round((f.end_ns - f.start_ns) / 1e9)) for f in hbr.formats] == [
+        ("lbr", 20)]
+    assert (lbr.stream, lbr.frames, lbr.missing, lbr.formats) == ("lbr", 100, 0, [])
+    for limits in ("recorded", "current"):
+        out = tmp_path / f"lbr-{limits}.csv"
+        export_pass(root, lbr, out, limits=limits, progress=False)
+        rows = out.read_text().splitlines()
+        assert len(rows) == 101 and "cabin_press" in rows[0] and "vhf_range" not in rows[0]
