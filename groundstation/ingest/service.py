@@ -269,6 +269,19 @@ class IngestService:
         main = self.replays.main_definition(source, defn.vehicle) or defn
         return AlarmEngine(main, source)
 
+    def _others_newest(self, s: Stream) -> int:
+        """The newest frame time the vehicle's other streams (formats) have received from
+        this source, processed or waiting."""
+        newest = 0
+        for o in self.streams.values():
+            if o is s or o.source != s.source or o.vehicle != s.vehicle:
+                continue
+            newest = max(newest, o.last_frame_ns)
+            period = o.decoder.decom.period_ns
+            for r in o.pending:
+                newest = max(newest, r.env.t_ns + (r.env.frames.shape[0] - 1) * period)
+        return newest
+
     def _switched(self, s: Stream, first_ns: int) -> None:
         """Live frames of `s` newer than the last of the vehicle's other streams: the
         downlink changed format, and the frames those streams miss meanwhile are not lost."""
@@ -329,12 +342,15 @@ class IngestService:
         live = batch.live()
         if batch.n_good < batch.n_frames:
             self.rejects.frames(s, batch, frames, times)
-        events = s.alarms.process(live, context)
+        # Frames of one format older than what another format of the vehicle has brought
+        # (Apollo's recorder dumping LBR while the live stream is HBR) are a playback too.
+        fresh = bool(live.n_good) and self._others_newest(s) < int(live.times_ns[-1])
+        events = s.alarms.process(live, context) if fresh or not live.n_good else []
         lines = batch_lines(batch, s.source, s.decoder.decom)
         self.decode_seconds.append(time.perf_counter() - t0)
         if events:
             self._on_alarm_events(s, events, lines)
-        if live.n_good:
+        if fresh:
             self._switched(s, int(live.times_ns[0]))
             s.latest.update(live.latest())
             s.latest_dirty = True

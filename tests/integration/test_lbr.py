@@ -118,3 +118,44 @@ async def test_a_pass_that_switches_to_lbr_and_back(
     live = rows(influx, "SELECT roll_att, cabin_press FROM tm WHERE source='live'")
     again = rows(influx, "SELECT roll_att, cabin_press FROM tm WHERE source='replay/lbr1'")
     assert live == again
+
+
+async def test_a_recorded_lbr_stretch_dumped_during_live_hbr(
+        mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path,
+        defs: dict[str, VehicleDefinition]) -> None:
+    """Out of contact in LBR (recorded), then heard in HBR: the recorder dumps the LBR at
+    32x on its own stream while HBR comes down live. Every frame is stored; the dump, older
+    than the live HBR, is a playback: it raises no alarm (its cabin pressure reads red) and
+    moves no display."""
+    influx = InfluxV1(influxdb.url, "dump")
+    probe = Mission(tl.hms(30), seed=8, definitions=defs)
+    start = probe.find_coverage(A, probe.t, 200)
+    m = Mission(start, seed=8, definitions=defs)
+    m.set_pcm_mode(A, "LBR")
+    m.set_pcm_mode(A, "HBR", at=start + 60)
+    m.inject(A, "los", duration_s=60)  # unheard: recorded
+    m.inject(A, "sensor_bias", {"parameter": "cabin_press", "offset": 1.5}, duration_s=60)
+    ship = ShipDownlink(m, defs[A])
+    tx = Transmitter(defs[A], m.faults, m.seed, frames_per_message=25, recorder_frames=90_000)
+    msgs: list[Message] = []
+    for block in ship.frames_until(start + 90):
+        msgs += tx.feed(block)
+    msgs += tx.flush()
+    kinds = {(m.topic.rsplit("/", 1)[1], m.kind): 0 for m in msgs}
+    for msg in msgs:
+        kinds[(msg.topic.rsplit("/", 1)[1], msg.kind)] += msg.frames
+    assert kinds == {("hbr", "live"): 1500, ("lbr", "playback"): 300}
+    async with running_ingest(mosquitto, influxdb, tmp_path, defs, database="dump") as ingest:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            for msg in msgs:
+                await client.publish(msg.topic, msg.payload, qos=1)
+        await wait_for(lambda: _count(influx, "roll_att", "live") == 1800,
+                       what="the live HBR and the dumped LBR in InfluxDB")
+        await wait_for(lambda: ingest.acked >= len(msgs), what="every message acknowledged")
+        lbr = ingest.streams[(topics.LIVE, A, "lbr")]
+        assert lbr.latest == {} and lbr.last_frame_ns == 0  # never live
+    red = rows(influx, f"SELECT max(cabin_press) FROM tm WHERE vehicle='{A}' AND "
+                       "source='live' AND stream='lbr'")
+    assert red[0]["max"] > 6.0  # the dump's biased reading is stored ...
+    assert rows(influx, "SELECT * FROM alarms WHERE parameter='cabin_press'") == []  # ... only
+
