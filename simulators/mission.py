@@ -285,7 +285,9 @@ class Mission:
             phase=self.phase(vehicle, t), docked=bool(self.docked(t)), aos=bool(e.aos),
             station=e.station, relay=bool(e.relay), ended=bool(self.ended(vehicle, t)),
             faults=[f.describe() for f in self.faults.pending_or_active(vehicle, t)],
-            pcm_mode=self.pcm_mode(vehicle, t), stream=self.downlink_stream(vehicle, t))
+            pcm_mode=(self.pcm_mode(vehicle, t)
+                      if LBR_STREAM in self.definitions[vehicle].streams else None),
+            stream=self.downlink_stream(vehicle, t))
 
     # --- stepping -----------------------------------------------------------------------
 
