@@ -214,3 +214,16 @@ def test_the_catalogue_and_export_take_a_change_of_format(
         export_pass(root, lbr, out, limits=limits, progress=False)
         rows = out.read_text().splitlines()
         assert len(rows) == 101 and "cabin_press" in rows[0] and "vhf_range" not in rows[0]
+
+
+def test_defs_show_and_check_name_the_lbr_format(capsys: pytest.CaptureFixture[str]) -> None:
+    from groundstation.cli import main
+
+    assert main(["defs", "show", "apollo_csm/lbr"]) == 0
+    out = capsys.readouterr().out
+    assert "cabin_press" in out and "vhf_range" not in out
+    assert main(["defs", "show", "apollo_csm/xbr"]) == 1
+    assert "its streams: hbr, lbr" in capsys.readouterr().err
+    assert main(["defs", "check"]) == 0
+    assert "apollo_csm_lbr.yaml: apollo_csm, 114 parameters, 5 derived, 40-word frames at " \
+           "5/s, stream lbr (a subset of hbr)" in capsys.readouterr().out
