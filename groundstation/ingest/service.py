@@ -228,6 +228,14 @@ class IngestService:
             self._reject(topic, exc.reason, str(exc), payload, now, mid, qos)
             return
         stream = self._stream(source, defn)
+        main = self.definitions.get(where.vehicle)
+        if main is not None and len(main.streams) > 1:
+            # A vehicle with several formats (Apollo's HBR and LBR): what came before in
+            # another format goes first, so no batch spans a change of format.
+            for o in list(self.streams.values()):
+                if o.pending and o is not stream and o.vehicle == stream.vehicle \
+                        and o.source == stream.source:
+                    self._process(o)
         if stream.archive is not None:
             stream.archive.append(env.seq, env.t_ns, env.frames, now)
         if not stream.pending:
@@ -268,19 +276,6 @@ class IngestService:
                 return s.alarms
         main = self.replays.main_definition(source, defn.vehicle) or defn
         return AlarmEngine(main, source)
-
-    def _others_newest(self, s: Stream) -> int:
-        """The newest frame time the vehicle's other streams (formats) have received from
-        this source, processed or waiting."""
-        newest = 0
-        for o in self.streams.values():
-            if o is s or o.source != s.source or o.vehicle != s.vehicle:
-                continue
-            newest = max(newest, o.last_frame_ns)
-            period = o.decoder.decom.period_ns
-            for r in o.pending:
-                newest = max(newest, r.env.t_ns + (r.env.frames.shape[0] - 1) * period)
-        return newest
 
     def _switched(self, s: Stream, first_ns: int) -> None:
         """Live frames of `s` newer than the last of the vehicle's other streams: the
@@ -342,9 +337,10 @@ class IngestService:
         live = batch.live()
         if batch.n_good < batch.n_frames:
             self.rejects.frames(s, batch, frames, times)
-        # Frames of one format older than what another format of the vehicle has brought
-        # (Apollo's recorder dumping LBR while the live stream is HBR) are a playback too.
-        fresh = bool(live.n_good) and self._others_newest(s) < int(live.times_ns[-1])
+        # A recorder's dump in another format than the live stream's (Apollo's LBR
+        # recording dumped while HBR comes down live) is a playback too, though newer than
+        # anything its own stream had: the sender says so (the envelope's `playback`).
+        fresh = bool(live.n_good) and not all(r.env.playback for r in received)
         events = s.alarms.process(live, context) if fresh or not live.n_good else []
         lines = batch_lines(batch, s.source, s.decoder.decom)
         self.decode_seconds.append(time.perf_counter() - t0)

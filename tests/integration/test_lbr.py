@@ -73,7 +73,9 @@ async def test_a_pass_that_switches_to_lbr_and_back(
     assert frames == {"hbr": 1000, "lbr": 100}
     assert {m.topic for m in msgs} == {f"telemetry/live/{A}/hbr", f"telemetry/live/{A}/lbr"}
     root = tmp_path / "archive"
-    async with running_ingest(mosquitto, influxdb, tmp_path, defs, database="lbr") as ingest:
+    # Batches held long (300 ms): the messages of both formats are all waiting together.
+    async with running_ingest(mosquitto, influxdb, tmp_path, defs, database="lbr",
+                              batch_max_delay_ms=300) as ingest:
         async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
             for m in msgs:
                 await client.publish(m.topic, m.payload, qos=1)
