@@ -94,6 +94,9 @@ control requests (mosquitto_pub -t {_APOLLO_CONTROL} -m '...'):
   {{"cmd": "clear_all"}}    {{"cmd": "list"}}    {{"cmd": "status"}}
   {{"cmd": "pause"}}        freeze the mission clock (both ships): no frames, state "paused"
   {{"cmd": "resume"}}       fly on from the same GET at the same speed (no catching up)
+  {{"cmd": "pcm_mode", "mode": "LBR"}}   Apollo's PCM to low bit rate (1.6 kbit/s, stream
+                            lbr) until "HBR" or the flight plan switches it (LBR through
+                            the first night, GET 009:30-017:36)
   Watch the answers with: mosquitto_sub -t '{_REPLIES}' -t '{_STATES}' -v
 
 times (--start, --until, "at"): a GET such as 044:19:08 or -007:30:01, or an event with an
