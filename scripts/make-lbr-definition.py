@@ -59,7 +59,8 @@ HBR_ONLY = {"sps_chamber_press", "sps_pitch_gimbal", "sps_yaw_gimbal", "vhf_rang
 LOCATION = ("word", "words", "bits", "frames", "every", "offset")
 
 
-def main() -> None:
+def build() -> tuple[str, str]:
+    """The LBR file's text, and a line saying what is in it."""
     hbr = yaml.load((ROOT / "telemetry_defs" / "apollo_csm.yaml").read_text("utf-8"),
                     Loader=_Loader)
     five = {tuple(a): b for a, b in FIVE_SPS}
@@ -111,9 +112,14 @@ def main() -> None:
     }
     text = yaml.safe_dump(doc, sort_keys=False, allow_unicode=True, width=100,
                           default_flow_style=None)
-    (ROOT / "telemetry_defs" / "apollo_csm_lbr.yaml").write_text(HEADER + "\n" + text,
-                                                                  "utf-8")
-    print(f"{len(out)} parameters, {len(derived)} derived, {len(slots)} one-sps slots spare")
+    return HEADER + "\n" + text, (f"{len(out)} parameters, {len(derived)} derived, "
+                                  f"{len(slots)} one-sps slots spare")
+
+
+def main() -> None:
+    text, what = build()
+    (ROOT / "telemetry_defs" / "apollo_csm_lbr.yaml").write_text(text, "utf-8")
+    print(what)
 
 
 if __name__ == "__main__":

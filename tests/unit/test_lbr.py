@@ -5,6 +5,7 @@ tape that records both and dumps each at its real speed, and one alarm state ove
 from __future__ import annotations
 
 import json
+import runpy
 import shutil
 from pathlib import Path
 
@@ -227,3 +228,12 @@ def test_defs_show_and_check_name_the_lbr_format(capsys: pytest.CaptureFixture[s
     assert main(["defs", "check"]) == 0
     assert "apollo_csm_lbr.yaml: apollo_csm, 114 parameters, 5 derived, 40-word frames at " \
            "5/s, stream lbr (a subset of hbr)" in capsys.readouterr().out
+
+
+def test_the_lbr_file_is_what_its_script_writes() -> None:
+    """telemetry_defs/apollo_csm_lbr.yaml is generated: after a change to apollo_csm.yaml,
+    run scripts/make-lbr-definition.py."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "make-lbr-definition.py"
+    text, _ = runpy.run_path(str(script))["build"]()
+    assert text == (defs_dir() / "apollo_csm_lbr.yaml").read_text(encoding="utf-8"), \
+        "run scripts/make-lbr-definition.py"
