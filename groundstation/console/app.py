@@ -665,6 +665,12 @@ class ConsoleApp(App[int]):
                 line2.append(f" {cp.word('quality', c)} {q:5.1f}%", style=qstyle)
             if fps is not None and aos:
                 line2.append(f" {fps:4.0f} {cp.word('fps', c)}", style=DIM)
+            stats = view.link.stats
+            defn = self.definitions.get(vid)
+            if aos and stats is not None and stats.stream and defn is not None \
+                    and len(defn.streams) > 1:
+                # A ship with several formats: which one is coming down (Apollo HBR, LBR).
+                line2.append(f" {stats.stream.upper()}", style="bold")
         line2.append_text(sep)
         if src.master_alarm():
             line2.append(f" {cp.word('master', c)} ",

@@ -192,3 +192,18 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     bad = parser.parse_args(["console", "houston", "--position", "RETRO"])
     assert console_cmd.run(bad) == 1
     assert "choose one of" in capsys.readouterr().err
+
+
+def test_the_header_names_apollos_format(defs: dict[str, VehicleDefinition]) -> None:
+    app = console.ConsoleApp(centre="houston", position="gnc",
+                             mqtt=MqttConfig(host="127.0.0.1", port=1), operator="flight",
+                             definitions=defs)
+    app.model.on_connected()
+    t = 174_845_349_000_000_000
+    for vid, stream in ((A, "lbr"), (S, "tm")):
+        app.model.on_message(f"params/live/{vid}", json.dumps(
+            {"vehicle": vid, "source": "live", "time_ns": t, "values": {}}).encode(), now=1.0)
+        app.model.on_message(f"ingest/link/live/{vid}", json.dumps(
+            {"frames_good": 100, "last_frame_ns": t, "stream": stream}).encode(), now=1.0)
+    text = app.header_text(app.model.source("live"), 1.5).plain
+    assert " LBR" in text and " TM" not in text  # Soyuz has one format: nothing to say
