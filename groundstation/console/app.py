@@ -723,6 +723,12 @@ class ConsoleApp(App[int]):
                 line2.append(f" {cp.word('quality', c)} {q:5.1f}%", style=qstyle)
             if fps is not None and aos:
                 line2.append(f" {fps:4.0f} {cp.word('fps', c)}", style=DIM)
+            stats = view.link.stats
+            defn = self.definitions.get(vid)
+            if aos and stats is not None and stats.stream and defn is not None \
+                    and len(defn.streams) > 1:
+                # A ship with several formats: which one is coming down (Apollo HBR, LBR).
+                line2.append(f" {stats.stream.upper()}", style="bold")
         line2.append_text(sep)
         if src.master_alarm():
             line2.append(f" {cp.word('master', c)} ",
@@ -769,7 +775,7 @@ class ConsoleApp(App[int]):
     def _cell(self, f: cp.Field, src: SourceView, now: float) -> Text:
         v = src.vehicles.get(f.vehicle)
         item = v.values.get(f.pid) if v else None
-        stale = v is None or not v.aos(now) or not self.model.connected
+        stale = v is None or not v.aos(now) or not self.model.connected or v.stale(f.pid)
         label = f.label[:LABEL_W].ljust(LABEL_W, ".")
         out = Text(label + " ", style=DIM if stale else "#8fd79c")
         if item is None:

@@ -40,6 +40,9 @@ log = logging.getLogger("groundstation.console")
 # No new frame from a ship for this long (wall time) is loss of signal. The ingest publishes
 # parameters at 2 Hz while frames arrive, so three seconds is several missed updates.
 LOS_AFTER_S = 3.0
+# A value this much older (in mission time) than the ship's newest is stale: a parameter
+# the downlink no longer carries (Apollo's low bit rate carries fewer than its high).
+STALE_AFTER_NS = 10 * 10**9
 HISTORY = 240  # trend samples kept per parameter (two minutes at the ingest's 2 Hz)
 SHELVE_S = 600.0  # how long the shelve key shelves an alarm (mission time, as the ingest)
 EVENTS = 200  # alarm events kept per source
@@ -125,6 +128,13 @@ class VehicleView:
     # (value, limit state) of recent updates of the trended parameters: the trend colours
     # each bar by the state the ingest judged, not by a second reading of the limits here.
     history: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+
+    def stale(self, pid: str) -> bool:
+        """The parameter's value is older than the ship's newest by STALE_AFTER_NS: the
+        downlink stopped carrying it (a change of format)."""
+        item = self.values.get(pid)
+        return (item is not None and self.time_ns is not None
+                and self.time_ns - item[0] > STALE_AFTER_NS)
 
     def aos(self, now: float) -> bool | None:
         """True in AOS, False in LOS, None before any data."""

@@ -422,10 +422,14 @@ class LinkStats(Message):
     last_frame_ns: int = 0
     latency_ms_p50: float | None = None
     latency_ms_max: float | None = None
+    # The format the newest frames came in (Apollo: hbr or lbr); the counters add up the
+    # vehicle's streams.
+    stream: str | None = None
 
     def counters(self) -> dict[str, int | float]:
         """The figures alone (what goes into InfluxDB's `link` measurement)."""
-        return {k: v for k, v in self.model_dump(exclude={"vehicle", "source"}).items()
+        return {k: v for k, v in self.model_dump(exclude={"vehicle", "source",
+                                                          "stream"}).items()
                 if v is not None}
 
 
@@ -482,6 +486,8 @@ class SimState(Message):
     ended: bool | None = None
     faults: list[FaultInfo] = Field(default_factory=list)
     source: SourceField | None = None
+    pcm_mode: str | None = None  # HBR or LBR (Apollo)
+    stream: str | None = None  # the downlink stream its frames go down on now
     t: int | None = None  # the newest frame's time, ns
     running: bool | None = None
     paused: bool | None = None
@@ -503,12 +509,15 @@ class SimState(Message):
                                serialization_alias="from")  # e.g. the replay's flight plan
 
 
-SimCommand = Literal["inject", "clear", "clear_all", "list", "status", "pause", "resume"]
+SimCommand = Literal["inject", "clear", "clear_all", "list", "status", "pause", "resume",
+                     "pcm_mode"]
 SIM_COMMANDS: Final[tuple[SimCommand, ...]] = ("inject", "clear", "clear_all", "list",
-                                               "status", "pause", "resume")
+                                               "status", "pause", "resume", "pcm_mode")
+PCM_MODES: Final = ("HBR", "LBR")
 _SIM_KEYS: Final[dict[str, frozenset[str]]] = {
     "inject": frozenset({"cmd", "id", "fault", "params", "at", "ramp_s", "duration_s"}),
     "clear": frozenset({"cmd", "id", "fault", "fault_id"}),
+    "pcm_mode": frozenset({"cmd", "id", "mode", "at"}),
     **{c: frozenset({"cmd", "id"}) for c in ("clear_all", "list", "status", "pause",
                                              "resume")},
 }
@@ -529,6 +538,7 @@ class SimControlRequest(_Sparse):
     at: str | float | None = None  # inject: "now", a GET, an event+offset, GET seconds
     ramp_s: float | None = None
     duration_s: float | None = None
+    mode: Literal["HBR", "LBR"] | None = None  # pcm_mode: Apollo's PCM bit rate
 
     @model_validator(mode="before")
     @classmethod
@@ -546,6 +556,9 @@ class SimControlRequest(_Sparse):
                              f"{', '.join(sorted(_SIM_KEYS[cmd] - {'cmd'}))}")
         if cmd == "inject" and "fault" not in data:
             raise ValueError("inject: 'fault' is required")
+        if cmd == "pcm_mode" and data.get("mode") not in PCM_MODES:
+            raise ValueError(f"pcm_mode: 'mode' must be one of {', '.join(PCM_MODES)}; got "
+                             f"{data.get('mode')!r}")
         at = data.get("at")
         if at is not None and (isinstance(at, bool) or not isinstance(at, str | int | float)):
             raise ValueError("at must be 'now', a GET such as '055:53:00', an event such as "
@@ -586,6 +599,8 @@ class SimControlReply(_Sparse):
     paused: bool | None = None  # pause, resume
     get: float | None = None  # pause, resume
     get_text: str | None = None  # pause, resume
+    mode: str | None = None  # pcm_mode: the mode from `get` on
+    stream: str | None = None  # pcm_mode: the downlink stream it goes down on
 
 
 # --- replay ---------------------------------------------------------------------------------
