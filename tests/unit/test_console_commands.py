@@ -120,6 +120,12 @@ async def test_the_call_key_is_for_a_drill(defs: dict[str, VehicleDefinition]) -
                              mqtt=MqttConfig(host="127.0.0.1", port=1),  # nobody listens
                              operator="gnc", definitions=defs)
     async with app.run_test(size=SIZE) as pilot:
+        # The broker's refusal first (it takes the status line when it comes), then the key.
+        for _ in range(200):
+            if "nothing is listening" in app.status_text.plain:
+                break
+            await pilot.pause(0.05)
+        assert "nothing is listening" in app.status_text.plain
         await pilot.press("k")
         assert "calls are for a drill" in app.status_text.plain
         line = app.query_one("#callline", Input)
