@@ -25,14 +25,19 @@ from groundstation.config import (
 )
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.broker_auth import secure_broker_config
-from groundstation.deploy.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
+from groundstation.deploy.servers import (
+    BinaryNotFoundError,
+    InfluxDBServer,
+    MosquittoServer,
+    RabbitMQCluster,
+)
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.wiring import archive_factory, make_sink, quarantine_writer
 from groundstation.storage.influx.backends import InfluxV1
 from simulators.runner import SimRunner
 
 
-def start_or_skip(server: MosquittoServer | InfluxDBServer) -> None:
+def start_or_skip(server: MosquittoServer | InfluxDBServer | RabbitMQCluster) -> None:
     """Start a real server; without its binary, skip, except under CI, where a green run
     must mean the real servers ran, so there it is a failure."""
     try:
