@@ -30,6 +30,7 @@ from groundstation.deploy.servers import (
     InfluxDBServer,
     MosquittoServer,
     RabbitMQCluster,
+    RabbitMQNode,
 )
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.wiring import archive_factory, make_sink, quarantine_writer
@@ -160,7 +161,7 @@ _client_numbers = itertools.count()
 
 
 @asynccontextmanager
-async def login(broker: MosquittoServer, user: str, *subscriptions: str,
+async def login(broker: MosquittoServer | RabbitMQNode, user: str, *subscriptions: str,
                 password: str | None = None) -> AsyncIterator[aiomqtt.Client]:
     async with aiomqtt.Client(broker.host, broker.port, username=user,
                               password=ACL_USERS[user] if password is None else password,

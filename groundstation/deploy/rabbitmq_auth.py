@@ -9,6 +9,9 @@ permissions, so the two brokers give the same rights from one source::
                                    # `load_definitions` in rabbitmq.conf
     apply_accounts(cluster, users) # the same, into a running cluster (RabbitMQCluster)
 
+For a deployment, ``python -m groundstation.deploy.rabbitmq_auth definitions.json`` reads
+"user password" lines on standard input (never the command line) and writes the file.
+
 How the rights map (the MQTT plugin publishes on the ``amq.topic`` exchange with the topic
 as routing key, '/' and '.' swapped: ``telemetry/live/soyuz/tm`` is
 ``telemetry.live.soyuz.tm``):
@@ -48,7 +51,8 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -231,3 +235,34 @@ def apply_accounts(cluster: _Ctl, users: Mapping[str, str], acl: Acl | None = No
     existing = json.loads(cluster.ctl("list_users", "--formatter", "json"))
     if "guest" not in users and any(u.get("user") == "guest" for u in existing):
         cluster.ctl("delete_user", "guest")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: python -m groundstation.deploy.rabbitmq_auth DEFINITIONS_FILE  "
+              "(reads 'user password' lines on stdin)", file=sys.stderr)
+        return 2
+    users: dict[str, str] = {}
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        user, sep, password = line.strip().partition(" ")
+        if not sep or not password:
+            print(f"stdin line {n}: expected 'user password'", file=sys.stderr)
+            return 2
+        users[user] = password
+    try:
+        text = json.dumps(definitions(users), indent=1)
+        path = Path(args[0])
+        path.write_text(text + "\n", encoding="utf-8")
+        path.chmod(0o600)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(users)} users to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -116,3 +116,17 @@ def test_password_hash_is_rabbitmq_sha256() -> None:
     # RabbitMQ's rabbit_password_hashing_sha256 of "test12" with salt 908DC60A (its docs).
     encoded = rabbitmq_auth.hash_password("test12", bytes.fromhex("908DC60A"))
     assert encoded == "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR"
+
+
+def test_main_writes_definitions_from_stdin(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("# accounts\nflight flight-pw\nsoyuz s-pw\n"))
+    out = tmp_path / "defs.json"
+    assert rabbitmq_auth.main([str(out)]) == 0
+    defs = json.loads(out.read_text())
+    assert [u["name"] for u in defs["users"]] == ["flight", "soyuz"]
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    monkeypatch.setattr("sys.stdin", io.StringIO("flight\n"))
+    assert rabbitmq_auth.main([str(out)]) == 2
+    assert rabbitmq_auth.main([]) == 2
