@@ -24,7 +24,9 @@ broker answered), so a new major version of it is a change to this file alone.
 Several brokers (`hosts`, a cluster's nodes): the client connects to the first, and after
 each failed attempt or lost connection moves to the next in the list (round and round),
 saying which in the log; it waits only a short moment (`Backoff.first`, jittered) between
-brokers, and the backoff below between rounds. `connect()` (one connection, no
+brokers, and the backoff below between rounds. A clean-session client presents a new client
+id on each attempt there (`identifier()`: RabbitMQ would hold the old id's subscription
+queue on a dead node). `connect()` (one connection, no
 reconnecting) tries each once, in turn. With one broker (host and port) it is as before:
 
 Reconnecting: after a failed attempt or a lost connection the client waits, then tries
@@ -365,6 +367,7 @@ class MqttClient:
         self.last_error: BrokerError | None = None
         self.brokers = config.brokers  # [(host, port)]: hosts, or host and port
         self.current = 0  # index in brokers of the one connected to, or tried next
+        self._attempts = 0  # connection attempts made
 
     # --- state -----------------------------------------------------------------------
 
@@ -377,6 +380,16 @@ class MqttClient:
         host, port = self.brokers[index]
         host = f"[{host}]" if ":" in host else host
         return f"{'mqtts' if self.config.tls else 'mqtt'}://{host}:{port}"
+
+    def identifier(self) -> str:
+        """The client id the current (or next) connection presents. With several brokers
+        (a cluster), a client without a session (clean_session) takes a new one for each
+        attempt, client_id-<n>: RabbitMQ keeps a clean session's subscription queue on the
+        node it was made on, and a node that dies takes that queue with it until it comes
+        back, so a new subscription under the same id would hang on every other node."""
+        if self.clean_session and len(self.brokers) > 1:
+            return f"{self.client_id[:54]}-{self._attempts:x}"
+        return self.client_id
 
     def _move_on(self) -> str:
         """Make the next broker of the list the current one; its address."""
@@ -462,9 +475,10 @@ class MqttClient:
         host, port = self.brokers[self.current]
         will = aiomqtt.Will(self.will.topic, self.will.payload, self.will.qos,
                             self.will.retain) if self.will else None
+        self._attempts += 1
         client = aiomqtt.Client(
             host, port, username=c.username, password=reveal(c.password),
-            identifier=self.client_id, clean_session=self.clean_session,
+            identifier=self.identifier(), clean_session=self.clean_session,
             keepalive=c.keepalive_s, timeout=self.timeout_s, will=will,
             tls_context=self._tls, socket_options=[NODELAY],
             logger=cast(logging.Logger, _LIBRARY_LOG))

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from groundstation.deploy import servers
+from groundstation.deploy.rabbitmq_auth import apply_accounts
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer, RabbitMQCluster
-from tests.harness import start_or_skip
+from tests.harness import CLUSTER_USERS, start_or_skip
 from tests.influx_helpers import FakeInflux
 from tests.paths import TESTS
 
@@ -83,6 +84,20 @@ def rabbitmq_cluster(_rabbitmq_cluster_of_the_run: RabbitMQCluster) -> RabbitMQC
     if stopped:
         cluster.check_members()
     return cluster
+
+
+_ACCOUNTS_LOADED: set[str] = set()
+
+
+@pytest.fixture
+def rabbitmq_secure(rabbitmq_cluster: RabbitMQCluster) -> RabbitMQCluster:
+    """The run's cluster with the station's accounts (tests.harness.CLUSTER_USERS) and the
+    rights of the one ACL (groundstation.deploy.rabbitmq_auth); loaded once, as accounts
+    are cluster-wide."""
+    if rabbitmq_cluster.name not in _ACCOUNTS_LOADED:
+        apply_accounts(rabbitmq_cluster, CLUSTER_USERS)
+        _ACCOUNTS_LOADED.add(rabbitmq_cluster.name)
+    return rabbitmq_cluster
 
 
 @pytest.fixture

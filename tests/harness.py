@@ -152,6 +152,9 @@ ACL_USERS = {
     "instructor": "instructor-pw",
     "replay": "replay-pw",
 }
+# The cluster's accounts (the conftest's rabbitmq_secure): the same, and the commanding
+# service's.
+CLUSTER_USERS = {**ACL_USERS, "commanding": "commanding-pw"}
 
 
 MARK = b"MARK"

@@ -762,6 +762,9 @@ class RabbitMQNode(_Server):
             "mqtt.allow_anonymous = false",
             "mqtt.vhost = /",
             "mqtt.exchange = amq.topic",
+            # A persistent session's queue replicated by Raft on every node (a clean
+            # session's stays a classic queue on the node it was made on).
+            "mqtt.durable_queue_type = quorum",
             "log.console = false",
             "log.file.level = info",
             *self.extra_config,

@@ -23,21 +23,15 @@ import aiomqtt
 import pytest
 
 from groundstation.core import topics
-from groundstation.deploy.rabbitmq_auth import apply_accounts
 from groundstation.deploy.servers import RabbitMQCluster, RabbitMQNode
-from tests.harness import ACL_USERS, MARK, login, received_until_mark
+from tests.harness import CLUSTER_USERS, MARK, login, received_until_mark
 
-USERS = {**ACL_USERS, "commanding": "commanding-pw"}
-_applied: set[str] = set()
+USERS = CLUSTER_USERS
 
 
 @pytest.fixture
-def cluster(rabbitmq_cluster: RabbitMQCluster) -> RabbitMQCluster:
-    """The run's cluster with the station's accounts (loaded once: they are cluster-wide)."""
-    if rabbitmq_cluster.name not in _applied:
-        apply_accounts(rabbitmq_cluster, USERS)
-        _applied.add(rabbitmq_cluster.name)
-    return rabbitmq_cluster
+def cluster(rabbitmq_secure: RabbitMQCluster) -> RabbitMQCluster:
+    return rabbitmq_secure
 
 
 async def refused(node: RabbitMQNode, user: str,

@@ -152,3 +152,14 @@ def test_the_wait_between_brokers_is_short_and_leaves_the_backoff_alone() -> Non
 def test_an_ipv6_broker_is_shown_in_brackets() -> None:
     client = MqttClient(MqttConfig(hosts=["[::1]:1884"]), name="x")  # type: ignore[call-arg]
     assert client.address == "mqtt://[::1]:1884"
+
+
+def test_a_clean_client_takes_a_new_id_per_attempt_only_with_several_brokers() -> None:
+    several = MqttConfig(hosts=["a:1", "b:2"])  # type: ignore[call-arg]
+    client = MqttClient(several, name="x", client_id="console-flight")
+    client._attempts = 3
+    assert client.identifier() == "console-flight-3"
+    kept = MqttClient(several, name="x", client_id="ingest", clean_session=False)
+    assert kept.identifier() == "ingest"
+    one = MqttClient(MqttConfig(host="a"), name="x", client_id="console-flight")  # type: ignore[call-arg]
+    assert one.identifier() == "console-flight"
