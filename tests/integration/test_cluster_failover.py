@@ -13,8 +13,9 @@ import pytest
 
 from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
+from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition, load_all
-from groundstation.deploy.servers import RabbitMQCluster
+from groundstation.deploy.servers import RabbitMQCluster, RabbitMQNode
 from groundstation.mqtt import MqttClient, Received
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
@@ -83,3 +84,76 @@ async def test_ship_and_subscriber_move_to_another_node_when_theirs_is_killed(
     assert f"broker mqtt://{first}: connection lost" in caplog.text
     assert f"trying mqtt://{cluster.nodes[1].mqtt_address} in" in caplog.text
     assert f"connected to mqtt://{cluster.nodes[1].mqtt_address} again" in caplog.text
+
+
+async def test_a_persistent_session_keeps_its_messages_across_a_node_killed(
+        rabbitmq_secure: RabbitMQCluster) -> None:
+    """What the ingest needs (clean_session off): its subscription queue is a quorum queue,
+    replicated on every node, so QoS 1 messages queued while it was away survive the node
+    it had been on, and it reads them from another."""
+    cluster = rabbitmq_secure
+    first, second, _ = cluster.nodes
+    client_id = f"gs-test-persistent-{time.monotonic_ns() % 10**9}"
+    ingest = MqttClient(account(cluster, "ingest"), name="ingest", client_id=client_id,
+                        clean_session=False, subscriptions=["ack/#"])
+    async with ingest.connect():
+        assert ingest.address == f"mqtt://{first.mqtt_address}"
+    queues = cluster.ctl("list_queues", "name", "type", "--quiet", "--no-table-headers")
+    assert any(client_id in line and "quorum" in line for line in queues.splitlines()), queues
+    flight = MqttClient(MqttConfig(host=second.host, port=second.port, username="flight",  # type: ignore[call-arg]
+                                   password=CLUSTER_USERS["flight"]), name="flight")
+    async with flight.connect() as conn:
+        for n in range(3):
+            await conn.publish(topics.acknowledgements("flight", "soyuz"), f"{n}".encode())
+    first.kill()
+    got: list[bytes] = []
+    async with ingest.connect() as conn:  # the first node refuses: on to the second
+        assert ingest.address == f"mqtt://{second.mqtt_address}"
+        async with asyncio.timeout(15):
+            async for m in conn.messages():
+                got.append(m.payload)
+                if len(got) == 3:
+                    break
+    assert got == [b"0", b"1", b"2"]
+
+
+async def test_retained_messages_are_kept_by_the_node_they_were_published_on(
+        rabbitmq_secure: RabbitMQCluster) -> None:
+    """RabbitMQ 3.10 keeps retained messages per node (the MQTT plugin's local store): a
+    subscriber on another node does not get them. What the station retains (mission state,
+    the commanding history, active alarms) must be published on every node, or come from
+    elsewhere, in the cluster profile (issue 16, item 4; not built yet)."""
+    cluster = rabbitmq_secure
+    first, second, _ = cluster.nodes
+    # A drill's ship state (the instructor's), under a drill of its own: nothing else in
+    # the run retains there.
+    state = topics.sim_state(A, topics.training(f"retained-{time.monotonic_ns()}"))
+
+    def on(node: RabbitMQNode, user: str, *subscriptions: str) -> MqttClient:
+        return MqttClient(MqttConfig(host=node.host, port=node.port, username=user,  # type: ignore[call-arg]
+                                     password=CLUSTER_USERS[user]), name=user,
+                          subscriptions=subscriptions)
+
+    def ship(node: RabbitMQNode) -> MqttClient:
+        return on(node, "instructor")
+
+    def ground(node: RabbitMQNode) -> MqttClient:
+        return on(node, "ingest", state)
+
+    async with ship(first).connect() as conn:
+        await conn.publish(state, b"RETAINED", retain=True)
+
+    async def first_message(node: RabbitMQNode) -> bytes:
+        async with ground(node).connect() as sub:
+            # After the subscription (and its retained message, if any), a marker.
+            async with ship(node).connect() as conn:
+                await conn.publish(state, b"MARK")
+            async with asyncio.timeout(10):
+                async for m in sub.messages():
+                    return m.payload
+        raise AssertionError("no message")
+
+    assert await first_message(first) == b"RETAINED"
+    assert await first_message(second) == b"MARK"  # not replicated to the other nodes
+    async with ship(first).connect() as conn:  # clear it, for the tests after
+        await conn.publish(state, b"", retain=True)
