@@ -199,6 +199,12 @@ class MqttConfig(_Section):
             out.append((host, self.port if port is None else port))
         return out
 
+    @property
+    def where(self) -> str:
+        """The broker, or the brokers, in words: "host:port", "one of h1:p1, h2:p2"."""
+        text = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.brokers)
+        return text if len(self.brokers) == 1 else f"one of {text}"
+
     @model_validator(mode="after")
     def _tls_settings(self) -> MqttConfig:
         if self.hosts and "host" in self.model_fields_set:

@@ -376,6 +376,14 @@ class MqttClient:
         """The current broker (connected to, or tried next)."""
         return self._address(self.current)
 
+    @property
+    def destination(self) -> str:
+        """Where the client connects, in words: its broker, or its list of brokers."""
+        if len(self.brokers) == 1:
+            return self.address
+        return "the first that answers of " + ", ".join(
+            self._address(i) for i in range(len(self.brokers)))
+
     def _address(self, index: int) -> str:
         host, port = self.brokers[index]
         host = f"[{host}]" if ":" in host else host

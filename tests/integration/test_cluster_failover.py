@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from groundstation import cli
 from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
 from groundstation.core import topics
@@ -157,3 +158,37 @@ async def test_retained_messages_are_kept_by_the_node_they_were_published_on(
     assert await first_message(second) == b"MARK"  # not replicated to the other nodes
     async with ship(first).connect() as conn:  # clear it, for the tests after
         await conn.publish(state, b"", retain=True)
+
+
+async def test_the_sim_command_flies_on_the_cluster_from_a_list_with_a_dead_broker_first(
+        rabbitmq_secure: RabbitMQCluster, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`groundstation sim --mqtt-hosts`, as a vehicle account: the first broker of the list
+    is not there, the ship flies on the next; the ground, on another node, hears it."""
+    cluster = rabbitmq_secure
+    monkeypatch.setenv("GS_MQTT_USERNAME", "soyuz")
+    monkeypatch.setenv("GS_MQTT_PASSWORD", CLUSTER_USERS["soyuz"])
+    hosts = ",".join(["127.0.0.1:1", *cluster.mqtt_hosts[:2]])
+    frames: list[int] = []
+    subscribed = asyncio.Event()
+    ground = MqttClient(MqttConfig(hosts=[cluster.mqtt_hosts[2]], username="ingest",  # type: ignore[call-arg]
+                                   password=CLUSTER_USERS["ingest"]), name="ground",
+                        subscriptions=["telemetry/live/soyuz/#"],
+                        on_connect=lambda _: subscribed.set(),
+                        on_message=lambda m: frames.append(len(m.payload)))
+    stop = asyncio.Event()
+    listening = asyncio.create_task(ground.run(stop=stop))
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        code = await asyncio.to_thread(cli.main, [
+            "sim", "soyuz", "--mqtt-hosts", hosts, "--start", "soyuz-launch-2m",
+            "--until", "soyuz-launch+1m", "--speed", "120"])
+    finally:
+        stop.set()
+        await asyncio.wait_for(listening, 10)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "soyuz: 1800 live and 0 playback frames" in out
+    assert f"to the first that answers of mqtt://127.0.0.1:1, mqtt://{cluster.mqtt_hosts[0]}" \
+        in out
+    assert frames, "the ground heard nothing"

@@ -216,6 +216,8 @@ def test_hosts_from_file_environment_and_flags(tmp_path: Path) -> None:
     # None given: host and port, as ever.
     assert load(None, env={}).mqtt.brokers == [("127.0.0.1", 1883)]
     assert MqttConfig(host="h", port=2).brokers == [("h", 2)]  # type: ignore[call-arg]
+    assert MqttConfig(host="h", port=2).where == "h:2"  # type: ignore[call-arg]
+    assert load(None, env=env).mqtt.where == "one of n1:1883, n2:1883, [::1]:1885"
 
 
 @pytest.mark.parametrize(("value", "expected"), [

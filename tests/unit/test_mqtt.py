@@ -152,6 +152,9 @@ def test_the_wait_between_brokers_is_short_and_leaves_the_backoff_alone() -> Non
 def test_an_ipv6_broker_is_shown_in_brackets() -> None:
     client = MqttClient(MqttConfig(hosts=["[::1]:1884"]), name="x")  # type: ignore[call-arg]
     assert client.address == "mqtt://[::1]:1884"
+    assert client.destination == "mqtt://[::1]:1884"
+    two = MqttClient(MqttConfig(hosts=["a:1", "b:2"]), name="x")  # type: ignore[call-arg]
+    assert two.destination == "the first that answers of mqtt://a:1, mqtt://b:2"
 
 
 def test_a_clean_client_takes_a_new_id_per_attempt_only_with_several_brokers() -> None:
