@@ -960,6 +960,12 @@ class RabbitMQCluster:
         for t in threads:
             t.join()
         self.epmd.stop()
+        if _accepts(LOOPBACK, self.epmd.port):
+            # An epmd a node started by itself (ours was not up): it daemonised, so it is
+            # no child of ours; ask it to go.
+            with contextlib.suppress(OSError, ServerError, subprocess.SubprocessError):
+                subprocess.run([self.epmd.resolve_binary(), "-port", str(self.epmd.port),
+                                "-kill"], capture_output=True, timeout=10, check=False)
 
     def close(self) -> None:
         self.stop()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import aiomqtt
@@ -106,3 +108,18 @@ def test_missing_binary_says_how_to_install(tmp_path: Path) -> None:
     with pytest.raises(BinaryNotFoundError, match="apt-get install rabbitmq-server"):
         cluster.start()
     assert not cluster.epmd.is_running()
+
+
+def test_stop_ends_a_port_mapper_a_node_started_by_itself(rabbitmq_cluster: RabbitMQCluster,
+                                                          tmp_path: Path) -> None:
+    # rabbitmq_cluster: only to skip (or fail under CI) without rabbitmq-server (and epmd).
+    cluster = RabbitMQCluster(1, tmp_path / "c")
+    port = cluster.epmd.port
+    subprocess.run([cluster.epmd.resolve_binary(), "-port", str(port), "-address", LOOPBACK,
+                    "-daemon"], check=True, timeout=10)
+    deadline = time.monotonic() + 10
+    while not _accepts(LOOPBACK, port):
+        assert time.monotonic() < deadline, "the daemon did not start"
+        time.sleep(0.05)
+    cluster.close()
+    assert not _accepts(LOOPBACK, port)
