@@ -26,8 +26,8 @@ each failed attempt or lost connection moves to the next in the list (round and 
 saying which in the log; it waits only a short moment (`Backoff.first`, jittered) between
 brokers, and the backoff below between rounds. A clean-session client presents a new client
 id on each attempt there (`identifier()`: RabbitMQ would hold the old id's subscription
-queue on a dead node). `connect()` (one connection, no
-reconnecting) tries each once, in turn. With one broker (host and port) it is as before:
+queue on a dead node). `connect()` (one connection, no reconnecting) tries each once, in
+turn. With one broker (host and port) everything is as below:
 
 Reconnecting: after a failed attempt or a lost connection the client waits, then tries
 again: 0.2 s doubling to `reconnect_max_s` (10 s), each wait drawn between half and one and a
