@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what groundstation needs on a Debian machine with Python 3.11+: the real
-# Mosquitto and InfluxDB 1.x from Debian, and a virtualenv in .venv with the project,
+# Mosquitto, InfluxDB 1.x and RabbitMQ (the cluster profile's broker) from Debian, and a virtualenv in .venv with the project,
 # its dependencies pinned by constraints.txt (scripts/update-constraints.sh).
 # Sourced by .ci/run and ./run (set -euo pipefail, REPO, step and die come from them).
 # GS_EXTRAS picks the pip extras (default: test,export, so the Parquet tests run; the demo
@@ -33,7 +33,7 @@ trap remove_own_policy EXIT
 
 install_servers() {
     # ---------------------------------------------------------------------------------------
-    step "Installing mosquitto, mosquitto-clients and influxdb from Debian"
+    step "Installing mosquitto, mosquitto-clients, influxdb and rabbitmq-server from Debian"
     # Without a policy, on a machine running systemd the packages' postinst scripts start
     # system-wide daemons on 1883 and 8086 that would outlive this run. Exit code 101 from
     # policy-rc.d tells invoke-rc.d "not allowed", and the install carries on. (In a
@@ -45,22 +45,25 @@ install_servers() {
         OWN_POLICY_RC=1
     fi
     if [ -z "${CI:-}" ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/influxd ] \
-        && [ -x /usr/bin/mosquitto_sub ]; then
+        && [ -x /usr/bin/mosquitto_sub ] && [ -x /usr/sbin/rabbitmq-server ]; then
         # Outside CI, a second `./run demo` need not refresh the package lists.
         echo "already installed"
     else
         "${SUDO[@]}" apt-get update -q
         # mosquitto-clients: mosquitto_sub, which the compose file's broker health check
         # runs (tested against the real broker).
+        # rabbitmq-server: the cluster profile's broker (tests/integration/test_rabbitmq_*:
+        # three nodes on loopback, each started by the tests; the policy above keeps the
+        # package's own node from starting).
         "${SUDO[@]}" apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients \
-            influxdb
+            influxdb rabbitmq-server
     fi
     if [ -n "$OWN_POLICY_RC" ]; then
         "${SUDO[@]}" rm -f "$POLICY_RC"
         OWN_POLICY_RC=""
     fi
     # mosquitto lives in /usr/sbin, which a non-root PATH may lack; servers.py looks there.
-    for bin in /usr/sbin/mosquitto /usr/bin/influxd; do
+    for bin in /usr/sbin/mosquitto /usr/bin/influxd /usr/sbin/rabbitmq-server; do
         [ -x "$bin" ] || die "$bin is missing after apt-get install"
     done
     echo "mosquitto: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true)"

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
                f"control on {', '.join(topics.sim_control(v) for v in ships)}, replies on "
                f"{', '.join(topics.sim_reply(v) for v in ships)}")
     print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
-          f"{runner.publisher.client.address} (seed {args.seed}, source {source}); "
+          f"{runner.publisher.client.destination} (seed {args.seed}, source {source}); "
           f"{listens}, state on {', '.join(topics.sim_state(v, source) for v in ships)}")
     return asyncio.run(_run(runner))
 

@@ -179,7 +179,7 @@ def _serve(args: argparse.Namespace) -> int:
     sink = make_sink(config, config.commanding.spool_dir)
     run_service("commanding",
                 lambda stop, ready: serve(config, defs, commands, operators, sink, stop, ready),
-                lambda: f"commanding: subscribed at {config.mqtt.host}:{config.mqtt.port}; {n} "
+                lambda: f"commanding: subscribed at {config.mqtt.where}; {n} "
                         f"commands of {', '.join(commands)}, {len(operators.positions)} "
                         "operators; Ctrl-C stops")
     return 0

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         run_service("ingest", lambda stop, ready: serve(config, definitions, stop, ready),
-                    lambda: f"ingest: subscribed at {config.mqtt.host}:{config.mqtt.port}, "
+                    lambda: f"ingest: subscribed at {config.mqtt.where}, "
                             f"writing to {config.influx.url}; Ctrl-C stops")
     except WorkerDied as exc:  # logged with its traceback where it happened
         print(f"error: {exc}; the ingest stopped (what it had not stored, the broker still "
