@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from groundstation.deploy import servers
+from groundstation.deploy.rabbitmq import RabbitMQCluster
 from groundstation.deploy.rabbitmq_auth import apply_accounts
-from groundstation.deploy.servers import InfluxDBServer, MosquittoServer, RabbitMQCluster
+from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
 from tests.harness import CLUSTER_USERS, start_or_skip
 from tests.influx_helpers import FakeInflux
 from tests.paths import TESTS

@@ -25,13 +25,8 @@ from groundstation.config import (
 )
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.broker_auth import secure_broker_config
-from groundstation.deploy.servers import (
-    BinaryNotFoundError,
-    InfluxDBServer,
-    MosquittoServer,
-    RabbitMQCluster,
-    RabbitMQNode,
-)
+from groundstation.deploy.rabbitmq import RabbitMQCluster, RabbitMQNode
+from groundstation.deploy.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.wiring import archive_factory, make_sink, quarantine_writer
 from groundstation.storage.influx.backends import InfluxV1

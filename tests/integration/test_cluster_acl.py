@@ -23,7 +23,7 @@ import aiomqtt
 import pytest
 
 from groundstation.core import topics
-from groundstation.deploy.servers import RabbitMQCluster, RabbitMQNode
+from groundstation.deploy.rabbitmq import RabbitMQCluster, RabbitMQNode
 from tests.harness import CLUSTER_USERS, MARK, login, received_until_mark
 
 USERS = CLUSTER_USERS

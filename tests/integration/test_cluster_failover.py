@@ -16,7 +16,7 @@ from groundstation.config import MqttConfig
 from groundstation.core import flightplan as tl
 from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition, load_all
-from groundstation.deploy.servers import RabbitMQCluster, RabbitMQNode
+from groundstation.deploy.rabbitmq import RabbitMQCluster, RabbitMQNode
 from groundstation.mqtt import MqttClient, Received
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner

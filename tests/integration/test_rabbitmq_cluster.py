@@ -13,8 +13,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from groundstation.deploy.rabbitmq import RabbitMQCluster
 from groundstation.deploy.rabbitmq_auth import apply_accounts
-from groundstation.deploy.servers import LOOPBACK, RabbitMQCluster, _accepts
+from groundstation.deploy.servers import LOOPBACK, _accepts
 from tests.harness import start_or_skip
 
 USERS = {"flight": "flight-pw", "ingest": "ingest-pw"}
