@@ -76,6 +76,7 @@ def make_sink(config: Config) -> Any:
                            bucket=c.bucket)
     return InfluxSink(backend, config.commanding.spool_dir,
                       SinkConfig(flush_interval_s=c.flush_interval_ms / 1000,
+                                 compress=c.compress_writes(),
                                  spool_max_bytes=int(c.spool_max_mb * (1 << 20))))
 
 

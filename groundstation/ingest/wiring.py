@@ -61,6 +61,7 @@ def sink_config(config: Config) -> Any:
     c = config.influx
     return SinkConfig(batch_max_lines=c.batch_lines, flush_interval_s=c.flush_interval_ms / 1000,
                       concurrency=c.write_concurrency, create_missing=c.create_database,
+                      compress=c.compress_writes(),
                       batch_max_bytes=int(c.batch_max_mb * (1 << 20)),
                       max_queue_bytes=int(c.queue_max_mb * (1 << 20)),
                       spool_max_bytes=int(c.spool_max_mb * (1 << 20)))

@@ -26,6 +26,7 @@ from groundstation.storage.influx.sink import (
     SinkConfig,
     Spool,
     SpoolRecord,
+    iter_segment,
 )
 from tests.harness import wait_for
 from tests.influx_helpers import (
@@ -76,6 +77,45 @@ async def test_v2_request_url_org_bucket_precision_token_gzip_body(
     assert req.headers["content-type"].startswith("text/plain")
     # Compressed once, by us: influxdb-client must not gzip the gzip.
     assert gzip.decompress(req.body) == ("\n".join(lines) + "\n").encode()
+
+
+async def test_uncompressed_writes_send_plain_line_protocol_both_apis(
+        fake: FakeInflux, tmp_path: Path) -> None:
+    lines = [apollo_line(i) for i in range(10)]
+    cfg = SinkConfig(**FAST, compress=False)
+    async with InfluxSink(InfluxV1(fake.url, "gs"), tmp_path / "s1", cfg) as sink:
+        await sink.write(lines)
+        assert sink.stats().bytes_sent == len(("\n".join(lines) + "\n").encode())
+    async with InfluxSink(v2(fake), tmp_path / "s2", cfg) as sink:
+        await sink.write(lines)
+    v1_req, v2_req = fake.requests
+    assert v1_req.path == "/write" and v2_req.path == "/api/v2/write"
+    for req in (v1_req, v2_req):
+        assert req.headers.get("content-encoding") in (None, "identity")
+        assert req.headers["content-type"].startswith("text/plain")
+        assert req.body == ("\n".join(lines) + "\n").encode()
+
+
+async def test_uncompressed_writes_still_spool_gzip_and_drain_it(tmp_path: Path) -> None:
+    down = [True]
+    fake = FakeInflux(lambda seen: (503, {}, b"down") if down[0] else (204, {}, b""))
+    lines = [soyuz_line(i) for i in range(20)]
+    try:
+        cfg = SinkConfig(**FAST, compress=False)
+        async with InfluxSink(v2(fake), tmp_path / "spool", cfg) as sink:
+            await sink.write(lines)  # durable: in the spool
+            assert sink.stats().lines_spooled == 20
+            [segment] = (tmp_path / "spool").glob("seg-*.spool")
+            [record] = iter_segment(segment)
+            # The spool's format is unchanged: gzip bodies.
+            assert isinstance(record, SpoolRecord) and record.payload[:2] == b"\x1f\x8b"
+            down[0] = False
+            await wait_for(lambda: sink.stats().lines_drained == 20, 10)
+    finally:
+        fake.close()
+    drained = fake.requests[-1]
+    assert drained.status == 204 and drained.headers["content-encoding"] == "gzip"
+    assert drained.lines == lines
 
 
 # -- retries, backoff, Retry-After, and what is not retried ----------------------------

@@ -18,7 +18,8 @@ Path of a batch
   bounded in bytes (`max_queue_bytes`, counting chunks until they are durable, in-flight
   ones included), and `submit` waits while it is full: backpressure. A writer task takes
   chunks up to `batch_max_lines` / `batch_max_bytes`, or what arrived within
-  `flush_interval_s` of the oldest one, gzips them and POSTs them.
+  `flush_interval_s` of the oldest one, gzips them (unless `compress` is off) and POSTs
+  them.
   - 2xx: durable.
   - No answer, 5xx, 429, and 404 (the database or bucket does not exist: dropped while
     running, say; an outage until it exists again, never a fault of the lines): retried
@@ -34,7 +35,7 @@ Path of a batch
     logged. 401/403 (a configuration problem) go there whole. Nothing blocks the queue.
 
 While the database is away, batches go to the spool (`groundstation.storage.spool.Spool`
-in `spool_dir`): the gzip body exactly as it would be POSTed, fdatasync'ed before the
+in `spool_dir`): the gzip body (gzip'd then, whatever `compress` says), fdatasync'ed before the
 batch's future completes. A drainer task sends it back oldest first, several records per
 request, once the database answers; live data goes straight to InfluxDB meanwhile, so the
 consoles see current values at once. At `spool_max_bytes`, `on_spool_full="block"` (the
@@ -406,9 +407,9 @@ class InfluxSink:
                 if wait > 0 and time.monotonic() + wait < deadline:
                     await asyncio.sleep(wait)
                 if self._not_before <= time.monotonic():
-                    gz, res = await self._post(raw, gz)
+                    gz, res, sent = await self._post(raw, gz)
                     if res.ok:
-                        self._written(nlines, len(gz))
+                        self._written(nlines, sent)
                         return
                     if not res.retryable:
                         await self._rejected(raw, res, "live")
@@ -506,25 +507,33 @@ class InfluxSink:
             self._http,
             lambda: gzip.compress(b"".join(gzip.decompress(p) for p in payloads), level))
 
-    async def _post(self, raw: bytes, gz: bytes | None) -> tuple[bytes, WriteResult]:
-        """Compress (unless `gz` is given) and send; in a worker thread."""
+    async def _post(self, raw: bytes, gz: bytes | None
+                    ) -> tuple[bytes | None, WriteResult, int]:
+        """Send `gz` if given, else `raw`, gzip'd first when `compress` is on; in a worker
+        thread. Returns the gzip body if there is one (what the spool takes), the outcome,
+        and the bytes sent."""
         assert self._http is not None
         level = self.config.gzip_level
+        compress = self.config.compress
         backend = self.backend
 
-        def work() -> tuple[bytes, WriteResult, float]:
-            body = gz if gz is not None else gzip.compress(raw, level)
+        def work() -> tuple[bytes | None, WriteResult, int, float]:
+            body = gz if gz is not None else gzip.compress(raw, level) if compress else None
             t0 = time.perf_counter()
-            res = backend.post_gzip(body)
-            return body, res, time.perf_counter() - t0
+            if body is None:
+                res = backend.post(raw, compressed=False)
+            else:
+                res = backend.post(body, compressed=True)
+            return body, res, len(raw if body is None else body), time.perf_counter() - t0
 
-        body, res, latency = await asyncio.get_running_loop().run_in_executor(self._http, work)
+        body, res, sent, latency = await asyncio.get_running_loop().run_in_executor(
+            self._http, work)
         if res.ok:
             self._latency.append(latency)
         else:
             self._failures[res.kind] += 1
             log.debug("InfluxDB write failed: %s %s", res.kind, res.error)
-        return body, res
+        return body, res, sent
 
     # -- rejected batches ----------------------------------------------------------
 
@@ -552,12 +561,13 @@ class InfluxSink:
             for half in (part[:mid], part[mid:]):
                 budget -= 1
                 body = b"\n".join(half) + b"\n"
-                gz, r = await self._post(body, None)
+                gz, r, sent = await self._post(body, None)
                 if r.ok:
-                    self._written(len(half), len(gz))
+                    self._written(len(half), sent)
                 elif not r.retryable:
                     work.append((half, r))
-                elif not await self._spool_append(gz, len(half)):
+                elif not await self._spool_append(
+                        gz if gz is not None else await self._compress(body), len(half)):
                     # The database went away mid-split and the spool is full: the
                     # dead-letter file is still durable, and says why.
                     await self._dead_letter(half, r, f"unsent during split ({why.error})")
@@ -618,7 +628,7 @@ class InfluxSink:
             await asyncio.sleep(wait)
         gz = records[0].payload if len(records) == 1 else await self._rejoin(records)
         nlines = sum(r.nlines for r in records)
-        _, res = await self._post(b"", gz)
+        _, res, _ = await self._post(b"", gz)
         if res.retryable:
             # The drainer is the sink's probe while the database is down.
             self._mark_down(res)
