@@ -14,8 +14,8 @@ the machine do not count) and reported as microseconds of CPU a frame (best of
   decode     `StreamDecoder.decode` of a batch (`--batch` frames, as the flusher hands
              them over), with the limit check
   alarms     `AlarmEngine.process` of the batch
-  lines      `batch_lines`: line protocol of the batch
-  encode     the sink's `_encode`: join and encode the lines into request bodies
+  lines      `encoded_lines`: line protocol of the batch, joined and encoded
+  chunks     the sink's `_encode`: the request bodies (no copy when within a batch)
   gzip       `gzip.compress` of the bodies at the sink's level
   http       one POST per body to a real InfluxDB on loopback (CPU of this client only),
              gzip'd and plain (skipped with --no-influx)
@@ -42,15 +42,20 @@ for p in (REPO, HERE):
 
 import numpy as np  # noqa: E402
 
+from groundstation.config import Config  # noqa: E402
 from groundstation.core import topics  # noqa: E402
 from groundstation.core.alarms import AlarmEngine  # noqa: E402
 from groundstation.core.decom import StreamDecoder  # noqa: E402
 from groundstation.core.definitions import load_all  # noqa: E402
 from groundstation.core.envelope import decode_envelope, encode_envelope  # noqa: E402
+from groundstation.ingest.wiring import sink_config  # noqa: E402
 from groundstation.storage.archive import ArchiveWriter  # noqa: E402
 from groundstation.storage.influx.backends import InfluxV1  # noqa: E402
-from groundstation.storage.influx.lineprotocol import batch_lines  # noqa: E402
-from groundstation.storage.influx.sink import InfluxSink, SinkConfig  # noqa: E402
+from groundstation.storage.influx.lineprotocol import (  # noqa: E402
+    EncodedLines,
+    encoded_lines,
+)
+from groundstation.storage.influx.sink import InfluxSink  # noqa: E402
 
 PER_MESSAGE = 100
 DOCKING_NS = 174838140 * 10**9
@@ -137,30 +142,30 @@ def main(argv: list[str] | None = None) -> int:
 
     out["alarms"] = best_us(alarms, n, rounds)
 
-    lines: list[list[str]] = []
+    blocks: list[EncodedLines] = []
     decom = decoders[0].decom  # the one that decoded `decoded`
 
     def line_protocol() -> None:
-        lines.clear()
+        blocks.clear()
         for b in decoded:
-            lines.append(batch_lines(b, topics.LIVE, decom))
+            blocks.append(encoded_lines(b, topics.LIVE, decom))
 
     line_protocol()
-    out["line protocol (batch_lines)"] = best_us(line_protocol, n, rounds)
-    per_line = sum(map(len, lines[0])) / len(lines[0])
+    out["line protocol (encoded_lines)"] = best_us(line_protocol, n, rounds)
+    per_line = sum(len(b.data) for b in blocks) / sum(b.count for b in blocks)
 
-    cfg = SinkConfig()
+    cfg = sink_config(Config())  # the ingest's, as shipped
     sink = InfluxSink.__new__(InfluxSink)
     sink.config = cfg
     bodies: list[bytes] = []
 
     def encode() -> None:
         bodies.clear()
-        for ls in lines:
-            bodies.extend(b for b, _ in sink._encode(ls))
+        for blk in blocks:
+            bodies.extend(b for b, _ in sink._encode([blk]))
 
     encode()
-    out["sink encode (join, utf-8)"] = best_us(encode, n, rounds)
+    out["sink chunks (_encode)"] = best_us(encode, n, rounds)
     big = b"".join(bodies)  # the ingest sends a few such bodies a second at full speed
     gz: list[bytes] = []
 

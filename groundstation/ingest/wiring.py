@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from groundstation.config import Config, ConfigError
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.stream import ArchiveFactory, ArchiveLike, Quarantined
+from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 
 log = logging.getLogger("groundstation.ingest")
 
@@ -76,8 +78,8 @@ class NullSink:
     async def start(self) -> NullSink:
         return self
 
-    async def submit(self, lines: list[str]) -> asyncio.Future[None]:
-        self.lines += len(lines)
+    async def submit(self, lines: Sequence[str | EncodedLines]) -> asyncio.Future[None]:
+        self.lines += line_count(lines)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

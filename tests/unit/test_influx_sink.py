@@ -21,11 +21,13 @@ import pytest
 from groundstation.deploy.servers import free_port
 from groundstation.storage.influx.backends import InfluxV1, InfluxV2
 from groundstation.storage.influx.sink import (
+    EncodedLines,
     InfluxSink,
     SinkClosedError,
     SinkConfig,
     Spool,
     SpoolRecord,
+    _split_encoded,
     iter_segment,
 )
 from tests.harness import wait_for
@@ -116,6 +118,35 @@ async def test_uncompressed_writes_still_spool_gzip_and_drain_it(tmp_path: Path)
     drained = fake.requests[-1]
     assert drained.status == 204 and drained.headers["content-encoding"] == "gzip"
     assert drained.lines == lines
+
+
+def test_encoded_lines_are_cut_at_newlines_within_the_bounds() -> None:
+    lines = [f"m,t=a f={'x' * (i % 7)}i {i}" for i in range(200)] + ["m,t=a f=" + "9" * 900]
+    data = "".join(f"{ln}\n" for ln in lines).encode()
+    for max_bytes, max_lines in ((1 << 20, 10_000), (1024, 10_000), (1 << 20, 7), (300, 5),
+                                 (1024, 1)):
+        pieces = list(_split_encoded(data, len(lines), max_bytes, max_lines))
+        assert b"".join(p for p, _ in pieces) == data
+        assert sum(n for _, n in pieces) == len(lines)
+        for piece, n in pieces:
+            assert piece.endswith(b"\n") and piece.count(b"\n") == n <= max_lines
+            assert len(piece) <= max_bytes or n == 1  # only a line longer than the bound
+    assert list(_split_encoded(b"", 0, 1024, 10)) == []
+
+
+async def test_encoded_lines_and_lines_in_one_submission(fake: FakeInflux,
+                                                         tmp_path: Path) -> None:
+    block = [apollo_line(i) for i in range(30)]
+    loose = [soyuz_line(i) for i in range(3)]
+    encoded = EncodedLines("".join(f"{ln}\n" for ln in block).encode(), len(block))
+    cfg = SinkConfig(**{**FAST, "batch_max_lines": 8, "flush_interval_s": 0.01})
+    async with InfluxSink(InfluxV1(fake.url, "gs"), tmp_path / "spool", cfg) as sink:
+        await sink.write([encoded, *loose])
+        stats = sink.stats()
+    assert stats.lines_submitted == stats.lines_written == 33
+    got = [ln for req in fake.requests for ln in req.lines]
+    assert got == block + loose  # all of them, in order
+    assert all(len(req.lines) <= 8 for req in fake.requests)
 
 
 # -- retries, backoff, Retry-After, and what is not retried ----------------------------

@@ -67,6 +67,7 @@ from typing import ParamSpec, Self, TypeVar
 
 from groundstation.storage.durable import fsync_file, write_all
 from groundstation.storage.influx.backends import WriteBackend, WriteResult
+from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 from groundstation.storage.influx.sink_config import SinkConfig, SinkStats
 from groundstation.storage.spool import Spool, SpoolRecord, iter_segment
 
@@ -76,6 +77,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 __all__ = [
+    "EncodedLines",
     "InfluxSink",
     "SinkClosedError",
     "SinkConfig",
@@ -109,6 +111,33 @@ class _Chunk:
     nlines: int
     ticket: _Ticket
     enqueued: float
+
+
+def _split_encoded(data: bytes, count: int, max_bytes: int, max_lines: int
+                   ) -> Iterator[tuple[bytes, int]]:
+    """Newline-terminated line protocol in pieces of at most `max_bytes` (a longer line
+    alone) and `max_lines`: (piece, its line count). Cut at newlines, found in C."""
+    if not data:
+        return
+    if len(data) <= max_bytes and count <= max_lines:
+        yield data, count
+        return
+    start, end_all = 0, len(data)
+    while start < end_all:
+        end = end_all
+        if end - start > max_bytes:
+            cut = data.rfind(b"\n", start, start + max_bytes)
+            if cut < start:  # one line longer than max_bytes: alone
+                cut = data.find(b"\n", start + max_bytes)
+            end = end_all if cut < 0 else cut + 1
+        n = data.count(b"\n", start, end)
+        if n > max_lines:
+            end = start
+            for _ in range(max_lines):
+                end = data.find(b"\n", end) + 1
+            n = max_lines
+        yield data[start:end], n
+        start = end
 
 
 def _backoff(attempt: int, initial: float, cap: float) -> float:
@@ -225,24 +254,27 @@ class InfluxSink:
 
     # -- the ingest's side ---------------------------------------------------------
 
-    async def submit(self, lines: Sequence[str]) -> asyncio.Future[None]:
+    async def submit(self, lines: Sequence[str | EncodedLines]) -> asyncio.Future[None]:
         """Queue `lines`; return a future that completes once they are durable.
 
         Awaiting `submit` itself waits only while the in-memory queue is full
         (backpressure). The future's result is None when every line is in InfluxDB, in
         the spool or in the dead-letter file; it fails with SinkClosedError if the sink
-        closed first. Lines must be newline-free line protocol with ns timestamps.
+        closed first. Lines must be newline-free line protocol with ns timestamps; an
+        `EncodedLines` item is many lines already joined and encoded (what the ingest
+        submits for a batch of frames: no per-line work here).
         """
         if not self._started or self._closing:
             raise SinkClosedError("InfluxDB sink is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         chunks = list(self._encode(lines))
-        self._n["lines_submitted"] += len(lines)
+        nlines = line_count(lines)
+        self._n["lines_submitted"] += nlines
         if not chunks:
             future.set_result(None)
             return future
-        ticket = _Ticket(future, len(chunks), len(lines))
+        ticket = _Ticket(future, len(chunks), nlines)
         self._outstanding.add(future)
         future.add_done_callback(self._outstanding.discard)
         assert self._admit is not None
@@ -266,7 +298,7 @@ class InfluxSink:
             raise
         return future
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def write(self, lines: Sequence[str | EncodedLines]) -> None:
         """Submit and wait until durable."""
         await (await self.submit(lines))
 
@@ -293,7 +325,25 @@ class InfluxSink:
                 return False
             await asyncio.sleep(0.02)
 
-    def _encode(self, lines: Sequence[str]) -> Iterator[tuple[bytes, int]]:
+    def _encode(self, lines: Sequence[str | EncodedLines]) -> Iterator[tuple[bytes, int]]:
+        """Chunks of at most one batch each (so that the queue bound holds for every
+        chunk): (newline-terminated line protocol, its line count)."""
+        cfg = self.config
+        if not any(isinstance(x, EncodedLines) for x in lines):
+            yield from self._encode_str(lines)  # type: ignore[arg-type]
+            return
+        run: list[str] = []
+        for item in lines:
+            if isinstance(item, EncodedLines):
+                yield from self._encode_str(run)
+                run = []
+                yield from _split_encoded(item.data, item.count, cfg.batch_max_bytes,
+                                          cfg.batch_max_lines)
+            else:
+                run.append(item)
+        yield from self._encode_str(run)
+
+    def _encode_str(self, lines: Sequence[str]) -> Iterator[tuple[bytes, int]]:
         cfg = self.config
         total = sum(map(len, lines)) + len(lines)
         if total <= cfg.batch_max_bytes and len(lines) <= cfg.batch_max_lines:
