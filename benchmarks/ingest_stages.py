@@ -20,7 +20,8 @@ the machine do not count) and reported as microseconds of CPU a frame (best of
   http       one POST per body to a real InfluxDB on loopback (CPU of this client only),
              gzip'd and plain (skipped with --no-influx)
 
-What it leaves out, and `benchmarks/ingest.py` includes: the MQTT client (receiving,
+Large buffers are kept for reuse as the ingest keeps them (`keep_large_buffers`). What
+it leaves out, and `benchmarks/ingest.py` includes: the MQTT client (receiving,
 parsing and acknowledging messages), the event loop and its tasks, the thread hand-offs.
 """
 
@@ -49,6 +50,7 @@ from groundstation.core.decom import StreamDecoder  # noqa: E402
 from groundstation.core.definitions import load_all  # noqa: E402
 from groundstation.core.envelope import decode_envelope, encode_envelope  # noqa: E402
 from groundstation.ingest.wiring import sink_config  # noqa: E402
+from groundstation.malloc_tuning import keep_large_buffers  # noqa: E402
 from groundstation.storage.archive import ArchiveWriter  # noqa: E402
 from groundstation.storage.influx.backends import InfluxV1  # noqa: E402
 from groundstation.storage.influx.lineprotocol import (  # noqa: E402
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="best of this many")
     ap.add_argument("--no-influx", action="store_true", help="skip the HTTP stage")
     args = ap.parse_args(argv)
+    keep_large_buffers()  # as `groundstation ingest` runs
 
     from ingest import POOL_FRAMES, throughput_pool  # the benchmark's own frames
 
