@@ -193,7 +193,8 @@ class DecodedBatch:
             sampled = cols >= 0
             row = len(minor) - 1 - np.argmax(sampled[:, ::-1], axis=1)  # the last one
             col = cols[np.arange(len(ids)), row]
-            for pid, ok, ti, vi, li in zip(ids, sampled.any(axis=1).tolist(),
+            carried: list[bool] = np.logical_or.reduce(sampled, axis=1).tolist()
+            for pid, ok, ti, vi, li in zip(ids, carried,
                                            t[row].tolist(), eng[row, col].tolist(),
                                            lim[row, col].tolist(), strict=True):
                 if ok:
