@@ -16,7 +16,7 @@ are floats.
 
 Formatting is the ingest's most expensive step if done value by value (a float's repr
 costs more than decoding it), so one-word values, which are most of them, are formatted
-once per possible raw word: `LineFormatter` keeps a table of ready-made `name=value,`
+once per possible raw word: `LineFormatter` keeps a table of ready-made `,name=value`
 strings aligned with the decommutator's lookup tables, and a batch's fields are a take()
 from it; the whole batch's text is then one join (`LineFormatter.text`), and the ingest
 hands it to the sink already encoded (`encoded_lines`), so no Python code runs per line.
