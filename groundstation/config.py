@@ -96,11 +96,46 @@ def _secret_help(section: str, key: str, what: str) -> str:
             f"{key.upper()} or in a file ({key}_file)")
 
 
+def split_address(entry: str) -> tuple[str, int | None]:
+    """"host:port", "host", "[v6]:port" or "[v6]" as (host, port or None); ValueError
+    saying what is wrong."""
+    text = entry.strip()
+    if not text or "/" in text or any(c.isspace() for c in text):
+        raise ValueError(f"broker {entry!r}: expected host:port (no scheme, no spaces)")
+    port_text: str | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"broker {entry!r}: expected [address]:port")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text:
+        raise ValueError(f"broker {entry!r}: an IPv6 address goes in brackets: "
+                         "[address]:port")
+    else:
+        host = text
+    if not host:
+        raise ValueError(f"broker {entry!r}: no host")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"broker {entry!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
 class MqttConfig(_Section):
     """How to reach the broker: every MQTT client of the station (groundstation.mqtt) takes
     this section as it is."""
 
     host: str = Field("127.0.0.1", description="broker host")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="several brokers (a cluster's nodes), \"host:port\" each (the port "
+                    "defaults to port), comma-separated in the environment and on the "
+                    "command line: the client connects to the first that answers and moves "
+                    "to the next on each failed attempt or lost connection; empty: host "
+                    "and port")
     port: int = Field(MQTT_PORT, ge=1, le=65535,
                       description=f"broker port ({MQTTS_PORT} when tls is on and no port is "
                                   "given)")
@@ -134,8 +169,47 @@ class MqttConfig(_Section):
                                                "out: anyone in between can then read the "
                                                "password)")
 
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment and the command line: comma-separated
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        seen: set[tuple[str, int | None]] = set()
+        for entry in value:
+            address = split_address(entry)
+            if address in seen:
+                raise ValueError(f"broker {entry!r} is listed twice")
+            seen.add(address)
+        return value
+
+    @property
+    def brokers(self) -> list[tuple[str, int]]:
+        """The brokers to connect to, in order: hosts (each with its port, or port), or
+        host and port alone."""
+        if not self.hosts:
+            return [(self.host, self.port)]
+        out = []
+        for entry in self.hosts:
+            host, port = split_address(entry)
+            out.append((host, self.port if port is None else port))
+        return out
+
+    @property
+    def where(self) -> str:
+        """The broker, or the brokers, in words: "host:port", "one of h1:p1, h2:p2"."""
+        text = ", ".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.brokers)
+        return text if len(self.brokers) == 1 else f"one of {text}"
+
     @model_validator(mode="after")
     def _tls_settings(self) -> MqttConfig:
+        if self.hosts and "host" in self.model_fields_set:
+            raise ValueError(f"host {self.host!r} and hosts {','.join(self.hosts)!r} both "
+                             "given: give host (one broker) or hosts (several), not both")
         if self.tls and "port" not in self.model_fields_set:
             self.port = MQTTS_PORT
         if not self.tls:
@@ -459,12 +533,16 @@ def example_toml(config: Config | None = None) -> str:
             v = getattr(values, key)
             if is_secret(model, key):
                 lines.append(f"# {key} =" if v is None else f'# {key} = "{MASK}"')
+            elif isinstance(values, MqttConfig) and key == "host" and values.hosts:
+                lines.append(f"# {key} = {_toml(v)}  (hosts below)")  # one or the other
             else:
                 lines.append(f"# {key} =" if v is None else f"{key} = {_toml(v)}")
     return "\n".join(lines) + "\n"
 
 
 def _toml(v: Any) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int | float):

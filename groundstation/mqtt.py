@@ -22,6 +22,14 @@ of it is a change to this file alone.
     async with client.connect() as conn:              # one connection, no reconnecting
         await conn.publish(...)                       # (the replay tool)
 
+Several brokers (`hosts`, a cluster's nodes): the client connects to the first, and after
+each failed attempt or lost connection moves to the next in the list (round and round),
+saying which in the log; it waits only a short moment (`Backoff.first`, jittered) between
+brokers, and the backoff below between rounds. A clean-session client presents a new client
+id on each attempt there (`identifier()`: RabbitMQ would hold the old id's subscription
+queue on a dead node). `connect()` (one connection, no reconnecting) tries each once, in
+turn. With one broker (host and port) everything is as below:
+
 Reconnecting: after a failed attempt or a lost connection the client waits, then tries
 again: 0.2 s doubling to `reconnect_max_s` (10 s), each wait drawn between half and one and a
 half times that (so a hundred consoles do not come back in step after a broker restart); the
@@ -157,6 +165,11 @@ class Backoff:
 
     def reset(self) -> None:
         self._base = self.first
+
+    def short(self) -> float:
+        """A wait of about `first` (jittered), the policy unchanged: between one broker of
+        a list and the next."""
+        return self.first * (1 - self.jitter + 2 * self.jitter * self._rand())
 
 
 def tls_context(config: MqttConfig) -> ssl.SSLContext | None:
@@ -370,13 +383,44 @@ class MqttClient:
         self.connections = 0
         self.failures = 0  # failed attempts and lost connections, in all
         self.last_error: BrokerError | None = None
+        self.brokers = config.brokers  # [(host, port)]: hosts, or host and port
+        self.current = 0  # index in brokers of the one connected to, or tried next
+        self._attempts = 0  # connection attempts made
 
     # --- state -----------------------------------------------------------------------
 
     @property
     def address(self) -> str:
-        return f"{'mqtts' if self.config.tls else 'mqtt'}://{self.config.host}:" \
-               f"{self.config.port}"
+        """The current broker (connected to, or tried next)."""
+        return self._address(self.current)
+
+    @property
+    def destination(self) -> str:
+        """Where the client connects, in words: its broker, or its list of brokers."""
+        if len(self.brokers) == 1:
+            return self.address
+        return "the first that answers of " + ", ".join(
+            self._address(i) for i in range(len(self.brokers)))
+
+    def _address(self, index: int) -> str:
+        host, port = self.brokers[index]
+        host = f"[{host}]" if ":" in host else host
+        return f"{'mqtts' if self.config.tls else 'mqtt'}://{host}:{port}"
+
+    def identifier(self) -> str:
+        """The client id the current (or next) connection presents. With several brokers
+        (a cluster), a client without a session (clean_session) takes a new one for each
+        attempt, client_id-<n>: RabbitMQ keeps a clean session's subscription queue on the
+        node it was made on, and a node that dies takes that queue with it until it comes
+        back, so a new subscription under the same id would hang on every other node."""
+        if self.clean_session and len(self.brokers) > 1:
+            return f"{self.client_id[:54]}-{self._attempts:x}"
+        return self.client_id
+
+    def _move_on(self) -> str:
+        """Make the next broker of the list the current one; its address."""
+        self.current = (self.current + 1) % len(self.brokers)
+        return self.address
 
     @property
     def connected(self) -> bool:
@@ -413,8 +457,30 @@ class MqttClient:
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[Connection]:
         """One connection, subscribed, for as long as the block runs; no reconnecting.
-        Raises BrokerError (BrokerRefused for a refusal) when it cannot connect."""
-        client = await self._open()
+        With several brokers, each is tried once in turn from the current one. Raises
+        BrokerError (the last broker's) when none answers, BrokerRefused at once for a
+        refusal."""
+        for tried in range(1, len(self.brokers) + 1):
+            try:
+                client = await self._open()
+                break
+            except BrokerRefused:
+                raise
+            except BrokerError as exc:
+                if tried == len(self.brokers):
+                    raise
+                log.log(self.log_level, "[%s] %s; trying %s", self.name, exc,
+                        self._move_on())
+        async with self._connected(client) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connect_current(self) -> AsyncIterator[Connection]:
+        async with self._connected(await self._open()) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connected(self, client: aiomqtt.Client) -> AsyncIterator[Connection]:
         self.generation += 1
         conn = Connection(self, client, self.generation)
         try:
@@ -432,11 +498,13 @@ class MqttClient:
 
     async def _open(self) -> aiomqtt.Client:
         c = self.config
+        host, port = self.brokers[self.current]
         will = aiomqtt.Will(self.will.topic, self.will.payload, self.will.qos,
                             self.will.retain) if self.will else None
+        self._attempts += 1
         client = aiomqtt.Client(
-            c.host, c.port, username=c.username, password=reveal(c.password),
-            identifier=self.client_id, clean_session=self.clean_session,
+            host, port, username=c.username, password=reveal(c.password),
+            identifier=self.identifier(), clean_session=self.clean_session,
             keepalive=c.keepalive_s, timeout=self.timeout_s, will=will,
             tls_context=self._tls, socket_options=[NODELAY],
             logger=cast(logging.Logger, _LIBRARY_LOG))
@@ -518,7 +586,7 @@ class MqttClient:
         if isinstance(cause, ConnectionRefusedError):
             return BrokerError(f"{where}: nothing is listening there (connection refused)")
         if isinstance(cause, socket.gaierror):
-            return BrokerError(f"{where}: cannot resolve {self.config.host!r} "
+            return BrokerError(f"{where}: cannot resolve {self.brokers[self.current][0]!r} "
                                f"({cause.strerror})")
         if isinstance(cause, OSError) and cause.strerror:
             return BrokerError(f"{where}: {cause.strerror}")
@@ -555,16 +623,18 @@ class MqttClient:
         loop = asyncio.get_running_loop()
         ever = False
         last_text = ""
+        tried = 0  # brokers tried since the last connection (a round: all of them)
         while True:
             began = loop.time()
             try:
-                async with self.connect() as conn:
+                async with self._connect_current() as conn:
                     if ever or self.failures:
                         log.info("[%s] connected to %s again", self.name, self.address)
                     else:
                         log.debug("[%s] connected to %s", self.name, self.address)
                     ever = True
                     last_text = ""
+                    tried = 0
                     await self._serve(conn, session, stop, drain)
                 return
             except BrokerError as exc:
@@ -573,20 +643,30 @@ class MqttClient:
                 error = broker_error_of(group)
             self.failures += 1
             self.last_error = error
+            tried += 1
             if self.on_disconnect is not None:
                 self.on_disconnect(error)
-            if not ever and (self.connect_first or (self.fail_fast
-                                                    and isinstance(error, BrokerRefused))):
+            if not ever and ((self.connect_first and tried >= len(self.brokers))
+                             or (self.fail_fast and isinstance(error, BrokerRefused))):
                 raise error
             if stop.is_set():
                 log.log(self.log_level, "[%s] %s; stopping without it", self.name, error)
                 return
             if loop.time() - began >= STABLE_S:
                 self.backoff.reset()
-            delay = self.backoff.next()
             text = str(error)
-            log.log(self.log_level if text != last_text else logging.INFO,
-                    "[%s] %s; trying again in %.1f s", self.name, text, delay)
+            level = self.log_level if text != last_text else logging.INFO
+            if len(self.brokers) == 1:
+                delay = self.backoff.next()
+                log.log(level, "[%s] %s; trying again in %.1f s", self.name, text, delay)
+            else:
+                # The next broker at once (almost); the backoff once all have failed.
+                if tried >= len(self.brokers):
+                    delay, tried = self.backoff.next(), 0
+                else:
+                    delay = self.backoff.short()
+                log.log(level, "[%s] %s; trying %s in %.1f s", self.name, text,
+                        self._move_on(), delay)
             last_text = text
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what groundstation needs on a Debian machine with Python 3.11+: the real
-# Mosquitto and InfluxDB 1.x from Debian, and a virtualenv in .venv with the project,
-# its dependencies pinned by constraints.txt (scripts/update-constraints.sh).
+# Mosquitto and InfluxDB 1.x from Debian (and, for the tests, RabbitMQ: the cluster
+# profile's broker), and a virtualenv in .venv with the project, its dependencies pinned by
+# constraints.txt (scripts/update-constraints.sh).
 # Sourced by .ci/run and ./run (set -euo pipefail, REPO, step and die come from them).
 # GS_EXTRAS picks the pip extras (default: test,export, so the Parquet tests run; the demo
 # takes embedded, the Python broker it falls back on without Mosquitto).
@@ -31,9 +32,16 @@ remove_own_policy() {
 }
 trap remove_own_policy EXIT
 
+# The demo needs no RabbitMQ (GS_SERVERS=optional): only the tests install it.
+if [ "${GS_SERVERS:-required}" = optional ]; then
+    RABBITMQ=()
+else
+    RABBITMQ=(rabbitmq-server)
+fi
+
 install_servers() {
     # ---------------------------------------------------------------------------------------
-    step "Installing mosquitto, mosquitto-clients and influxdb from Debian"
+    step "Installing mosquitto, mosquitto-clients, influxdb ${RABBITMQ[*]:+and ${RABBITMQ[*]} }from Debian"
     # Without a policy, on a machine running systemd the packages' postinst scripts start
     # system-wide daemons on 1883 and 8086 that would outlive this run. Exit code 101 from
     # policy-rc.d tells invoke-rc.d "not allowed", and the install carries on. (In a
@@ -45,22 +53,26 @@ install_servers() {
         OWN_POLICY_RC=1
     fi
     if [ -z "${CI:-}" ] && [ -x /usr/sbin/mosquitto ] && [ -x /usr/bin/influxd ] \
-        && [ -x /usr/bin/mosquitto_sub ]; then
+        && [ -x /usr/bin/mosquitto_sub ] \
+        && { [ "${#RABBITMQ[@]}" -eq 0 ] || [ -x /usr/sbin/rabbitmq-server ]; }; then
         # Outside CI, a second `./run demo` need not refresh the package lists.
         echo "already installed"
     else
         "${SUDO[@]}" apt-get update -q
         # mosquitto-clients: mosquitto_sub, which the compose file's broker health check
         # runs (tested against the real broker).
+        # rabbitmq-server: the cluster profile's broker (tests/integration/test_rabbitmq_*:
+        # three nodes on loopback, each started by the tests; the policy above keeps the
+        # package's own node from starting).
         "${SUDO[@]}" apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients \
-            influxdb
+            influxdb "${RABBITMQ[@]}"
     fi
     if [ -n "$OWN_POLICY_RC" ]; then
         "${SUDO[@]}" rm -f "$POLICY_RC"
         OWN_POLICY_RC=""
     fi
     # mosquitto lives in /usr/sbin, which a non-root PATH may lack; servers.py looks there.
-    for bin in /usr/sbin/mosquitto /usr/bin/influxd; do
+    for bin in /usr/sbin/mosquitto /usr/bin/influxd ${RABBITMQ[@]:+/usr/sbin/rabbitmq-server}; do
         [ -x "$bin" ] || die "$bin is missing after apt-get install"
     done
     echo "mosquitto: $(/usr/sbin/mosquitto -h 2>/dev/null | head -n 1 || true)"

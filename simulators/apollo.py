@@ -593,10 +593,6 @@ class ApolloModel:
         if since >= 40:
             self.bus_b_collapse = relax(self.bus_b_collapse, 14.0, dt, 60.0)
 
-    def rupture_glitch(self, t: float) -> bool:
-        """The 1.8 s telemetry dropout when the tank lets go."""
-        return self.rupture_time is not None and 0.0 <= t - self.rupture_time < 1.8
-
     # --- thermal -------------------------------------------------------------------------------
 
     def _thermal(self, t: float, dt: float, env: Env, fx: FaultView, coarse: bool) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from groundstation.core import flightplan as tl
 from groundstation.core.decom import DecodedBatch, StreamDecoder
 from groundstation.core.definitions import VehicleDefinition, load_all
 from simulators.mission import DT, Mission
-from simulators.telemetry import FrameBlock, TelemetryStream
+from simulators.telemetry import FrameBlock, ShipDownlink
 
 
 @dataclass
@@ -41,6 +42,7 @@ class Report:
     seconds_by_phase: dict[str, float] = field(default_factory=dict)
     violations: dict[str, Violation] = field(default_factory=dict)
     bad_frames: int = 0
+    frames_by_stream: dict[str, int] = field(default_factory=dict)
 
 
 def context_runs(mission: Mission, vehicle: str, get: NDArray[np.float64]
@@ -99,20 +101,26 @@ def check_blocks(mission: Mission, definition: VehicleDefinition, blocks: list[F
 def check_window(mission: Mission, definitions: list[VehicleDefinition], until: float,
                  chunk_s: float = 300.0) -> dict[str, Report]:
     """Fly the given ships to a GET and check all their frames, chunk by chunk (so memory
-    stays small however long the window)."""
-    streams = [TelemetryStream(mission, d) for d in definitions]
-    decoders = {d.vehicle: StreamDecoder(d) for d in definitions}
+    stays small however long the window), in whichever format each ship's downlink is
+    (Apollo's high and low bit rate: each decoded with its own definition)."""
+    streams = [ShipDownlink(mission, d) for d in definitions]
+    decoders = {(d.vehicle, st): StreamDecoder(sd) for d in definitions
+                for st, sd in d.streams.items()}
     reports = {d.vehicle: Report(d.vehicle) for d in definitions}
     defs = {d.vehicle: d for d in definitions}
     while True:
         more = False
         for s in streams:
-            block = s.frames_until(min(until, s.next_get + chunk_s))
-            if block is None:
+            stop = min(until, tl.MISSION_END[s.vehicle])
+            if s.next_get >= stop:
                 continue
             more = True
-            check_blocks(mission, defs[s.vehicle], [block], decoders[s.vehicle],
-                         reports[s.vehicle])
+            for block in s.frames_until(min(stop, s.next_get + chunk_s)):
+                d = defs[s.vehicle].streams[block.stream or defs[s.vehicle].stream]
+                check_blocks(mission, d, [block], decoders[(s.vehicle, d.stream)],
+                             reports[s.vehicle])
+                reports[s.vehicle].frames_by_stream[d.stream] = (
+                    reports[s.vehicle].frames_by_stream.get(d.stream, 0) + block.n)
         if not more:
             return reports
 
@@ -125,6 +133,7 @@ def nominal_window(window: tuple[float, float, tuple[str, ...], int]) -> dict[st
     mission = Mission(start, seed=seed, definitions=defs, historical=False)
     reports = check_window(mission, [defs[v] for v in vehicles], end)
     return {v: {"frames": r.frames, "bad_frames": r.bad_frames,
+                "frames_by_stream": dict(r.frames_by_stream),
                 "seconds": dict(r.seconds_by_phase),
                 "violations": {pid: (x.samples, x.first_get, x.value, x.phase, x.worst)
                                for pid, x in r.violations.items()}}

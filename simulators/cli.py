@@ -94,6 +94,9 @@ control requests (mosquitto_pub -t {_APOLLO_CONTROL} -m '...'):
   {{"cmd": "clear_all"}}    {{"cmd": "list"}}    {{"cmd": "status"}}
   {{"cmd": "pause"}}        freeze the mission clock (both ships): no frames, state "paused"
   {{"cmd": "resume"}}       fly on from the same GET at the same speed (no catching up)
+  {{"cmd": "pcm_mode", "mode": "LBR"}}   Apollo's PCM to low bit rate (1.6 kbit/s, stream
+                            lbr) until "HBR" or the flight plan switches it (LBR through
+                            the first night, GET 009:30-017:36)
   Watch the answers with: mosquitto_sub -t '{_REPLIES}' -t '{_STATES}' -v
 
 times (--start, --until, "at"): a GET such as 044:19:08 or -007:30:01, or an event with an
@@ -128,10 +131,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "oldest are dropped and counted (default 500000)")
     p.add_argument("--recorder-minutes", type=float, default=HBR_CAPACITY_S / 60.0,
                    help="Apollo's onboard recorder, minutes of HBR data (default "
-                        f"{HBR_CAPACITY_S / 60.0:g}: the DSE's tape at 15 in/s)")
+                        f"{HBR_CAPACITY_S / 60.0:g}: the DSE's tape at 15 in/s; it holds "
+                        "4x as long in LBR)")
     p.add_argument("--playback-rate", type=float, default=HBR_DUMP_RATE,
-                   help="recorded frames dumped per live frame at AOS (default "
-                        f"{HBR_DUMP_RATE:g}: the DSE dumps at 120 in/s, 8x HBR)")
+                   help="recorded HBR frames' worth of tape dumped per live HBR frame at "
+                        f"AOS (default {HBR_DUMP_RATE:g}: the DSE dumps at 120 in/s, 8x HBR, "
+                        "32x LBR)")
     p.add_argument("--fault", action="append", default=[], metavar="SHIP:FAULT[:K=V,...]",
                    help="inject a fault at start-up; keys are the fault's parameters and "
                         "at, ramp_s, duration_s (repeatable)")
@@ -219,7 +224,7 @@ def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
                f"control on {', '.join(topics.sim_control(v) for v in ships)}, replies on "
                f"{', '.join(topics.sim_reply(v) for v in ships)}")
     print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
-          f"{runner.publisher.client.address} (seed {args.seed}, source {source}); "
+          f"{runner.publisher.client.destination} (seed {args.seed}, source {source}); "
           f"{listens}, state on {', '.join(topics.sim_state(v, source) for v in ships)}")
     return asyncio.run(_run(runner))
 

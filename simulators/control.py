@@ -19,6 +19,11 @@ Requests ("id" is optional and echoed in the reply as "request"):
     {"cmd": "pause"}                         freeze the mission clock: no frames go down,
                                              the state says "paused": true
     {"cmd": "resume"}                        fly on from the same GET at the same speed
+    {"cmd": "pcm_mode", "mode": "LBR", "at": "now"}
+                                             Apollo's PCM to low (or high) bit rate: its
+                                             frames go down on telemetry/.../lbr (hbr) from
+                                             then on, until the timeline or another request
+                                             switches it again
 
 Pause and resume act on the runner, which flies every ship of its mission on one clock:
 pausing through either ship's topic pauses both. Both are idempotent (the reply's
@@ -126,6 +131,12 @@ def _apply(mission: Mission, vehicle: str, msg: messages.SimControlRequest
         cleared = mission.clear(vehicle)
         return messages.SimControlReply(ok=True, request=msg.id, cmd=msg.cmd,
                                         cleared=[f.id for f in cleared])
+    if msg.cmd == "pcm_mode":
+        assert msg.mode is not None  # the message requires it
+        get, stream = mission.set_pcm_mode(vehicle, msg.mode,
+                                           at="now" if msg.at is None else msg.at)
+        return messages.SimControlReply(ok=True, request=msg.id, cmd=msg.cmd, mode=msg.mode,
+                                        stream=stream, get=get, get_text=format_get(get))
     if msg.cmd == "list":
         return messages.SimControlReply(
             ok=True, request=msg.id, cmd=msg.cmd,

@@ -15,8 +15,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from groundstation.config import MqttConfig
 from groundstation.core import topics
 from groundstation.core.definitions import Parameter, VehicleDefinition
@@ -104,7 +102,3 @@ class Downlink:
                 self.sent_messages += 1
                 t_next += step_ns
                 await asyncio.sleep(max(0.0, (t_next - time.time_ns()) / 1e9))
-
-
-def frames_time(t0_ns: int, n: int, period_ns: int) -> np.ndarray:
-    return t0_ns + np.arange(n, dtype=np.int64) * period_ns

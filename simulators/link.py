@@ -8,8 +8,13 @@ numbers and times. Soyuz's frames out of coverage are lost. Link faults act here
 errors flip bits, frame loss drops frames, a loss-of-signal fault stops the live stream
 (Apollo records meanwhile).
 
-Frames are batched into envelopes of consecutive frames (a lost frame or an LOS ends a
-message early). Playback messages carry an extra key, "playback": true, which the
+A ship whose PCM changes format (Apollo's high and low bit rate, each its own stream and
+definition) sends each block of frames on its format's topic; one recorder (one tape)
+records both, each at its own tape speed, and dumps each at the tape's one playback speed:
+32x an LBR recording, 8x an HBR one (simulators/recorder.py).
+
+Frames are batched into envelopes of consecutive frames (a lost frame, an LOS or a change
+of format ends a message early). Playback messages carry an extra key, "playback": true, which the
 envelope decoder ignores; it lets the ingest tell a dump from live data.
 """
 
@@ -27,7 +32,7 @@ from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.envelope import MAX_FRAMES, VERSION
 from simulators.faults import Fault, FaultManager
-from simulators.recorder import HBR_DUMP_RATE
+from simulators.recorder import HBR_DUMP_RATE, RECORD_IPS
 from simulators.telemetry import VEHICLE_IDS, FrameBlock
 
 LINK_DRAWS = 12  # uniforms per frame: loss, error count, 8 bit positions, 2 spare
@@ -61,6 +66,7 @@ class _Run:
     seq: int
     t_ns: int
     frames: NDArray[np.uint8]
+    stream: str = ""
 
 
 @dataclass
@@ -88,8 +94,19 @@ class Transmitter:
         self.stream = definition.stream
         # A drill's ships go down under the drill's source, never as live.
         self.source = topics.check_source(source)
-        self.topic = topics.telemetry(self.vehicle, self.stream, source=self.source)
-        self.period_ns = round(1e9 / definition.frame.rate_hz)
+        # Every format of the ship's downlink (FrameBlock.stream says which a block is in).
+        self.formats = definition.streams
+        self.topics = {st: topics.telemetry(self.vehicle, st, source=self.source)
+                       for st in self.formats}
+        self.topic = self.topics[self.stream]
+        self.periods = {st: round(1e9 / d.frame.rate_hz) for st, d in self.formats.items()}
+        self.period_ns = self.periods[self.stream]
+        # Tape a recorded frame takes, in frames of the main format (the recorder's unit):
+        # an LBR frame (3.75 in/s at 5 frames/s) takes 2.5 HBR frames' tape (15 in/s at 50).
+        main_ips = RECORD_IPS.get(self.stream, 1.0) / definition.frame.rate_hz
+        self.tape = {st: (RECORD_IPS.get(st, 1.0) / d.frame.rate_hz) / main_ips
+                     for st, d in self.formats.items()}
+        self.main_rate = definition.frame.rate_hz
         self.faults = faults
         self.fpm = max(1, min(int(frames_per_message), MAX_FRAMES))
         self.pb_fpm = max(1, min(int(playback_frames_per_message or max(self.fpm, 250)),
@@ -97,7 +114,8 @@ class Transmitter:
         self.recorder_cap = recorder_frames
         self.playback_rate = playback_rate
         self.recorder: deque[_Run] = deque()
-        self.recorded = 0
+        self.recorded = 0  # frames on the recorder
+        self.tape_used = 0.0  # ... and the tape they take, in frames of the main format
         self._pending: _Run | None = None
         self._pb_credit = 0.0
         self._link_key = (seed * 1_000_003 + VEHICLE_IDS.get(self.vehicle, 9) * 1009 + 6) % 2**64
@@ -107,6 +125,9 @@ class Transmitter:
 
     def feed(self, block: FrameBlock) -> list[Message]:
         out: list[Message] = []
+        stream = block.stream or self.stream
+        if self._pending is not None and self._pending.stream != stream:
+            out += self.flush()  # the PCM changed format
         faults = [f for f in self.faults.faults if f.vehicle == self.vehicle
                   and f.start <= block.get[-1] and (f.end is None or f.end > block.get[0])]
         los = self._level(faults, "los", block.get) > 0
@@ -117,7 +138,8 @@ class Transmitter:
         if quiet.any():
             if self.recorder_cap > 0:
                 for a, b in _runs(quiet):
-                    self._record(_Run(block.k0 + a, int(block.times_ns[a]), frames[a:b].copy()))
+                    self._record(_Run(block.k0 + a, int(block.times_ns[a]), frames[a:b].copy(),
+                                      stream))
             else:
                 self.stats.lost_out_of_coverage += int(quiet.sum())
         if not live.any():
@@ -133,13 +155,15 @@ class Transmitter:
                 if c > 0:
                     out += self.flush()
                 out += self._add_live(_Run(block.k0 + a + c, int(block.times_ns[a + c]),
-                                           chunk[c:d]))
+                                           chunk[c:d], stream))
                 sent_live += d - c
             if b < live.size:
                 out += self.flush()
                 sent_live = 0  # heard before an LOS: no credit for dumping what follows
         if self.recorder and sent_live:
-            out += self._playback(sent_live)
+            # The dump's credit, in main-format frames: the live time times the dump rate.
+            out += self._playback(sent_live * self.main_rate
+                                  / self.formats[stream].frame.rate_hz)
         return out
 
     def flush(self) -> list[Message]:
@@ -149,29 +173,23 @@ class Transmitter:
         run, self._pending = self._pending, None
         return [self._message(run, playback=False)]
 
-    def drain_recorder(self) -> list[Message]:
-        """Everything left on the recorder (end of a run)."""
-        out = []
-        while self.recorder:
-            out += self._playback(len(self.recorder[0].frames) / max(self.playback_rate, 1e-9)
-                                  + 1)
-        return out
-
     # --- internals -----------------------------------------------------------------------
 
     def _add_live(self, run: _Run) -> list[Message]:
         out = []
+        run.stream = run.stream or self.stream
         p = self._pending
-        if p is not None and p.seq + len(p.frames) == run.seq:
-            run = _Run(p.seq, p.t_ns, np.concatenate([p.frames, run.frames]))
+        if p is not None and p.stream == run.stream and p.seq + len(p.frames) == run.seq:
+            run = _Run(p.seq, p.t_ns, np.concatenate([p.frames, run.frames]), run.stream)
         elif p is not None:
             out += self.flush()
         self._pending = None
+        period = self.periods[run.stream]
         while len(run.frames) >= self.fpm:
-            head = _Run(run.seq, run.t_ns, run.frames[:self.fpm])
+            head = _Run(run.seq, run.t_ns, run.frames[:self.fpm], run.stream)
             out.append(self._message(head, playback=False))
-            run = _Run(run.seq + self.fpm, run.t_ns + self.fpm * self.period_ns,
-                       run.frames[self.fpm:])
+            run = _Run(run.seq + self.fpm, run.t_ns + self.fpm * period,
+                       run.frames[self.fpm:], run.stream)
         if len(run.frames):
             self._pending = run
         return out
@@ -183,47 +201,61 @@ class Transmitter:
             self.stats.playback_frames += n
         else:
             self.stats.live_frames += n
-        return Message(self.topic, pack(self.vehicle, self.stream, run.seq, run.t_ns,
-                                        run.frames, playback), n,
+        return Message(self.topics[run.stream], pack(self.vehicle, run.stream, run.seq,
+                                                     run.t_ns, run.frames, playback), n,
                        "playback" if playback else "live", run.seq, run.t_ns)
 
     def _record(self, run: _Run) -> None:
+        run.stream = run.stream or self.stream
         last = self.recorder[-1] if self.recorder else None
-        if last is not None and last.seq + len(last.frames) == run.seq:
+        if last is not None and last.stream == run.stream and \
+                last.seq + len(last.frames) == run.seq:
             self.recorder[-1] = _Run(last.seq, last.t_ns,
-                                     np.concatenate([last.frames, run.frames]))
+                                     np.concatenate([last.frames, run.frames]), run.stream)
         else:
             self.recorder.append(run)
         self.recorded += len(run.frames)
+        self.tape_used += len(run.frames) * self.tape[run.stream]
         self.stats.recorded_frames += len(run.frames)
-        while self.recorded > self.recorder_cap:
+        while self.tape_used > self.recorder_cap + 1e-9 and self.recorder:
             # A full recorder keeps the newest data (the oldest is written over).
             first = self.recorder[0]
-            drop = min(self.recorded - self.recorder_cap, len(first.frames))
+            cost = self.tape[first.stream]
+            drop = min(math.ceil((self.tape_used - self.recorder_cap) / cost - 1e-9),
+                       len(first.frames))
             self.stats.recorder_overwritten += drop
-            self.recorded -= drop
-            if drop == len(first.frames):
-                self.recorder.popleft()
-            else:
-                self.recorder[0] = _Run(first.seq + drop, first.t_ns + drop * self.period_ns,
-                                        first.frames[drop:])
+            self._take(drop)
+
+    def _take(self, n: int) -> None:
+        """The first n frames of the recording are gone (dumped or written over)."""
+        first = self.recorder[0]
+        self.recorded -= n
+        self.tape_used -= n * self.tape[first.stream]
+        if n == len(first.frames):
+            self.recorder.popleft()
+        else:
+            self.recorder[0] = _Run(first.seq + n,
+                                    first.t_ns + n * self.periods[first.stream],
+                                    first.frames[n:], first.stream)
+        if not self.recorder:
+            self.tape_used = 0.0
 
     def _playback(self, live_frames: float) -> list[Message]:
-        """Dump up to playback_rate frames of the recording per live frame sent."""
+        """Dump up to playback_rate frames' tape of the recording per live frame sent (in
+        frames of the main format): the tape runs at one speed, so an LBR recording comes
+        down at 4x as many of its frames' worth of time as an HBR one (32x against 8x)."""
         self._pb_credit += live_frames * self.playback_rate
         out = []
-        while self.recorder and self._pb_credit >= 1:
+        while self.recorder:
             first = self.recorder[0]
-            n = int(min(self._pb_credit, self.pb_fpm, len(first.frames)))
-            run = _Run(first.seq, first.t_ns, first.frames[:n])
+            cost = self.tape[first.stream]
+            n = int(min(self._pb_credit / cost + 1e-9, self.pb_fpm, len(first.frames)))
+            if n < 1:
+                break
+            run = _Run(first.seq, first.t_ns, first.frames[:n], first.stream)
             out.append(self._message(run, playback=True))
-            self._pb_credit -= n
-            self.recorded -= n
-            if n == len(first.frames):
-                self.recorder.popleft()
-            else:
-                self.recorder[0] = _Run(first.seq + n, first.t_ns + n * self.period_ns,
-                                        first.frames[n:])
+            self._pb_credit -= n * cost
+            self._take(n)
         if not self.recorder:
             self._pb_credit = 0.0
         return out

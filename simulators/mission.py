@@ -35,11 +35,13 @@ from simulators.apollo import (
     dm_stage,
     tunnel_stage,
 )
-from simulators.faults import Fault, FaultManager, FaultView
+from simulators.faults import Fault, FaultError, FaultManager, FaultView
+from simulators.faults import _when as when
 from simulators.physics import exchange, merge, pv_per_kg
 from simulators.soyuz import SoyuzModel
 
 DT = 1.0
+LBR_STREAM = "lbr"  # a ship's low-bit-rate format (telemetry_defs/apollo_csm_lbr.yaml)
 PV_N2 = pv_per_kg("n2", 293.0)  # mm Hg m^3 per kg
 PV_O2 = pv_per_kg("o2", 293.0)
 COARSE_DT = 120.0
@@ -132,6 +134,8 @@ class Mission:
         self.actions: list[tuple[float, int, str, str, dict[str, Any]]] = []
         self.applied: list[tuple[float, str, str, dict[str, Any]]] = []
         self._action_order = 0
+        # Instructor switches of a ship's PCM mode: (GET, "HBR" | "LBR"), in time order.
+        self.pcm_switches: dict[str, list[tuple[float, str]]] = {v: [] for v in tl.VEHICLES}
         self._spin_up()
         self.t = self.start
         self.step_index = 0
@@ -176,6 +180,35 @@ class Mission:
         self.actions.append((when, self._action_order, vehicle, name, dict(args)))
         self.actions.sort()
         return when
+
+    def pcm_mode(self, vehicle: str, get: float | None = None) -> str:
+        """The ship's PCM mode at a GET: "HBR" or "LBR" (the flight plan's, or the latest
+        instructor switch since)."""
+        return tl.pcm_mode_at(vehicle, self.t if get is None else get,
+                              self.pcm_switches[vehicle])
+
+    def downlink_stream(self, vehicle: str, get: float | None = None) -> str:
+        """The stream the ship's frames go down on at a GET: its low-bit-rate definition's
+        in LBR (Apollo's `lbr`), else its main one."""
+        main = self.definitions[vehicle]
+        if self.pcm_mode(vehicle, get) == "LBR" and LBR_STREAM in main.streams:
+            return LBR_STREAM
+        return main.stream
+
+    def set_pcm_mode(self, vehicle: str, mode: str, at: Any = "now") -> tuple[float, str]:
+        """An instructor switches the ship's PCM mode from `at` on ("now": the next frames
+        not yet made). Returns the GET and the stream it goes down on. Raises FaultError
+        for a ship with one format or a bad mode or time."""
+        if mode not in ("HBR", "LBR"):
+            raise FaultError(f"pcm_mode: mode must be HBR or LBR, got {mode!r}")
+        if LBR_STREAM not in self.definitions[vehicle].streams:
+            raise FaultError(f"pcm_mode: {vehicle} has one PCM format "
+                             f"({self.definitions[vehicle].stream})")
+        get = max(self.t, when(at, self.t))
+        switches = self.pcm_switches[vehicle]
+        switches.append((get, mode))
+        switches.sort(key=lambda x: x[0])
+        return get, self.downlink_stream(vehicle, get)
 
     def _apply_actions(self, t: float) -> None:
         while self.actions and self.actions[0][0] <= t + 1e-9:
@@ -251,7 +284,10 @@ class Mission:
             vehicle=vehicle, get=t, get_text=format_get(t), utc=format_utc(t),
             phase=self.phase(vehicle, t), docked=bool(self.docked(t)), aos=bool(e.aos),
             station=e.station, relay=bool(e.relay), ended=bool(self.ended(vehicle, t)),
-            faults=[f.describe() for f in self.faults.pending_or_active(vehicle, t)])
+            faults=[f.describe() for f in self.faults.pending_or_active(vehicle, t)],
+            pcm_mode=(self.pcm_mode(vehicle, t)
+                      if LBR_STREAM in self.definitions[vehicle].streams else None),
+            stream=self.downlink_stream(vehicle, t))
 
     # --- stepping -----------------------------------------------------------------------
 
@@ -334,6 +370,8 @@ class Mission:
         for v, model in self.models.items():
             e = self.env(v, t)
             values = model.truth(t, e)
+            if "pcm_mode" in values:
+                values["pcm_mode"] = self.pcm_mode(v, t)
             values["_aos"] = 1.0 if e.aos and not self.ended(v, t) else 0.0
             values["_relay"] = 1.0 if e.relay else 0.0
             self.history[v].record(self.step_index, values)

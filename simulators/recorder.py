@@ -6,9 +6,10 @@ low bit rate (1.6 kbit/s, tape at 3.75 in/s) or about 30 min of high bit rate (5
 15 in/s), dumped at 120 in/s, i.e. 32x LBR or 8x HBR. Both capacities are the same tape:
 2 h x 3.75 in/s = 30 min x 15 in/s = 27,000 in (2,250 ft).
 
-The simulators only make high-bit-rate frames so far (a low-bit-rate stream end to end is a
-later task), so the link uses the HBR figures: 30 min of frames on the recorder, dumped at
-8 recorded frames per live frame sent.
+The link (simulators/link.py) keeps the recording in tape: an HBR frame (15 in/s, 50
+frames/s) takes 0.3 in, an LBR frame (3.75 in/s, 5 frames/s) 0.75 in; a full tape holds
+30 min of HBR, 2 h of LBR or a mix, and is dumped at 120 in/s whatever it holds, so an LBR
+stretch comes down at 32x its real time and an HBR one at 8x.
 """
 
 from __future__ import annotations
@@ -22,3 +23,4 @@ LBR_CAPACITY_S = TAPE_IN / LBR_RECORD_IPS  # 7200 s: about 2 h of LBR
 HBR_CAPACITY_S = TAPE_IN / HBR_RECORD_IPS  # 1800 s: about 30 min of HBR
 LBR_DUMP_RATE = DUMP_IPS / LBR_RECORD_IPS  # 32x
 HBR_DUMP_RATE = DUMP_IPS / HBR_RECORD_IPS  # 8x
+RECORD_IPS = {"hbr": HBR_RECORD_IPS, "lbr": LBR_RECORD_IPS}  # tape speed by stream

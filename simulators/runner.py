@@ -51,7 +51,7 @@ from simulators.commands import ShipCommands
 from simulators.link import Message, Transmitter, auto_frames_per_message
 from simulators.mission import Mission
 from simulators.recorder import HBR_CAPACITY_S, HBR_DUMP_RATE
-from simulators.telemetry import TelemetryStream
+from simulators.telemetry import ShipDownlink
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class SimRunner:
         self.mission = mission
         self.o = options
         self.vehicles = [d.vehicle for d in definitions]
-        self.streams = {d.vehicle: TelemetryStream(mission, d) for d in definitions}
+        self.streams = {d.vehicle: ShipDownlink(mission, d) for d in definitions}
         self.tx: dict[str, Transmitter] = {}
         for d in definitions:
             fpm = options.frames_per_message or auto_frames_per_message(d.frame.rate_hz,
@@ -417,11 +417,12 @@ class SimRunner:
                 stream = self.streams[v]
                 while True:
                     step_to = min(target, stream.next_get + MAX_CHUNK_S)
-                    block = stream.frames_until(step_to)
-                    if block is None:
+                    blocks = stream.frames_until(step_to)
+                    if not blocks:
                         break
-                    for m in self.tx[v].feed(block):
-                        self.publisher.put(m)
+                    for block in blocks:
+                        for m in self.tx[v].feed(block):
+                            self.publisher.put(m)
                     if step_to >= target or stop.is_set():
                         break
                     await asyncio.sleep(0)  # let the publisher and control in

@@ -15,12 +15,13 @@ from typing import Any
 import aiomqtt
 
 from groundstation.commanding.operators import Operators
-from groundstation.commanding.service import CommandingService, make_sink
+from groundstation.commanding.service import CommandingService
 from groundstation.config import CommandingConfig, Config, InfluxConfig, IngestConfig, MqttConfig
 from groundstation.core import messages, topics
 from groundstation.core.commanddefs import load_all_commands
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
+from groundstation.ingest.wiring import make_sink
 
 # Every account of the repository's ACL, and the operators the tests' operators file knows.
 USERS = {"apollo_csm": "csm-pw", "soyuz": "soyuz-pw", "ingest": "ingest-pw",
@@ -54,7 +55,7 @@ async def running_commanding(broker: MosquittoServer, influxdb: InfluxDBServer |
                              operators: Operators = OPERATORS, **kw: Any
                              ) -> AsyncIterator[CommandingService]:
     config = commanding_config(broker, influxdb, tmp, **kw)
-    sink = make_sink(config)
+    sink = make_sink(config, config.commanding.spool_dir)
     await sink.start()
     service = CommandingService(config, definitions, load_all_commands(definitions),
                                 operators, sink, config.ingest.archive_dir)

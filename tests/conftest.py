@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from groundstation.deploy import servers
-from groundstation.deploy.servers import InfluxDBServer, MosquittoServer
-from tests.harness import start_or_skip
+from groundstation.deploy.rabbitmq_auth import apply_accounts
+from groundstation.deploy.servers import InfluxDBServer, MosquittoServer, RabbitMQCluster
+from tests.harness import CLUSTER_USERS, start_or_skip
 from tests.influx_helpers import FakeInflux
 from tests.paths import TESTS
 
@@ -57,6 +58,46 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def _rabbitmq_cluster_of_the_run(tmp_path_factory: pytest.TempPathFactory
+                                 ) -> Iterator[RabbitMQCluster]:
+    cluster = RabbitMQCluster(3, tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        start_or_skip(cluster)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def rabbitmq_cluster(_rabbitmq_cluster_of_the_run: RabbitMQCluster) -> RabbitMQCluster:
+    """A running three-node RabbitMQ cluster (MQTT on every node; RabbitMQCluster). Unlike
+    the other servers it starts once per run (about 30 s: 20 s for the nodes, 6 s to join
+    them), so a test that stops or kills a node leaves it to this fixture to start it
+    again for the next test; users and permissions a test adds stay for the run."""
+    cluster = _rabbitmq_cluster_of_the_run
+    stopped = [n for n in cluster.nodes if not n.is_running()]
+    for node in stopped:
+        node.start()
+    if stopped:
+        cluster.check_members()
+    return cluster
+
+
+_ACCOUNTS_LOADED: set[str] = set()
+
+
+@pytest.fixture
+def rabbitmq_secure(rabbitmq_cluster: RabbitMQCluster) -> RabbitMQCluster:
+    """The run's cluster with the station's accounts (tests.harness.CLUSTER_USERS) and the
+    rights of the one ACL (groundstation.deploy.rabbitmq_auth); loaded once, as accounts
+    are cluster-wide."""
+    if rabbitmq_cluster.name not in _ACCOUNTS_LOADED:
+        apply_accounts(rabbitmq_cluster, CLUSTER_USERS)
+        _ACCOUNTS_LOADED.add(rabbitmq_cluster.name)
+    return rabbitmq_cluster
 
 
 @pytest.fixture

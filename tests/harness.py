@@ -25,14 +25,20 @@ from groundstation.config import (
 )
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.deploy.broker_auth import secure_broker_config
-from groundstation.deploy.servers import BinaryNotFoundError, InfluxDBServer, MosquittoServer
+from groundstation.deploy.servers import (
+    BinaryNotFoundError,
+    InfluxDBServer,
+    MosquittoServer,
+    RabbitMQCluster,
+    RabbitMQNode,
+)
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.wiring import archive_factory, make_sink, quarantine_writer
 from groundstation.storage.influx.backends import InfluxV1
 from simulators.runner import SimRunner
 
 
-def start_or_skip(server: MosquittoServer | InfluxDBServer) -> None:
+def start_or_skip(server: MosquittoServer | InfluxDBServer | RabbitMQCluster) -> None:
     """Start a real server; without its binary, skip, except under CI, where a green run
     must mean the real servers ran, so there it is a failure."""
     try:
@@ -146,6 +152,9 @@ ACL_USERS = {
     "instructor": "instructor-pw",
     "replay": "replay-pw",
 }
+# The cluster's accounts (the conftest's rabbitmq_secure): the same, and the commanding
+# service's.
+CLUSTER_USERS = {**ACL_USERS, "commanding": "commanding-pw"}
 
 
 MARK = b"MARK"
@@ -155,7 +164,7 @@ _client_numbers = itertools.count()
 
 
 @asynccontextmanager
-async def login(broker: MosquittoServer, user: str, *subscriptions: str,
+async def login(broker: MosquittoServer | RabbitMQNode, user: str, *subscriptions: str,
                 password: str | None = None) -> AsyncIterator[aiomqtt.Client]:
     async with aiomqtt.Client(broker.host, broker.port, username=user,
                               password=ACL_USERS[user] if password is None else password,

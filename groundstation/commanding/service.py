@@ -26,17 +26,17 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from groundstation.commanding.engine import CommandEngine, Settings
 from groundstation.commanding.operators import Operators
-from groundstation.config import Config, reveal
+from groundstation.config import Config
 from groundstation.core import messages, topics
 from groundstation.core.commanddefs import VehicleCommands
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.mqtt import BrokerError, Connection, MqttClient
 from groundstation.storage.command_log import CommandLogWriter, read_events
 from groundstation.storage.influx.command_lines import command_line
+from groundstation.storage.influx.sink_config import LineSink
 from groundstation.tasks import TaskGroup
 
 log = logging.getLogger("groundstation.commanding")
@@ -46,43 +46,9 @@ SUBSCRIPTIONS = (topics.COMMAND_REQUEST_SUBSCRIPTION, *topics.COMMAND_ACK_SUBSCR
                  *topics.PARAMS_SUBSCRIPTIONS)
 
 
-class NullSink:
-    """No database (`[influx] api = "none"`): events are kept in the history file only."""
-
-    async def start(self) -> NullSink:
-        return self
-
-    async def submit(self, lines: list[str]) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
-
-    async def close(self, timeout: float = 30.0) -> None:
-        return None
-
-
-def make_sink(config: Config) -> Any:
-    """The InfluxDB sink for command events: the [influx] settings, the commanding
-    service's own spool directory."""
-    from groundstation.storage.influx.backends import make_backend
-    from groundstation.storage.influx.sink import InfluxSink, SinkConfig
-
-    c = config.influx
-    if c.api == "none":
-        return NullSink()
-    backend = make_backend(c.url, c.api, database=c.database,
-                           retention_policy=c.retention_policy, username=c.username,
-                           password=reveal(c.password), token=reveal(c.token), org=c.org,
-                           bucket=c.bucket)
-    return InfluxSink(backend, config.commanding.spool_dir,
-                      SinkConfig(flush_interval_s=c.flush_interval_ms / 1000,
-                                 compress=c.compress_writes(),
-                                 spool_max_bytes=int(c.spool_max_mb * (1 << 20))))
-
-
 class CommandingService:
     def __init__(self, config: Config, definitions: Mapping[str, VehicleDefinition],
-                 commands: Mapping[str, VehicleCommands], operators: Operators, sink: Any,
+                 commands: Mapping[str, VehicleCommands], operators: Operators, sink: LineSink,
                  history_root: Path):
         self.config = config
         c = config.commanding
@@ -204,10 +170,11 @@ class CommandingService:
 
 
 async def serve(config: Config, definitions: Mapping[str, VehicleDefinition],
-                commands: Mapping[str, VehicleCommands], operators: Operators,
+                commands: Mapping[str, VehicleCommands], operators: Operators, sink: LineSink,
                 stop: asyncio.Event, ready: asyncio.Event | None = None) -> CommandingService:
-    """Run the commanding service until stop is set."""
-    sink = make_sink(config)
+    """Run the commanding service until stop is set; its command events go to `sink` (the
+    ingest's kind of InfluxDB sink with its own spool, groundstation.ingest.wiring's
+    make_sink, or a NullSink without a database)."""
     await sink.start()
     root = config.commanding.history_dir or config.ingest.archive_dir
     service = CommandingService(config, definitions, commands, operators, sink, Path(root))

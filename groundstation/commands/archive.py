@@ -153,6 +153,11 @@ def _show(cat: Catalogue, args: argparse.Namespace) -> int:
         print(f"          {format_utc_ns(g.start_ns, 'ms')} .. {format_utc_ns(g.end_ns, 'ms')}  "
               f"(GET {format_get_ns(g.start_ns)} .. {format_get_ns(g.end_ns)}), "
               f"{g.duration_ns / 1e9:.1f} s, {g.missing:,} frames")
+    for span in p.formats:
+        print(f"format    {format_utc_ns(span.start_ns, 'ms')} .. "
+              f"{format_utc_ns(span.end_ns, 'ms')}  (GET {format_get_ns(span.start_ns)} .. "
+              f"{format_get_ns(span.end_ns)}), {(span.end_ns - span.start_ns) / 1e9:.1f} s in "
+              f"{span.stream} (another stream of {p.vehicle}): no gap")
     if p.rejected is None:
         print("rejected  unknown: no quarantine in this archive")
     else:

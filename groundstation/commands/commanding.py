@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
@@ -162,6 +161,8 @@ def _load(config_defs: Path | None = None, commands: Path | None = None
 def _serve(args: argparse.Namespace) -> int:
     from groundstation.commanding.operators import load_operators
     from groundstation.commanding.service import serve
+    from groundstation.commands.service_run import run_service
+    from groundstation.ingest.wiring import make_sink
 
     config = load_config(args)
     if args.print_config:
@@ -174,24 +175,13 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
     operators = load_operators(config.commanding.operators_file)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        ready = asyncio.Event()
-        task = asyncio.create_task(serve(config, defs, commands, operators, stop, ready))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-        if ready.is_set():
-            n = sum(len(c.commands) for c in commands.values())
-            print(f"commanding: subscribed at {config.mqtt.host}:{config.mqtt.port}; {n} "
-                  f"commands of {', '.join(commands)}, {len(operators.positions)} operators; "
-                  "Ctrl-C stops", flush=True)
-        waiter.cancel()
-        await task
-
-    asyncio.run(main())
+    n = sum(len(c.commands) for c in commands.values())
+    sink = make_sink(config, config.commanding.spool_dir)
+    run_service("commanding",
+                lambda stop, ready: serve(config, defs, commands, operators, sink, stop, ready),
+                lambda: f"commanding: subscribed at {config.mqtt.where}; {n} "
+                        f"commands of {', '.join(commands)}, {len(operators.positions)} "
+                        "operators; Ctrl-C stops")
     return 0
 
 

@@ -29,6 +29,11 @@ keys:
                          answer (or why it was refused) on the status line
   x, Esc                 execute, or disarm, the hazardous command the command line armed
   v                      the ship the command panel shows and commands
+  k                      on a drill's source (training/<drill>): the call line, for what
+                         you would say on the loop ("RCS off now, fumes", "false leak, no
+                         action"); Enter makes the call as the operator from --position,
+                         Esc closes it; the drill runner stamps it with the mission clock
+                         and the debrief scores it against the scenario's timed calls
   q, Ctrl-C              quit
 
 examples:
@@ -49,8 +54,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "metric units by ЦУП group, Soyuz first, with Moscow time. The operator "
                     "on acknowledgements and commands is the MQTT user name when one is "
                     "given (the broker ACL binds "
-                    f"{topics.acknowledgements('<user>', '<vehicle>')} and "
-                    f"{topics.command_requests('<user>', '<vehicle>')} to it), else "
+                    f"{topics.acknowledgements('<user>', '<vehicle>')}, "
+                    f"{topics.command_requests('<user>', '<vehicle>')} and "
+                    f"{topics.drill_calls('<user>', '<drill>')} to it), else "
                     "--operator, else the login name; commands go from --position. "
                     "Broker settings come from --config, then GS_MQTT_* variables, then the "
                     "flags, as for the ingest. The console reconnects by itself when the "

@@ -21,7 +21,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                             "directory)")
     add_defs_argument(check)
     show = defs_sub.add_parser("show", help="list a vehicle's parameters")
-    show.add_argument("vehicle", help="vehicle id, e.g. apollo_csm or soyuz")
+    show.add_argument("vehicle", help="vehicle id, e.g. apollo_csm or soyuz; VEHICLE/STREAM "
+                                      "for another format of its downlink (apollo_csm/lbr)")
     add_defs_argument(show)
     return defs
 
@@ -36,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
 def _defs_check(files: list[Path], directory: Path) -> int:
     if not files:
         defs = load_all(directory)
-        for d in defs.values():
+        for d in (s for main in defs.values() for s in main.streams.values()):
             print(f"ok  {d.path}: {d.vehicle}, {len(d.parameters)} parameters, "
                   f"{len(d.derived)} derived, {d.frame.words}-word frames at "
-                  f"{d.frame.rate_hz:g}/s")
+                  f"{d.frame.rate_hz:g}/s, stream {d.stream}"
+                  + (f" (a subset of {d.subset_of})" if d.subset_of else ""))
         return 0
     failed = 0
     for f in files:
@@ -55,10 +57,16 @@ def _defs_check(files: list[Path], directory: Path) -> int:
 
 def _defs_show(vehicle: str, directory: Path) -> int:
     defs = load_all(directory)
+    vehicle, _, stream = vehicle.partition("/")
     if vehicle not in defs:
         print(f"error: no vehicle {vehicle!r}; known: {', '.join(defs)}", file=sys.stderr)
         return 1
-    d = defs[vehicle]
+    found = defs[vehicle].stream_definition(stream or defs[vehicle].stream)
+    if found is None:
+        print(f"error: {vehicle} has no stream {stream!r}; its streams: "
+              f"{', '.join(defs[vehicle].streams)}", file=sys.stderr)
+        return 1
+    d = found
     print(f"{'id':<22} {'label':<22} {'unit':<8} {'rate/s':>6}  {'yellow':<16} red")
     for p in d.parameters:
         rate = d.frame.rate_hz * (len(p.frames) / d.frame.minor_frames if p.frames else 1)

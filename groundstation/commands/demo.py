@@ -120,6 +120,8 @@ class _Child:
 
     @classmethod
     def start(cls, name: str, args: list[str], log: Path) -> _Child:
+        from groundstation.deploy.servers import die_with_parent
+
         with log.open("ab") as out:
             # -P: not the working directory first on sys.path, as -m would put it, so the
             # children run the same groundstation as this process, not a groundstation/
@@ -130,6 +132,7 @@ class _Child:
             proc = subprocess.Popen([sys.executable, "-P", "-m", "groundstation", *args],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=die_with_parent,
                                     env={**env, "PYTHONUNBUFFERED": "1"})
         return cls(name, proc, log)
 

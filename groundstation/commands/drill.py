@@ -212,8 +212,10 @@ def _show(name: str, instructor: bool) -> int:
                       f"within {e.within_s:g} s, ack within {sc.ack_within(e):g} s")
             for c in sc.timed_calls:
                 if sc.call_fault(c) is f:
+                    said = " and ".join(k.replace("|", " or ") for k in c.keywords) \
+                        or "any call"
                     print(f"      call within {c.within_s:g} s: {c.call} (cues: "
-                          f"{'; '.join(x.describe() for x in c.cues)}; not scored yet)")
+                          f"{'; '.join(x.describe() for x in c.cues)}; scored on: {said})")
         if sc.actions or sc.harmful:
             print("\nexpected actions (instructor only):")
             for act in sc.actions:

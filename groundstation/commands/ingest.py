@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from typing import Any
 
 from groundstation.commands.options import add_config_arguments, load_config
+from groundstation.commands.service_run import run_service
 from groundstation.config import example_toml
 from groundstation.core.definitions import load_all
 from groundstation.ingest.tasks import WorkerDied
@@ -47,23 +46,10 @@ def run(args: argparse.Namespace) -> int:
     definitions = load_all(config.ingest.defs_dir)
     keep_large_buffers()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        ready = asyncio.Event()
-        task = asyncio.create_task(serve(config, definitions, stop, ready))
-        waiter = asyncio.create_task(ready.wait())
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-        if ready.is_set():
-            print(f"ingest: subscribed at {config.mqtt.host}:{config.mqtt.port}, writing to "
-                  f"{config.influx.url}; Ctrl-C stops", flush=True)
-        waiter.cancel()
-        await task
-
     try:
-        asyncio.run(main())
+        run_service("ingest", lambda stop, ready: serve(config, definitions, stop, ready),
+                    lambda: f"ingest: subscribed at {config.mqtt.where}, "
+                            f"writing to {config.influx.url}; Ctrl-C stops")
     except WorkerDied as exc:  # logged with its traceback where it happened
         print(f"error: {exc}; the ingest stopped (what it had not stored, the broker still "
               "holds)", file=sys.stderr)

@@ -74,7 +74,7 @@ def _add_option(parser: argparse.ArgumentParser, section: str, key: str, group: 
                 text: str | None = None) -> None:
     field = SECTIONS[section].model_fields[key]
     default = field.get_default(call_default_factory=True)
-    shown = "" if default is None or is_secret(SECTIONS[section], key) else \
+    shown = "" if default in (None, []) or is_secret(SECTIONS[section], key) else \
         f" (default: {default})"
     env = env_name(section, key)
     flag = flag_name(section, key)

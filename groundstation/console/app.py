@@ -9,7 +9,8 @@ Moscow time on the Moscow console) of the newest data; AOS/LOS and link quality 
 trends where the curve matters more than the number, drawn against the parameter's limits;
 the command history of the ship in view, where `c` opens the command line that sends a
 command or a procedure (a hazardous one is armed, `x` executes it, Esc disarms it) and `v`
-switches ship (groundstation/console/command_panel.py).
+switches ship (groundstation/console/command_panel.py); on a drill's source, `k` opens the
+call line, where a trainee makes the calls the drill scores.
 
 Everything comes from MQTT (groundstation/console/feed.py), as the ingest publishes it for
 consoles; the pages are made from the telemetry definitions (groundstation/console/pages.py).
@@ -89,13 +90,17 @@ Screen { background: #000000; color: #3cdc5a; layout: vertical; }
 #cmdline { height: 1; border: none; background: #12301a; color: #e0ffe0; padding: 0 1;
            display: none; }
 #cmdline.open { display: block; }
+#callline { height: 1; border: none; background: #2a2410; color: #fff2c0; padding: 0 1;
+            display: none; }
+#callline.open { display: block; }
 """
 
 KEYS_HELP = {
     "houston": "1-4/Tab page · ↑↓ select · a ACK · h shelve 10 min · u unshelve · s source · "
-               "c command · x execute · v ship · q quit",
+               "c command · x execute · v ship · k call (drill) · q quit",
     "moscow": "1-8/Tab страница · ↑↓ выбор · a КВИТИРОВАТЬ · h отложить на 10 мин · "
-              "u вернуть · s источник · c команда · x исполнить · v корабль · q выход",
+              "u вернуть · s источник · c команда · x исполнить · v корабль · "
+              "k доклад (тренировка) · q выход",
 }
 ARMED_STYLE = "bold black on orange1"
 
@@ -266,6 +271,7 @@ class ConsoleApp(App[int]):
         Binding("c", "command_line", "Command", show=False),
         Binding("x", "execute", "Execute", show=False),
         Binding("v", "next_vehicle", "Ship", show=False),
+        Binding("k", "call_line", "Call", show=False),
         Binding("escape", "escape", "Close", show=False),
         Binding("tab", "page(+1)", "Next page", priority=True, show=False),
         Binding("shift+tab", "page(-1)", "Previous page", priority=True, show=False),
@@ -340,6 +346,7 @@ class ConsoleApp(App[int]):
                                              zebra_stripes=False)
         yield commands
         yield Input(id="cmdline", placeholder=self._cmdline_hint())
+        yield Input(id="callline", max_length=messages.CALL_MAX)
         yield Static(id="status")
 
     def on_mount(self) -> None:
@@ -409,14 +416,59 @@ class ConsoleApp(App[int]):
         names = ", ".join(o.split()[0] for o in offered) or "—"
         self._set_status(f"{ship}: {names}", DIM)
 
-    def _close_command_line(self) -> None:
-        line = self.query_one("#cmdline", Input)
+    def _close_command_line(self, which: str = "#cmdline") -> None:
+        line = self.query_one(which, Input)
         line.value = ""
         line.remove_class("open")
         self.query_one("#alarms", DataTable).focus()
 
+    # --- calls (in a drill) --------------------------------------------------------------
+
+    def drill(self) -> str | None:
+        """The drill the console shows (its source training/<drill>), or None."""
+        src = topics.Source.parse(self.source)
+        return src.name if src.kind is topics.SourceKind.TRAINING else None
+
+    def action_call_line(self) -> None:
+        """Open the call line: what the trainee would say on the loop, made to the drill
+        the console shows (its debrief scores it against the scenario's timed calls)."""
+        ru = self.centre == "moscow"
+        drill = self.drill()
+        if drill is None:
+            self._set_status("доклады — только на тренировке: s — источник training/…" if ru
+                             else "calls are for a drill: s to a training/<drill> source",
+                             AMBER)
+            return
+        line = self.query_one("#callline", Input)
+        line.placeholder = (f"ДОКЛАД ({drill}): что вы говорите на связи — Enter отправить, "
+                            "Esc закрыть" if ru else
+                            f"CALL ({drill}): what you say on the loop, e.g. \"RCS off now, "
+                            "fumes\" — Enter makes it, Esc closes")
+        line.add_class("open")
+        line.focus()
+
+    async def _make_call(self, text: str) -> None:
+        """Make a call to the drill the console shows, as the operator from its position."""
+        ru = self.centre == "moscow"
+        drill = self.drill()
+        if drill is None:  # the source changed while the line was open
+            self._set_status("нет тренировки" if ru else "no drill shown: call not made", RED)
+            return
+        word = "ДОКЛАД" if ru else "CALL"
+        try:
+            call = await self.feed.call(drill, text, self.position)
+        except messages.MessageError as exc:
+            self._set_status(f"✗ {word}: {exc}", RED)
+            return
+        except (ConnectionError, OSError) as exc:  # BrokerError is a ConnectionError
+            self._set_status(f"✗ {word}: {exc}", RED)
+            return
+        self._set_status(f"→ {word} {drill} — {self.operator}: {call.text}", "bold green3")
+
     async def action_escape(self) -> None:
-        if self.query_one("#cmdline", Input).has_class("open"):
+        if self.query_one("#callline", Input).has_class("open"):
+            self._close_command_line("#callline")
+        elif self.query_one("#cmdline", Input).has_class("open"):
             self._close_command_line()
         elif self._armed is not None:
             await self._send_command(f"disarm {self._armed.command_id}",
@@ -439,6 +491,12 @@ class ConsoleApp(App[int]):
         await self._send_command(f"execute {armed.command_id}", armed.vehicle)
 
     async def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "callline":
+            text = event.value.strip()
+            self._close_command_line("#callline")
+            if text:
+                await self._make_call(text)
+            return
         if event.input.id != "cmdline":
             return
         text = event.value.strip()
@@ -665,6 +723,12 @@ class ConsoleApp(App[int]):
                 line2.append(f" {cp.word('quality', c)} {q:5.1f}%", style=qstyle)
             if fps is not None and aos:
                 line2.append(f" {fps:4.0f} {cp.word('fps', c)}", style=DIM)
+            stats = view.link.stats
+            defn = self.definitions.get(vid)
+            if aos and stats is not None and stats.stream and defn is not None \
+                    and len(defn.streams) > 1:
+                # A ship with several formats: which one is coming down (Apollo HBR, LBR).
+                line2.append(f" {stats.stream.upper()}", style="bold")
         line2.append_text(sep)
         if src.master_alarm():
             line2.append(f" {cp.word('master', c)} ",
@@ -711,7 +775,7 @@ class ConsoleApp(App[int]):
     def _cell(self, f: cp.Field, src: SourceView, now: float) -> Text:
         v = src.vehicles.get(f.vehicle)
         item = v.values.get(f.pid) if v else None
-        stale = v is None or not v.aos(now) or not self.model.connected
+        stale = v is None or not v.aos(now) or not self.model.connected or v.stale(f.pid)
         label = f.label[:LABEL_W].ljust(LABEL_W, ".")
         out = Text(label + " ", style=DIM if stale else "#8fd79c")
         if item is None:
@@ -721,7 +785,13 @@ class ConsoleApp(App[int]):
             style = cp.limit_colour(state)
             if stale:
                 style = f"{style} dim"
-            out.append(f.text(value)[:VALUE_W].rjust(VALUE_W), style=style)
+            text = f.text(value)
+            if f.discrete and len(text) > VALUE_W:
+                # A state name has no unit: a long one (НЕТ ЗАХВАТА) takes the unit's room.
+                room = VALUE_W + 1 + UNIT_W
+                out.append(text[:room].ljust(room), style=style)
+                return out
+            out.append(text[:VALUE_W].rjust(VALUE_W), style=style)
         out.append(" " + f.unit_text[:UNIT_W].ljust(UNIT_W), style=DIM)
         return out
 
@@ -786,7 +856,10 @@ class ConsoleApp(App[int]):
                                                                     else "")
                 raised = a.raised_ns
                 when = cp.msk_text(raised, with_date=False) if ru else cp.get_text(raised)
-                value = a.value_text or (f.text(a.value) if f else str(a.value))
+                # A discrete's state in the centre's language (the ingest names it in
+                # English, as the definitions do).
+                value = f.text(a.value) if f and f.discrete and a.value is not None \
+                    else a.value_text or (f.text(a.value) if f else str(a.value))
                 # The limit is in the value's unit, so the unit is written once (it keeps
                 # the list within 120 columns).
                 limit = f.text(a.limit) if f and a.limit is not None else ""

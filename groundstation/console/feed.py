@@ -18,7 +18,8 @@ its data last *arrived* (wall clock), never from the data's own time.
 
 Commands: the feed also files the command path's traffic (the retained history and each
 stage event of every command, by source and ship, and the commanding service's replies to
-this operator) and sends the operator's command requests (`command`).
+this operator) and sends the operator's command requests (`command`) and, in a drill, the
+operator's calls (`call`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ log = logging.getLogger("groundstation.console")
 # No new frame from a ship for this long (wall time) is loss of signal. The ingest publishes
 # parameters at 2 Hz while frames arrive, so three seconds is several missed updates.
 LOS_AFTER_S = 3.0
+# A value this much older (in mission time) than the ship's newest is stale: a parameter
+# the downlink no longer carries (Apollo's low bit rate carries fewer than its high).
+STALE_AFTER_NS = 10 * 10**9
 HISTORY = 240  # trend samples kept per parameter (two minutes at the ingest's 2 Hz)
 SHELVE_S = 600.0  # how long the shelve key shelves an alarm (mission time, as the ingest)
 EVENTS = 200  # alarm events kept per source
@@ -124,6 +128,13 @@ class VehicleView:
     # (value, limit state) of recent updates of the trended parameters: the trend colours
     # each bar by the state the ingest judged, not by a second reading of the limits here.
     history: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+
+    def stale(self, pid: str) -> bool:
+        """The parameter's value is older than the ship's newest by STALE_AFTER_NS: the
+        downlink stopped carrying it (a change of format)."""
+        item = self.values.get(pid)
+        return (item is not None and self.time_ns is not None
+                and self.time_ns - item[0] > STALE_AFTER_NS)
 
     def aos(self, now: float) -> bool | None:
         """True in AOS, False in LOS, None before any data."""
@@ -306,9 +317,6 @@ class ConsoleModel:
             veh.time_ns = t
             veh.arrived = now
 
-    def last_reply(self) -> messages.OperatorReply | None:
-        return self.replies[-1] if self.replies else None
-
 
 def default_client_id(operator: str) -> str:
     # Never the ingest's fixed id (MqttConfig's default): a second client with that id
@@ -383,6 +391,21 @@ class ConsoleFeed:
 
     async def unshelve(self, vehicle: str, parameter: str, source: str) -> str:
         return await self.request(vehicle, parameter, source, "unshelve")
+
+    async def call(self, drill: str, text: str, position: str | None = None,
+                   request_id: str | None = None) -> messages.DrillCall:
+        """Make a call in a drill under this operator's name (calls/<operator>/<drill>):
+        the drill runner hears it, stamps it with the mission clock and its debrief scores
+        it. Raises MessageError for an empty or too long call, ConnectionError while the
+        broker is away."""
+        call = messages.DrillCall.from_data({
+            "request_id": request_id or self.new_request_id(), "text": text,
+            "position": position, "time_ns": time.time_ns()})
+        if not self.client.connected:
+            raise ConnectionError("no broker connection; try again once it is back")
+        await self.client.publish(topics.drill_calls(self.operator, drill), call.to_json(),
+                                  qos=1)
+        return call
 
     async def command(self, vehicle: str, request: messages.CommandRequest) -> str:
         """Send a command request (send, arm, execute, disarm) under this operator's name;

@@ -165,7 +165,8 @@ def make_field(ref: pr.ParameterRef, centre: str) -> Field:
         yellow = (pr.to_display(lim.yellow[0], scale, offset),
                   pr.to_display(lim.yellow[1], scale, offset))
     return Field(ref.vid, ref.pid, pr.label(ref.entry, style.lang), unit, unit_text, scale,
-                 offset, pr.decimals(ref, scale), ref.states, ref.discrete, ref.counter,
+                 offset, pr.decimals(ref, scale), pr.state_names(ref, style.lang), ref.discrete,
+                 ref.counter,
                  position, yellow, pr.sensor_step(ref, scale))
 
 

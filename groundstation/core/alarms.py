@@ -240,6 +240,25 @@ class AlarmEngine:
         self._derived = [s for s in self._specs.values() if s.index < 0]
         self._thresholds: dict[int, tuple[LimitSet, tuple[float | None, ...]]] = {}
         self._ids: dict[str, Parameter | Derived] = {e.id: e for e in entries}
+        # Batches of the vehicle's other formats (definition.streams, e.g. Apollo's low bit
+        # rate): their parameter index -> this definition's, -1 where it has none.
+        self._index_maps: dict[int, tuple[VehicleDefinition, NDArray[np.int64]]] = {}
+
+    def _index_map(self, other: VehicleDefinition) -> NDArray[np.int64] | None:
+        """How a batch decoded with another definition of this vehicle (another format of
+        its downlink, with the same parameters in other places) indexes its parameters."""
+        if other is self.definition:
+            return None
+        hit = self._index_maps.get(id(other))
+        if hit is None or hit[0] is not other:
+            if other.vehicle != self.vehicle:
+                raise ValueError(f"a batch of {other.vehicle} given to {self.vehicle}'s "
+                                 "alarms")
+            mine = {p.id: i for i, p in enumerate(self.definition.parameters)}
+            hit = (other, np.array([mine.get(p.id, -1) for p in other.parameters] + [-1],
+                                   dtype=np.int64))
+            self._index_maps[id(other)] = hit
+        return hit[1]
 
     @staticmethod
     def _spec(e: Parameter | Derived, order: int, index: int) -> _Spec:
@@ -275,6 +294,8 @@ class AlarmEngine:
         if batch.n_good:
             t_end = max(t_end, int(batch.times_ns[-1]))
         for spec in self._candidates(batch):
+            if spec.pid not in batch._columns and spec.pid not in batch.derived:
+                continue  # a format of the downlink that does not carry it
             t, v, s = batch.series(spec.pid)
             if t.size:
                 self._evaluate(spec, t, v, s, context, out)
@@ -305,7 +326,12 @@ class AlarmEngine:
         if lim.size and lim.any():
             cells = (lim != 0) & (batch.param_index != PAD)
             if cells.any():
-                hits = np.bincount(batch.param_index[cells], minlength=self._limited.size)
+                index = batch.param_index[cells]
+                remap = self._index_map(batch.definition)
+                if remap is not None:
+                    index = remap[index]
+                    index = index[index >= 0]
+                hits = np.bincount(index, minlength=self._limited.size)
                 for i in np.flatnonzero((hits[: self._limited.size] > 0) & self._limited):
                     spec = self._by_index[i]
                     assert spec is not None

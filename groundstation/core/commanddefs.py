@@ -30,7 +30,7 @@ import itertools
 import math
 import re
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -585,11 +585,3 @@ def _check_condition(c: CommandDefinition, cond: Condition, d: VehicleDefinition
     if not applied and not out:
         out.append(("when", "matches no value the arguments can take"))
     return out
-
-
-def iter_commands(commands: Mapping[str, VehicleCommands]) -> Iterator[tuple[str,
-                                                                             CommandDefinition]]:
-    """(vehicle, command) of every command of every vehicle."""
-    for v, vc in commands.items():
-        for c in vc.commands:
-            yield v, c

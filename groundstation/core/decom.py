@@ -854,6 +854,14 @@ class StreamDecoder:
         self.frames_missing += sum(g.missing for g in batch.gaps)
         self.seq_jumps += batch.seq_jumps
 
+    def switched_away(self) -> None:
+        """The vehicle's downlink went over to another format (another stream of it): the
+        frames this stream does not get meanwhile are not lost, so the next ones count no
+        gap from the last. What was received stays known (duplicates and late frames are
+        still told apart)."""
+        self.last_good_seq = self.last_good_time_ns = None
+        self.last_counter = None
+
     def _restart(self) -> None:
         """Forget where the stream was: the next frames start it anew."""
         self.last_counter = self.last_seq = self.last_good_seq = self.first_seq = None

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from groundstation import paths
 from groundstation.core.units import UnitError, conversion, get_unit
@@ -278,13 +278,27 @@ class VehicleDefinition(_Model):
     vehicle: str
     name: dict[str, str] = {}
     stream: str
+    # Another format of the vehicle's downlink (Apollo's low bit rate): its own frame and a
+    # subset of the named stream's parameters, each the same but for where it sits.
+    subset_of: str | None = None
     source: str | None = None
     frame: Frame
     parameters: list[Parameter] = Field(min_length=1)
     derived: list[Derived] = []
     path: str = ""
+    # The vehicle's other formats by stream (load_all attaches them to the main one).
+    _others: dict[str, VehicleDefinition] = PrivateAttr(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @property
+    def streams(self) -> dict[str, VehicleDefinition]:
+        """Every format of this vehicle's downlink by stream, this one first."""
+        return {self.stream: self, **self._others}
+
+    def stream_definition(self, stream: str) -> VehicleDefinition | None:
+        """The definition of one of this vehicle's streams (None: no such stream)."""
+        return self if stream == self.stream else self._others.get(stream)
 
     def parameter(self, pid: str) -> Parameter:
         try:
@@ -348,20 +362,77 @@ def parse_definition(text: str, path: str | Path = "<string>") -> VehicleDefinit
 
 def load_all(directory: str | Path | None = None) -> dict[str, VehicleDefinition]:
     """Every vehicle's definition in a directory (default: telemetry_defs/), keyed by vehicle
-    id."""
+    id: its main stream's, with the vehicle's other formats (files with `subset_of`)
+    attached (`VehicleDefinition.streams`, `stream_definition`)."""
     if directory is None:
         directory = paths.defs_dir()
     defs: dict[str, VehicleDefinition] = {}
+    others: list[VehicleDefinition] = []
     for f in sorted(Path(directory).glob("*.yaml")):
         d = load_definition(f)
+        if d.subset_of is not None:
+            others.append(d)
+            continue
         if d.vehicle in defs:
             raise DefinitionError(f, [("vehicle", f"{d.vehicle!r} is already defined in "
-                                                  f"{defs[d.vehicle].path}")])
+                                                  f"{defs[d.vehicle].path} (another format "
+                                                  "of its downlink names it in subset_of)")])
         defs[d.vehicle] = d
     if not defs:
         raise DefinitionError(directory, [("", "no *.yaml telemetry definitions found here")])
+    for d in others:
+        attach_stream(defs, d)
     _check_cross_vehicle(defs)
     return defs
+
+
+def attach_stream(defs: dict[str, VehicleDefinition], other: VehicleDefinition) -> None:
+    """Attach another format of a vehicle's downlink to its main definition, after checking
+    that it is a subset of it (DefinitionError naming the file, the parameter and the
+    field)."""
+    main = defs.get(other.vehicle)
+    if main is None:
+        raise DefinitionError(other.path, [("vehicle", f"no main definition of "
+                                                       f"{other.vehicle!r} (a file without "
+                                                       "subset_of) in this directory")])
+    if other.subset_of != main.stream:
+        raise DefinitionError(other.path, [("subset_of", f"{other.vehicle!r}'s main stream "
+                                                         f"is {main.stream!r} ({main.path})")])
+    if other.stream in main.streams:
+        raise DefinitionError(other.path, [("stream", f"{other.vehicle!r} already has a "
+                                                      f"stream {other.stream!r} "
+                                                      f"({main.streams[other.stream].path})")])
+    problems = check_subset(other, main)
+    if problems:
+        raise DefinitionError(other.path, problems)
+    main._others[other.stream] = other
+
+
+# Where a parameter sits in its frame: the only fields another format may change.
+_LOCATION_FIELDS = frozenset({"word", "words", "bits", "frames", "every", "offset"})
+
+
+def check_subset(other: VehicleDefinition, main: VehicleDefinition) -> list[tuple[str, str]]:
+    """Every parameter of `other` is one of `main`'s with the same calibration, unit,
+    limits, labels and console, so both formats give the same values and alarms."""
+    problems: list[tuple[str, str]] = []
+    mine = {e.id: e for e in [*main.parameters, *main.derived]}
+    for kind, entries in (("parameter", other.parameters), ("derived parameter",
+                                                            other.derived)):
+        for e in entries:
+            where = f"{kind} {e.id!r}"
+            ref = mine.get(e.id)
+            if ref is None or type(ref) is not type(e):
+                problems.append((where, f"not a {kind} of the {main.stream!r} stream "
+                                        f"({main.path})"))
+                continue
+            a, b = e.model_dump(), ref.model_dump()
+            for f in sorted(set(a) | set(b)):
+                if f not in _LOCATION_FIELDS and a.get(f) != b.get(f):
+                    problems.append((f"{where}: {f}", f"differs from the {main.stream!r} "
+                                                      f"stream's ({main.path}); only where "
+                                                      "it sits in the frame may differ"))
+    return problems
 
 
 def _entry_name(data: dict[str, Any], section: str, index: int) -> str:

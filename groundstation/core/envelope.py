@@ -41,6 +41,7 @@ class Envelope:
     seq: int
     t_ns: int
     frames: NDArray[np.uint8]  # (N, frame bytes)
+    playback: bool = False  # the sender's optional "playback": true, a recorder's dump
 
     def times_ns(self, period_ns: int) -> NDArray[np.int64]:
         return self.t_ns + np.arange(self.frames.shape[0], dtype=np.int64) * period_ns
@@ -102,7 +103,8 @@ def decode_envelope(payload: bytes, *, vehicle: str, stream: str, frame_bytes: i
     if period_ns is not None:
         _check_times(msg["t"], msg["t"] + (len(frames) - 1) * period_ns, t_min_ns, t_max_ns)
     data = np.frombuffer(b"".join(frames), dtype=np.uint8).reshape(len(frames), frame_bytes)
-    return Envelope(msg["vehicle"], msg["stream"], msg["seq"], msg["t"], data)
+    return Envelope(msg["vehicle"], msg["stream"], msg["seq"], msg["t"], data,
+                    msg.get("playback") is True)
 
 
 def _check_times(first: int, last: int, t_min_ns: int | None, t_max_ns: int | None) -> None:

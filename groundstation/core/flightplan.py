@@ -16,6 +16,7 @@ import bisect
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from groundstation.core.mission_time import EARLIEST_GET, format_get, parse_duration, parse_get
@@ -298,6 +299,34 @@ def tunnel_open(get: float) -> bool:
 APOLLO_NIGHTS = ((hms(9, 30), SOYUZ_BURN_1), (hms(28, 30), FALSE_GNC_ALARM),
                  (hms(51, 10), hms(59, 10)))
 APOLLO_NIGHT_LENGTH = 8 * 3600.0
+
+
+# Apollo's PCM bit rate by the flight plan: low bit rate (1.6 kbit/s,
+# telemetry_defs/apollo_csm_lbr.yaml) through the crew's first night, high bit rate
+# otherwise. Estimate: the ASTP flight plan's PCM schedule is not in our sources; LBR is
+# what let the onboard recorder hold ~2 h (more than an orbit between station passes)
+# instead of ~30 min of HBR (astp-facts.md, "Onboard recorder"), which is what a quiet
+# night needs. An instructor switches it any time (sim/control: pcm_mode).
+APOLLO_LBR = (APOLLO_NIGHTS[0],)
+
+
+def pcm_mode_at(vehicle: str, get: float,
+                switches: Sequence[tuple[float, str]] = ()) -> str:
+    """A ship's PCM mode ("HBR" or "LBR") at a GET: the flight plan's, or the latest
+    instructor switch (GET, mode) since the flight plan last changed it. Soyuz: HBR (its
+    one format)."""
+    if vehicle != APOLLO:
+        return "HBR"
+    mode, since = "HBR", -math.inf
+    for a, b in APOLLO_LBR:
+        if a <= get < b:
+            mode, since = "LBR", a
+        elif get >= b and b > since:
+            mode, since = "HBR", b
+    for at, m in switches:
+        if since <= at <= get:
+            mode, since = m, at
+    return mode
 
 
 def crew_asleep(vehicle: str, get: float) -> bool:

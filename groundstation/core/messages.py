@@ -33,6 +33,7 @@ ingest. No payload carries NaN or infinity: JSON has neither, so a missing value
 | replay/status/<session>           | ReplayStatus                             |
 | drill/control/<drill>             | DrillControl (JSON or text)              |
 | drill/status/<drill>              | DrillStatus                              |
+| calls/<operator>/<drill>          | DrillCall                                |
 """
 
 from __future__ import annotations
@@ -421,10 +422,14 @@ class LinkStats(Message):
     last_frame_ns: int = 0
     latency_ms_p50: float | None = None
     latency_ms_max: float | None = None
+    # The format the newest frames came in (Apollo: hbr or lbr); the counters add up the
+    # vehicle's streams.
+    stream: str | None = None
 
     def counters(self) -> dict[str, int | float]:
         """The figures alone (what goes into InfluxDB's `link` measurement)."""
-        return {k: v for k, v in self.model_dump(exclude={"vehicle", "source"}).items()
+        return {k: v for k, v in self.model_dump(exclude={"vehicle", "source",
+                                                          "stream"}).items()
                 if v is not None}
 
 
@@ -481,6 +486,8 @@ class SimState(Message):
     ended: bool | None = None
     faults: list[FaultInfo] = Field(default_factory=list)
     source: SourceField | None = None
+    pcm_mode: str | None = None  # HBR or LBR (Apollo)
+    stream: str | None = None  # the downlink stream its frames go down on now
     t: int | None = None  # the newest frame's time, ns
     running: bool | None = None
     paused: bool | None = None
@@ -502,12 +509,15 @@ class SimState(Message):
                                serialization_alias="from")  # e.g. the replay's flight plan
 
 
-SimCommand = Literal["inject", "clear", "clear_all", "list", "status", "pause", "resume"]
+SimCommand = Literal["inject", "clear", "clear_all", "list", "status", "pause", "resume",
+                     "pcm_mode"]
 SIM_COMMANDS: Final[tuple[SimCommand, ...]] = ("inject", "clear", "clear_all", "list",
-                                               "status", "pause", "resume")
+                                               "status", "pause", "resume", "pcm_mode")
+PCM_MODES: Final = ("HBR", "LBR")
 _SIM_KEYS: Final[dict[str, frozenset[str]]] = {
     "inject": frozenset({"cmd", "id", "fault", "params", "at", "ramp_s", "duration_s"}),
     "clear": frozenset({"cmd", "id", "fault", "fault_id"}),
+    "pcm_mode": frozenset({"cmd", "id", "mode", "at"}),
     **{c: frozenset({"cmd", "id"}) for c in ("clear_all", "list", "status", "pause",
                                              "resume")},
 }
@@ -528,6 +538,7 @@ class SimControlRequest(_Sparse):
     at: str | float | None = None  # inject: "now", a GET, an event+offset, GET seconds
     ramp_s: float | None = None
     duration_s: float | None = None
+    mode: Literal["HBR", "LBR"] | None = None  # pcm_mode: Apollo's PCM bit rate
 
     @model_validator(mode="before")
     @classmethod
@@ -545,6 +556,9 @@ class SimControlRequest(_Sparse):
                              f"{', '.join(sorted(_SIM_KEYS[cmd] - {'cmd'}))}")
         if cmd == "inject" and "fault" not in data:
             raise ValueError("inject: 'fault' is required")
+        if cmd == "pcm_mode" and data.get("mode") not in PCM_MODES:
+            raise ValueError(f"pcm_mode: 'mode' must be one of {', '.join(PCM_MODES)}; got "
+                             f"{data.get('mode')!r}")
         at = data.get("at")
         if at is not None and (isinstance(at, bool) or not isinstance(at, str | int | float)):
             raise ValueError("at must be 'now', a GET such as '055:53:00', an event such as "
@@ -585,6 +599,8 @@ class SimControlReply(_Sparse):
     paused: bool | None = None  # pause, resume
     get: float | None = None  # pause, resume
     get_text: str | None = None  # pause, resume
+    mode: str | None = None  # pcm_mode: the mode from `get` on
+    stream: str | None = None  # pcm_mode: the downlink stream it goes down on
 
 
 # --- replay ---------------------------------------------------------------------------------
@@ -895,6 +911,27 @@ class DrillStatus(Message):
     time_ns: int
     score: int | None = None  # at the end
     debrief: str | None = None  # at the end: where it was written
+    calls: int = 0  # the trainees' calls heard so far
+
+
+CALL_MAX: Final = 500  # characters of a call
+
+
+class DrillCall(Message):
+    """A trainee's call in a drill (calls/<operator>/<drill>), made with the console's call
+    key: what they would say on the loop ("RCS off now, fumes"), from which position. The
+    operator is whom the broker authenticated (the topic), never a field; the drill runner
+    stamps the call with the mission clock when it hears it, and the debrief scores it
+    against the scenario's timed calls."""
+
+    model_config = ConfigDict(extra="forbid")
+    _id_field: ClassVar[str | None] = "request_id"
+
+    request_id: RequestId
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                           max_length=CALL_MAX)]
+    position: str | None = None
+    time_ns: int | None = None  # wall clock of the console when it was made
 
 
 # --- commands -------------------------------------------------------------------------------

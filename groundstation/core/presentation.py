@@ -50,6 +50,8 @@ __all__ = [
     "parameter_refs",
     "pick_refs",
     "sensor_step",
+    "state_name",
+    "state_names",
     "subsystem_name",
     "subsystem_order",
     "to_display",
@@ -229,6 +231,21 @@ def label(e: Entry, lang: Lang) -> str:
     """A parameter's label in a language (English, then its id, where a label is missing)."""
     en = e.label.get("en", e.id)
     return _in(lang, en, e.label.get("ru", en))
+
+
+def state_name(r: ParameterRef, state: str, lang: Lang) -> str:
+    """A discrete's state as a centre says it: the definitions' name (English) in Houston,
+    its ``state_labels.ru`` name in Moscow, both on the joint view ("OPEN · ОТКРЫТ")."""
+    e = r.entry
+    if not isinstance(e, Parameter):
+        return state
+    en = e.state_label(state, "en")
+    return _in(lang, en, e.state_label(state, "ru"))
+
+
+def state_names(r: ParameterRef, lang: Lang) -> dict[int, str]:
+    """A discrete's state names by code in a language (empty for anything else)."""
+    return {code: state_name(r, name, lang) for code, name in r.states.items()}
 
 
 def vehicle_name(d: VehicleDefinition, lang: Lang) -> str:

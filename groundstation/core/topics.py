@@ -20,6 +20,7 @@ training data can never be mistaken for live data:
     ingest/link/<source>/<vehicle>          retained: a stream's link quality
     replay/session|control|status/<session> a replay session's handshake, control, status
     drill/control|status/<drill>            a drill's control and status
+    calls/<operator>/<drill>                a trainee's calls in a drill (the call key)
     cmd/request/<operator>/<vehicle>        an operator's command requests (send, arm, ...)
     cmd/replies/<operator>                  the commanding service's answer to each
     cmd/uplink/<source>/<vehicle>           a stamped command, to the ship
@@ -661,6 +662,46 @@ def parse_drill_status(topic: str) -> DrillStatusTopic:
     return DrillStatusTopic(name)
 
 
+# --- calls: what a trainee says in a drill -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DrillCallTopic:
+    """calls/<operator>/<drill>: a trainee's call (the console's call key). The operator
+    level is whom the broker authenticated (its ACL lets a user publish only under their
+    own name, as for ack/); the drill runner hears every operator's calls of its drill."""
+
+    operator: str
+    drill: str
+
+    def __post_init__(self) -> None:
+        check_level("operator", self.operator)
+        check_level("drill", self.drill)
+
+    def __str__(self) -> str:
+        return f"calls/{self.operator}/{self.drill}"
+
+
+def drill_calls(operator: str, drill: str) -> str:
+    """An operator's calls in a drill."""
+    return str(DrillCallTopic(operator, drill))
+
+
+def drill_calls_subscription(drill: str) -> str:
+    """Every operator's calls in one drill (the drill runner's)."""
+    return f"calls/+/{check_level('drill', drill)}"
+
+
+DRILL_CALLS_SUBSCRIPTION: Final = "calls/+/+"
+
+
+def parse_drill_calls(topic: str) -> DrillCallTopic:
+    parts = topic.split("/")
+    if parts[0] == "calls" and _names(parts[1:], 2):
+        return DrillCallTopic(parts[1], parts[2])
+    raise _bad("drill call", topic, "calls/<operator>/<drill>")
+
+
 # --- commands --------------------------------------------------------------------------------
 
 # The command path (groundstation/commanding/): operators ask on cmd/request/<operator>/...
@@ -846,7 +887,8 @@ def parse_command_history(topic: str) -> CommandHistoryTopic:
 Topic = (TelemetryTopic | SimStateTopic | SimControlTopic | SimReplyTopic | ParamsTopic
          | AlarmsTopic | ActiveAlarmsTopic | LinkTopic | IngestStatsTopic | AckTopic
          | AlarmRepliesTopic | ReplaySessionTopic | ReplayControlTopic | ReplayStatusTopic
-         | DrillControlTopic | DrillStatusTopic | CommandRequestTopic | CommandRepliesTopic
+         | DrillControlTopic | DrillStatusTopic | DrillCallTopic | CommandRequestTopic
+         | CommandRepliesTopic
          | CommandUplinkTopic | CommandAckTopic | CommandEventsTopic | CommandHistoryTopic)
 
 
@@ -861,6 +903,8 @@ def parse(topic: str) -> Topic:
         return parse_parameters(topic)
     if first == "ack":
         return parse_acknowledgements(topic)
+    if first == "calls":
+        return parse_drill_calls(topic)
     if first == "alarms":
         if second == "replies":
             return parse_alarm_replies(topic)

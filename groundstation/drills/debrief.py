@@ -24,8 +24,11 @@ The scoring rule (also in simulators/scenarios/README.md):
 * score = 100 x credit / weight of the scored expectations, rounded; none when nothing
   could be scored.
 * Timed calls (a call the trainee should make on cues that raise no alarm, by a time) are
-  listed with when their cues showed (when known), and are not scored yet: that needs the
-  console's call key.
+  scored like actions, each worth its weight: the first call made with the console's call
+  key after the fault's injection whose words match the call's `keywords` (the drill clock
+  when the runner heard it), made within `within_s` full credit, later half, never
+  "missing" (none). Calls that answer no timed call cost nothing and are listed. The
+  offline flight adds when the call's cues showed.
 * Expected actions (a command or procedure, by a time after its fault, from a position) are
   scored like acknowledgements, each worth its weight: sent in time (the first matching
   command the commanding service queued, by the mission clock) full credit, later half,
@@ -34,7 +37,7 @@ The scoring rule (also in simulators/scenarios/README.md):
   commands cost nothing and are listed; refused ones never reached the ship and are listed
   apart. An expected alarm that a taken action prevents (its `prevented_by`) and that did
   not come is "prevented": not scored.
-* score = 100 x max(0, credit - harm) / (weight of the scored alarms and actions).
+* score = 100 x max(0, credit - harm) / (weight of the scored alarms, actions and calls).
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ from groundstation.core.mission_time import format_get, format_utc
 from groundstation.drills.scenario import SEVERITY_RANK, Call, Scenario, same_args
 
 RAISES = ("raised", "escalated")
-NOT_SCORED_CALL = "not scored yet: needs the console's call key"
 LATE_CREDIT = 0.5
 # Frame times of the alarm's data and the injection GET are on the same clock; a sample
 # can sit a fraction of a physics step before the fault's GET.
@@ -102,9 +104,11 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                   stopped_early: bool = False, wall_s: float | None = None,
                   cues: dict[tuple[int, int], float] | None = None,
                   calls_together: dict[int, float] | None = None,
-                  command_events: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Match the alarm events of a run against what each injected fault expected, and the
-    commands sent against the actions the scenario expects."""
+                  command_events: list[dict[str, Any]] | None = None,
+                  calls_made: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Match the alarm events of a run against what each injected fault expected, the
+    commands sent against the actions the scenario expects, and the calls made (the
+    console's call key, as call_record keeps them) against its timed calls."""
     order = {id(e): i for i, e in enumerate(events)}
     used: set[int] = set()
     faults_out: list[dict[str, Any]] = []
@@ -136,7 +140,13 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                     "not_acknowledged": "missed_by_trainee"}[st]] += 1
         faults_out.append({**inj.to_dict(), "alarms": rows})
     unexplained = _unexplained(sc, injections, events)
-    calls = call_rows(sc, injections, cues, calls_together)
+    calls, other_calls = score_calls(sc, injections, calls_made or [], cues,
+                                     calls_together)
+    for r in calls:
+        total_w += r["weight"]
+        credit += r["weight"] * r["credit"]
+        counts[f"calls_{r['status']}"] = counts.get(f"calls_{r['status']}", 0) + 1
+    counts["calls_expected"] = len(calls)
     for r in acts["actions"]:
         total_w += r["weight"]
         credit += r["weight"] * r["credit"]
@@ -155,7 +165,8 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
                      "ack_within_s": sc.ack_within_s,
                      "calls": [c if isinstance(c, str) else c.call for c in sc.calls],
                      "history": sc.history},
-        "timed_calls": calls,
+        "timed_calls": calls, "other_calls": other_calls, "calls_made": calls_made or [],
+        "callers": sorted({c["operator"] for c in calls_made or [] if c.get("operator")}),
         "speed": speed, "started_get": started_get, "started": format_get(started_get),
         "started_utc": format_utc(started_get), "ended_get": ended_get,
         "ended": format_get(ended_get), "ended_utc": format_utc(ended_get),
@@ -168,7 +179,9 @@ def build_debrief(sc: Scenario, drill_id: str, injections: list[Injection],
         "score": score, "score_rule": "full credit for an ack within ack_within_s, half for "
                                       "a later ack, none without; an expected action sent "
                                       "in time full credit, late half, wrong or missing "
-                                      "none; a harmful command costs its weight; alarms the "
+                                      "none; a timed call made in time full credit, late "
+                                      "half, missing none; "
+                                      "a harmful command costs its weight; alarms the "
                                       "system did not raise in time are not scored, nor "
                                       "those an action prevented; alarms without a fault "
                                       "cost nothing (simulators/scenarios/README.md)",
@@ -307,7 +320,8 @@ def call_rows(sc: Scenario, injections: list[Injection],
         row: dict[str, Any] = {"call": c.call, "fault": f.id if f is not None else None,
                                "within_s": c.within_s, "due_get": due,
                                "due": None if due is None else format_get(due),
-                               "cues": cue_rows, "status": NOT_SCORED_CALL}
+                               "keywords": list(c.keywords), "weight": c.weight,
+                               "cues": cue_rows, "status": "missing", "credit": 0.0}
         if cues is not None:
             ready = (together or {}).get(i)
             row["cues_together_get"] = ready
@@ -320,6 +334,50 @@ def call_rows(sc: Scenario, injections: list[Injection],
                                f"the call was due ({format_get(due) if due else '-'})")
         rows.append(row)
     return rows
+
+
+def call_record(operator: str, call: Any, clock: float | None) -> dict[str, Any]:
+    """A call made with the console's call key (messages.DrillCall, the operator from its
+    topic) as the debrief keeps it: with the mission clock when the drill runner heard it."""
+    return {"operator": operator, "text": call.text, "position": call.position,
+            "request_id": call.request_id, "clock": clock,
+            "get_text": None if clock is None else format_get(clock)}
+
+
+def score_calls(sc: Scenario, injections: list[Injection], calls_made: list[dict[str, Any]],
+                cues: dict[tuple[int, int], float] | None = None,
+                together: dict[int, float] | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Each timed call against the calls made, in the scenario's order: the first call
+    heard after its fault's injection (by the mission clock) that says its keywords and
+    answers no earlier timed call; made within `within_s` in time, later late, none
+    missing. Returns the rows and the calls that answered none."""
+    rows = call_rows(sc, injections, cues, together)
+    timed = sc.timed_calls
+    made = sorted((c for c in calls_made if c.get("clock") is not None),
+                  key=lambda c: c["clock"])
+    used: set[int] = set()
+    for c, row in zip(timed, rows, strict=True):
+        f = sc.call_fault(c)
+        inj = next((i.get for i in injections if f is not None and i.id == f.id), None)
+        if inj is None:
+            continue  # its fault was never injected (a drill stopped early): missing
+        hit = next((k for k, m in enumerate(made) if k not in used
+                    and m["clock"] >= inj - TOLERANCE_S and c.matches(m["text"])), None)
+        if hit is None:
+            continue
+        used.add(hit)
+        m = made[hit]
+        after = m["clock"] - inj
+        status = "in_time" if after <= c.within_s else "late"
+        row.update(status=status, credit=ACTION_CREDIT[status], made_get=m["clock"],
+                   made=format_get(m["clock"]), after_s=round(after, 1),
+                   by=m["operator"] + (f"/{m['position']}" if m.get("position") else ""),
+                   said=m["text"])
+    other = [{**m, "get": m["clock"],
+              "by": m["operator"] + (f"/{m['position']}" if m.get("position") else "")}
+             for k, m in enumerate(made) if k not in used]
+    return rows, other
 
 
 def _match(inj: Injection, exp: dict[str, Any], events: list[dict[str, Any]],
@@ -419,6 +477,8 @@ STATUS_TEXT = {"acknowledged": "acknowledged in time", "late": "acknowledged lat
                "prevented": "prevented by the trainee's action (not raised)"}
 ACTION_TEXT = {"in_time": "sent in time", "late": "sent late", "wrong": "**wrong**",
                "missing": "**missing** (never sent)"}
+CALL_TEXT = {"in_time": "called in time", "late": "called late",
+             "missing": "missing (never called)"}
 
 
 def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
@@ -444,7 +504,11 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
                      + (f"; sent by {', '.join(d['commanders'])}" if d.get("commanders")
                         else ""))
     if d.get("timed_calls"):
-        lines.append(f"- {len(d['timed_calls'])} timed calls: {NOT_SCORED_CALL}")
+        c = d["counts"]
+        lines.append(f"- calls: {c.get('calls_in_time', 0)} in time, "
+                     f"{c.get('calls_late', 0)} late, {c.get('calls_missing', 0)} missing of "
+                     f"{len(d['timed_calls'])} timed calls"
+                     + (f"; made by {', '.join(d['callers'])}" if d.get("callers") else ""))
     lines.append("")
     if d["pauses"]:
         lines.append("Paused: " + "; ".join(
@@ -519,9 +583,17 @@ def markdown(d: dict[str, Any], picture: str | None = "timeline.png") -> str:
                          f"+{r['cues_together_after_s']:.0f} s)")
             due = f"by {r['due']} GET (+{r['within_s']:g} s after {r['fault']})" \
                 if r.get("due") else f"within {r['within_s']:g} s of {r['fault']}"
-            lines.append(f"- {c} — {due}; cues: {cues}. **{r['status']}**"
+            result = CALL_TEXT[r["status"]]
+            if r.get("made"):
+                result += f": {r['by']} at {r['made']} (+{r['after_s']:.0f} s), " \
+                          f"\"{r['said']}\""
+            lines.append(f"- {c} — {due}; cues: {cues}. **{result}**"
                          + (f" ({r['note']})" if r.get("note") else ""))
         lines.append("")
+    if d.get("other_calls"):
+        lines += ["Other calls made (they answer no timed call; no credit, no cost): "
+                  + "; ".join(f"{m['get_text']} {m['by']}: \"{m['text']}\""
+                              for m in d["other_calls"]) + ".", ""]
     if sc.get("history"):
         lines += ["## The real event", "", sc["history"].strip(), ""]
     lines += ["## Scoring", "", d["score_rule"] + ".", ""]

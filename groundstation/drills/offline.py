@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from groundstation.core import flightplan as tl
 from groundstation.core import messages, topics
 from groundstation.core.alarms import AlarmEngine
 from groundstation.core.commanddefs import VehicleCommands, load_all_commands
@@ -33,7 +34,7 @@ from groundstation.drills.scenario import Call, Cue, Scenario
 from simulators.checks import check_blocks
 from simulators.commands import ShipCommands
 from simulators.mission import Mission
-from simulators.telemetry import FrameBlock, TelemetryStream
+from simulators.telemetry import FrameBlock, ShipDownlink
 
 CHUNK_S = 60.0
 
@@ -106,40 +107,50 @@ def fly_offline(sc: Scenario, defs: dict[str, VehicleDefinition] | None = None,
         _take_actions(sc, mission, commands if commands is not None
                       else load_all_commands(defs), result)
     end = until if until is not None else sc.end_get + sc.grace
-    streams = {v: TelemetryStream(mission, defs[v]) for v in sc.ships}
-    decoders = {v: StreamDecoder(defs[v]) for v in sc.ships}
+    streams = {v: ShipDownlink(mission, defs[v]) for v in sc.ships}
+    # One decoder per format of each ship's downlink (Apollo's high and low bit rate), one
+    # alarm engine per ship.
+    decoders = {(v, st): StreamDecoder(d) for v in sc.ships
+                for st, d in defs[v].streams.items()}
     engines = {v: AlarmEngine(defs[v], topics.training("offline")) for v in sc.ships}
     for v in sc.ships:
         result.frames[v] = result.frames_not_heard[v] = 0
     while True:
         more = False
         for v, s in streams.items():
-            block = s.frames_until(min(end, s.next_get + CHUNK_S))
-            if block is None:
-                continue
-            more = True
-            heard = block.aos
-            result.frames[v] += int(heard.sum())
-            result.frames_not_heard[v] += int((~heard).sum())
-            if not heard.any():
-                continue
-            live = FrameBlock(v, block.k0, block.frames[heard], block.times_ns[heard],
-                              block.get[heard], block.aos[heard], block.garbled[heard])
-            engine = engines[v]
-
-            def on_batch(batch: DecodedBatch, ctx: dict[str, Any],
-                         engine: AlarmEngine = engine, v: str = v) -> None:
-                for ev in engine.process(batch, ctx):
-                    result.events.append(event_record(messages.AlarmEvent.from_event(ev),
-                                                      None))
-                _watch_cues(sc, defs, v, batch, result)
-                _watch_actions(defs, v, batch, result)
-
-            check_blocks(mission, defs[v], [live], decoders[v], on_batch=on_batch)
+            blocks = s.frames_until(min(end, s.next_get + CHUNK_S))
+            if s.next_get < min(end, tl.MISSION_END[v]):
+                more = True
+            for block in blocks:
+                _offline_block(sc, defs, mission, v, block, decoders, engines[v], result)
         if not more:
             break
     result.events.sort(key=lambda e: (e["get"], e["seq"]))
     return result
+
+
+def _offline_block(sc: Scenario, defs: dict[str, VehicleDefinition], mission: Mission,
+                   v: str, block: FrameBlock, decoders: dict[tuple[str, str], StreamDecoder],
+                   engine: AlarmEngine, result: OfflineResult) -> None:
+    """One block of a ship's frames (in one format): what the ground hears of it,
+    decoded, its alarms and the scenario's cues and actions watched."""
+    heard = block.aos
+    result.frames[v] += int(heard.sum())
+    result.frames_not_heard[v] += int((~heard).sum())
+    if not heard.any():
+        return
+    stream = block.stream or defs[v].stream
+    live = FrameBlock(v, block.k0, block.frames[heard], block.times_ns[heard],
+                      block.get[heard], block.aos[heard], block.garbled[heard], stream)
+
+    def on_batch(batch: DecodedBatch, ctx: dict[str, Any]) -> None:
+        for ev in engine.process(batch, ctx):
+            result.events.append(event_record(messages.AlarmEvent.from_event(ev), None))
+        _watch_cues(sc, defs, v, batch, result)
+        _watch_actions(defs, v, batch, result)
+
+    check_blocks(mission, defs[v].streams[stream], [live], decoders[(v, stream)],
+                 on_batch=on_batch)
 
 
 def _watch_cues(sc: Scenario, defs: dict[str, VehicleDefinition], vehicle: str,

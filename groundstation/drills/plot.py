@@ -3,7 +3,8 @@ its yellow and red limits (the limit set of the drill's phase), the injections a
 lines, alarm raises and acknowledgements (with the operator) as markers, the commands sent
 as diamonds on every panel, and a last panel with every alarm of the drill on one time line
 and, below them, each expected action (its due time, when it was sent, by whom, and how it
-scored) and the harmful and other commands. x is GET."""
+scored) and the harmful and other commands, then each timed call (due, when it was made
+with the console's call key and by whom, or missing) and the other calls. x is GET."""
 
 from __future__ import annotations
 
@@ -169,6 +170,23 @@ def _command_marks(debrief: dict[str, Any]
               for r in debrief.get("other_commands", [])]
     if extra:
         out.append(("other commands", extra))
+    # The timed calls (the console's call key): due, made (★, coloured by its score) or
+    # missing, then the calls that answered none.
+    for i, c in enumerate(debrief.get("timed_calls", []), start=1):
+        marks = []
+        if c.get("due_get") is not None:
+            marks.append(("|", c["due_get"], "#555555", "due"))
+        colour = ACTION_COLOUR[c["status"]]
+        if c.get("made_get") is not None:
+            marks.append(("*", c["made_get"], colour,
+                          f"{c.get('by') or ''} {c['status'].replace('_', ' ')}"))
+        elif c.get("due_get") is not None:
+            marks.append(("x", c["due_get"], colour, "missing"))
+        out.append((f"call {i}", marks))
+    said = [("P", m["get"], ACTION_COLOUR["other"], f"{m['by']}: {m['text'][:30]}")
+            for m in debrief.get("other_calls", [])]
+    if said:
+        out.append(("other calls", said))
     return out
 
 
@@ -205,5 +223,6 @@ def _alarm_panel(ax: Any, alarmed: list[tuple[str, str]], events: list[dict[str,
     ax.set_ylim(-0.8, max(len(labels) - 0.2, 0.8))
     ax.set_title("alarms: ▲ raised (yellow/red), ● acknowledged (operator), × back to "
                  "normal; actions: | due, ◆ sent (green in time, orange late, grey wrong), "
-                 "x missing, ✖ harmful; solid lines: injections, dotted: commands",
+                 "x missing, ✖ harmful; calls: ★ made, + other; solid lines: injections, "
+                 "dotted: commands",
                  fontsize=8, loc="left")

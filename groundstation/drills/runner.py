@@ -23,6 +23,10 @@ service sends them the trainees' commands and procedures, cmd/uplink/training/<d
 and act on them in their physics; the runner records every stage of every command
 (cmd/events/training/<drill>/...) on the mission clock, and the debrief scores them against
 the scenario's expected and harmful actions.
+
+Calls: trainees make calls with the console's call key (messages.DrillCall on
+calls/<operator>/<drill>, the operator the broker authenticated); the runner stamps each
+with the mission clock and the debrief scores them against the scenario's timed calls.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from groundstation.core.mission_time import format_get, utc_ns_to_get
 from groundstation.drills.debrief import (
     Injection,
     build_debrief,
+    call_record,
     command_record,
     scenario_injections,
     write,
@@ -163,6 +168,7 @@ class DrillRunner:
         self.injections: list[Injection] = []
         self.events: list[dict[str, Any]] = []
         self.command_events: list[dict[str, Any]] = []  # every stage of every command
+        self.calls: list[dict[str, Any]] = []  # the trainees' calls (the console's call key)
         self.key = scenario.plot_parameters()
         self._keys = {(v, p) for v, ps in self.key.items() for p in ps}
         self.series: dict[tuple[str, str], list[tuple[float, float]]] = {k: []
@@ -184,6 +190,7 @@ class DrillRunner:
             subscriptions=[topics.alarms_subscription(self.source),
                            topics.parameters_subscription(self.source),
                            topics.command_events_subscription(self.source),
+                           topics.drill_calls_subscription(self.drill_id),
                            topics.drill_control(self.drill_id)],
             on_message=lambda m: self.on_message(m.topic, m.payload),
             on_connect=lambda _: self._connected.set(), connect_first=True)
@@ -295,7 +302,7 @@ class DrillRunner:
             faults_injected=len(self.injections),
             faults_pending=sum(1 for d in self.due if not d.done),
             alarms_raised=raised, acknowledgements=acked, last_reply=self._last_reply,
-            time_ns=time.time_ns(), score=score, debrief=debrief)
+            time_ns=time.time_ns(), score=score, debrief=debrief, calls=len(self.calls))
 
     def progress_line(self) -> str:
         s = self.status()
@@ -334,6 +341,13 @@ class DrillRunner:
                     self._say(f"command {cmd.command_id} {cmd.command} by {cmd.operator}: "
                               f"{cmd.stage}" + (f" ({cmd.reason})" if cmd.reason else ""))
                 self._status_dirty = True
+            case topics.DrillCallTopic(drill=self.drill_id):
+                try:
+                    call = messages.DrillCall.from_json(payload)
+                except messages.MessageError as exc:
+                    log.warning("drill: ignored a call on %s: %s", topic, exc)
+                    return
+                self.on_call(where.operator, call)
             case topics.AlarmsTopic():
                 try:
                     event = messages.AlarmEvent.from_json(payload)
@@ -354,6 +368,19 @@ class DrillRunner:
                         continue
                     self._last_t[key] = t
                     self.series[key].append((utc_ns_to_get(t), v))
+
+    def on_call(self, operator: str, call: messages.DrillCall) -> None:
+        """A trainee's call, on the mission clock (a paused drill's clock stands still; a
+        call after the drill's grace comes too late for the debrief)."""
+        if self.state in ("starting", "finished"):
+            return
+        if any(c["request_id"] == call.request_id and c["operator"] == operator
+               for c in self.calls):
+            return  # the broker's redelivery of a QoS 1 message already heard
+        self.calls.append(call_record(operator, call, self.clock))
+        self._say(f"call by {operator}" + (f"/{call.position}" if call.position else "")
+                  + f" at {format_get(self.clock)}: {call.text}")
+        self._status_dirty = True
 
     # --- the run -----------------------------------------------------------------------------
 
@@ -386,6 +413,10 @@ class DrillRunner:
             if self.sc.actions:
                 self._say("the drill expects commands: the commanding service must run "
                           "(groundstation commanding serve)")
+            if self.sc.timed_calls:
+                self._say(f"the drill expects {len(self.sc.timed_calls)} calls: k on the "
+                          "trainees' consoles (heard on "
+                          f"{topics.drill_calls_subscription(self.drill_id)})")
             self._set_state("running")
             self._inject_due()  # faults at the very start go in before the first frame
             sim_task = tasks.create_task(self.sim.run(stop_sim), name="ships")
@@ -508,7 +539,8 @@ class DrillRunner:
                              speed=self.speed, started_get=self.sc.start_get,
                              ended_get=ended, pauses=pauses, commands=self.commands,
                              stopped_early=self.stopped_early or self._stop_now,
-                             wall_s=round(wall_s, 2), command_events=self.command_events)
+                             wall_s=round(wall_s, 2), command_events=self.command_events,
+                             calls_made=self.calls)
 
     def _write(self, debrief: dict[str, Any]) -> list[Path]:
         picture: Path | None = None

@@ -101,13 +101,31 @@ class Cue(_Model):
 
 class Call(_Model):
     """A call the trainee should make on cues that raise no alarm, and by when: the offline
-    flight checks that every cue shows within `within_s` of the fault's injection. It is not
-    scored until the console has a call key."""
+    flight checks that every cue shows within `within_s` of the fault's injection. Trainees
+    make calls with the console's call key; the debrief scores the first call after the
+    injection whose text has each of `keywords` (an entry "rcs|рсу" takes either word; no
+    keywords: any call) as an expected action is scored: in time, late or missing."""
 
     call: str
     fault: str | None = None  # the fault id it answers (default: the scenario's only fault)
     within_s: float = Field(gt=0)
     cues: list[Cue] = Field(min_length=1)
+    keywords: list[str] = []  # what a made call must say (case-insensitive), each or-ed by |
+    weight: float = Field(default=1.0, gt=0)
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, v: list[str]) -> list[str]:
+        for k in v:
+            if not any(w.strip() for w in k.split("|")):
+                raise ValueError(f"keyword {k!r} is empty")
+        return v
+
+    def matches(self, text: str) -> bool:
+        """Whether a call made in these words answers this one."""
+        said = " ".join(text.casefold().split())
+        return all(any(w.strip().casefold() in said for w in k.split("|") if w.strip())
+                   for k in self.keywords)
 
 
 class Effect(Cue):

@@ -213,7 +213,8 @@ def threshold_steps(limits: LimitSet | None, scale: float = 1.0, offset: float =
     return steps
 
 
-def _state_mappings(r: pr.ParameterRef) -> list[dict[str, Any]]:
+def _state_mappings(r: pr.ParameterRef, lang: pr.Lang) -> list[dict[str, Any]]:
+    """Each state's code to its name in the console's language, coloured by its limits."""
     lim = r.entry.limits
     red = set(lim.red_states or []) if lim else set()
     yellow = set(lim.yellow_states or []) if lim else set()
@@ -221,7 +222,8 @@ def _state_mappings(r: pr.ParameterRef) -> list[dict[str, Any]]:
     for i, (code, name) in enumerate(sorted(r.states.items())):
         colour = RED if name in red else YELLOW if name in yellow else \
             STATE_COLOURS[i % len(STATE_COLOURS)]
-        options[str(code)] = {"text": name, "color": colour, "index": i}
+        options[str(code)] = {"text": pr.state_name(r, name, lang), "color": colour,
+                              "index": i}
     return [{"type": "value", "options": options}] if options else []
 
 
@@ -246,6 +248,9 @@ def _describe(r: pr.ParameterRef, style: pr.Style) -> str:
         lo, hi = p
         return f"{'' if lo is None else _fmt(lo)}…{'' if hi is None else _fmt(hi)}"
 
+    def states(names: list[str]) -> str:
+        return ", ".join(pr.state_name(r, n, lang) for n in names)
+
     def limit_set(ls: LimitSet) -> str:
         bits = []
         if ls.yellow:
@@ -253,9 +258,9 @@ def _describe(r: pr.ParameterRef, style: pr.Style) -> str:
         if ls.red:
             bits.append(f"{_w('red', lang)} {pair(ls.red)}")
         if ls.yellow_states:
-            bits.append(f"{_w('yellow_states', lang)} {', '.join(ls.yellow_states)}")
+            bits.append(f"{_w('yellow_states', lang)} {states(ls.yellow_states)}")
         if ls.red_states:
-            bits.append(f"{_w('red_states', lang)} {', '.join(ls.red_states)}")
+            bits.append(f"{_w('red_states', lang)} {states(ls.red_states)}")
         if not bits:
             return _w("no_limits", lang)
         return "; ".join(bits) + (f" {unit}" if (ls.yellow or ls.red) and unit else "")
@@ -382,7 +387,7 @@ def _stat(r: pr.ParameterRef, style: pr.Style, title: str | None = None) -> dict
         "mappings": [],
     }
     if r.discrete:
-        defaults["mappings"] = _state_mappings(r)
+        defaults["mappings"] = _state_mappings(r, style.lang)
     elif r.entry.limits is not None:
         defaults["thresholds"]["steps"] = threshold_steps(r.entry.limits, scale, offset)
     return _panel("stat", label, [_target(_q_value(r, style, label))], defaults,
@@ -452,7 +457,8 @@ def _timeline(refs: Sequence[pr.ParameterRef], style: pr.Style, title: str) -> d
     targets = [_target(_q_series(r, style, pr.label(r.entry, style.lang)), ref)
                for r, ref in zip(refs, _refs(len(refs)), strict=True)]
     overrides = [{"matcher": {"id": "byName", "options": pr.label(r.entry, style.lang)},
-                  "properties": [{"id": "mappings", "value": _state_mappings(r)}]}
+                  "properties": [{"id": "mappings",
+                                  "value": _state_mappings(r, style.lang)}]}
                  for r in refs]
     defaults = {"custom": {"fillOpacity": 85, "lineWidth": 0, "hideFrom": {
                     "legend": False, "tooltip": False, "viz": False}},
@@ -584,6 +590,21 @@ def _alarm_table(style: pr.Style, defs: dict[str, VehicleDefinition], *, console
             {"id": "mappings", "value": [{"type": "value", "options": {
                 r.pid: {"text": pr.label(r.entry, style.lang), "index": i}
                 for i, r in enumerate(r for d in defs.values() for r in pr.parameter_refs(d))}}]}]})
+        # ... and a discrete's state in English (the definitions' name): in this
+        # console's language wherever the name says one thing on these ships.
+        said: dict[str, set[str]] = {}
+        for d in defs.values():
+            for r in pr.parameter_refs(d):
+                if r.discrete and r.entry.limits is not None:
+                    for st in r.states.values():
+                        said.setdefault(st, set()).add(pr.state_name(r, st, style.lang))
+        states = {st: next(iter(ws)) for st, ws in sorted(said.items()) if len(ws) == 1}
+        if states:
+            overrides.append({"matcher": {"id": "byName", "options": "value_text"},
+                              "properties": [{"id": "mappings", "value": [{
+                                  "type": "value", "options": {
+                                      st: {"text": w, "index": i}
+                                      for i, (st, w) in enumerate(states.items())}}]}]})
         exclude = {"Time": True, "label": True}
     else:
         exclude = {"Time": True, "parameter": True}

@@ -180,12 +180,13 @@ class AlarmStateStore:
                     raise TypeError("source, vehicle and stream must be strings")
                 source, vehicle, stream = key
                 topics.check_source(source)
-                defn = definitions.get(vehicle)
-                if not persists(source) or defn is None or defn.stream != stream:
+                main = definitions.get(vehicle)
+                defn = main.stream_definition(stream) if main is not None else None
+                if not persists(source) or main is None or defn is None:
                     log.warning("alarm state of %s/%s/%s dropped: no such live or training "
                                 "stream in the definitions", source, vehicle, stream)
                     continue
-                engine = AlarmEngine(defn, source)
+                engine = AlarmEngine(main, source)  # a vehicle's streams share its alarms
                 for warning in engine.restore(e["alarms"]):
                     log.warning("alarm state restored with a change: %s", warning)
                 last_frame_ns = int(e.get("last_frame_ns") or 0)

@@ -128,11 +128,28 @@ def health(stats: messages.IngestStats, streams: Iterable[Stream]
     publish, and the lines to store."""
     published: list[tuple[str, messages.Message]] = [(topics.ingest_stats(), stats)]
     lines = [self_line(stats)]
+    by_vehicle: dict[tuple[str, str], list[Stream]] = {}
     for s in streams:
-        link = link_stats(s)
-        published.append((topics.ingest_link(s.vehicle, s.source), link))
-        lines.append(link_line(s.source, s.vehicle, link))
+        by_vehicle.setdefault((s.source, s.vehicle), []).append(s)
+    for (source, vehicle), group in by_vehicle.items():
+        link = vehicle_link_stats(group)
+        published.append((topics.ingest_link(vehicle, source), link))
+        lines.append(link_line(source, vehicle, link))
     return published, lines
+
+
+def vehicle_link_stats(group: list[Stream]) -> messages.LinkStats:
+    """One vehicle's link quality over the formats its downlink came in (Apollo's high
+    and low bit rate): the counters added up, the time and latency of the newest stream,
+    which `stream` names."""
+    newest = max(group, key=lambda s: s.last_frame_ns)
+    link = link_stats(newest)
+    if len(group) == 1:
+        return link.model_copy(update={"stream": newest.definition.stream})
+    counters = ("frames_good", "sync_errors", "counter_errors", "frames_missing",
+                "frames_duplicate", "frames_recovered", "seq_jumps")
+    totals = {k: sum(getattr(link_stats(s), k) for s in group) for k in counters}
+    return link.model_copy(update={**totals, "stream": newest.definition.stream})
 
 
 # --- the ingest's own health ---------------------------------------------------------------

@@ -22,11 +22,30 @@ class ReplaySessions:
         self.definitions = definitions  # the ones the ingest runs with
         self.sessions: dict[str, SessionInfo] = {}  # by source
 
-    def definition(self, source: str, vehicle: str) -> VehicleDefinition | None:
-        """A replay session's own definition of a vehicle, else the ingest's."""
+    def definition(self, source: str, vehicle: str, stream: str | None = None
+                   ) -> VehicleDefinition | None:
+        """A replay session's own definition of a vehicle, else the ingest's; with a
+        stream, that stream's (None: the vehicle has no such stream). A session announces
+        one definition per vehicle: the vehicle's other formats (Apollo's low bit rate) are
+        decoded with the ingest's own definitions of them."""
         session = self.sessions.get(source)
         if session is not None and vehicle in session.definitions:
-            return session.definitions[vehicle]
+            d = session.definitions[vehicle]
+            if stream is None or d.stream == stream:
+                return d
+        main = self.definitions.get(vehicle)
+        if main is None or stream is None:
+            return main
+        return main.stream_definition(stream)
+
+    def main_definition(self, source: str, vehicle: str) -> VehicleDefinition | None:
+        """The definition a vehicle's alarms are judged with, whatever format its frames
+        come in: the session's own, else the ingest's main one."""
+        session = self.sessions.get(source)
+        if session is not None and vehicle in session.definitions:
+            d = session.definitions[vehicle]
+            if d.subset_of is None:
+                return d
         return self.definitions.get(vehicle)
 
     def on_message(self, topic: str, payload: bytes) -> Change:

@@ -218,8 +218,8 @@ class IngestService:
             self._reject(topic, "bad_topic", str(exc), payload, now, mid, qos)
             return
         source = str(where.source)
-        defn = self.replays.definition(source, where.vehicle)
-        if defn is None or defn.stream != where.stream:
+        defn = self.replays.definition(source, where.vehicle, where.stream)
+        if defn is None:
             self._reject(topic, "unknown_stream", f"no telemetry definition for "
                          f"{where.vehicle}/{where.stream}", payload, now, mid, qos)
             return
@@ -233,6 +233,14 @@ class IngestService:
             self._reject(topic, exc.reason, str(exc), payload, now, mid, qos)
             return
         stream = self._stream(source, defn)
+        main = self.definitions.get(where.vehicle)
+        if main is not None and len(main.streams) > 1:
+            # A vehicle with several formats (Apollo's HBR and LBR): what came before in
+            # another format goes first, so no batch spans a change of format.
+            for o in list(self.streams.values()):
+                if o.pending and o is not stream and o.vehicle == stream.vehicle \
+                        and o.source == stream.source:
+                    self._process(o)
         if stream.archive is not None:
             stream.archive.append(env.seq, env.t_ns, env.frames, now)
         if not stream.pending:
@@ -257,12 +265,31 @@ class IngestService:
         if s is None:
             archive = self._archive_factory(defn, source) if self._archive_factory else None
             s = self.streams[key] = Stream(source, defn, StreamDecoder(defn),
-                                           AlarmEngine(defn, source), archive,
+                                           self._alarm_engine(source, defn), archive,
                                            persist=persists(source))
         elif s.archive_pending:  # restored at start-up, before any frame
             s.archive_pending = False
             s.archive = self._archive_factory(defn, source) if self._archive_factory else None
         return s
+
+    def _alarm_engine(self, source: str, defn: VehicleDefinition) -> AlarmEngine:
+        """A vehicle has one alarm state per source whatever format its downlink is in
+        (Apollo's high and low bit rate): the streams of a vehicle share one engine, judged
+        with its main definition."""
+        for s in self.streams.values():
+            if s.source == source and s.vehicle == defn.vehicle:
+                return s.alarms
+        main = self.replays.main_definition(source, defn.vehicle) or defn
+        return AlarmEngine(main, source)
+
+    def _switched(self, s: Stream, first_ns: int) -> None:
+        """Live frames of `s` newer than the last of the vehicle's other streams: the
+        downlink changed format, and the frames those streams miss meanwhile are not lost."""
+        for o in self.streams.values():
+            if (o is not s and o.source == s.source and o.vehicle == s.vehicle
+                    and o.decoder.last_good_time_ns is not None
+                    and o.decoder.last_good_time_ns < first_ns):
+                o.decoder.switched_away()
 
     async def _flusher(self, halt: asyncio.Event) -> None:
         delay = self.config.ingest.batch_max_delay_ms / 1000
@@ -315,13 +342,18 @@ class IngestService:
         live = batch.live()
         if batch.n_good < batch.n_frames:
             self.rejects.frames(s, batch, frames, times)
-        events = s.alarms.process(live, context)
+        # A recorder's dump in another format than the live stream's (Apollo's LBR
+        # recording dumped while HBR comes down live) is a playback too, though newer than
+        # anything its own stream had: the sender says so (the envelope's `playback`).
+        fresh = bool(live.n_good) and not all(r.env.playback for r in received)
+        events = s.alarms.process(live, context) if fresh or not live.n_good else []
         # The batch's lines, joined and encoded in one go (no per-line work anywhere).
         lines: list[str | EncodedLines] = [encoded_lines(batch, s.source, s.decoder.decom)]
         self.decode_seconds.append(time.perf_counter() - t0)
         if events:
             self._on_alarm_events(s, events, lines)
-        if live.n_good:
+        if fresh:
+            self._switched(s, int(live.times_ns[0]))
             s.latest.update(live.latest())
             s.latest_dirty = True
             self.contexts.update(s, live)
@@ -367,7 +399,9 @@ class IngestService:
                 for t in (topics.active_alarms(s.vehicle, source),
                           topics.ingest_link(s.vehicle, source)):
                     self.outbox.clear_retained(t)
-            elif self.replays.definition(source, s.vehicle) is not s.definition:
+            elif (self.replays.definition(source, s.vehicle, s.definition.stream)
+                  is not s.definition or self.replays.main_definition(source, s.vehicle)
+                  is not s.alarms.definition):
                 self._drop_stream(key)  # new definitions: the stream starts anew with them
         if change.ended:
             self.contexts.drop_source(source)
@@ -444,8 +478,20 @@ class IngestService:
     def restore_alarm_state(self) -> None:
         """Restore the saved alarm state (before the first message) and publish the
         restored active lists."""
-        for s in self.alarm_state.restore(self.definitions, skip=self.streams,
-                                          with_archive=self._archive_factory is not None):
+        restored = self.alarm_state.restore(self.definitions, skip=self.streams,
+                                            with_archive=self._archive_factory is not None)
+        # A vehicle's streams (its downlink's formats) share one alarm state: the newest
+        # saved (by event sequence), or the one already running.
+        newest: dict[tuple[str, str], AlarmEngine] = {}
+        for s in restored:
+            key = (s.source, s.vehicle)
+            have = newest.get(key)
+            if have is None or s.alarms.snapshot()["seq"] > have.snapshot()["seq"]:
+                newest[key] = s.alarms
+        for s in restored:
+            s.alarms = next((o.alarms for o in self.streams.values()
+                             if o.source == s.source and o.vehicle == s.vehicle),
+                            newest[(s.source, s.vehicle)])
             self.streams[(s.source, s.vehicle, s.definition.stream)] = s
             self._publish_active(s)
 

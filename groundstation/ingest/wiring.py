@@ -14,6 +14,7 @@ from groundstation.core.definitions import VehicleDefinition
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.stream import ArchiveFactory, ArchiveLike, Quarantined
 from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
+from groundstation.storage.influx.sink_config import LineSink, SinkConfig
 
 log = logging.getLogger("groundstation.ingest")
 
@@ -57,9 +58,7 @@ def quarantine_writer(root: Path) -> QuarantineSink:
     return QuarantineSink(root)
 
 
-def sink_config(config: Config) -> Any:
-    from groundstation.storage.influx.sink import SinkConfig
-
+def sink_config(config: Config) -> SinkConfig:
     c = config.influx
     return SinkConfig(batch_max_lines=c.batch_lines, flush_interval_s=c.flush_interval_ms / 1000,
                       concurrency=c.write_concurrency, create_missing=c.create_database,
@@ -88,9 +87,10 @@ class NullSink:
         return None
 
 
-def make_sink(config: Config) -> Any:
+def make_sink(config: Config, spool_dir: Path | None = None) -> LineSink:
     """The InfluxDB sink the configuration describes (the API is asked of the server when
-    `api` is auto, so the server must answer /ping)."""
+    `api` is auto, so the server must answer /ping), spooling to `spool_dir` (default:
+    `[influx] spool_dir`; the commanding service has its own)."""
     from groundstation.config import reveal
     from groundstation.storage.influx.backends import make_backend
     from groundstation.storage.influx.sink import InfluxSink
@@ -102,7 +102,7 @@ def make_sink(config: Config) -> Any:
                            retention_policy=c.retention_policy, username=c.username,
                            password=reveal(c.password), token=reveal(c.token), org=c.org,
                            bucket=c.bucket)
-    return InfluxSink(backend, c.spool_dir, sink_config(config))
+    return InfluxSink(backend, spool_dir or c.spool_dir, sink_config(config))
 
 
 async def check_database(sink: Any, create: bool) -> None:

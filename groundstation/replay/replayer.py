@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -71,6 +72,8 @@ log = logging.getLogger("groundstation.replay")
 MAX_FRAMES_PER_MESSAGE = 2048
 _WALL_PER_MESSAGE_S = 0.1  # at a finite speed, a message carries this much wall time
 _STATUS_EVERY_S = 1.0
+# A definition file that is another format of its vehicle's downlink (top-level subset_of).
+_SUBSET_OF = re.compile(r"^subset_of:[ \t]*\S", re.M)
 
 
 # One definition of a speed for the command line and the control topic.
@@ -473,12 +476,24 @@ class Replayer:
                              qos=1, retain=True)
 
     def _wanted_at(self, t_ns: int) -> dict[str, tuple[str, str]]:
+        """The definitions to announce per vehicle: its main stream's, where the plan has
+        it (a session names one per vehicle; the ingest decodes the vehicle's other formats,
+        Apollo's low bit rate, with its own definitions of them)."""
         out: dict[str, tuple[str, str]] = {}
         for k in self.plan.streams:
             segs = [s for s in self.plan.segments.get(k, []) if s.start_ns <= t_ns] \
                 or self.plan.segments.get(k, [])[:1]
-            out[k.vehicle] = (k.stream, segs[-1].sha256 if segs else "")
+            sha = segs[-1].sha256 if segs else ""
+            if k.vehicle in out and self._subset(sha) and \
+                    not self._subset(out[k.vehicle][1]):
+                continue
+            out[k.vehicle] = (k.stream, sha)
         return out
+
+    def _subset(self, sha: str) -> bool:
+        """The recorded definition is another format of its vehicle (`subset_of`)."""
+        text = self._definition_text(sha) if sha else None
+        return text is not None and _SUBSET_OF.search(text) is not None
 
     def _open_feeds(self, at_ns: int) -> None:
         self._feeds = {k: _Feed(self.reader, k, at_ns, self.plan.end_ns,
@@ -550,7 +565,8 @@ class Replayer:
             seg = feed.segment()
             if self.limits == "recorded" and seg.sha256 and \
                     self._announced.get(key.vehicle) not in (seg.sha256, None) and \
-                    self._definition_text(seg.sha256) is not None:
+                    self._definition_text(seg.sha256) is not None and \
+                    not self._subset(seg.sha256):
                 # The recording's definitions change here: tell the ingest first.
                 wanted = self._wanted_at(t0)
                 wanted[key.vehicle] = (key.stream, seg.sha256)

@@ -227,9 +227,10 @@ def export_pass(root: str | Path, p: Pass, output: str | Path, *, fmt: str = "cs
     current: VehicleDefinition | None = None
     if limits == "current":
         known = load_all(defs_dir)
-        if p.vehicle not in known:
-            raise ValueError(f"no current definition for {p.vehicle}")
-        current = known[p.vehicle]
+        main = known.get(p.vehicle)
+        current = main.stream_definition(p.stream) if main is not None else None
+        if current is None:
+            raise ValueError(f"no current definition for {p.vehicle}/{p.stream}")
     else:
         for sha in p.definitions:
             recorded = reader.definition_text(sha) if sha else None

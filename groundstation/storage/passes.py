@@ -19,6 +19,10 @@ block in a healthy file) is scanned. The runs, sorted by time, are swept once:
   no gap, and its frames are not missing;
 * ``missing``: across a gap (a silence over ``gap_s``) the frames the rate would have
   carried; across a shorter dropout, from the sequence numbers. Both exact.
+* a vehicle whose downlink changes format (Apollo's high and low bit rate, one stream
+  each): a silence of one stream that another stream of the vehicle fills is a change of
+  format (``formats``), not a loss of signal, a gap nor missing frames; the other format's
+  frames are that stream's own passes.
 
 Memory is a few numbers per run; nothing depends on the frames.
 
@@ -129,6 +133,15 @@ class Gap:
 
 
 @dataclass
+class FormatSpan:
+    """Inside a pass, the vehicle's downlink in another format (another stream)."""
+
+    start_ns: int  # the last frame before the change
+    end_ns: int  # the first frame after the change back
+    stream: str  # the format it was in meanwhile
+
+
+@dataclass
 class Rejected:
     """Quarantined input attributed to a pass."""
 
@@ -158,6 +171,7 @@ class Pass:
     problems: list[ArchiveProblem] = field(default_factory=list)
     duplicates: int = 0  # further copies of frames archived more than once (redeliveries)
     late: int = 0  # frames archived after later ones (recorder playback), in their place
+    formats: list[FormatSpan] = field(default_factory=list)  # the downlink in another format
 
     @property
     def archived(self) -> int:
@@ -182,7 +196,11 @@ class Pass:
 
     @property
     def expected(self) -> int:
-        return self.duration_ns // self.period_ns + 1 if self.period_ns else self.frames
+        if not self.period_ns:
+            return self.frames
+        other = sum(max(0, (f.end_ns - f.start_ns) // self.period_ns - 1)
+                    for f in self.formats)
+        return self.duration_ns // self.period_ns + 1 - other
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (``archive ls --json``, ``archive show --json``)."""
@@ -203,6 +221,9 @@ class Pass:
                       "end_utc": format_utc_ns(g.end_ns, "ms"),
                       "duration_s": g.duration_ns / 1e9,
                       "missing_frames": g.missing} for g in self.gaps],
+            "formats": [{"stream": f.stream, "start_utc": format_utc_ns(f.start_ns, "ms"),
+                         "end_utc": format_utc_ns(f.end_ns, "ms"),
+                         "duration_s": (f.end_ns - f.start_ns) / 1e9} for f in self.formats],
             "out_of_order_blocks": self.out_of_order,
             "rejected": None if rej is None else {
                 "frames": rej.frames, "messages": rej.messages, "reasons": dict(rej.reasons)},
@@ -270,10 +291,12 @@ class Catalogue:
                                         _frames_upto(b, period, newest))
             newest = b.t_max if newest is None else max(newest, b.t_max)
         runs.sort(key=lambda b: (b.t_min, -b.t_max))
+        others = self._other_formats(key)
         groups: list[list[Block]] = []
         end = None
         for b in runs:
-            if end is None or b.t_min - end > self.los_gap_ns:
+            if end is None or (b.t_min - end > self.los_gap_ns
+                               and _filled(others, end, b.t_min, self.los_gap_ns) is None):
                 groups.append([b])
                 end = b.t_max
             else:
@@ -289,9 +312,14 @@ class Catalogue:
             # before it, if any, is missing frames (a gap when over gap_s).
             covered = group[0].t_min - 1
             next_seq: int | None = None  # seq of the frame after the one at `covered`
+            formats: list[FormatSpan] = []
             for b in group:
                 p_b = files[b.path].header.frame_period_ns
-                if b.t_min > covered and next_seq is not None:
+                other = (_filled(others, covered, b.t_min, max(self.gap_ns, 2 * p_b))
+                         if b.t_min > covered and next_seq is not None else None)
+                if other is not None:
+                    formats.append(FormatSpan(covered, b.t_min, other))
+                elif b.t_min > covered and next_seq is not None:
                     silence = b.t_min - covered
                     by_time = max(0, silence // p_b - 1) if p_b else 0
                     if silence > self.gap_ns:
@@ -319,8 +347,24 @@ class Catalogue:
                 recv_min=min(b.recv_min for b in group),
                 recv_max=max(b.recv_max for b in group), problems=problems,
                 duplicates=archived - distinct,
-                late=max(0, distinct - sum(live[id(b)] for b in group))))
+                late=max(0, distinct - sum(live[id(b)] for b in group)), formats=formats))
         return out
+
+    def _other_formats(self, key: StreamKey) -> list[tuple[int, int, str]]:
+        """When the vehicle's other streams (its downlink's other formats) have frames from
+        the same source: [first, last] stretches, joined across silences up to gap_s."""
+        spans: list[tuple[int, int, str]] = []
+        for k in self.reader.streams():
+            if k.vehicle != key.vehicle or k.source != key.source or k.stream == key.stream:
+                continue
+            for b in sorted(self.reader.runs(k.vehicle, k.stream, k.source),
+                            key=lambda b: b.t_min):
+                if spans and spans[-1][2] == k.stream and \
+                        b.t_min - spans[-1][1] <= self.gap_ns:
+                    spans[-1] = (spans[-1][0], max(spans[-1][1], b.t_max), k.stream)
+                else:
+                    spans.append((b.t_min, b.t_max, k.stream))
+        return spans
 
     def _name(self) -> None:
         by_stream: dict[StreamKey, list[Pass]] = {}
@@ -400,6 +444,16 @@ def _quarantine_item(topic: str, reason: str, detail: str, payload: bytes,
         if isinstance(msg, dict) and isinstance(msg.get("frames"), list):
             frames = len(msg["frames"])
     return _QItem(key, None, received_ns, reason, frames)
+
+
+def _filled(others: list[tuple[int, int, str]], start: int, end: int, slack: int
+            ) -> str | None:
+    """The other format that fills the silence (start, end) of a stream, to within
+    `slack` at either end, or None."""
+    for a, z, stream in others:
+        if start < a and a - start <= slack and z < end and end - z <= slack:
+            return stream
+    return None
 
 
 def find_pass(passes: list[Pass], spec: str) -> Pass:

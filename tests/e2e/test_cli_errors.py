@@ -118,6 +118,13 @@ CASES: dict[str, dict[str, Case]] = {
                           stdout=CLOSED_PIPE, says="needs a terminal"),
         WRONG_OPTION: Case(("console", "huston"), 2, says="invalid choice"),
     },
+    "commanding": {
+        MISSING: Case(("commanding", "serve", "--config", f"{NOWHERE}.toml"), 1,
+                      says="cannot read it"),
+        UNWRITABLE: Case(("commanding", "list"), 1, stdout=FULL, says="No space left on device"),
+        CLOSED_PIPE: Case(("commanding", "list"), 1, stdout=CLOSED_PIPE, says=""),
+        WRONG_OPTION: Case(("commanding", "lst"), 2, says="invalid choice"),
+    },
 }
 
 

@@ -160,6 +160,36 @@ def test_ctrl_c_stops_the_ships_the_ingest_and_the_servers(tmp_path: Path) -> No
     assert processes_using(tmp_path / "demo") == []
 
 
+def test_a_killed_demo_leaves_nothing_running(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) gives the demo no chance to stop its children, which run
+    in their own sessions: they stop by themselves when it dies."""
+    need("mosquitto")
+    need("influxd")
+    proc = demo(tmp_path)
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen += line
+        if VALUE_LINE.search(line):
+            break
+    else:
+        proc.kill()
+        pytest.fail(f"no values within 60 s:\n{seen}")
+    assert len(processes_using(tmp_path / "demo")) >= 5  # broker, database, ingest, ...
+    proc.kill()
+    proc.wait(10)
+    deadline = time.monotonic() + 30
+    while processes_using(tmp_path / "demo") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = processes_using(tmp_path / "demo")
+    for cmd in left:  # do not leave them to the next test
+        subprocess.run(["pkill", "-KILL", "-f", cmd.split()[0] + ".*" + str(tmp_path)],
+                       check=False)
+    assert left == [], "still running after the demo was killed:\n" + "\n".join(left)
+
+
 ANSI = re.compile(rb"\x1b\[[0-9;?<>=]*[a-zA-Z~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-B]|\x1b[=>]")
 
 

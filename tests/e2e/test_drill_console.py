@@ -102,5 +102,6 @@ async def test_trainee_acknowledges_a_drill_alarm_on_the_console(
     assert d["operators"] == ["eecom"]
     # One of two expected alarms acknowledged in time, one never: 50 of 100.
     assert d["counts"] == {"expected": 2, "acknowledged": 1, "late": 0,
-                           "missed_by_trainee": 1, "missed_by_system": 0}
+                           "missed_by_trainee": 1, "missed_by_system": 0, "prevented": 0,
+                           "actions_expected": 0, "harmful": 0, "calls_expected": 0}
     assert d["score"] == 50

@@ -167,7 +167,8 @@ def test_drill_end_to_end(mosquitto: MosquittoServer, influxdb: InfluxDBServer,
     # Never acknowledged: missed by the trainee.
     assert tank["status"] == "not_acknowledged" and tank["acked_by"] is None
     assert d["counts"] == {"expected": 3, "acknowledged": 1, "late": 1,
-                           "missed_by_trainee": 1, "missed_by_system": 0}
+                           "missed_by_trainee": 1, "missed_by_system": 0, "prevented": 0,
+                           "actions_expected": 0, "harmful": 0, "calls_expected": 0}
     assert d["score"] == round(100 * (1 + 0.5 + 0) / 3)  # the README's rule: 50
     assert d["operators"] == ["eecom"]
     assert d["raised_without_fault"] == []

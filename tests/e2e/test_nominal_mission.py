@@ -1,6 +1,9 @@
 """A nominal ship raises no alarm: every frame of at least an orbit of each mission phase
 (or the whole phase where it is shorter), decoded by the real decoder with the limit
 context of its phase, is inside every limit; and no caution-and-warning light comes on.
+Apollo's frames are in the format its PCM is in: the flight plan's low bit rate through the
+first night is flown into and out of (tl.APOLLO_LBR), each format decoded with its own
+definition.
 
 Whole-mission flights (about a minute of CPU): here rather than in tests/unit, the inner
 loop.
@@ -35,6 +38,8 @@ WINDOWS: list[tuple[float, float, tuple[str, ...], int]] = [
     (tl.UNDOCKING_2, tl.UNDOCKING_2 + ORBIT, (A, S), 7),  # station keeping
     (tl.SOYUZ_DEORBIT, tl.SOYUZ_LANDING, (S,), 8),  # Soyuz entry, to landing
     (tl.APOLLO_DEORBIT, tl.SPLASHDOWN, (A,), 9),  # Apollo entry, to splashdown
+    (tl.APOLLO_LBR[0][0] - 600, tl.APOLLO_LBR[0][0] + ORBIT, (A,), 10),  # into LBR
+    (tl.APOLLO_LBR[0][1] - ORBIT, tl.APOLLO_LBR[0][1] + 600, (A, S), 11),  # out of LBR
 ]
 PHASE_LENGTH = {(A, "ascent"): tl.APOLLO_ORBIT, (S, "ascent"): tl.SOYUZ_ORBIT - tl.SOYUZ_LAUNCH,
                 (A, "entry"): tl.SPLASHDOWN - tl.APOLLO_DEORBIT,
@@ -55,15 +60,21 @@ def flights() -> dict[str, Any]:
         results = list(pool.map(nominal_window, WINDOWS))
     seconds: dict[tuple[str, str], float] = {}
     violations: dict[tuple[str, str], dict[str, Any]] = {}
+    frames: dict[tuple[str, str], int] = {}
     bad = 0
     for res in results:
         for v, r in res.items():
             bad += r["bad_frames"]
+            for stream, n in r["frames_by_stream"].items():
+                frames[(v, stream)] = frames.get((v, stream), 0) + n
             for phase, sec in r["seconds"].items():
                 seconds[(v, phase)] = seconds.get((v, phase), 0.0) + sec
             for pid, x in r["violations"].items():
                 violations.setdefault((v, x[3]), {})[pid] = x
-    return {"seconds": seconds, "violations": violations, "bad_frames": bad}
+    print(f"\nnominal mission: {sum(seconds.values()) / 3600:.1f} h of ship time flown, "
+          + ", ".join(f"{v}/{st} {n:,} frames" for (v, st), n in sorted(frames.items())))
+    return {"seconds": seconds, "violations": violations, "bad_frames": bad,
+            "frames": frames}
 
 
 @pytest.mark.parametrize(("vehicle", "phase"), CASES)
@@ -73,6 +84,13 @@ def test_a_nominal_ship_stays_inside_every_limit(flights: dict[str, Any], vehicl
     need = min(PERIOD_S, PHASE_LENGTH.get((vehicle, phase), PERIOD_S))
     assert flown >= need - 1, f"only {flown:.0f} s of {vehicle} in {phase} were checked"
     assert flights["violations"].get((vehicle, phase), {}) == {}
+
+
+def test_both_formats_were_flown(flights: dict[str, Any]) -> None:
+    """Apollo's LBR stretches: the night's first orbit and its last, at 5 frames/s (the
+    rest of the windows in HBR)."""
+    assert abs(flights["frames"][(A, "lbr")] - 2 * ORBIT * 5) <= 2
+    assert flights["frames"][(A, "hbr")] > 0
 
 
 def test_every_frame_decoded(flights: dict[str, Any]) -> None:

@@ -173,6 +173,7 @@ def test_defs_check_reads_the_shipped_definitions(installed: Installed) -> None:
     checked = dict(re.findall(r"^ok  (\S+): (\w+), \d+ parameters, \d+ derived, ",
                               proc.stdout, re.M))
     assert checked == {str(defs / "apollo_csm.yaml"): "apollo_csm",
+                       str(defs / "apollo_csm_lbr.yaml"): "apollo_csm",
                        str(defs / "soyuz.yaml"): "soyuz"}, proc.stdout
     assert str(REPO) not in proc.stdout + proc.stderr
 

@@ -373,3 +373,47 @@ async def test_operators_watch_drills_but_only_the_instructor_steers_them(
         assert await received_until_mark(flight) == [("drill/status/t1", MARK)]
         assert await received_until_mark(instructor) == [
             ("drill/control/t1", b'{"cmd": "start"}'), ("drill/status/t1", MARK)]
+
+
+# -- calls in a drill (the console's call key) -------------------------------------------------
+
+
+async def test_operators_call_only_in_their_own_name_and_only_the_instructor_hears(
+        broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "instructor", topics.drill_calls_subscription("t1")) as instructor,
+        login(broker, "flight", "calls/#") as flight,
+        login(broker, "eecom") as eecom,
+    ):
+        # The drill runner takes the caller from the topic: the broker's user, never another.
+        await flight.publish(topics.drill_calls("eecom", "t1"), b"FORGED", qos=1)
+        await flight.publish("calls/eecom", b"FORGED", qos=1)
+        await eecom.publish(topics.drill_calls("eecom", "t1"), b"RCS OFF", qos=1)
+        await flight.publish(topics.drill_calls("flight", "t1"), MARK, qos=1)
+        got = await received_until_mark(instructor)
+        # The instructor is an operator too: its own calls, under its own name only.
+        await instructor.publish(topics.drill_calls("flight", "t1"), b"FORGED", qos=1)
+        await instructor.publish(topics.drill_calls("instructor", "t1"), MARK, qos=1)
+        got += await received_until_mark(instructor)
+        # Another operator hears nobody's calls (a trainee must not learn them).
+        await flight.publish(topics.drill_calls("flight", "t2"), b"UNHEARD", qos=1)
+        await flight.publish(topics.acknowledgements("flight", "soyuz"), MARK, qos=1)
+    assert got == [("calls/eecom/t1", b"RCS OFF"), ("calls/flight/t1", MARK),
+                   ("calls/instructor/t1", MARK)]
+
+
+async def test_accounts_that_are_not_operators_cannot_call(broker: MosquittoServer) -> None:
+    async with (
+        login(broker, "instructor", "calls/#") as instructor,
+        login(broker, "apollo_csm") as csm,
+        login(broker, "replay") as replay,
+        login(broker, "ingest") as ingest,
+        login(broker, "flight") as flight,
+    ):
+        # Each would match the operators' pattern calls/%u/#, but their own deny wins.
+        # (The commanding service's deny: tests/integration/test_commanding_acl.py.)
+        for name, client in (("apollo_csm", csm), ("replay", replay), ("ingest", ingest)):
+            await client.publish(topics.drill_calls(name, "t1"), b"NO", qos=1)
+        await flight.publish(topics.drill_calls("flight", "t1"), MARK, qos=1)
+        got = await received_until_mark(instructor)
+    assert got == [("calls/flight/t1", MARK)]

@@ -137,3 +137,15 @@ async def test_only_the_service_publishes_stages_and_replies(broker: MosquittoSe
     assert got == [(topics.command_events(APOLLO, "replay/s1"), b"REPLAYED"),
                    (topics.command_replies("flight"), b"YOURS"),
                    (topics.command_events(APOLLO), MARK)]
+
+
+async def test_the_service_makes_no_call_in_a_drill(broker: MosquittoServer) -> None:
+    async with (
+        _login(broker, "instructor", "calls/#") as instructor,
+        _login(broker, "commanding") as service,
+        _login(broker, "eecom") as eecom,
+    ):
+        await service.publish(topics.drill_calls("commanding", "t1"), b"NO", qos=1)
+        await eecom.publish(topics.drill_calls("eecom", "t1"), MARK, qos=1)
+        got = await received_until_mark(instructor)
+    assert got == [(topics.drill_calls("eecom", "t1"), MARK)]

@@ -91,7 +91,7 @@ def test_the_ingest_refuses_to_start_without_its_database_and_says_what_to_run(
     assert "subscribed" not in done.stdout
     assert "no database 'nosuchdb'" in done.stderr
     assert 'CREATE DATABASE "nosuchdb"' in done.stderr
-    assert "--influx-create-database true" in done.stderr
+    assert "--influx-create-database" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -99,7 +99,7 @@ def test_the_ingest_creates_its_database_when_allowed(
         mosquitto: MosquittoServer, influxdb: InfluxDBServer, tmp_path: Path) -> None:
     influx = InfluxV1(influxdb.url, "created")
     proc = start_ingest_process(mosquitto, influxdb, defs_dir_with_mini(tmp_path), "created",
-                                "--influx-create-database", "true", "--influx-spool-dir",
+                                "--influx-create-database", "--influx-spool-dir",
                                 str(tmp_path / "spool"), "--ingest-archive-dir",
                                 str(tmp_path / "arch"))
     try:

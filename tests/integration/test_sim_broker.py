@@ -215,3 +215,36 @@ def _drain(listen: Listener) -> list[tuple[str, bytes]]:
 def _seqs(payload: bytes) -> range:
     env = decode_envelope(payload, vehicle=A, stream="hbr", frame_bytes=128)
     return range(env.seq, env.seq + env.frames.shape[0])
+
+
+async def test_the_instructor_switches_apollo_to_lbr_and_back(
+        mosquitto: MosquittoServer, defs: dict[str, VehicleDefinition]) -> None:
+    """pcm_mode through the broker: the reply names the stream, the frames move to it (40-byte
+    LBR frames, numbered on their own 0.2 s period), the state says so, and back."""
+    probe = Mission(tl.hms(30), seed=3, definitions=defs)
+    heard = probe.find_coverage(A, probe.t, 240)
+    m = Mission(heard, seed=3, definitions=defs)
+    runner = SimRunner(m, [defs[A]], RunnerOptions(host=mosquitto.host, port=mosquitto.port,
+                                                   state_interval_s=0.2, speed=5))
+    hbr, lbr = f"telemetry/live/{A}/hbr", f"telemetry/live/{A}/lbr"
+    async with Listener(mosquitto, [f"sim/reply/{A}", f"sim/state/{A}", hbr, lbr]) as listen, \
+            aiomqtt.Client(mosquitto.host, mosquitto.port) as client, flying(runner):
+        await listen.next(hbr)
+        reply = await _request(listen, client, {"cmd": "pcm_mode", "mode": "LBR", "id": 1})
+        assert (reply["ok"], reply["mode"], reply["stream"]) == (True, "LBR", "lbr"), reply
+        env = decode_envelope(await listen.next(lbr), vehicle=A, stream="lbr", frame_bytes=40)
+        assert env.seq == (env.t_ns - FRAME_EPOCH_NS) // 200_000_000
+        while True:
+            state = json.loads(await listen.next(f"sim/state/{A}"))
+            if state["pcm_mode"] == "LBR":
+                break
+        assert state["stream"] == "lbr"
+        reply = await _request(listen, client, {"cmd": "pcm_mode", "mode": "HBR"})
+        assert (reply["ok"], reply["stream"]) == (True, "hbr"), reply
+        # Drain the LBR frames made before the switch, then HBR again.
+        while True:
+            topic, payload = await asyncio.wait_for(listen.queue.get(), 10)
+            if topic == hbr:
+                env = decode_envelope(payload, vehicle=A, stream="hbr", frame_bytes=128)
+                break
+        assert env.seq == (env.t_ns - FRAME_EPOCH_NS) // 20_000_000

@@ -308,8 +308,9 @@ def test_the_operators_file(tmp_path: Any) -> None:
 
 async def test_a_restart_reads_the_history_back_and_fails_what_was_undecided(
         defs: dict[str, VehicleDefinition], tmp_path: Any) -> None:
-    from groundstation.commanding.service import CommandingService, NullSink
+    from groundstation.commanding.service import CommandingService
     from groundstation.config import Config, IngestConfig
+    from groundstation.ingest.wiring import NullSink
     from groundstation.storage.command_log import CommandLogWriter, log_path, read_events
 
     base = {"vehicle": APOLLO, "source": "live", "command": "crew_alert", "kind": "realtime",

@@ -215,3 +215,52 @@ def test_compression_of_writes_auto_is_off_for_this_machine_only() -> None:
     assert not compress("http://influxdb:8086", "off")
     with pytest.raises(ConfigError, match="GS_INFLUX_COMPRESS"):
         load(None, env={"GS_INFLUX_COMPRESS": "yes"})
+
+
+# --- several brokers (a cluster) ---------------------------------------------------------
+
+
+def test_hosts_from_file_environment_and_flags(tmp_path: Path) -> None:
+    f = tmp_path / "gs.toml"
+    f.write_text('[mqtt]\nhosts = ["n1:1883", "n2:1884"]\n')
+    assert load(f, env={}).mqtt.brokers == [("n1", 1883), ("n2", 1884)]
+    env = {"GS_MQTT_HOSTS": "n1:1883, n2 ,[::1]:1885"}
+    assert load(None, env=env).mqtt.brokers == [("n1", 1883), ("n2", 1883), ("::1", 1885)]
+    flags = _flags("--mqtt-hosts", "a:1,b:2", "--mqtt-port", "1999")
+    assert load(None, env={}, flags=flags).mqtt.brokers == [("a", 1), ("b", 2)]
+    # An entry without a port takes port (8883 with TLS).
+    tls = load(None, env={"GS_MQTT_HOSTS": "a,b:1", "GS_MQTT_TLS": "true"}).mqtt
+    assert tls.brokers == [("a", 8883), ("b", 1)]
+    # None given: host and port, as ever.
+    assert load(None, env={}).mqtt.brokers == [("127.0.0.1", 1883)]
+    assert MqttConfig(host="h", port=2).brokers == [("h", 2)]  # type: ignore[call-arg]
+    assert MqttConfig(host="h", port=2).where == "h:2"  # type: ignore[call-arg]
+    assert load(None, env=env).mqtt.where == "one of n1:1883, n2:1883, [::1]:1885"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("n1:0", "the port must be a number from 1 to 65535"),
+    ("n1:x", "the port must be a number"),
+    ("mqtt://n1:1883", "no scheme"),
+    ("::1:1883", "IPv6 address goes in brackets"),
+    (":1883", "no host"),
+    ("n1:1,n1:1", "listed twice"),
+])
+def test_bad_hosts_say_which_and_why(value: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match="environment GS_MQTT_HOSTS") as err:
+        load(None, env={"GS_MQTT_HOSTS": value})
+    assert expected in str(err.value)
+
+
+def test_host_and_hosts_are_not_both_given() -> None:
+    with pytest.raises(ConfigError, match=r"give host \(one broker\) or hosts \(several\), "
+                                          "not both"):
+        load(None, env={"GS_MQTT_HOSTS": "a:1,b:2", "GS_MQTT_HOST": "c"})
+
+
+def test_hosts_in_the_example_file(tmp_path: Path) -> None:
+    text = example_toml(Config(mqtt=MqttConfig(hosts=["a:1", "b:2"])))  # type: ignore[call-arg]
+    assert 'hosts = ["a:1", "b:2"]' in text
+    f = tmp_path / "example.toml"
+    f.write_text(text)
+    assert load(f, env={}).mqtt.brokers == [("a", 1), ("b", 2)]

@@ -157,6 +157,22 @@ def test_topics_and_model() -> None:
     assert v.aos(11.5) and not v.aos(11.0 + 3.5)  # LOS: no new frame for a few seconds
 
 
+def test_values_the_downlink_no_longer_carries_go_stale() -> None:
+    """Apollo in LBR: the parameters only HBR carries keep their last value, shown stale."""
+    m = ConsoleModel()
+    t = 10**18
+    m.on_message("params/live/apollo_csm", json.dumps(
+        {"vehicle": A, "source": "live", "time_ns": t, "values": {
+            "cabin_press": [t, 5.0, 0], "vhf_range": [t, 12.0, 0]}}).encode(), now=1.0)
+    lbr = t + 30 * 10**9  # 30 s later, from the LBR stream
+    m.on_message("params/live/apollo_csm", json.dumps(
+        {"vehicle": A, "source": "live", "time_ns": lbr, "values": {
+            "cabin_press": [lbr, 5.1, 0]}}).encode(), now=31.0)
+    v = m.source("live").vehicle(A)
+    assert v.values["vhf_range"][1] == 12.0 and v.values["cabin_press"][1] == 5.1
+    assert v.stale("vhf_range") and not v.stale("cabin_press")
+
+
 def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="groundstation")
     sub = parser.add_subparsers(dest="command")
@@ -176,3 +192,18 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     bad = parser.parse_args(["console", "houston", "--position", "RETRO"])
     assert console_cmd.run(bad) == 1
     assert "choose one of" in capsys.readouterr().err
+
+
+def test_the_header_names_apollos_format(defs: dict[str, VehicleDefinition]) -> None:
+    app = console.ConsoleApp(centre="houston", position="gnc",
+                             mqtt=MqttConfig(host="127.0.0.1", port=1), operator="flight",
+                             definitions=defs)
+    app.model.on_connected()
+    t = 174_845_349_000_000_000
+    for vid, stream in ((A, "lbr"), (S, "tm")):
+        app.model.on_message(f"params/live/{vid}", json.dumps(
+            {"vehicle": vid, "source": "live", "time_ns": t, "values": {}}).encode(), now=1.0)
+        app.model.on_message(f"ingest/link/live/{vid}", json.dumps(
+            {"frames_good": 100, "last_frame_ns": t, "stream": stream}).encode(), now=1.0)
+    text = app.header_text(app.model.source("live"), 1.5).plain
+    assert " LBR" in text and " TM" not in text  # Soyuz has one format: nothing to say

@@ -111,3 +111,35 @@ async def test_the_panel_and_the_keys(defs: dict[str, VehicleDefinition]) -> Non
         assert app.status_text.plain == ("✗ REFUSED crew_alert: crew_alert is sent from INCO, "
                                          "CAPCOM, FLIGHT; eecom holds EECOM")
         await pilot.press("ctrl+c")
+
+
+async def test_the_call_key_is_for_a_drill(defs: dict[str, VehicleDefinition]) -> None:
+    """k opens the call line only on a drill's source; without the broker the call is not
+    made and the status line says why; Esc closes the line."""
+    app = console.ConsoleApp(centre="houston", position="GNC",
+                             mqtt=MqttConfig(host="127.0.0.1", port=1),  # nobody listens
+                             operator="gnc", definitions=defs)
+    async with app.run_test(size=SIZE) as pilot:
+        # The broker's refusal first (it takes the status line when it comes), then the key.
+        for _ in range(200):
+            if "nothing is listening" in app.status_text.plain:
+                break
+            await pilot.pause(0.05)
+        assert "nothing is listening" in app.status_text.plain
+        await pilot.press("k")
+        assert "calls are for a drill" in app.status_text.plain
+        line = app.query_one("#callline", Input)
+        assert not line.has_class("open")
+        app.source = "training/d1"
+        await pilot.press("k")
+        assert line.has_class("open") and line.has_focus and "CALL (d1)" in line.placeholder
+        await pilot.press("escape")
+        assert not line.has_class("open") and line.value == ""
+        await pilot.press("k")
+        line.value = "RCS off now"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "✗ CALL: no broker connection" in app.status_text.plain
+        assert not line.has_class("open")
+        await pilot.press("k", "enter")  # an empty line makes no call
+        assert not line.has_class("open")

@@ -180,7 +180,7 @@ def test_thresholds_are_the_definitions_limits(boards: dict[str, dict[str, Any]]
             assert t.offset == pytest.approx(offset, abs=1e-9), (name, t.field)
             steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
             if discrete:
-                _check_states(panel, e, t.query)
+                _check_states(panel, e, t.query, LANG.get(name, "en"))
                 continue
             single = len(panel["targets"]) == 1
             lim = e.limits
@@ -207,8 +207,14 @@ def test_thresholds_are_the_definitions_limits(boards: dict[str, dict[str, Any]]
     assert checked > 150
 
 
-def _check_states(panel: dict[str, Any], e: Parameter, query: str) -> None:
-    """A discrete's value mappings name every state and colour the red and yellow ones."""
+# Each dashboard's language: the ЦУП's Russian, the joint view's both, Houston's English.
+LANG = {"tsup": "ru", "joint": "bi"}
+
+
+def _check_states(panel: dict[str, Any], e: Parameter, query: str, lang: str = "en"
+                  ) -> None:
+    """A discrete's value mappings name every state, in the dashboard's language (the
+    definitions' state_labels), and colour the red and yellow ones."""
     lim = e.limits
     red = set(lim.red_states or []) if lim else set()
     yellow = set(lim.yellow_states or []) if lim else set()
@@ -220,11 +226,13 @@ def _check_states(panel: dict[str, Any], e: Parameter, query: str) -> None:
                         for prop in o["properties"] if prop["id"] == "mappings")
     options = {k: v for m in mappings if m["type"] == "value" for k, v in m["options"].items()}
     states = e.calibration.states if e.calibration and e.calibration.states else {}
-    assert {int(k): v["text"] for k, v in options.items()} == states, e.id
-    for v in options.values():
-        if v["text"] in red:
+    said = {code: name if lang == "en" else e.state_label(name, "ru") if lang == "ru"
+            else f"{name} · {e.state_label(name, 'ru')}" for code, name in states.items()}
+    assert {int(k): v["text"] for k, v in options.items()} == said, e.id
+    for k, v in options.items():
+        if states[int(k)] in red:
             assert v["color"] == dashboards.RED, e.id
-        elif v["text"] in yellow:
+        elif states[int(k)] in yellow:
             assert v["color"] == dashboards.YELLOW, e.id
         else:
             assert v["color"] not in (dashboards.RED, dashboards.YELLOW), e.id
@@ -486,3 +494,40 @@ def test_cli_build_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     (out / "flight.json").write_text("{}\n", encoding="utf-8")
     assert main(["dashboards", "build", "--check", "--out", str(out)]) == 1
     assert "flight.json" in capsys.readouterr().err
+
+
+def test_the_compose_services_configuration_is_what_the_schema_reads(tmp_path: Path) -> None:
+    """Every GS_* variable compose gives a groundstation service is read by the one
+    configuration schema as given (a misspelt or retired variable would be ignored or
+    refused at start-up, in a container, where nobody sees it until the stack is down)."""
+    from groundstation.config import ConfigError, env_name, load, reveal
+
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n", encoding="utf-8")
+    checked = 0
+    for name, svc in compose_file()["services"].items():
+        env = {k: str(v) for k, v in (svc.get("environment") or {}).items()
+               if k.startswith("GS_")}
+        if not env:
+            continue
+        # ${VAR:-default} as compose fills it from an empty .env; secrets as mounted files.
+        env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
+        env = {k: str(secret) if k.endswith("_FILE") else v for k, v in env.items()}
+        try:
+            config = load(None, env=env)
+        except ConfigError as exc:
+            raise AssertionError(f"service {name}: {exc}") from None
+        for key, value in env.items():
+            if key == "GS_LOG_LEVEL" or key.endswith("_FILE"):
+                continue
+            section, _, field = key.removeprefix("GS_").lower().partition("_")
+            assert env_name(section, field) == key, f"service {name}: {key} is no setting"
+            got = getattr(getattr(config, section), field)
+            assert str(reveal(got)) in (value, str(Path(value))) or \
+                str(got).lower() == value.lower(), (name, key, got, value)
+        for key in (k for k in env if k.endswith("_FILE")):
+            section, _, field = key.removeprefix("GS_").removesuffix("_FILE").lower() \
+                .partition("_")
+            assert reveal(getattr(getattr(config, section), field)) == "s3cret", (name, key)
+        checked += 1
+    assert checked >= 3  # the ingest and both ships at least

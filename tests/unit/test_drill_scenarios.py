@@ -14,7 +14,6 @@ from groundstation.core import flightplan as tl
 from groundstation.core.definitions import VehicleDefinition, load_all
 from groundstation.core.mission_time import parse_get
 from groundstation.drills.debrief import (
-    NOT_SCORED_CALL,
     build_debrief,
     markdown,
     scenario_injections,
@@ -64,11 +63,13 @@ def test_scenario_raises_what_it_expects(path: Path, defs: dict[str, VehicleDefi
     for c in d["timed_calls"]:
         assert c["cues_in_time"], c
         assert 0 <= c["cues_together_after_s"] <= c["within_s"]
-        assert c["status"] == NOT_SCORED_CALL
+        # Nobody made it (the offline flight has no console): missing.
+        assert c["status"] == "missing" and c["credit"] == 0
     assert d["raised_without_fault"] == []
     # Nobody sent anything either: every expected action is missing.
     assert all(a["status"] == "missing" for a in d["actions"])
-    scored = sum(len(f["alarms"]) for f in d["faults"]) + len(d["actions"])
+    scored = sum(len(f["alarms"]) for f in d["faults"]) + len(d["actions"]) \
+        + len(d["timed_calls"])
     assert d["score"] == (0 if scored else None)
 
 
@@ -97,12 +98,26 @@ def test_entry_drill_is_the_real_one(defs: dict[str, VehicleDefinition]) -> None
     d = build_debrief(sc, "offline", scenario_injections(sc), result.events, speed=0.0,
                       started_get=sc.start_get, ended_get=sc.end_get + sc.grace,
                       cues=result.cues, calls_together=result.calls)
-    # The calls are not scored until the console has a call key; the procedures that act
-    # on them are (nobody sent them here: 0).
+    # The calls are scored (the console's call key), and so are the procedures that act on
+    # them: nobody made or sent any here.
     assert [a["status"] for a in d["actions"]] == ["missing", "missing"]
+    assert [c["status"] for c in d["timed_calls"]] == ["missing", "missing"]
     assert d["score"] == 0
     text = markdown(d, None)
-    assert text.count(f"**{NOT_SCORED_CALL}**") == 2  # each call, marked not scored
+    assert text.count("**missing (never called)**") == 2  # each call, marked missing
+    # The calls a trainee would make answer each its own timed call: the ELS, then the RCS.
+    inj = d["faults"][0]["get"]
+    made = [{"operator": "eecom", "text": "ELS AUTO now, the ELS is in MAN",
+             "position": "EECOM", "request_id": "1", "clock": els + 5,
+             "get_text": ""},
+            {"operator": "gnc", "text": "RCS off now, fumes", "position": "GNC",
+             "request_id": "2", "clock": inj + 400, "get_text": ""}]
+    d = build_debrief(sc, "offline", scenario_injections(sc), result.events, speed=0.0,
+                      started_get=sc.start_get, ended_get=sc.end_get + sc.grace,
+                      calls_made=made)
+    assert [(c["status"], c["by"]) for c in d["timed_calls"]] == [("in_time", "eecom/EECOM"),
+                                                                   ("late", "gnc/GNC")]
+    assert d["score"] == round(100 * (1 + 0.5) / 4)  # two actions missing, two calls
 
 
 def test_dm_drill_is_the_night_of_17_18_july(defs: dict[str, VehicleDefinition]) -> None:

@@ -96,3 +96,73 @@ async def test_expected_endings_are_not_errors(caplog: pytest.LogCaptureFixture)
             tasks.create_task(lost(), name="receive")
     assert "task feed/receive ended: broker gone" in caplog.text
     assert "died" not in caplog.text
+
+
+# --- several brokers -----------------------------------------------------------------------
+
+
+async def test_each_failure_moves_to_the_next_broker(caplog: pytest.LogCaptureFixture) -> None:
+    errors: list[BrokerError] = []
+    config = MqttConfig(hosts=["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])  # type: ignore[call-arg]
+    client = MqttClient(config, name="x", on_disconnect=errors.append,
+                        backoff=Backoff(first=0.01, maximum=0.02))
+    assert client.address == "mqtt://127.0.0.1:1"
+    stop = asyncio.Event()
+    with caplog.at_level(logging.INFO, logger="groundstation.mqtt"):
+        task = asyncio.create_task(client.run(stop=stop))
+        while len(errors) < 7:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    ports = [str(e).split(":")[2].split(" ")[0] for e in errors[:7]]
+    assert ports == ["1", "2", "3", "1", "2", "3", "1"]
+    assert "trying mqtt://127.0.0.1:2 in" in caplog.text
+    assert "trying mqtt://127.0.0.1:1 in" in caplog.text  # round and round
+
+
+async def test_connect_first_gives_up_only_when_no_broker_answers() -> None:
+    errors: list[BrokerError] = []
+    config = MqttConfig(hosts=["127.0.0.1:1", "127.0.0.1:2"])  # type: ignore[call-arg]
+    client = MqttClient(config, name="x", on_disconnect=errors.append, connect_first=True,
+                        backoff=Backoff(first=0.01, maximum=0.02))
+    with pytest.raises(BrokerError, match=r"127\.0\.0\.1:2: nothing is listening"):
+        await client.run()
+    assert len(errors) == 2
+
+
+async def test_one_connection_tries_each_broker_once(caplog: pytest.LogCaptureFixture) -> None:
+    config = MqttConfig(hosts=["127.0.0.1:1", "127.0.0.1:2"])  # type: ignore[call-arg]
+    client = MqttClient(config, name="replay")
+    with caplog.at_level(logging.WARNING, logger="groundstation.mqtt"), \
+            pytest.raises(BrokerError, match=r"127\.0\.0\.1:2: nothing is listening"):
+        async with client.connect():
+            pass
+    assert "127.0.0.1:1: nothing is listening there (connection refused); trying " \
+           "mqtt://127.0.0.1:2" in caplog.text
+
+
+def test_the_wait_between_brokers_is_short_and_leaves_the_backoff_alone() -> None:
+    b = Backoff(first=0.2, maximum=10, rand=lambda: 1.0)
+    assert b.short() == pytest.approx(0.3)
+    assert b.next() == pytest.approx(0.3)
+    assert b.short() == pytest.approx(0.3)
+    assert b.next() == pytest.approx(0.6)
+
+
+def test_an_ipv6_broker_is_shown_in_brackets() -> None:
+    client = MqttClient(MqttConfig(hosts=["[::1]:1884"]), name="x")  # type: ignore[call-arg]
+    assert client.address == "mqtt://[::1]:1884"
+    assert client.destination == "mqtt://[::1]:1884"
+    two = MqttClient(MqttConfig(hosts=["a:1", "b:2"]), name="x")  # type: ignore[call-arg]
+    assert two.destination == "the first that answers of mqtt://a:1, mqtt://b:2"
+
+
+def test_a_clean_client_takes_a_new_id_per_attempt_only_with_several_brokers() -> None:
+    several = MqttConfig(hosts=["a:1", "b:2"])  # type: ignore[call-arg]
+    client = MqttClient(several, name="x", client_id="console-flight")
+    client._attempts = 3
+    assert client.identifier() == "console-flight-3"
+    kept = MqttClient(several, name="x", client_id="ingest", clean_session=False)
+    assert kept.identifier() == "ingest"
+    one = MqttClient(MqttConfig(host="a"), name="x", client_id="console-flight")  # type: ignore[call-arg]
+    assert one.identifier() == "console-flight"

@@ -417,7 +417,7 @@ def ensure_target(backend: InfluxV1 | InfluxV2, create: bool) -> bool:
         raise DatabaseMissingError(
             f"InfluxDB at {backend.url} has no {backend.target_name}: create it "
             f"({backend.create_hint()}), or let the ingest create it with "
-            "--influx-create-database true (GS_INFLUX_CREATE_DATABASE, [influx] "
+            "--influx-create-database (GS_INFLUX_CREATE_DATABASE, [influx] "
             "create_database)")
     backend.create_target()
     return True

@@ -4,10 +4,26 @@ counters for self-telemetry. The sink itself: ``groundstation.storage.influx.sin
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-__all__ = ["SinkConfig", "SinkStats"]
+if TYPE_CHECKING:
+    from groundstation.storage.influx.lineprotocol import EncodedLines
+
+__all__ = ["LineSink", "SinkConfig", "SinkStats"]
+
+
+class LineSink(Protocol):
+    """Where line protocol goes: the InfluxDB sink, or a stand-in without a database.
+    submit() may wait (backpressure) and returns an awaitable that completes once the
+    lines are durable (in the database, or spooled to disk)."""
+
+    async def start(self) -> Any: ...
+
+    async def submit(self, lines: Sequence[str | EncodedLines]) -> Awaitable[Any]: ...
+
+    async def close(self, timeout: float = 30.0) -> None: ...
 
 
 @dataclass
