@@ -12,8 +12,8 @@ between them, and measures:
    publish until the last frame is queryable, with a count of the stored points (zero
    loss). In the same run, InfluxDB's own write ceiling for the same points: the line
    protocol the ingest produces for those frames (`groundstation.lineprotocol.batch_lines`),
-   pre-compressed in 5,000-line gzip bodies and written by several concurrent /write
-   requests, before and after the ingest run. Then the ratio.
+   in 5,000-line bodies prepared in advance, gzip'd and plain, written by several
+   concurrent /write requests, before and after the ingest run. Then the ratio to the best.
 2. Latency at live rate: both vehicles at their real frame rates, one frame a message. A
    bus voltage is driven below its red limit and back, over and over; frame published ->
    alarm event received on MQTT, and frame published -> value queryable in InfluxDB.
@@ -518,21 +518,22 @@ def line_pool(defn: VehicleDefinition, pool: NDArray[np.uint8], t0: int
     return split, values
 
 
-def ceiling_bodies(split: list[tuple[str, int]], reps: range, shift_ns: int) -> list[bytes]:
-    """Gzip'd 5,000-line bodies of the pool's lines for repetitions `reps` (rep r is frame
-    seq r*P .. (r+1)*P-1: the same points the ingest writes for those frames)."""
+def ceiling_bodies(split: list[tuple[str, int]], reps: range, shift_ns: int,
+                   compressed: bool = True) -> list[bytes]:
+    """5,000-line bodies (gzip'd, or plain) of the pool's lines for repetitions `reps` (rep
+    r is frame seq r*P .. (r+1)*P-1: the same points the ingest writes for those frames)."""
     bodies = []
     for r in reps:
         off = r * shift_ns
         lines = [f"{head}{t + off}" for head, t in split]
         for i in range(0, len(lines), LINES_PER_BODY):
-            bodies.append(gzip.compress(("\n".join(lines[i:i + LINES_PER_BODY]) + "\n")
-                                        .encode(), 1))
+            body = ("\n".join(lines[i:i + LINES_PER_BODY]) + "\n").encode()
+            bodies.append(gzip.compress(body, 1) if compressed else body)
     return bodies
 
 
-def write_ceiling(server: InfluxDBServer, db: str, bodies: list[bytes], concurrency: int
-                  ) -> float:
+def write_ceiling(server: InfluxDBServer, db: str, bodies: list[bytes], concurrency: int,
+                  compressed: bool = True) -> float:
     """Write every body with `concurrency` requests in flight; seconds taken."""
     server.create_database(db)
     nxt = iter(range(len(bodies)))
@@ -547,8 +548,10 @@ def write_ceiling(server: InfluxDBServer, db: str, bodies: list[bytes], concurre
                 i = next(nxt, None)
             if i is None:
                 break
-            conn.request("POST", path, bodies[i], {"Content-Encoding": "gzip",
-                                                   "Content-Type": "text/plain"})
+            headers = {"Content-Type": "text/plain"}
+            if compressed:
+                headers["Content-Encoding"] = "gzip"
+            conn.request("POST", path, bodies[i], headers)
             resp = conn.getresponse()
             body = resp.read()
             if resp.status != 204:
@@ -573,7 +576,7 @@ class Ingest:
     """`python -m groundstation ingest`, configured by flags, in a process of its own."""
 
     def __init__(self, name: str, workdir: Path, broker: MosquittoServer,
-                 influx: InfluxDBServer, **knobs: int) -> None:
+                 influx: InfluxDBServer, **knobs: Any) -> None:
         self.name = name
         self.dir = workdir / f"ingest-{name}"
         self.dir.mkdir(parents=True)
@@ -586,6 +589,8 @@ class Ingest:
                "--ingest-archive-dir", str(self.dir / "archive"),
                "--ingest-batch-max-delay-ms", str(self.knobs["batch_max_delay_ms"]),
                "--influx-flush-interval-ms", str(self.knobs["flush_interval_ms"])]
+        if "compress" in self.knobs:
+            cmd += ["--influx-compress", self.knobs["compress"]]
         env = {k: v for k, v in os.environ.items() if not k.startswith("GS_")}
         self.log_path = self.dir / "ingest.log"
         self._log = self.log_path.open("wb")
@@ -603,9 +608,11 @@ class Ingest:
         return self.proc.pid
 
     def describe(self) -> str:
+        compress = (f"compress={self.knobs['compress']}, " if "compress" in self.knobs
+                    else "")
         return (f"batch_max_delay_ms={self.knobs['batch_max_delay_ms']}, "
-                f"flush_interval_ms={self.knobs['flush_interval_ms']}, other options at "
-                "their defaults")
+                f"flush_interval_ms={self.knobs['flush_interval_ms']}, {compress}other "
+                "options at their defaults")
 
     def spool_bytes(self) -> int:
         total = 0
@@ -826,7 +833,11 @@ class Bench:
                     break
             time.sleep(poll_s)
         n, last_growth, prev = 0, time.monotonic(), -1
-        while time.monotonic() < deadline:
+        # At least one count, even when the last frame was not seen in time (so that a
+        # missing last frame does not read as nothing stored).
+        with contextlib.suppress(OSError):
+            n = self.count(influx, vehicle, t_first, t_last)
+        while time.monotonic() < deadline and n < expect:
             with contextlib.suppress(OSError):
                 n = self.count(influx, vehicle, t_first, t_last)
             if n >= expect:
@@ -855,33 +866,41 @@ class Bench:
         values_per_frame = values_pool / POOL_FRAMES
         lines_per_frame = len(split) / POOL_FRAMES
         t0 = time.perf_counter()
-        bodies = ceiling_bodies(split, reps, POOL_FRAMES * self.period[APOLLO])
-        log(f"   ceiling bodies: {len(bodies)} x {LINES_PER_BODY} lines, "
-            f"{mib(sum(map(len, bodies)))} gzip'd, prepared in {time.perf_counter() - t0:.1f} s "
-            f"(not timed); {lines_per_frame:.2f} lines and {values_per_frame:.2f} field "
-            "values a frame")
+        encodings = a.ceiling_bodies.split(",")
+        bodies = {enc: ceiling_bodies(split, reps, POOL_FRAMES * self.period[APOLLO],
+                                      compressed=enc == "gzip") for enc in encodings}
+        log(f"   ceiling bodies: {len(bodies[encodings[0]])} x {LINES_PER_BODY} lines, "
+            + ", ".join(f"{mib(sum(map(len, b)))} {enc}" for enc, b in bodies.items())
+            + f", prepared in {time.perf_counter() - t0:.1f} s (not timed); "
+            f"{lines_per_frame:.2f} lines and {values_per_frame:.2f} field values a frame")
 
-        # (before/after, requests in flight, frames/s, influxd CPU us a frame)
+        # (before/after and body encoding, requests in flight, frames/s, influxd CPU us
+        # a frame)
         ceilings: list[tuple[str, int, float, float]] = []
 
-        def ceiling(tag: str) -> None:
-            for c in concurrencies:
-                meter = CpuMeter({"influxd": self.influx.pid})
-                meter.start()
-                secs = write_ceiling(self.influx, f"ceiling_{tag}_{c}", bodies, c)
-                meter.stop()
-                rate = n_frames / secs
-                db_us = 1e6 * meter.used["influxd"] / n_frames
-                ceilings.append((tag, c, rate, db_us))
-                log(f"   ceiling ({tag}, {c} in flight): {fmt_n(rate)} frames/s, "
-                    f"{fmt_n(rate * values_per_frame)} values/s in {secs:.1f} s; influxd "
-                    f"{db_us:.1f} us CPU a frame; CPU: {meter.describe()}")
+        def ceiling(when: str) -> None:
+            for enc in encodings:
+                tag = f"{when}, {enc}"
+                for c in concurrencies:
+                    meter = CpuMeter({"influxd": self.influx.pid})
+                    meter.start()
+                    secs = write_ceiling(self.influx, f"ceiling_{when}_{enc}_{c}", bodies[enc],
+                                         c, compressed=enc == "gzip")
+                    meter.stop()
+                    rate = n_frames / secs
+                    db_us = 1e6 * meter.used["influxd"] / n_frames
+                    ceilings.append((tag, c, rate, db_us))
+                    log(f"   ceiling ({tag}, {c} in flight): {fmt_n(rate)} frames/s, "
+                        f"{fmt_n(rate * values_per_frame)} values/s in {secs:.1f} s; influxd "
+                        f"{db_us:.1f} us CPU a frame; CPU: {meter.describe()}")
 
         ceiling("before")
 
-        knobs = {}
+        knobs: dict[str, Any] = {}
         if a.throughput_delay_ms is not None:
             knobs["batch_max_delay_ms"] = a.throughput_delay_ms
+        if a.compress is not None:
+            knobs["compress"] = a.compress
         ingest = Ingest("throughput", self.workdir, self.broker, self.influx, **knobs)
         self.sampler.ingest = ingest
         log(f"   ingest (pid {ingest.pid}): {ingest.describe()}")
@@ -1280,6 +1299,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="frames batched into one MQTT message in the throughput run")
     ap.add_argument("--ceiling-concurrency", default="2,4",
                     help="write requests in flight for InfluxDB's ceiling, comma-separated")
+    ap.add_argument("--ceiling-bodies", default="gzip,plain",
+                    help="how InfluxDB's ceiling requests are sent: gzip, plain or both")
+    ap.add_argument("--compress", choices=("auto", "on", "off"), default=None,
+                    help="the throughput run's ingest --influx-compress (default: as "
+                         "shipped, auto: off on this loopback)")
     ap.add_argument("--latency-seconds", type=float, default=0.0,
                     help="measurement window per live configuration (default 20; quick 6)")
     ap.add_argument("--outage-seconds", type=float, default=0.0,

@@ -177,7 +177,9 @@ class DecodedBatch:
         """Each parameter's last sample in this batch: {id: (time_ns, value, limit state)}.
 
         Only the last major frame's rows are looked at: every parameter that the batch
-        carries at all is sampled there at least once."""
+        carries at all is sampled there at least once. All parameters at once: a
+        (parameters, rows) matrix of their columns in those rows, and the last row that
+        has one."""
         out: dict[str, tuple[int, float, int]] = {}
         if self.rows.size == 0:
             return out
@@ -185,16 +187,18 @@ class DecodedBatch:
         tail = slice(max(0, self.rows.size - mf), None)
         minor = self.minor[tail]
         t, eng, lim = self.times_ns[tail], self.eng[tail], self.limit[tail]
-        last = len(minor) - 1
-        for pid, (column, by_minor) in self._columns.items():
-            if by_minor is None:
-                out[pid] = (int(t[last]), float(eng[last, column]), int(lim[last, column]))
-                continue
-            cols = by_minor[minor]
-            hits = np.flatnonzero(cols >= 0)
-            if hits.size:
-                r = int(hits[-1])
-                out[pid] = (int(t[r]), float(eng[r, cols[r]]), int(lim[r, cols[r]]))
+        ids, by_minor = _latest_plan(self._columns, mf)
+        if ids:
+            cols = by_minor[:, minor]  # (parameters, rows)
+            sampled = cols >= 0
+            row = len(minor) - 1 - np.argmax(sampled[:, ::-1], axis=1)  # the last one
+            col = cols[np.arange(len(ids)), row]
+            carried: list[bool] = np.logical_or.reduce(sampled, axis=1).tolist()
+            for pid, ok, ti, vi, li in zip(ids, carried,
+                                           t[row].tolist(), eng[row, col].tolist(),
+                                           lim[row, col].tolist(), strict=True):
+                if ok:
+                    out[pid] = (ti, vi, li)
         for pid, (times, values, limits) in self.derived.items():
             if values.size:
                 out[pid] = (int(times[-1]), float(values[-1]), int(limits[-1]))
@@ -204,6 +208,26 @@ class DecodedBatch:
         self.definition.parameter(pid)
         r, c = self._cells(pid)
         return self.raw[r, c]
+
+
+_PLANS: dict[int, tuple[dict[str, Any], list[str], NDArray[np.int64]]] = {}
+
+
+def _latest_plan(columns: dict[str, tuple[int, NDArray[np.int64] | None]], minor_frames: int
+                 ) -> tuple[list[str], NDArray[np.int64]]:
+    """DecodedBatch.latest's plan for a decommutator's columns (one dict, shared by its
+    batches): the parameter ids, and each one's column in each minor frame (-1: none)."""
+    hit = _PLANS.get(id(columns))
+    if hit is not None and hit[0] is columns:
+        return hit[1], hit[2]
+    ids = list(columns)
+    by_minor = np.full((len(ids), minor_frames), -1, dtype=np.int64)
+    for i, (column, cols) in enumerate(columns.values()):
+        by_minor[i] = column if cols is None else cols
+    if len(_PLANS) >= 64:  # decommutators come and go with replay sessions
+        _PLANS.clear()
+    _PLANS[id(columns)] = (columns, ids, by_minor)
+    return ids, by_minor
 
 
 class Decommutator:

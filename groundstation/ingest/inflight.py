@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from groundstation.ingest.stream import Received, Sink
 from groundstation.mqtt import Connection
+from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 
 log = logging.getLogger("groundstation.ingest")
 
 # Whether the messages of a submission were acknowledged (the alarm state's checkpoint).
 Checkpoint = Callable[[bool], None] | None
-Submission = tuple[list[str], list[Received], Checkpoint]
+Submission = tuple[Sequence[str | EncodedLines], list[Received], Checkpoint]
 
 
 class InFlight:
@@ -78,8 +79,8 @@ class InFlight:
             if r.generation == self.generation:
                 self.count -= 1
 
-    def submit(self, lines: list[str], received: list[Received], checkpoint: Checkpoint
-               ) -> None:
+    def submit(self, lines: Sequence[str | EncodedLines], received: list[Received],
+               checkpoint: Checkpoint) -> None:
         """Queue lines for storage; `received`: the messages they acknowledge once durable."""
         self._submissions.put_nowait((lines, received, checkpoint))
 
@@ -94,13 +95,13 @@ class InFlight:
         if self._durable:
             await asyncio.wait(list(self._durable))
 
-    async def _submit(self, lines: list[str], received: list[Received],
+    async def _submit(self, lines: Sequence[str | EncodedLines], received: list[Received],
                       checkpoint: Checkpoint) -> None:
         try:
             done = await self.sink.submit(lines)
         except Exception:
             log.exception("storage refused %d lines; %d messages stay unacknowledged",
-                          len(lines), len(received))
+                          line_count(lines), len(received))
             if checkpoint is not None:
                 checkpoint(False)
             return

@@ -4,7 +4,7 @@ one, and the interfaces of the sink and the archive the service is wired to."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,13 +15,16 @@ from groundstation.core.alarms import AlarmEngine
 from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.envelope import Envelope
+from groundstation.storage.influx.lineprotocol import EncodedLines
 
 
 class Sink(Protocol):
-    """Where line protocol goes. submit() may wait (backpressure) and returns an awaitable
-    that completes once the lines are durable (in the database, or spooled to disk)."""
+    """Where line protocol goes: lines, or many already joined and encoded
+    (`EncodedLines`, a batch of frames). submit() may wait (backpressure) and returns an
+    awaitable that completes once the lines are durable (in the database, or spooled to
+    disk)."""
 
-    async def submit(self, lines: list[str]) -> Awaitable[Any]: ...
+    async def submit(self, lines: Sequence[str | EncodedLines]) -> Awaitable[Any]: ...
 
 
 class ArchiveLike(Protocol):

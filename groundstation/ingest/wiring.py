@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from groundstation.config import Config, ConfigError
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.ingest.service import IngestService
 from groundstation.ingest.stream import ArchiveFactory, ArchiveLike, Quarantined
+from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 from groundstation.storage.influx.sink_config import LineSink, SinkConfig
 
 log = logging.getLogger("groundstation.ingest")
@@ -60,6 +62,7 @@ def sink_config(config: Config) -> SinkConfig:
     c = config.influx
     return SinkConfig(batch_max_lines=c.batch_lines, flush_interval_s=c.flush_interval_ms / 1000,
                       concurrency=c.write_concurrency, create_missing=c.create_database,
+                      compress=c.compress_writes(),
                       batch_max_bytes=int(c.batch_max_mb * (1 << 20)),
                       max_queue_bytes=int(c.queue_max_mb * (1 << 20)),
                       spool_max_bytes=int(c.spool_max_mb * (1 << 20)))
@@ -74,8 +77,8 @@ class NullSink:
     async def start(self) -> NullSink:
         return self
 
-    async def submit(self, lines: list[str]) -> asyncio.Future[None]:
-        self.lines += len(lines)
+    async def submit(self, lines: Sequence[str | EncodedLines]) -> asyncio.Future[None]:
+        self.lines += line_count(lines)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

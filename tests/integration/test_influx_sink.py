@@ -352,3 +352,27 @@ async def test_close_flushes_memory_to_influxdb_or_to_the_spool(
     assert fut.done() and fut.exception() is None
     stats = sink.stats()
     assert stats.lines_spooled == 10 and stats.lines_failed == 0
+
+
+async def test_uncompressed_writes_reach_real_influxdb_exactly(
+        influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    influx = v1_database(influxdb)
+    lines = [apollo_line(i) for i in range(2000)]
+    cfg = SinkConfig(batch_max_lines=700, compress=False, **FAST)
+    async with InfluxSink(influx, tmp_path / "spool", cfg) as sink:
+        await sink.write(lines)
+        stats = sink.stats()
+    assert count(influx, "apollo_csm") == 2000
+    assert stats.lines_written == 2000 and stats.batches_written >= 3
+    assert stats.bytes_sent == sum(map(len, lines)) + len(lines)  # sent as it is
+    assert stats.lines_spooled == 0 and stats.failures == {}
+    # Every field of a point reads back as written.
+    t = T0 + 1234 * APOLLO_PERIOD_NS
+    [line] = [ln for ln in lines if ln.endswith(f" {t}")]
+    written = dict(kv.split("=") for kv in line.split(" ")[1].split(","))
+    res = influx.query(f"SELECT * FROM tm WHERE vehicle='apollo_csm' AND time = {t}")
+    series = res["results"][0]["series"][0]
+    got = dict(zip(series["columns"], series["values"][0], strict=True))
+    for key, text in written.items():
+        value = int(text[:-1]) if text.endswith("i") else float(text)
+        assert got[key] == value, key

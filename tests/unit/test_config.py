@@ -199,6 +199,24 @@ def test_sections_limits_what_is_read() -> None:
         load(None, env=env)
 
 
+def test_compression_of_writes_auto_is_off_for_this_machine_only() -> None:
+    def compress(url: str, setting: str = "auto") -> bool:
+        env = {"GS_INFLUX_URL": url, "GS_INFLUX_COMPRESS": setting}
+        return load(None, env=env).influx.compress_writes()
+
+    assert load(None, env={}).influx.compress == "auto"
+    for here in ("http://127.0.0.1:8086", "http://localhost:8086", "https://[::1]:8086",
+                 "http://127.0.1.1", "http://LOCALHOST.:8086/influx", "http://db.localhost"):
+        assert not compress(here), here
+    for away in ("http://influxdb:8086", "https://db.example.org", "http://10.0.0.7:8086",
+                 "http://[2001:db8::1]:8086", "http://localhost.example:8086"):
+        assert compress(away), away
+    assert compress("http://127.0.0.1:8086", "on")
+    assert not compress("http://influxdb:8086", "off")
+    with pytest.raises(ConfigError, match="GS_INFLUX_COMPRESS"):
+        load(None, env={"GS_INFLUX_COMPRESS": "yes"})
+
+
 # --- several brokers (a cluster) ---------------------------------------------------------
 
 

@@ -184,6 +184,41 @@ def test_latest_gives_each_parameters_last_sample(mini: VehicleDefinition) -> No
     assert set(latest) == {*(p.id for p in mini.parameters), "cm_dm_dp"}
 
 
+@pytest.mark.parametrize("path", [*sorted(defs_dir().glob("*.yaml")), MINI],
+                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("n", [1, 7, 130])
+def test_latest_is_each_parameters_last_sample_one_by_one(path: Any, n: int) -> None:
+    defn = load_definition(path)
+    rng = np.random.default_rng(n)
+    values = {p.id: rng.uniform(*p.eng_range(), n) for p in defn.parameters
+              if p.type == "analog"}
+    frames = FrameEncoder(defn).encode(values, n, start_counter=defn.frame.counter.first)
+    if n > 3:
+        frames = np.delete(frames, [1], axis=0)  # a gap
+        frames[-2, 0] ^= 0xFF  # a bad frame
+    batch = Decommutator(defn).decode(frames, np.arange(frames.shape[0]) * 10**7 + 5)
+    # What latest() says, parameter by parameter (the loop it replaced).
+    expected: dict[str, tuple[int, float, int]] = {}
+    mf = defn.frame.minor_frames
+    tail = slice(max(0, batch.rows.size - mf), None)
+    minor = batch.minor[tail]
+    t, eng, lim = batch.times_ns[tail], batch.eng[tail], batch.limit[tail]
+    for pid, (column, by_minor) in batch._columns.items():
+        cols = np.full(len(minor), column) if by_minor is None else by_minor[minor]
+        hits = np.flatnonzero(cols >= 0)
+        if hits.size:
+            r = int(hits[-1])
+            expected[pid] = (int(t[r]), float(eng[r, cols[r]]), int(lim[r, cols[r]]))
+    for pid, (times, vals, limits) in batch.derived.items():
+        if vals.size:
+            expected[pid] = (int(times[-1]), float(vals[-1]), int(limits[-1]))
+    got = batch.latest()
+    assert list(got) == list(expected)
+    assert got == expected
+    assert all(type(x) is type(y) for a, b in zip(got.values(), expected.values(), strict=True)
+               for x, y in zip(a, b, strict=True))
+
+
 # --- duplicates, overlaps and late frames (by the envelope's sequence number) -----------
 
 

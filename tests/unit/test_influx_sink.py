@@ -21,11 +21,14 @@ import pytest
 from groundstation.deploy.servers import free_port
 from groundstation.storage.influx.backends import InfluxV1, InfluxV2
 from groundstation.storage.influx.sink import (
+    EncodedLines,
     InfluxSink,
     SinkClosedError,
     SinkConfig,
     Spool,
     SpoolRecord,
+    _split_encoded,
+    iter_segment,
 )
 from tests.harness import wait_for
 from tests.influx_helpers import (
@@ -76,6 +79,74 @@ async def test_v2_request_url_org_bucket_precision_token_gzip_body(
     assert req.headers["content-type"].startswith("text/plain")
     # Compressed once, by us: influxdb-client must not gzip the gzip.
     assert gzip.decompress(req.body) == ("\n".join(lines) + "\n").encode()
+
+
+async def test_uncompressed_writes_send_plain_line_protocol_both_apis(
+        fake: FakeInflux, tmp_path: Path) -> None:
+    lines = [apollo_line(i) for i in range(10)]
+    cfg = SinkConfig(**FAST, compress=False)
+    async with InfluxSink(InfluxV1(fake.url, "gs"), tmp_path / "s1", cfg) as sink:
+        await sink.write(lines)
+        assert sink.stats().bytes_sent == len(("\n".join(lines) + "\n").encode())
+    async with InfluxSink(v2(fake), tmp_path / "s2", cfg) as sink:
+        await sink.write(lines)
+    v1_req, v2_req = fake.requests
+    assert v1_req.path == "/write" and v2_req.path == "/api/v2/write"
+    for req in (v1_req, v2_req):
+        assert req.headers.get("content-encoding") in (None, "identity")
+        assert req.headers["content-type"].startswith("text/plain")
+        assert req.body == ("\n".join(lines) + "\n").encode()
+
+
+async def test_uncompressed_writes_still_spool_gzip_and_drain_it(tmp_path: Path) -> None:
+    down = [True]
+    fake = FakeInflux(lambda seen: (503, {}, b"down") if down[0] else (204, {}, b""))
+    lines = [soyuz_line(i) for i in range(20)]
+    try:
+        cfg = SinkConfig(**FAST, compress=False)
+        async with InfluxSink(v2(fake), tmp_path / "spool", cfg) as sink:
+            await sink.write(lines)  # durable: in the spool
+            assert sink.stats().lines_spooled == 20
+            [segment] = (tmp_path / "spool").glob("seg-*.spool")
+            [record] = iter_segment(segment)
+            # The spool's format is unchanged: gzip bodies.
+            assert isinstance(record, SpoolRecord) and record.payload[:2] == b"\x1f\x8b"
+            down[0] = False
+            await wait_for(lambda: sink.stats().lines_drained == 20, 10)
+    finally:
+        fake.close()
+    drained = fake.requests[-1]
+    assert drained.status == 204 and drained.headers["content-encoding"] == "gzip"
+    assert drained.lines == lines
+
+
+def test_encoded_lines_are_cut_at_newlines_within_the_bounds() -> None:
+    lines = [f"m,t=a f={'x' * (i % 7)}i {i}" for i in range(200)] + ["m,t=a f=" + "9" * 900]
+    data = "".join(f"{ln}\n" for ln in lines).encode()
+    for max_bytes, max_lines in ((1 << 20, 10_000), (1024, 10_000), (1 << 20, 7), (300, 5),
+                                 (1024, 1)):
+        pieces = list(_split_encoded(data, len(lines), max_bytes, max_lines))
+        assert b"".join(p for p, _ in pieces) == data
+        assert sum(n for _, n in pieces) == len(lines)
+        for piece, n in pieces:
+            assert piece.endswith(b"\n") and piece.count(b"\n") == n <= max_lines
+            assert len(piece) <= max_bytes or n == 1  # only a line longer than the bound
+    assert list(_split_encoded(b"", 0, 1024, 10)) == []
+
+
+async def test_encoded_lines_and_lines_in_one_submission(fake: FakeInflux,
+                                                         tmp_path: Path) -> None:
+    block = [apollo_line(i) for i in range(30)]
+    loose = [soyuz_line(i) for i in range(3)]
+    encoded = EncodedLines("".join(f"{ln}\n" for ln in block).encode(), len(block))
+    cfg = SinkConfig(**{**FAST, "batch_max_lines": 8, "flush_interval_s": 0.01})
+    async with InfluxSink(InfluxV1(fake.url, "gs"), tmp_path / "spool", cfg) as sink:
+        await sink.write([encoded, *loose])
+        stats = sink.stats()
+    assert stats.lines_submitted == stats.lines_written == 33
+    got = [ln for req in fake.requests for ln in req.lines]
+    assert got == block + loose  # all of them, in order
+    assert all(len(req.lines) <= 8 for req in fake.requests)
 
 
 # -- retries, backoff, Retry-After, and what is not retried ----------------------------

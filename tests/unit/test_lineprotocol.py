@@ -11,7 +11,13 @@ from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.paths import defs_dir
-from groundstation.storage.influx.lineprotocol import _plain_lines, batch_lines
+from groundstation.storage.influx.lineprotocol import (
+    _float_reprs,
+    _plain_lines,
+    batch_lines,
+    encoded_lines,
+    line_count,
+)
 from tests.paths import MINI
 
 FILES = [*sorted(defs_dir().glob("*.yaml")), MINI]
@@ -43,3 +49,40 @@ def test_fast_lines_equal_plain_lines(path: Path) -> None:
                               f"{defn.vehicle} ")
     for d in defn.derived:  # derived values ride on their frame's line
         assert any(f" {d.id}=" in line or f",{d.id}=" in line for line in fast)
+    # What the ingest submits: the same lines, joined and encoded in one go.
+    block = encoded_lines(batch, "replay/abc", stream.decom)
+    assert block.data == ("\n".join(plain) + "\n").encode()
+    assert block.count == len(plain) == line_count([block])
+    assert line_count([block, "alarms,a=b c=1 2"]) == len(plain) + 1
+
+
+def test_fast_lines_leave_out_frames_without_values_and_keep_derived_on_their_frame() -> None:
+    defn = load_definition(MINI)
+    enc, stream = FrameEncoder(defn), StreamDecoder(defn)
+    values = {p.id: np.full(40, float(np.mean(p.eng_range()))) for p in defn.parameters
+              if p.type == "analog"}
+    frames = enc.encode(values, 40, start_counter=defn.frame.counter.first)
+    batch = stream.decode(frames, 10**18 + np.arange(40, dtype=np.int64) * 10**8)
+    # A batch where some lines have no table value: only derived ones, or none at all.
+    batch.lut_index = batch.lut_index.copy()
+    pad = np.flatnonzero(stream.decom.table_layout()[0] == -1)[0]
+    batch.lut_index[::3] = pad
+    batch.param_index = batch.param_index.copy()
+    batch.param_index[::3] = -1
+    if defn.derived:
+        times, vals, lim = next(iter(batch.derived.values()))
+        pid = next(iter(batch.derived))
+        batch.derived = {pid: (times[::2], vals[::2], lim[::2])}
+    fast = batch_lines(batch, "live", stream.decom)
+    assert fast == _plain_lines(batch, "live")
+    assert encoded_lines(batch, "live", stream.decom).data == \
+        "".join(f"{ln}\n" for ln in fast).encode()
+
+
+def test_float_reprs_are_repr_of_each_value() -> None:
+    rng = np.random.default_rng(3)
+    for values in (np.array([0.0, -0.0, np.nan, np.inf, -np.inf, 1e-300, 5e-324] * 5),
+                   np.round(rng.normal(28, 0.5, 1000), 1),  # few distinct values
+                   rng.normal(0, 1, 1000),  # all distinct
+                   np.array([1.5]), np.array([])):
+        assert list(_float_reprs(values)) == [repr(v) for v in values.tolist()]

@@ -6,8 +6,9 @@
 - `InfluxV2`: the v2 write API (`/api/v2/write`; token, org, bucket) through
   `influxdb-client`'s low-level `WriteService` (see the class for why not its `WriteApi`).
 
-Both expose `post_gzip(body) -> WriteResult`: one request with an already gzip-compressed
-line-protocol body, whose outcome is reported, never raised, so that the caller
+Both expose `post(body, compressed=...) -> WriteResult`: one request with a line-protocol
+body, already gzip-compressed or plain (`post_gzip(body)` is `post(body, compressed=True)`),
+whose outcome is reported, never raised, so that the caller
 (`groundstation.storage.influx.sink.InfluxSink`) owns batching, retry, spooling and dead-lettering.
 `detect_api` / `make_backend` pick the API from the server's `/ping` answer.
 """
@@ -68,7 +69,7 @@ class WriteResult:
 
 
 class WriteBackend(Protocol):
-    """What `InfluxSink` needs from a transport. `post_gzip` blocks; it runs in a thread."""
+    """What `InfluxSink` needs from a transport. `post` blocks; it runs in a thread."""
 
     @property
     def api(self) -> str: ...
@@ -76,7 +77,7 @@ class WriteBackend(Protocol):
     @property
     def target(self) -> str: ...
 
-    def post_gzip(self, body: bytes) -> WriteResult: ...
+    def post(self, body: bytes, *, compressed: bool) -> WriteResult: ...
 
     def close(self) -> None: ...
 
@@ -187,6 +188,10 @@ class _KeepAlive:
             conn.close()
 
 
+_PLAIN_HEADERS = {"Content-Type": "text/plain; charset=utf-8"}
+_GZIP_HEADERS = {"Content-Encoding": "gzip", **_PLAIN_HEADERS}
+
+
 @dataclass
 class InfluxV1:
     url: str  # e.g. http://127.0.0.1:8086
@@ -208,14 +213,18 @@ class InfluxV1:
         rp = f"/{self.retention_policy}" if self.retention_policy else ""
         return f"v1 {self.url} db={self.database}{rp}"
 
-    def post_gzip(self, body: bytes) -> WriteResult:
-        """POST /write?db=&rp=&precision=ns with a gzip-compressed body; never raises."""
+    def post(self, body: bytes, *, compressed: bool) -> WriteResult:
+        """POST /write?db=&rp=&precision=ns with a gzip-compressed (`compressed`) or plain
+        line-protocol body; never raises."""
         with self._http_lock:  # writer and drainer threads may get here together
             if self._http is None:
                 self._http = _KeepAlive(self.url, self.timeout_s)
-        return self._http.post(
-            f"/write?{self._params(precision='ns')}", body,
-            {"Content-Encoding": "gzip", "Content-Type": "text/plain; charset=utf-8"})
+        return self._http.post(f"/write?{self._params(precision='ns')}", body,
+                               _GZIP_HEADERS if compressed else _PLAIN_HEADERS)
+
+    def post_gzip(self, body: bytes) -> WriteResult:
+        """POST a gzip-compressed body; never raises."""
+        return self.post(body, compressed=True)
 
     def close(self) -> None:
         if self._http is not None:
@@ -301,7 +310,8 @@ class InfluxV2:
     gzip-compressed body with `Content-Encoding: gzip` (the client's own `enable_gzip` is
     off so it does not compress again), the client's urllib3 retries are off
     (`retries=False`), and an error comes back as `ApiException` with the status, the
-    body and the headers (Retry-After), which `post_gzip` turns into a `WriteResult`.
+    body and the headers (Retry-After), which `post` turns into a `WriteResult`. A plain
+    body goes with `Content-Encoding: identity`.
     """
 
     url: str  # e.g. http://influxdb:8086
@@ -336,14 +346,15 @@ class InfluxV2:
                 self._service = WriteService(self._client.api_client)
             return self._service
 
-    def post_gzip(self, body: bytes) -> WriteResult:
-        """One v2 write of a gzip-compressed body; never raises."""
+    def post(self, body: bytes, *, compressed: bool) -> WriteResult:
+        """One v2 write of a gzip-compressed (`compressed`) or plain body; never raises."""
         from influxdb_client.rest import ApiException
 
         try:
             self._write_service().post_write(
                 org=self.org, bucket=self.bucket, body=body, precision="ns",
-                content_encoding="gzip", content_type="text/plain; charset=utf-8")
+                content_encoding="gzip" if compressed else "identity",
+                content_type="text/plain; charset=utf-8")
         except ApiException as exc:
             headers: Any = exc.headers or {}
             retry_after = parse_retry_after(headers.get("Retry-After"))
@@ -352,6 +363,10 @@ class InfluxV2:
         except Exception as exc:  # urllib3's connection errors, timeouts, OSError
             return WriteResult(0, f"{type(exc).__name__}: {exc}")
         return WriteResult(204)
+
+    def post_gzip(self, body: bytes) -> WriteResult:
+        """One v2 write of a gzip-compressed body; never raises."""
+        return self.post(body, compressed=True)
 
     def close(self) -> None:
         with self._lock:

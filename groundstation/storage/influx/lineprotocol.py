@@ -16,16 +16,17 @@ are floats.
 
 Formatting is the ingest's most expensive step if done value by value (a float's repr
 costs more than decoding it), so one-word values, which are most of them, are formatted
-once per possible raw word: `LineFormatter` keeps a table of ready-made `name=value,`
+once per possible raw word: `LineFormatter` keeps a table of ready-made `,name=value`
 strings aligned with the decommutator's lookup tables, and a batch's fields are a take()
-from it and a join per line.
+from it; the whole batch's text is then one join (`LineFormatter.text`), and the ingest
+hands it to the sink already encoded (`encoded_lines`), so no Python code runs per line.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def series_key(vehicle: str, stream: str, source: str) -> str:
 class LineFormatter:
     """Line protocol for one decommutator's batches.
 
-    `table[j]` is the `name=value,` text of lookup-table entry j, made the first time a
+    `table[j]` is the `,name=value` text of lookup-table entry j, made the first time a
     batch needs it (a one-word parameter has 256 entries, a two-word one 65536, of which a
     pass uses few); padding entries are empty."""
 
@@ -61,59 +62,158 @@ class LineFormatter:
         self.owner, self.n_table = decom.table_layout()
         self.eng = decom.eng_table
         self.table: NDArray[Any] = np.full(self.owner.size, "", dtype=object)
-        self.made = self.owner == PAD
+        self.pad = self.owner == PAD
+        self.made = self.pad.copy()
 
     def _make(self, positions: NDArray[np.int64]) -> None:
         positions = np.unique(positions)
         names, integer, owner = self.names, self.integer, self.owner
         self.table[positions] = [
-            f"{names[i]}={int(v)}i," if integer[i] else f"{names[i]}={v!r},"
+            f",{names[i]}={int(v)}i" if integer[i] else f",{names[i]}={v!r}"
             for i, v in zip(owner[positions].tolist(), self.eng[positions].tolist(),
                             strict=True)]
         self.made[positions] = True
 
     def lines(self, batch: DecodedBatch, source: str) -> list[str]:
+        return self.text(batch, source)[0].split("\n")[:-1]
+
+    def encoded(self, batch: DecodedBatch, source: str) -> EncodedLines:
+        text, count = self.text(batch, source)
+        return EncodedLines(text.encode(), count)
+
+    def text(self, batch: DecodedBatch, source: str) -> tuple[str, int]:
+        """The batch's lines as one text, each line newline-terminated, and their count.
+
+        Every piece of every line is a string in one (lines, pieces) object array: the
+        series key and a space, the table's ready-made `,name=value` fields (a take()),
+        each derived value's `,name=` and repr, a space, the timestamp and a newline.
+        The first field of each line loses its comma, and the lines are one join of the
+        whole array. No Python code runs per field, and only the few values not in a
+        table (wider than 16 bits, or derived) are formatted one by one, by repr() of
+        their list."""
         d = batch.definition
         key = series_key(d.vehicle, d.stream, source)
-        if batch.n_good == 0:
-            return []
-        columns: list[list[str]] = []
-        k_table = 0
+        n = batch.n_good
+        if n == 0:
+            return "", 0
+        k_table = 0 if batch.lut_index is None else batch.lut_index.shape[1]
+        n_wide = batch.eng.shape[1] - k_table
+        n_fields = k_table + n_wide + len(batch.derived)
+        pieces = np.empty((n, 1 + k_table + n_wide + 2 * len(batch.derived) + 3),
+                          dtype=object)
+        present = np.empty((n, n_fields), dtype=bool)  # which fields each line has
+        column = np.empty(n_fields, dtype=np.int64)  # each field's (first) piece
+        pieces[:, 0] = key + " "
+        c = 1
         if batch.lut_index is not None:
             idx = batch.lut_index
-            k_table = idx.shape[1]
             missing = ~self.made.take(idx)
             if missing.any():
                 self._make(idx[missing])
-            columns.append(list(map("".join, self.table.take(idx).tolist())))
+            pieces[:, 1:1 + k_table] = self.table.take(idx)
+            np.logical_not(self.pad.take(idx), out=present[:, :k_table])
+            column[:k_table] = np.arange(1, 1 + k_table)
+            c += k_table
         names, integer = self.names, self.integer
         for k in range(k_table, batch.eng.shape[1]):  # values wider than 16 bits
-            columns.append([
-                "" if i == PAD else f"{names[i]}={int(v)}i," if integer[i]
-                else f"{names[i]}={v!r},"
-                for i, v in zip(batch.param_index[:, k].tolist(), batch.eng[:, k].tolist(),
-                                strict=True)])
-        for pid, (times, values, _) in batch.derived.items():
-            columns.append(self._derived_column(batch, pid, times, values))
-        out = []
-        for t, *parts in zip(batch.times_ns.tolist(), *columns, strict=True):
-            body = "".join(parts)
-            if body:
-                out.append(f"{key} {body[:-1]} {t}")
-        return out
+            which = batch.param_index[:, k]
+            pieces[:, c] = [
+                "" if i == PAD else f",{names[i]}={int(v)}i" if integer[i]
+                else f",{names[i]}={v!r}"
+                for i, v in zip(which.tolist(), batch.eng[:, k].tolist(), strict=True)]
+            present[:, k] = which != PAD
+            column[k] = c
+            c += 1
+        for j, (pid, (times, values, _)) in enumerate(batch.derived.items(),
+                                                      start=k_table + n_wide):
+            present[:, j] = self._derived_pieces(pieces[:, c:c + 2], batch, pid, times,
+                                                 values)
+            column[j] = c
+            c += 2
+        pieces[:, c] = " "
+        pieces[:, c + 1] = _reprs(batch.times_ns)
+        pieces[:, c + 2] = "\n"
+        has_field = present.any(axis=1)
+        if not has_field.all():  # a frame with no value at all has no line
+            if not has_field.any():
+                return "", 0
+            pieces, present = pieces[has_field], present[has_field]
+        rows = np.arange(pieces.shape[0])
+        first = column[present.argmax(axis=1)]
+        pieces[rows, first] = [p[1:] for p in pieces[rows, first].tolist()]  # its comma
+        return "".join(pieces.ravel().tolist()), pieces.shape[0]
 
     @staticmethod
-    def _derived_column(batch: DecodedBatch, pid: str, times: NDArray[np.int64],
-                        values: NDArray[np.float64]) -> list[str]:
-        """A derived value belongs on the line of the frame it was computed at."""
-        if times.size == batch.n_good and np.array_equal(times, batch.times_ns):
-            return [f"{pid}={v!r}," for v in values.tolist()]
-        col = [""] * batch.n_good
+    def _derived_pieces(out: NDArray[Any], batch: DecodedBatch, pid: str,
+                        times: NDArray[np.int64], values: NDArray[np.float64]
+                        ) -> NDArray[np.bool_]:
+        """Fill two columns of `out` with a derived value's `,name=` and repr on the line
+        of the frame it was computed at; which lines got one."""
+        n = batch.n_good
+        if times.size == n and np.array_equal(times, batch.times_ns):
+            out[:, 0] = f",{pid}="
+            out[:, 1] = _float_reprs(values)
+            return np.ones(n, dtype=bool)
+        out[:] = ""
         rows = np.searchsorted(batch.times_ns, times)
-        for r, t, v in zip(rows.tolist(), times.tolist(), values.tolist(), strict=True):
-            if r < len(col) and batch.times_ns[r] == t:
-                col[r] += f"{pid}={v!r},"
-        return col
+        ok = rows < n
+        ok[ok] = batch.times_ns[rows[ok]] == times[ok]
+        rows = rows[ok]
+        got = np.zeros(n, dtype=bool)
+        if rows.size == 0:
+            return got
+        if rows.size > 1 and not (np.diff(rows) > 0).all():
+            # Two values on one line (never seen: derived times are sample times): one
+            # piece with both, in order.
+            col = [""] * n
+            for r, v in zip(rows.tolist(), values[ok].tolist(), strict=True):
+                col[r] += f",{pid}={v!r}"
+            out[:, 0] = col
+        else:
+            out[rows, 0] = f",{pid}="
+            out[rows, 1] = _float_reprs(values[ok])
+        got[rows] = True
+        return got
+
+
+def _reprs(values: NDArray[Any]) -> list[str]:
+    """repr() of every element of a 1-D int or float array (the same text as repr() of
+    each; one C call for the list, instead of one Python call for each)."""
+    if values.size == 0:
+        return []
+    return repr(values.tolist())[1:-1].split(", ")
+
+
+def _float_reprs(values: NDArray[np.float64]) -> NDArray[Any] | list[str]:
+    """repr() of every value of a 1-D float array, each distinct value formatted once: a
+    float's repr costs ~0.5 us, and derived values repeat (they are computed from a few
+    raw counts). Distinct by bit pattern, so -0.0 and 0.0 (and NaNs) keep their text."""
+    if values.size < 8:
+        return _reprs(values)
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
+    distinct, inverse = np.unique(bits, return_inverse=True)
+    if distinct.size > values.size // 2:
+        return _reprs(values)
+    return np.array(_reprs(distinct.view(np.float64)), dtype=object).take(inverse)
+
+
+class EncodedLines:
+    """Line protocol already joined and encoded: `count` lines, each newline-terminated.
+    What the ingest hands the InfluxDB sink for a batch of frames (see InfluxSink.submit)."""
+
+    __slots__ = ("count", "data")
+
+    def __init__(self, data: bytes, count: int) -> None:
+        self.data = data
+        self.count = count
+
+    def __repr__(self) -> str:
+        return f"EncodedLines({self.count} lines, {len(self.data)} bytes)"
+
+
+def line_count(lines: Iterable[str | EncodedLines]) -> int:
+    """How many lines: each str is one."""
+    return sum(x.count if isinstance(x, EncodedLines) else 1 for x in lines)
 
 
 _formatters: weakref.WeakKeyDictionary[Decommutator, LineFormatter] = (
@@ -125,6 +225,11 @@ def formatter(decom: Decommutator) -> LineFormatter:
     if f is None:
         f = _formatters[decom] = LineFormatter(decom)
     return f
+
+
+def encoded_lines(batch: DecodedBatch, source: str, decom: Decommutator) -> EncodedLines:
+    """`batch_lines`, joined and encoded in one go: what the ingest submits."""
+    return formatter(decom).encoded(batch, source)
 
 
 def batch_lines(batch: DecodedBatch, source: str, decom: Decommutator | None = None

@@ -18,7 +18,8 @@ Path of a batch
   bounded in bytes (`max_queue_bytes`, counting chunks until they are durable, in-flight
   ones included), and `submit` waits while it is full: backpressure. A writer task takes
   chunks up to `batch_max_lines` / `batch_max_bytes`, or what arrived within
-  `flush_interval_s` of the oldest one, gzips them and POSTs them.
+  `flush_interval_s` of the oldest one, gzips them (unless `compress` is off) and POSTs
+  them.
   - 2xx: durable.
   - No answer, 5xx, 429, and 404 (the database or bucket does not exist: dropped while
     running, say; an outage until it exists again, never a fault of the lines): retried
@@ -34,7 +35,7 @@ Path of a batch
     logged. 401/403 (a configuration problem) go there whole. Nothing blocks the queue.
 
 While the database is away, batches go to the spool (`groundstation.storage.spool.Spool`
-in `spool_dir`): the gzip body exactly as it would be POSTed, fdatasync'ed before the
+in `spool_dir`): the gzip body (gzip'd then, whatever `compress` says), fdatasync'ed before the
 batch's future completes. A drainer task sends it back oldest first, several records per
 request, once the database answers; live data goes straight to InfluxDB meanwhile, so the
 consoles see current values at once. At `spool_max_bytes`, `on_spool_full="block"` (the
@@ -66,6 +67,7 @@ from typing import ParamSpec, Self, TypeVar
 
 from groundstation.storage.durable import fsync_file, write_all
 from groundstation.storage.influx.backends import WriteBackend, WriteResult
+from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 from groundstation.storage.influx.sink_config import SinkConfig, SinkStats
 from groundstation.storage.spool import Spool, SpoolRecord, iter_segment
 
@@ -75,6 +77,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 __all__ = [
+    "EncodedLines",
     "InfluxSink",
     "SinkClosedError",
     "SinkConfig",
@@ -108,6 +111,33 @@ class _Chunk:
     nlines: int
     ticket: _Ticket
     enqueued: float
+
+
+def _split_encoded(data: bytes, count: int, max_bytes: int, max_lines: int
+                   ) -> Iterator[tuple[bytes, int]]:
+    """Newline-terminated line protocol in pieces of at most `max_bytes` (a longer line
+    alone) and `max_lines`: (piece, its line count). Cut at newlines, found in C."""
+    if not data:
+        return
+    if len(data) <= max_bytes and count <= max_lines:
+        yield data, count
+        return
+    start, end_all = 0, len(data)
+    while start < end_all:
+        end = end_all
+        if end - start > max_bytes:
+            cut = data.rfind(b"\n", start, start + max_bytes)
+            if cut < start:  # one line longer than max_bytes: alone
+                cut = data.find(b"\n", start + max_bytes)
+            end = end_all if cut < 0 else cut + 1
+        n = data.count(b"\n", start, end)
+        if n > max_lines:
+            end = start
+            for _ in range(max_lines):
+                end = data.find(b"\n", end) + 1
+            n = max_lines
+        yield data[start:end], n
+        start = end
 
 
 def _backoff(attempt: int, initial: float, cap: float) -> float:
@@ -224,24 +254,27 @@ class InfluxSink:
 
     # -- the ingest's side ---------------------------------------------------------
 
-    async def submit(self, lines: Sequence[str]) -> asyncio.Future[None]:
+    async def submit(self, lines: Sequence[str | EncodedLines]) -> asyncio.Future[None]:
         """Queue `lines`; return a future that completes once they are durable.
 
         Awaiting `submit` itself waits only while the in-memory queue is full
         (backpressure). The future's result is None when every line is in InfluxDB, in
         the spool or in the dead-letter file; it fails with SinkClosedError if the sink
-        closed first. Lines must be newline-free line protocol with ns timestamps.
+        closed first. Lines must be newline-free line protocol with ns timestamps; an
+        `EncodedLines` item is many lines already joined and encoded (what the ingest
+        submits for a batch of frames: no per-line work here).
         """
         if not self._started or self._closing:
             raise SinkClosedError("InfluxDB sink is not running")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         chunks = list(self._encode(lines))
-        self._n["lines_submitted"] += len(lines)
+        nlines = line_count(lines)
+        self._n["lines_submitted"] += nlines
         if not chunks:
             future.set_result(None)
             return future
-        ticket = _Ticket(future, len(chunks), len(lines))
+        ticket = _Ticket(future, len(chunks), nlines)
         self._outstanding.add(future)
         future.add_done_callback(self._outstanding.discard)
         assert self._admit is not None
@@ -265,7 +298,7 @@ class InfluxSink:
             raise
         return future
 
-    async def write(self, lines: Sequence[str]) -> None:
+    async def write(self, lines: Sequence[str | EncodedLines]) -> None:
         """Submit and wait until durable."""
         await (await self.submit(lines))
 
@@ -292,7 +325,25 @@ class InfluxSink:
                 return False
             await asyncio.sleep(0.02)
 
-    def _encode(self, lines: Sequence[str]) -> Iterator[tuple[bytes, int]]:
+    def _encode(self, lines: Sequence[str | EncodedLines]) -> Iterator[tuple[bytes, int]]:
+        """Chunks of at most one batch each (so that the queue bound holds for every
+        chunk): (newline-terminated line protocol, its line count)."""
+        cfg = self.config
+        if not any(isinstance(x, EncodedLines) for x in lines):
+            yield from self._encode_str(lines)  # type: ignore[arg-type]
+            return
+        run: list[str] = []
+        for item in lines:
+            if isinstance(item, EncodedLines):
+                yield from self._encode_str(run)
+                run = []
+                yield from _split_encoded(item.data, item.count, cfg.batch_max_bytes,
+                                          cfg.batch_max_lines)
+            else:
+                run.append(item)
+        yield from self._encode_str(run)
+
+    def _encode_str(self, lines: Sequence[str]) -> Iterator[tuple[bytes, int]]:
         cfg = self.config
         total = sum(map(len, lines)) + len(lines)
         if total <= cfg.batch_max_bytes and len(lines) <= cfg.batch_max_lines:
@@ -406,9 +457,9 @@ class InfluxSink:
                 if wait > 0 and time.monotonic() + wait < deadline:
                     await asyncio.sleep(wait)
                 if self._not_before <= time.monotonic():
-                    gz, res = await self._post(raw, gz)
+                    gz, res, sent = await self._post(raw, gz)
                     if res.ok:
-                        self._written(nlines, len(gz))
+                        self._written(nlines, sent)
                         return
                     if not res.retryable:
                         await self._rejected(raw, res, "live")
@@ -506,25 +557,33 @@ class InfluxSink:
             self._http,
             lambda: gzip.compress(b"".join(gzip.decompress(p) for p in payloads), level))
 
-    async def _post(self, raw: bytes, gz: bytes | None) -> tuple[bytes, WriteResult]:
-        """Compress (unless `gz` is given) and send; in a worker thread."""
+    async def _post(self, raw: bytes, gz: bytes | None
+                    ) -> tuple[bytes | None, WriteResult, int]:
+        """Send `gz` if given, else `raw`, gzip'd first when `compress` is on; in a worker
+        thread. Returns the gzip body if there is one (what the spool takes), the outcome,
+        and the bytes sent."""
         assert self._http is not None
         level = self.config.gzip_level
+        compress = self.config.compress
         backend = self.backend
 
-        def work() -> tuple[bytes, WriteResult, float]:
-            body = gz if gz is not None else gzip.compress(raw, level)
+        def work() -> tuple[bytes | None, WriteResult, int, float]:
+            body = gz if gz is not None else gzip.compress(raw, level) if compress else None
             t0 = time.perf_counter()
-            res = backend.post_gzip(body)
-            return body, res, time.perf_counter() - t0
+            if body is None:
+                res = backend.post(raw, compressed=False)
+            else:
+                res = backend.post(body, compressed=True)
+            return body, res, len(raw if body is None else body), time.perf_counter() - t0
 
-        body, res, latency = await asyncio.get_running_loop().run_in_executor(self._http, work)
+        body, res, sent, latency = await asyncio.get_running_loop().run_in_executor(
+            self._http, work)
         if res.ok:
             self._latency.append(latency)
         else:
             self._failures[res.kind] += 1
             log.debug("InfluxDB write failed: %s %s", res.kind, res.error)
-        return body, res
+        return body, res, sent
 
     # -- rejected batches ----------------------------------------------------------
 
@@ -552,12 +611,13 @@ class InfluxSink:
             for half in (part[:mid], part[mid:]):
                 budget -= 1
                 body = b"\n".join(half) + b"\n"
-                gz, r = await self._post(body, None)
+                gz, r, sent = await self._post(body, None)
                 if r.ok:
-                    self._written(len(half), len(gz))
+                    self._written(len(half), sent)
                 elif not r.retryable:
                     work.append((half, r))
-                elif not await self._spool_append(gz, len(half)):
+                elif not await self._spool_append(
+                        gz if gz is not None else await self._compress(body), len(half)):
                     # The database went away mid-split and the spool is full: the
                     # dead-letter file is still durable, and says why.
                     await self._dead_letter(half, r, f"unsent during split ({why.error})")
@@ -618,7 +678,7 @@ class InfluxSink:
             await asyncio.sleep(wait)
         gz = records[0].payload if len(records) == 1 else await self._rejoin(records)
         nlines = sum(r.nlines for r in records)
-        _, res = await self._post(b"", gz)
+        _, res, _ = await self._post(b"", gz)
         if res.retryable:
             # The drainer is the sink's probe while the database is down.
             self._mark_down(res)
