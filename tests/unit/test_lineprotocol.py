@@ -11,7 +11,9 @@ from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.paths import defs_dir
+from groundstation.storage.influx import lineprotocol
 from groundstation.storage.influx.lineprotocol import (
+    LineFormatter,
     _float_reprs,
     _plain_lines,
     batch_lines,
@@ -86,3 +88,19 @@ def test_float_reprs_are_repr_of_each_value() -> None:
                    rng.normal(0, 1, 1000),  # all distinct
                    np.array([1.5]), np.array([])):
         assert list(_float_reprs(values)) == [repr(v) for v in values.tolist()]
+
+
+def test_derived_reprs_kept_across_batches_are_repr_of_each_value(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lineprotocol, "DERIVED_TEXTS_MAX", 16)
+    defn = load_definition(MINI)
+    f = LineFormatter(StreamDecoder(defn).decom)
+    rng = np.random.default_rng(5)
+    special = [0.0, -0.0, np.nan, np.inf, -np.inf, 5e-324, 1.5, -1.5]
+    for size in (8, 30, 200, 30, 8, 1000, 30):  # hits, misses, unions, the bound
+        values = rng.choice(np.array(special + list(np.round(rng.normal(0, 9, 40), 1))),
+                            size)
+        assert list(f._derived_reprs("d", values)) == [repr(v) for v in values.tolist()]
+        known, texts = f.derived_texts["d"]
+        assert known.size <= 16 and (np.diff(known) > 0).all()
+        assert texts.tolist() == [repr(v) for v in known.view(np.float64).tolist()]
