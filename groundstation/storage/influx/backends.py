@@ -15,7 +15,6 @@ whose outcome is reported, never raised, so that the caller
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import gzip
 import http.client
@@ -256,9 +255,6 @@ class InfluxV1:
                               f"{detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise InfluxError(f"cannot reach InfluxDB at {self.url}: {exc}") from None
-
-    async def awrite_lines(self, lines: list[str]) -> None:
-        await asyncio.to_thread(self.write_lines, lines)
 
     def query(self, influxql: str, epoch: str = "ns") -> dict[str, Any]:
         """Run InfluxQL; times come back as integers in `epoch` units (ns by default)."""

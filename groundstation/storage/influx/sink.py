@@ -302,9 +302,6 @@ class InfluxSink:
         """Submit and wait until durable."""
         await (await self.submit(lines))
 
-    # Drop-in for InfluxV1.awrite_lines where the caller simply awaits each write.
-    awrite_lines = write
-
     async def flush(self) -> None:
         """Wait until everything submitted so far is durable (or failed)."""
         if self._outstanding:
