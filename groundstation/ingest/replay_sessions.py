@@ -4,11 +4,13 @@ and its end. The protocol: groundstation/replay/session.py."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from groundstation.core import topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.replay_session import SessionInfo, parse_session_message
+from groundstation.ingest.stream import Stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,3 +60,13 @@ class ReplaySessions:
             return Change(source, ended=True)
         self.sessions[source] = info
         return Change(source, ended=False)
+
+    def streams_ended(self, change: Change, streams: Mapping[tuple[str, str, str], Stream]
+                      ) -> list[tuple[str, str, str]]:
+        """The streams a session's change ends: all of an ended session's; of a running
+        one, those whose definitions changed (they start anew with the new ones)."""
+        return [key for key, s in streams.items() if s.source == change.source and (
+            change.ended
+            or self.definition(change.source, s.vehicle, s.definition.stream)
+            is not s.definition
+            or self.main_definition(change.source, s.vehicle) is not s.alarms.definition)]

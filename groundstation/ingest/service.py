@@ -21,9 +21,10 @@ This module keeps the session, the routing and the batching; its parts: inflight
 (ack-after-durable and backpressure), mqtt_session (the broker connection), context
 (limit contexts), alarm_state (alarm state across restarts), operator (acknowledge and
 shelve requests), outputs (display, stats, link, the outbox), rejects (counted,
-quarantined, logged at a bounded rate), replay_sessions, memory (given back after a
-burst), tasks (named, supervised background tasks), wiring (the sink, archive and
-quarantine, the database check, and `serve`); line protocol: storage/influx/lineprotocol.py.
+quarantined, logged at a bounded rate), replay_sessions, formats (a vehicle's streams in
+several formats share one alarm state), memory (given back after a burst), tasks (named,
+supervised background tasks), wiring (the sink, archive and quarantine, the database
+check, and `serve`); line protocol: storage/influx/lineprotocol.py.
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ import numpy as np
 
 from groundstation.config import Config
 from groundstation.core import messages, topics
-from groundstation.core.alarms import AlarmEngine, AlarmEvent
+from groundstation.core.alarms import AlarmEvent
 from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.envelope import EnvelopeError, decode_envelope
 from groundstation.core.replay_session import SessionInfo
-from groundstation.ingest import mqtt_session, operator, outputs
+from groundstation.ingest import formats, mqtt_session, operator, outputs
 from groundstation.ingest.alarm_state import FILE as ALARM_STATE_FILE
 from groundstation.ingest.alarm_state import AlarmStateStore
 from groundstation.ingest.context import LimitContexts
@@ -61,7 +62,7 @@ from groundstation.ingest.stream import (
     Stream,
     persists,
 )
-from groundstation.ingest.tasks import Workers
+from groundstation.ingest.tasks import Workers, relay
 from groundstation.storage.influx.lineprotocol import (
     EncodedLines,
     alarm_line,
@@ -122,7 +123,7 @@ class IngestService:
         halt = self._halt
         self.restore_alarm_state()
         w = self.workers
-        w.start("stop-watch", lambda: _relay(stop, halt))
+        w.start("stop-watch", lambda: relay(stop, halt))
         w.start("flusher", lambda: self._flusher(halt), restart=True)
         w.start("submitter", self.inflight.submitter)
         w.start("display", lambda: outputs.every(
@@ -265,31 +266,16 @@ class IngestService:
         if s is None:
             archive = self._archive_factory(defn, source) if self._archive_factory else None
             s = self.streams[key] = Stream(source, defn, StreamDecoder(defn),
-                                           self._alarm_engine(source, defn), archive,
+                                           formats.shared_engine(
+                                               self.streams.values(), source, defn,
+                                               self.replays.main_definition(source,
+                                                                            defn.vehicle)),
+                                           archive,
                                            persist=persists(source))
         elif s.archive_pending:  # restored at start-up, before any frame
             s.archive_pending = False
             s.archive = self._archive_factory(defn, source) if self._archive_factory else None
         return s
-
-    def _alarm_engine(self, source: str, defn: VehicleDefinition) -> AlarmEngine:
-        """A vehicle has one alarm state per source whatever format its downlink is in
-        (Apollo's high and low bit rate): the streams of a vehicle share one engine, judged
-        with its main definition."""
-        for s in self.streams.values():
-            if s.source == source and s.vehicle == defn.vehicle:
-                return s.alarms
-        main = self.replays.main_definition(source, defn.vehicle) or defn
-        return AlarmEngine(main, source)
-
-    def _switched(self, s: Stream, first_ns: int) -> None:
-        """Live frames of `s` newer than the last of the vehicle's other streams: the
-        downlink changed format, and the frames those streams miss meanwhile are not lost."""
-        for o in self.streams.values():
-            if (o is not s and o.source == s.source and o.vehicle == s.vehicle
-                    and o.decoder.last_good_time_ns is not None
-                    and o.decoder.last_good_time_ns < first_ns):
-                o.decoder.switched_away()
 
     async def _flusher(self, halt: asyncio.Event) -> None:
         delay = self.config.ingest.batch_max_delay_ms / 1000
@@ -353,7 +339,7 @@ class IngestService:
         if events:
             self._on_alarm_events(s, events, lines)
         if fresh:
-            self._switched(s, int(live.times_ns[0]))
+            formats.switched(self.streams.values(), s, int(live.times_ns[0]))
             s.latest.update(live.latest())
             s.latest_dirty = True
             self.contexts.update(s, live)
@@ -389,20 +375,14 @@ class IngestService:
                       "definitions): %s", topic, exc)
             return
         source = change.source
-        for key, s in list(self.streams.items()):
-            if s.source != source:
-                continue
+        for key in self.replays.streams_ended(change, self.streams):
+            # Its frames still queued here are processed first, in the session's context
+            # (its definitions, phase and context values), then it is freed.
+            self._drop_stream(key)
             if change.ended:
-                # Its frames still queued here are processed first, in the session's
-                # context (its definitions, phase and context values), then it is freed.
-                self._drop_stream(key)
-                for t in (topics.active_alarms(s.vehicle, source),
-                          topics.ingest_link(s.vehicle, source)):
-                    self.outbox.clear_retained(t)
-            elif (self.replays.definition(source, s.vehicle, s.definition.stream)
-                  is not s.definition or self.replays.main_definition(source, s.vehicle)
-                  is not s.alarms.definition):
-                self._drop_stream(key)  # new definitions: the stream starts anew with them
+                vehicle = key[1]
+                self.outbox.clear_retained(topics.active_alarms(vehicle, source))
+                self.outbox.clear_retained(topics.ingest_link(vehicle, source))
         if change.ended:
             self.contexts.drop_source(source)
 
@@ -480,18 +460,8 @@ class IngestService:
         restored active lists."""
         restored = self.alarm_state.restore(self.definitions, skip=self.streams,
                                             with_archive=self._archive_factory is not None)
-        # A vehicle's streams (its downlink's formats) share one alarm state: the newest
-        # saved (by event sequence), or the one already running.
-        newest: dict[tuple[str, str], AlarmEngine] = {}
+        formats.share_restored(restored, self.streams.values())
         for s in restored:
-            key = (s.source, s.vehicle)
-            have = newest.get(key)
-            if have is None or s.alarms.snapshot()["seq"] > have.snapshot()["seq"]:
-                newest[key] = s.alarms
-        for s in restored:
-            s.alarms = next((o.alarms for o in self.streams.values()
-                             if o.source == s.source and o.vehicle == s.vehicle),
-                            newest[(s.source, s.vehicle)])
             self.streams[(s.source, s.vehicle, s.definition.stream)] = s
             self._publish_active(s)
 
@@ -525,9 +495,3 @@ class IngestService:
             rejected=self.rejected, decode_seconds=self.decode_seconds, sink=self.sink,
             pending_frames=sum(s.pending_frames for s in self.streams.values()),
             outbox=self.outbox.qsize())
-
-
-async def _relay(stop: asyncio.Event, halt: asyncio.Event) -> None:
-    """The caller's stop becomes the service's halt (which a failure sets too)."""
-    await stop.wait()
-    halt.set()

@@ -122,3 +122,9 @@ async def cancel_all(tasks: list[asyncio.Task[Any]], timeout: float = 10.0,
         if t.done() and not t.cancelled() and t.exception() is not None and \
                 not isinstance(t.exception(), expected):
             log.error("task %s ended with %r", t.get_name(), t.exception())
+
+
+async def relay(stop: asyncio.Event, halt: asyncio.Event) -> None:
+    """The caller's stop becomes the service's halt (which a failure sets too)."""
+    await stop.wait()
+    halt.set()

@@ -428,3 +428,26 @@ def test_a_jump_of_the_sequence_number_is_a_jump_not_missing_frames(
     send(2**63 - 95, 20)
     assert (s.decoder.frames_missing, s.decoder.seq_jumps) == (5, 1)
     assert s.decoder.frames_good == 20
+
+
+# --- a vehicle's streams in several formats (ingest/formats.py) ------------------------------
+
+
+def test_a_vehicles_streams_share_one_alarm_state(mini: VehicleDefinition) -> None:
+    from groundstation.ingest import formats
+
+    live = stream(mini)
+    # A second stream of the same ship and source takes the running engine; another source
+    # gets its own, judged with the main definition it is given.
+    assert formats.shared_engine([live], "live", mini, mini) is live.alarms
+    other = formats.shared_engine([live], "training/d1", mini, mini)
+    assert other is not live.alarms and other.definition is mini
+    # Restored at start-up: a running engine wins; else the newest saved, by event seq.
+    older, newer = stream(mini, "training/d2"), stream(mini, "training/d2")
+    raised(newer)
+    assert newer.alarms.snapshot()["seq"] > older.alarms.snapshot()["seq"]
+    formats.share_restored([older, newer], [])
+    assert older.alarms is newer.alarms
+    again = stream(mini)
+    formats.share_restored([again], [live])
+    assert again.alarms is live.alarms
