@@ -49,6 +49,21 @@ def demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+def until_values(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """What the demo printed up to its first Apollo value line (it is killed if none comes
+    within the timeout)."""
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        seen += line
+        if VALUE_LINE.search(line):
+            return seen
+    proc.kill()
+    pytest.fail(f"no values within {timeout:g} s:\n{seen}")
+
+
 def processes_using(path: Path) -> list[str]:
     """Command lines of live processes that mention the demo's data directory."""
     found = []
@@ -105,18 +120,10 @@ def test_demo_without_mosquitto_or_influxdb_uses_the_embedded_broker(tmp_path: P
 def test_ctrl_c_stops_the_ships_the_ingest_and_the_servers(tmp_path: Path) -> None:
     need("mosquitto")
     need("influxd")
+    deadline = time.monotonic() + 60  # the later steps' waits count from here
     proc = demo(tmp_path)
+    seen = until_values(proc)
     assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen += line
-        if VALUE_LINE.search(line):
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"no values within 60 s:\n{seen}")
     # broker, database, ingest, commanding, ships
     assert len(processes_using(tmp_path / "demo")) >= 5
     assert "commanding running: c in the console sends commands as flight" in seen
@@ -183,17 +190,7 @@ def test_a_killed_demo_leaves_nothing_running(tmp_path: Path) -> None:
     need("mosquitto")
     need("influxd")
     proc = demo(tmp_path)
-    assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        seen += line
-        if VALUE_LINE.search(line):
-            break
-    else:
-        proc.kill()
-        pytest.fail(f"no values within 60 s:\n{seen}")
+    until_values(proc)
     children = children_of(proc.pid)
     # broker, database, ingest, commanding, ships
     assert len(children) == 5, children

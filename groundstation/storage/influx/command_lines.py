@@ -14,32 +14,11 @@ clock.
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Mapping
 
 from groundstation.core import messages
-from groundstation.storage.influx.lineprotocol import escape_tag
+from groundstation.storage.influx.lineprotocol import escape_tag, fields_text
 
 MEASUREMENT = "commands"
-
-
-def fields_text(values: Mapping[str, object]) -> str:
-    """Line-protocol fields; None (and NaN) left out."""
-    out = []
-    for k, v in values.items():
-        if v is None:
-            continue
-        if isinstance(v, bool):
-            out.append(f"{k}={'true' if v else 'false'}")
-        elif isinstance(v, int):
-            out.append(f"{k}={v}i")
-        elif isinstance(v, float):
-            if math.isfinite(v):
-                out.append(f"{k}={v!r}")
-        else:
-            text = str(v).replace("\\", "\\\\").replace('"', '\\"')
-            out.append(f'{k}="{text}"')
-    return ",".join(out)
 
 
 def command_line(ev: messages.CommandEvent) -> str:

@@ -310,7 +310,8 @@ def _plain_lines(batch: DecodedBatch, source: str) -> list[str]:
 # --- alarms, link quality and self-telemetry ------------------------------------------------
 
 
-def _fields(values: Mapping[str, object]) -> str:
+def fields_text(values: Mapping[str, object]) -> str:
+    """Line-protocol fields of one point; None, NaN and nested dicts left out."""
     out = []
     for k, v in values.items():
         if v is None or isinstance(v, dict):
@@ -338,14 +339,14 @@ def alarm_line(ev: messages.AlarmEvent) -> str:
               "value": ev.value, "value_text": ev.value_text, "limit": ev.limit,
               "operator": ev.operator, "label": ev.label, "unit": ev.unit,
               "console": ev.console}
-    return f"{tags} {_fields(fields)} {ev.time_ns}"
+    return f"{tags} {fields_text(fields)} {ev.time_ns}"
 
 
 def link_line(source: str, vehicle: str, link: messages.LinkStats,
               time_ns: int | None = None) -> str:
     """A stream's link quality: measurement `link`, at the time it was measured."""
     return (f"link,source={escape_tag(source)},vehicle={escape_tag(vehicle)} "
-            f"{_fields(link.counters())} {time.time_ns() if time_ns is None else time_ns}")
+            f"{fields_text(link.counters())} {time.time_ns() if time_ns is None else time_ns}")
 
 
 def self_line(stats: messages.IngestStats) -> str:
@@ -356,4 +357,4 @@ def self_line(stats: messages.IngestStats) -> str:
     for k, v in (stats.sink or {}).items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             flat[f"sink_{k}"] = v
-    return f"ingest,service=ingest {_fields(flat)} {stats.time_ns}"
+    return f"ingest,service=ingest {fields_text(flat)} {stats.time_ns}"
