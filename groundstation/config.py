@@ -136,6 +136,15 @@ class MqttConfig(_Section):
                     "command line: the client connects to the first that answers and moves "
                     "to the next on each failed attempt or lost connection; empty: host "
                     "and port")
+    retain_on_all_hosts: bool = Field(
+        False,
+        description="publish every retained message (the ships' state, active alarms, link "
+                    "quality, command history) to every broker of hosts, not only the one "
+                    "connected to, and again to a broker whenever it comes back: RabbitMQ "
+                    "3.10 keeps a retained message on the node it was published on only, so "
+                    "a console on another node would not get the station's state, and a node "
+                    "that was down would keep a stale one (one more connection to each other "
+                    "node; nothing with one broker)")
     port: int = Field(MQTT_PORT, ge=1, le=65535,
                       description=f"broker port ({MQTTS_PORT} when tls is on and no port is "
                                   "given)")

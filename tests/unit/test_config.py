@@ -264,3 +264,36 @@ def test_hosts_in_the_example_file(tmp_path: Path) -> None:
     f = tmp_path / "example.toml"
     f.write_text(text)
     assert load(f, env={}).mqtt.brokers == [("a", 1), ("b", 2)]
+
+
+def test_retain_on_all_hosts_from_file_environment_and_flags(tmp_path: Path) -> None:
+    assert load(None, env={}).mqtt.retain_on_all_hosts is False
+    f = tmp_path / "gs.toml"
+    f.write_text('[mqtt]\nhosts = ["n1:1883", "n2:1884"]\nretain_on_all_hosts = true\n')
+    assert load(f, env={}).mqtt.retain_on_all_hosts is True
+    env = {"GS_MQTT_RETAIN_ON_ALL_HOSTS": "false"}
+    assert load(f, env=env).mqtt.retain_on_all_hosts is False
+    assert load(f, env=env, flags=_flags("--mqtt-retain-on-all-hosts")
+                ).mqtt.retain_on_all_hosts is True
+    assert load(f, env={}, flags=_flags("--no-mqtt-retain-on-all-hosts")
+                ).mqtt.retain_on_all_hosts is False
+    # One broker: accepted (the same file serves a single broker and a cluster).
+    one = load(None, env={"GS_MQTT_RETAIN_ON_ALL_HOSTS": "true", "GS_MQTT_HOST": "b"}).mqtt
+    assert one.retain_on_all_hosts and one.brokers == [("b", 1883)]
+
+
+def test_a_bad_retain_on_all_hosts_says_where_and_what(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(None, env={"GS_MQTT_RETAIN_ON_ALL_HOSTS": "everywhere"})
+    assert "environment GS_MQTT_RETAIN_ON_ALL_HOSTS: Input should be a valid boolean" \
+        in str(err.value)
+    assert "(got 'everywhere')" in str(err.value)
+    f = tmp_path / "gs.toml"
+    f.write_text('[mqtt]\nretain_on_all_hosts = "sometimes"\n')
+    with pytest.raises(ConfigError, match=r"\[mqtt\] retain_on_all_hosts: Input should be a "
+                                          "valid boolean"):
+        load(f, env={})
+    text = example_toml(Config(mqtt=MqttConfig(hosts=["a:1", "b:2"],  # type: ignore[call-arg]
+                                               retain_on_all_hosts=True)))
+    assert "retain_on_all_hosts = true" in text
+    assert "RabbitMQ 3.10 keeps a retained message on the node it was published on" in text
