@@ -30,6 +30,16 @@ id on each attempt there (`identifier()`: RabbitMQ would hold the old id's subsc
 queue on a dead node). `connect()` (one connection, no reconnecting) tries each once, in
 turn. With one broker (host and port) everything is as below:
 
+Retained messages on every broker (`retain_on_all_hosts`, with several): RabbitMQ 3.10
+keeps a retained message on the node it was published on only. With the setting on, each
+retained message the client publishes (a clear too) is copied to every other broker of the
+list by a side connection of its own (one a broker, in the client's task group, on this
+module's reconnect loop; a broker that is down is retried in the background and never
+holds the client up), and the client remembers the latest value of each topic so that a
+broker it (or a side connection) connects to gets all of them again: a node that was down
+while they changed comes back with the current state, not a stale one. Publishers change
+nothing; `retained_everywhere()` waits until every broker has them.
+
 Reconnecting: after a failed attempt or a lost connection the client waits, then tries
 again: 0.2 s doubling to `reconnect_max_s` (10 s), each wait drawn between half and one and a
 half times that (so a hundred consoles do not come back in step after a broker restart); the
@@ -97,6 +107,7 @@ NODELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 STABLE_S = 5.0  # a connection that lasted this long starts the backoff again from the start
 FIRST_DELAY_S = 0.2
 TIMEOUT_S = 10.0  # connecting (up to CONNACK), subscribing, a QoS 1 publish's PUBACK
+FLUSH_S = 3.0  # at the end, longest wait for the retained copies still on their way
 
 # CONNACK refusals worth trying again: the broker is there but busy or going away.
 _TRANSIENT_CONNACK = {3, 136, 137, 151, 159}  # server unavailable/busy, quota, rate
@@ -165,6 +176,10 @@ class Backoff:
 
     def reset(self) -> None:
         self._base = self.first
+
+    def fresh(self) -> Backoff:
+        """The same policy, with waits of its own (for another connection)."""
+        return Backoff(self.first, self.maximum, self.factor, self.jitter, self._rand)
 
     def short(self) -> float:
         """A wait of about `first` (jittered), the policy unchanged: between one broker of
@@ -246,14 +261,21 @@ class Connection:
     """One connection to the broker, as its owner's session sees it. Unusable once the
     connection is gone (its calls raise BrokerError)."""
 
-    def __init__(self, owner: MqttClient, client: aiomqtt.Client, generation: int) -> None:
+    def __init__(self, owner: MqttClient, client: aiomqtt.Client, generation: int,
+                 node: int = 0) -> None:
         self._owner = owner
         self._client = client
         self.generation = generation
+        self.node = node  # which of the owner's brokers it is connected to
 
     async def publish(self, topic: str, payload: bytes | str, *, qos: int = 1,
                       retain: bool = False, timeout: float | None = None) -> None:
-        """Publish; with QoS 1, return once the broker has acknowledged it."""
+        """Publish; with QoS 1, return once the broker has acknowledged it. With
+        retain_on_all_hosts, a retained message is then copied to the other brokers."""
+        await self._send(topic, payload, qos=qos, retain=retain, timeout=timeout, copy=True)
+
+    async def _send(self, topic: str, payload: bytes | str, *, qos: int, retain: bool,
+                    timeout: float | None = None, copy: bool) -> None:
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
         try:
@@ -261,6 +283,11 @@ class Connection:
                                        timeout=timeout)
         except aiomqtt.MqttError as exc:
             raise self._owner._lost(exc, f"publishing on {topic}") from None
+        copies = self._owner._copies
+        if copy and retain and copies is not None:
+            # Only once this broker has taken it: a value it refused (the ACL) would
+            # otherwise be sent again on every connection, and refused each time.
+            copies.record(topic, _payload(payload), qos, self.node)
         if task is not None and task.cancelling() > cancels:
             # Python 3.11's wait_for (inside the library's publish) drops a cancellation
             # that arrives as the PUBACK does: honour it here, or a shutdown hangs.
@@ -386,6 +413,8 @@ class MqttClient:
         self.brokers = config.brokers  # [(host, port)]: hosts, or host and port
         self.current = 0  # index in brokers of the one connected to, or tried next
         self._attempts = 0  # connection attempts made
+        self._copies = _RetainedCopies(self) \
+            if config.retain_on_all_hosts and len(self.brokers) > 1 else None
 
     # --- state -----------------------------------------------------------------------
 
@@ -442,6 +471,13 @@ class MqttClient:
                                + "; reconnecting")
         await conn.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
 
+    async def retained_everywhere(self) -> None:
+        """Wait until every broker of `hosts` holds the retained messages this client
+        published (retain_on_all_hosts): at once when the setting is off or there is one
+        broker. A node that is down is waited for: give this a timeout."""
+        if self._copies is not None:
+            await self._copies.everywhere()
+
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """Acknowledge message `mid` of connection `generation` (manual_ack): True if the
         acknowledgement went out; False for QoS 0, or when that connection is gone."""
@@ -460,19 +496,20 @@ class MqttClient:
         With several brokers, each is tried once in turn from the current one. Raises
         BrokerError (the last broker's) when none answers, BrokerRefused at once for a
         refusal."""
-        for tried in range(1, len(self.brokers) + 1):
-            try:
-                client = await self._open()
-                break
-            except BrokerRefused:
-                raise
-            except BrokerError as exc:
-                if tried == len(self.brokers):
+        async with self._copying():
+            for tried in range(1, len(self.brokers) + 1):
+                try:
+                    client = await self._open()
+                    break
+                except BrokerRefused:
                     raise
-                log.log(self.log_level, "[%s] %s; trying %s", self.name, exc,
-                        self._move_on())
-        async with self._connected(client) as conn:
-            yield conn
+                except BrokerError as exc:
+                    if tried == len(self.brokers):
+                        raise
+                    log.log(self.log_level, "[%s] %s; trying %s", self.name, exc,
+                            self._move_on())
+            async with self._connected(client) as conn:
+                yield conn
 
     @contextlib.asynccontextmanager
     async def _connect_current(self) -> AsyncIterator[Connection]:
@@ -482,9 +519,14 @@ class MqttClient:
     @contextlib.asynccontextmanager
     async def _connected(self, client: aiomqtt.Client) -> AsyncIterator[Connection]:
         self.generation += 1
-        conn = Connection(self, client, self.generation)
+        conn = Connection(self, client, self.generation, self.current)
         try:
             await conn.subscribe(self.subscriptions, self.subscribe_qos)
+            if self._copies is not None:
+                # Before the session publishes anything newer: this broker may be one
+                # that was down (and kept stale values) while the others got new ones.
+                await self._copies.replay(conn)
+                self._copies.main_on(conn.node)
             self._connection = conn
             self.connections += 1
             self.last_error = None
@@ -493,8 +535,36 @@ class MqttClient:
             yield conn
         finally:
             self._connection = None
+            if self._copies is not None:
+                self._copies.main_off()
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await client.__aexit__(None, None, None)
+
+    @contextlib.asynccontextmanager
+    async def _copying(self) -> AsyncIterator[None]:
+        """The side connections of retain_on_all_hosts, in this client's task group, for
+        as long as the block runs; nothing without the setting."""
+        copies = self._copies
+        if copies is None:
+            yield
+            return
+        error: Exception | None = None
+        async with TaskGroup(self.name, expected=(BrokerError,)) as tasks:
+            copies.begin(self.current)
+            for node in range(len(self.brokers)):
+                tasks.create_task(copies.keep(node), name=f"retain-{node}")
+            try:
+                yield
+                await copies.flush()
+            except Exception as exc:
+                # The owner's (a BrokerError, say): raised as it is, not in the exception
+                # group a task group would make of it.
+                error = exc
+            finally:
+                for t in tasks.tasks:
+                    t.cancel()
+        if error is not None:
+            raise error
 
     async def _open(self) -> aiomqtt.Client:
         c = self.config
@@ -619,7 +689,12 @@ class MqttClient:
         fail_fast, on the first attempt), the first attempt's BrokerError (connect_first),
         or the exception of a task that died of something else than the broker going
         away."""
-        stop = stop if stop is not None else asyncio.Event()
+        async with self._copying():
+            await self._reconnecting(session, stop if stop is not None else asyncio.Event(),
+                                     drain)
+
+    async def _reconnecting(self, session: Session | None, stop: asyncio.Event,
+                            drain: bool) -> None:
         loop = asyncio.get_running_loop()
         ever = False
         last_text = ""
@@ -697,6 +772,166 @@ class MqttClient:
                     await result
             except Exception:  # a bug in handling one message must not drop the link
                 log.exception("[%s] handling a message on %s", self.name, message.topic)
+
+
+@dataclass(eq=False)
+class _Retained:
+    """A topic's latest retained payload (b"": cleared) and the brokers known to hold it."""
+
+    payload: bytes
+    qos: int
+    nodes: set[int]
+
+
+class _RetainedCopies:
+    """retain_on_all_hosts: RabbitMQ 3.10 keeps a retained message on the node it was
+    published on only, so every retained message the owner's connection publishes is also
+    sent, by a side connection of its own, to every other broker of its list; and every
+    connection (a side one, or the owner's) that reaches a broker first sends it all the
+    current values, so a node that was down while they changed does not keep stale ones.
+
+    One side connection a broker, each an MqttClient of its own on that broker alone (its
+    own client id, clean session, the owner's credentials, TLS and backoff policy): the
+    reconnect loop, its backoff and its log (a failed attempt said once, again at INFO at
+    most once a backoff wait) are the one of this module. The side connection of the
+    broker the owner is connected to is closed (the owner sends there itself); a side
+    connection's failures never reach the owner.
+
+    Each side connection sends the topics marked for it, taking the value current when it
+    sends, so a value that changes while one is on its way is sent again, never an older
+    one after a newer. A cleared topic (an empty payload) is forgotten once every broker
+    has taken the clear."""
+
+    def __init__(self, owner: MqttClient) -> None:
+        self.values: dict[str, _Retained] = {}
+        self.nodes = range(len(owner.brokers))
+        base = owner.config
+        self.sides = [
+            MqttClient(base.model_copy(update={"hosts": [base.hosts[n]],
+                                               "retain_on_all_hosts": False}),
+                       name=f"{owner.name}/retain-{n}",
+                       client_id=unique_id(f"{owner.name}-retain-{n}"),
+                       timeout_s=owner.timeout_s, backoff=owner.backoff.fresh(),
+                       log_level=owner.log_level,
+                       on_connect=lambda _: self.progress.set(),
+                       on_disconnect=lambda _: self.progress.set())
+            for n in self.nodes]
+        self.pending: list[dict[str, None]] = [{} for _ in self.nodes]  # topics to send
+        self.synced = [False for _ in self.nodes]  # a side connection has sent all
+        self.main: int | None = None  # the broker the owner is connected to
+        self.last: int | None = None  # the one it was last connected to: it has all
+        self.begin(0)
+
+    # --- the owner's connection --------------------------------------------------------
+
+    def begin(self, first: int) -> None:
+        """A run of the owner (run() or connect()), about to try broker `first`."""
+        # New events each run: an asyncio event belongs to the loop it was first used in.
+        self.wake = [asyncio.Event() for _ in self.nodes]  # something for it to send
+        self.leave: list[asyncio.Event | None] = [None for _ in self.nodes]
+        self.progress = asyncio.Event()  # something above or a side connection changed
+        # The owner's broker has no side connection: the one the owner is about to try
+        # counts as its own until another answers (main_on).
+        self.free = [asyncio.Event() for _ in self.nodes]  # the owner is not there
+        for n in self.nodes:
+            if n != first:
+                self.free[n].set()
+
+    def record(self, topic: str, payload: bytes, qos: int, node: int) -> None:
+        """The owner's connection to broker `node` published a retained message."""
+        self.values[topic] = _Retained(payload, qos, {node})
+        for n in self.nodes:
+            if n != node:
+                self.pending[n][topic] = None
+                self.synced[n] = False
+                self.wake[n].set()
+
+    async def replay(self, conn: Connection) -> None:
+        for topic, value in list(self.values.items()):
+            await conn._send(topic, value.payload, qos=value.qos, retain=True, copy=False)
+            self._delivered(topic, value, conn.node)
+
+    def main_on(self, node: int) -> None:
+        self.main = self.last = node
+        self.free[node].clear()
+        self.pending[node].clear()
+        leave = self.leave[node]
+        if leave is not None:
+            leave.set()
+        for n in self.nodes:
+            if n != node:
+                self.free[n].set()
+        self.progress.set()
+
+    def main_off(self) -> None:
+        # The broker it was on keeps its side connection closed: it holds everything the
+        # owner published, and the owner publishes nothing more until it connects again.
+        self.main = None
+        self.progress.set()
+
+    # --- the side connections ----------------------------------------------------------
+
+    async def keep(self, node: int) -> None:
+        """Broker `node`'s side connection, whenever the owner is not connected there."""
+        side = self.sides[node]
+
+        async def session(conn: Connection) -> None:
+            await self._deliver(node, conn)
+
+        while True:
+            await self.free[node].wait()
+            leave = self.leave[node] = asyncio.Event()
+            if not self.free[node].is_set():
+                continue
+            await side.run(session, stop=leave)
+
+    async def _deliver(self, node: int, conn: Connection) -> None:
+        pending = self.pending[node]
+        pending.clear()
+        pending.update(dict.fromkeys(self.values))
+        try:
+            while True:
+                while pending:
+                    topic = next(iter(pending))
+                    del pending[topic]  # before sending: a newer value marks it again
+                    value = self.values.get(topic)
+                    if value is None:
+                        continue
+                    await conn.publish(topic, value.payload, qos=value.qos, retain=True)
+                    self._delivered(topic, value, node)
+                self.synced[node] = True
+                self.progress.set()
+                self.wake[node].clear()
+                await self.wake[node].wait()
+        finally:
+            self.synced[node] = False
+            self.progress.set()
+
+    def _delivered(self, topic: str, value: _Retained, node: int) -> None:
+        value.nodes.add(node)
+        if not value.payload and len(value.nodes) == len(self.nodes) \
+                and self.values.get(topic) is value:
+            del self.values[topic]
+
+    # --- waiting ------------------------------------------------------------------------
+
+    async def everywhere(self) -> None:
+        await self._until(lambda: all(self.synced[n] or n == self.last
+                                      for n in self.nodes))
+
+    async def flush(self) -> None:
+        """At the end, a moment for what the side connections that are up still have to
+        send (the owner's last clears, say); a broker that is down is not waited for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FLUSH_S):
+                await self._until(lambda: all(
+                    self.synced[n] or n == self.last or not self.sides[n].connected
+                    for n in self.nodes))
+
+    async def _until(self, done: Callable[[], bool]) -> None:
+        while not done():
+            self.progress.clear()
+            await self.progress.wait()
 
 
 def broker_error_of(group: BaseExceptionGroup[BaseException]) -> BrokerError:

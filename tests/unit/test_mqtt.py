@@ -166,3 +166,56 @@ def test_a_clean_client_takes_a_new_id_per_attempt_only_with_several_brokers() -
     assert kept.identifier() == "ingest"
     one = MqttClient(MqttConfig(host="a"), name="x", client_id="console-flight")  # type: ignore[call-arg]
     assert one.identifier() == "console-flight"
+
+
+# --- retained messages on every broker (retain_on_all_hosts) --------------------------------
+
+
+async def _run_until_failures(client: MqttClient, errors: list[BrokerError], n: int) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(client.run(stop=stop))
+    while len(errors) < n:
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_retained_copies_with_one_broker_do_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    errors: list[BrokerError] = []
+    config = MqttConfig(host="127.0.0.1", port=1, retain_on_all_hosts=True)  # type: ignore[call-arg]
+    client = MqttClient(config, name="one", on_disconnect=errors.append,
+                        backoff=Backoff(first=0.01, maximum=0.02))
+    with caplog.at_level(logging.DEBUG, logger="groundstation"):
+        await _run_until_failures(client, errors, 3)
+    assert "retain" not in caplog.text  # no side connection, no task of its own
+    await asyncio.wait_for(client.retained_everywhere(), 1)  # nothing to wait for
+
+
+async def test_a_dead_broker_of_the_copies_is_retried_in_the_background_quietly(
+        caplog: pytest.LogCaptureFixture) -> None:
+    errors: list[BrokerError] = []
+    config = MqttConfig(hosts=["127.0.0.1:1", "127.0.0.1:2"],  # type: ignore[call-arg]
+                        retain_on_all_hosts=True)
+    client = MqttClient(config, name="two", on_disconnect=errors.append,
+                        backoff=Backoff(first=0.01, maximum=0.02))
+    with caplog.at_level(logging.INFO, logger="groundstation.mqtt"):
+        await _run_until_failures(client, errors, 12)  # run() ends as ever: no exception
+    side = [r for r in caplog.records if r.getMessage().startswith("[two/retain-1] ")]
+    # The side connection to the second broker (the client itself tries the first),
+    # retried with the client's backoff: said once as a warning, then at INFO.
+    assert side and "mqtt://127.0.0.1:2: nothing is listening" in side[0].getMessage()
+    assert len(side) > 1
+    assert [r.levelno for r in side].count(logging.WARNING) == 1
+
+
+async def test_with_retained_copies_the_errors_are_the_same() -> None:
+    config = MqttConfig(hosts=["127.0.0.1:1", "127.0.0.1:2"],  # type: ignore[call-arg]
+                        retain_on_all_hosts=True)
+    with pytest.raises(BrokerError, match=r"127\.0\.0\.1:2: nothing is listening"):
+        async with MqttClient(config, name="replay").connect():
+            pass
+    client = MqttClient(config, name="x", connect_first=True,
+                        backoff=Backoff(first=0.01, maximum=0.02))
+    with pytest.raises(BrokerError, match=r"127\.0\.0\.1:2: nothing is listening"):
+        await client.run()
