@@ -122,8 +122,8 @@ async def test_retained_messages_are_kept_by_the_node_they_were_published_on(
         rabbitmq_secure: RabbitMQCluster) -> None:
     """RabbitMQ 3.10 keeps retained messages per node (the MQTT plugin's local store): a
     subscriber on another node does not get them. What the station retains (mission state,
-    the commanding history, active alarms) must be published on every node, or come from
-    elsewhere, in the cluster profile (issue 16, item 4; not built yet)."""
+    the commanding history, active alarms) is therefore copied to every node by the adapter
+    with [mqtt] retain_on_all_hosts (tests/integration/test_cluster_retained.py)."""
     cluster = rabbitmq_secure
     first, second, _ = cluster.nodes
     # A drill's ship state (the instructor's), under a drill of its own: nothing else in
