@@ -818,8 +818,7 @@ class _RetainedCopies:
             for n in self.nodes]
         self.pending: list[dict[str, None]] = [{} for _ in self.nodes]  # topics to send
         self.synced = [False for _ in self.nodes]  # a side connection has sent all
-        self.main: int | None = None  # the broker the owner is connected to
-        self.last: int | None = None  # the one it was last connected to: it has all
+        self.last: int | None = None  # the broker the owner is (or was last) on: it has all
         self.begin(0)
 
     # --- the owner's connection --------------------------------------------------------
@@ -852,7 +851,7 @@ class _RetainedCopies:
             self._delivered(topic, value, conn.node)
 
     def main_on(self, node: int) -> None:
-        self.main = self.last = node
+        self.last = node
         self.free[node].clear()
         self.pending[node].clear()
         leave = self.leave[node]
@@ -866,7 +865,6 @@ class _RetainedCopies:
     def main_off(self) -> None:
         # The broker it was on keeps its side connection closed: it holds everything the
         # owner published, and the owner publishes nothing more until it connects again.
-        self.main = None
         self.progress.set()
 
     # --- the side connections ----------------------------------------------------------
@@ -881,7 +879,7 @@ class _RetainedCopies:
         while True:
             await self.free[node].wait()
             leave = self.leave[node] = asyncio.Event()
-            if not self.free[node].is_set():
+            if not self.free[node].is_set():  # the owner took this broker meanwhile
                 continue
             await side.run(session, stop=leave)
 
