@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from groundstation.config import ConfigError, MqttConfig
-from groundstation.mqtt import Backoff, BrokerError, MqttClient, tls_context, unique_id
+from groundstation.mqtt import (
+    Backoff,
+    BrokerError,
+    MqttClient,
+    account_client_id,
+    tls_context,
+    unique_id,
+)
 from groundstation.tasks import TaskGroup
 
 
@@ -166,3 +173,18 @@ def test_a_clean_client_takes_a_new_id_per_attempt_only_with_several_brokers() -
     assert kept.identifier() == "ingest"
     one = MqttClient(MqttConfig(host="a"), name="x", client_id="console-flight")  # type: ignore[call-arg]
     assert one.identifier() == "console-flight"
+
+
+def test_a_client_presents_its_id_under_its_accounts_name() -> None:
+    # The cluster lets an account subscribe only under its own prefix (rabbitmq_auth).
+    assert account_client_id("flight", "gs-console-1") == "flight.gs-console-1"
+    assert account_client_id("flight", "flight.gs-console-1") == "flight.gs-console-1"
+    assert account_client_id("flight", "flightx") == "flight.flightx"
+    assert account_client_id(None, "gs-console-1") == "gs-console-1"
+    ingest = MqttClient(MqttConfig(username="ingest"), name="ingest",  # type: ignore[call-arg]
+                        client_id="groundstation-ingest", clean_session=False)
+    assert ingest.identifier() == "ingest.groundstation-ingest"
+    several = MqttConfig(hosts=["a:1", "b:2"], username="flight")  # type: ignore[call-arg]
+    console = MqttClient(several, name="x", client_id="console-flight")
+    console._attempts = 3
+    assert console.identifier() == "flight.console-flight-3"
