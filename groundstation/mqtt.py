@@ -76,6 +76,12 @@ Nagle's algorithm to coalesce it with them.
 Tasks: a connection's receiving loop and the owner's session run in a named task group
 (groundstation.tasks): a task that dies of anything but the broker going away is logged by
 name ("task console/session died: ...") and ends `run()` with its exception.
+
+Client ids under the account's name: a client that logs in as a user presents
+`<user>.<client id>` (`account_client_id`; the cluster's user names have no '.'), so the
+cluster can give each account its own subscription queues
+(`mqtt-subscription-<client id>qos<n>`) and no other's (groundstation.deploy.rabbitmq_auth).
+Mosquitto does not care.
 """
 
 from __future__ import annotations
@@ -97,9 +103,9 @@ import aiomqtt
 from groundstation.config import ConfigError, MqttConfig, env_name, reveal
 from groundstation.tasks import TaskGroup
 
-__all__ = ["NODELAY", "STABLE_S", "Backoff", "BrokerError", "BrokerRefused", "Connection",
-           "MqttClient", "NotConnected", "Received", "Will", "broker_error_of", "tls_context",
-           "unique_id"]
+__all__ = ["ACCOUNT_SEPARATOR", "NODELAY", "STABLE_S", "Backoff", "BrokerError", "BrokerRefused",
+           "Connection", "MqttClient", "NotConnected", "Received", "Will", "account_client_id",
+           "broker_error_of", "tls_context", "unique_id"]
 
 log = logging.getLogger("groundstation.mqtt")
 
@@ -224,6 +230,18 @@ def _ssl_reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return str(exc)
+
+
+ACCOUNT_SEPARATOR = "."  # in no user name (a RabbitMQ routing-key level), so never ambiguous
+
+
+def account_client_id(username: str | None, client_id: str) -> str:
+    """The client id ``username`` presents: ``<username>.<client_id>``, once. The cluster's
+    rights let an account subscribe only under its own prefix (no other account's queues),
+    so every station client takes it; an anonymous one keeps the id it was given."""
+    if not username or client_id.startswith(username + ACCOUNT_SEPARATOR):
+        return client_id
+    return username + ACCOUNT_SEPARATOR + client_id
 
 
 def unique_id(name: str) -> str:
@@ -356,7 +374,8 @@ class MqttClient:
                   reconnect wait; the ingest passes its own as it is
     name          for the log, task names and the default client id
     client_id     default: config.client_id if it was given (file, environment, flag),
-                  else a unique one (unique_id)
+                  else a unique one (unique_id); presented under the account's name
+                  (identifier())
     clean_session False for a persistent session (a fixed client_id; the broker keeps
                   subscriptions and queues QoS 1 messages while the client is away)
     subscriptions made on every connection, at subscribe_qos
@@ -441,10 +460,12 @@ class MqttClient:
         (a cluster), a client without a session (clean_session) takes a new one for each
         attempt, client_id-<n>: RabbitMQ keeps a clean session's subscription queue on the
         node it was made on, and a node that dies takes that queue with it until it comes
-        back, so a new subscription under the same id would hang on every other node."""
+        back, so a new subscription under the same id would hang on every other node.
+        Under the account's name (account_client_id)."""
+        client_id = self.client_id
         if self.clean_session and len(self.brokers) > 1:
-            return f"{self.client_id[:54]}-{self._attempts:x}"
-        return self.client_id
+            client_id = f"{client_id[:54]}-{self._attempts:x}"
+        return account_client_id(self.config.username, client_id)
 
     def _move_on(self) -> str:
         """Make the next broker of the list the current one; its address."""

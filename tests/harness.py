@@ -160,11 +160,15 @@ _client_numbers = itertools.count()
 
 @asynccontextmanager
 async def login(broker: MosquittoServer | RabbitMQNode, user: str, *subscriptions: str,
-                password: str | None = None) -> AsyncIterator[aiomqtt.Client]:
+                password: str | None = None, identifier: str | None = None
+                ) -> AsyncIterator[aiomqtt.Client]:
+    """An MQTT client logged in as ``user``, subscribed; its client id under the account's
+    name (groundstation.mqtt.account_client_id: the cluster's rights need it)."""
+    if identifier is None:
+        identifier = f"{user}.test-{os.getpid()}-{next(_client_numbers)}"
     async with aiomqtt.Client(broker.host, broker.port, username=user,
                               password=ACL_USERS[user] if password is None else password,
-                              identifier=f"test-{user}-{os.getpid()}-{next(_client_numbers)}",
-                              timeout=5) as client:
+                              identifier=identifier, timeout=5) as client:
         for sub in subscriptions:
             await client.subscribe(sub, qos=1)
         yield client

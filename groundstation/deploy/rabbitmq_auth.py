@@ -1,4 +1,4 @@
-"""Broker accounts for the RabbitMQ cluster, with the rights of the one ACL.
+r"""Broker accounts for the RabbitMQ cluster, with the rights of the one ACL.
 
 The rights live in ``deploy/mosquitto/acl`` (Mosquitto's syntax, read by the single-node
 broker); this module reads the same file and turns it into RabbitMQ's users and
@@ -24,8 +24,23 @@ as routing key, '/' and '.' swapped: ``telemetry/live/soyuz/tm`` is
   ``^(?!(?:DENY|...)$)(?:ALLOW|...)$``. An account with no right of a kind gets a regex
   that matches nothing (RabbitMQ lets everything through when a user has no topic
   permission at all, so every account gets one).
-* Vhost permissions are those the MQTT plugin needs for its own queues
-  (``mqtt-subscription-*``) and the exchange; what flows is decided by the topic ones.
+* Vhost permissions (configure, write, read; regexes on resource *names*, queue or
+  exchange alike) are the least the MQTT plugin needs, which does, as the account
+  (rabbit_mqtt_processor, 3.10): declare and delete its clients' queues
+  ``mqtt-subscription-<client id>qos0|1`` (configure; a persistent session's at connect),
+  bind them to amq.topic (write on the queue, read on amq.topic), consume them (read), and
+  publish on amq.topic (write). A client id is ``<user>.<anything>``
+  (groundstation.mqtt.account_client_id; a user name has no '.'), so each account gets its
+  own clients' queues alone, ``^mqtt-subscription-<user>\..*qos[01]$`` (RabbitMQ 3.10
+  expands ``{username}`` in topic permissions only, so the name is written in; a client
+  under another account's name, or none, cannot subscribe), and amq.topic for writing
+  (reading) only if it may write (read) some topic. Never ``amq.default``: writing to the
+  default exchange reaches every queue by name, its subscription queues included.
+* The station's AMQP services (``AMQP_RESOURCES``) get their own resources besides: the
+  ingest, every name under ``gs.`` (its partitions' exchanges and queues), which no other
+  account's regex matches. It binds them from amq.topic with its read right on amq.topic,
+  by binding keys its topic read regex allows (``telemetry.#``, not ``#``). It publishes
+  state through an exchange of its own, not the default exchange (above).
 * Accounts the ACL does not name are operators (the ``pattern`` lines alone), as in
   Mosquitto.
 
@@ -39,9 +54,45 @@ Where RabbitMQ 3.10 differs from Mosquitto (the tests show each):
   ``topic deny`` carved out of a wider read right (the ingest's ``ack/ingest/#`` inside
   ``ack/#``) stops a subscription that names it, not one to the wider filter. In the ACL
   as it stands nobody can publish under such a carve-out, so nothing more is read.
-* The vhost permissions reach any ``mqtt-subscription-*`` queue over AMQP: the AMQP
-  listener is for the station's services (the partitioned ingest, next), not for the
-  vehicles' and operators' networks.
+
+Over AMQP (tests/integration/test_cluster_amqp_rights.py shows each): every account may log
+in on the AMQP port with its password, with the same rights. Checked as over MQTT: a
+publish to amq.topic against the topic write regex (its routing key), a queue or exchange
+bound from amq.topic against the read regex (its binding key). Refused: another account's
+queues (basic.get, consume, purge, delete, bind, declare), every ``gs.`` resource but to
+the ingest, every other exchange.
+
+What 3.10 leaves open (the gap; the last test of that file shows it as it is): *an account
+that reaches the AMQP port can publish on amq.topic under any routing key*, past its topic
+write regex, which RabbitMQ checks on the routing key of a publish made to amq.topic
+itself and on nothing else:
+
+* the ``CC`` and ``BCC`` headers of a publish to amq.topic route copies under keys of the
+  publisher's choosing, never checked (later RabbitMQ checks them: rabbitmq-server#12553,
+  backported to 4.0.x);
+* an exchange of the account's own (a name its configure regex allows: one of its queue
+  names, as an exchange) with amq.topic as its alternate exchange, or bound to amq.topic
+  (write on amq.topic, which its MQTT publishes need), passes on whatever is published to
+  it, under any key; so does a queue of its own with amq.topic as its dead-letter
+  exchange and any dead-letter routing key.
+
+So over AMQP an operator or a vehicle can put a message on a ship's uplink, another
+operator's acknowledgement or any telemetry topic (the ingest too, through its ``gs.``
+exchanges); its reads stay within its rights. No vhost permission closes this: every
+account both publishes (write on amq.topic) and subscribes (configure on its queues) over
+MQTT, and the same rights hold on both ports. Per-user limits do not separate the ports
+either (``max-connections`` counts the MQTT plugin's connections: 0 refuses MQTT logins
+too). What closes it is keeping the vehicles' and operators' accounts off the AMQP port:
+the AMQP listener only on the services' network, or AMQP for certificate holders only
+(``auth_mechanisms.1 = EXTERNAL``, rabbitmq_auth_mechanism_ssl, a TLS listener requiring a
+client certificate: the MQTT plugin's password logins do not go through AMQP's
+mechanisms, so MQTT is unaffected), with certificates for the AMQP services alone. The
+ingest would still have the gap for itself, as long as one account both consumes over
+AMQP and publishes over MQTT (write on amq.topic); an AMQP-only account for its consuming
+side, with no write on amq.topic, would not.
+
+RabbitMQ 3.10 does not tie a client id to an account (nor does Mosquitto): a login under
+another account's client id throws that client off, though it never gets its queue.
 """
 
 from __future__ import annotations
@@ -58,8 +109,10 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from groundstation.deploy.broker_auth import ACL_FILE
+from groundstation.mqtt import ACCOUNT_SEPARATOR
 
 __all__ = [
+    "AMQP_RESOURCES",
     "EXCHANGE",
     "Acl",
     "apply_accounts",
@@ -67,13 +120,18 @@ __all__ = [
     "hash_password",
     "parse_acl",
     "topic_regex",
+    "vhost_permissions",
 ]
 
 EXCHANGE = "amq.topic"  # the MQTT plugin's exchange (mqtt.exchange)
 VHOST = "/"
 NOTHING = "^(?!)"  # a regex no routing key matches
-# The MQTT plugin's own resources: its subscription queues and the exchange it publishes on.
-_PLUGIN_RESOURCES = r"^(amq\.topic|mqtt-subscription-.*)$"
+# The station's services that use AMQP besides MQTT, and the resources that are theirs alone
+# (configure, write and read: names are checked, not kinds, so queues and exchanges alike).
+# The ingest's partitions: exchanges gs.telemetry and gs.telemetry.unrouted (bound from
+# amq.topic, which its read right on amq.topic and its topic read regex allow), quorum
+# queues gs.ingest.pNN, gs.ingest.unrouted, gs.state.pNN.
+AMQP_RESOURCES: dict[str, str] = {"ingest": r"gs\..*"}
 # Narrower than Mosquitto's user names: a name becomes a routing-key level, where '.' would
 # split it in two.
 _USER_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
@@ -186,6 +244,33 @@ def topic_regex(acl: Acl, user: str, access: Access) -> str:
     return "^" + body
 
 
+def own_queues(user: str) -> str:
+    """The (unanchored) regex of the MQTT plugin's queues of ``user``'s clients:
+    ``mqtt-subscription-<client id>qos0|1``, with client ids under the account's name
+    (groundstation.mqtt.account_client_id)."""
+    return rf"mqtt-subscription-{re.escape(_check_user(user) + ACCOUNT_SEPARATOR)}.*qos[01]"
+
+
+def vhost_permissions(acl: Acl, user: str) -> dict[str, str]:
+    """``user``'s configure, write and read regexes on the vhost: what the MQTT plugin does
+    for it (declare and delete its clients' queues; bind them to amq.topic, write on the
+    queue and read on amq.topic; consume them; publish on amq.topic), amq.topic only for an
+    account that may read, or write, some topic; and its AMQP resources, for a service."""
+    own = [own_queues(user)]
+    if user in AMQP_RESOURCES:
+        own.append(AMQP_RESOURCES[user])
+    exchange = [re.escape(EXCHANGE)]
+
+    def either(names: list[str]) -> str:
+        return "^(?:" + "|".join(names) + ")$"
+
+    return {
+        "configure": either(own),
+        "write": either((exchange if topic_regex(acl, user, "write") != NOTHING else []) + own),
+        "read": either((exchange if topic_regex(acl, user, "read") != NOTHING else []) + own),
+    }
+
+
 def hash_password(password: str, salt: bytes | None = None) -> str:
     """RabbitMQ's rabbit_password_hashing_sha256: base64(salt + SHA-256(salt + password)),
     with a 4-byte salt."""
@@ -210,8 +295,7 @@ def definitions(users: Mapping[str, str], acl: Acl | None = None) -> dict[str, A
         "users": [{"name": _check_user(u), "password_hash": hash_password(pw),
                    "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []}
                   for u, pw in users.items()],
-        "permissions": [{"user": u, "vhost": VHOST, "configure": r"^mqtt-subscription-.*$",
-                         "write": _PLUGIN_RESOURCES, "read": _PLUGIN_RESOURCES}
+        "permissions": [{"user": u, "vhost": VHOST, **vhost_permissions(acl, u)}
                         for u in users],
         "topic_permissions": [{"user": u, "vhost": VHOST, "exchange": EXCHANGE,
                                "write": topic_regex(acl, u, "write"),

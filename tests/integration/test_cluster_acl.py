@@ -35,10 +35,12 @@ def cluster(rabbitmq_secure: RabbitMQCluster) -> RabbitMQCluster:
 
 
 async def refused(node: RabbitMQNode, user: str,
-                  act: Callable[[aiomqtt.Client], Awaitable[Any]], timeout: float = 10) -> None:
+                  act: Callable[[aiomqtt.Client], Awaitable[Any]], timeout: float = 10,
+                  identifier: str | None = None) -> None:
     """`user` does `act` on `node`; the broker must close the connection for it."""
     async with contextlib.AsyncExitStack() as stack:
-        client = await stack.enter_async_context(login(node, user, password=USERS[user]))
+        client = await stack.enter_async_context(login(node, user, password=USERS[user],
+                                                       identifier=identifier))
         stack.push_async_exit(_ignore_disconnected)
         attempt = asyncio.create_task(act(client))
         try:
@@ -91,6 +93,18 @@ async def test_a_permitted_publish_is_not_taken_for_a_refusal(cluster: RabbitMQC
     with pytest.raises(TimeoutError):
         await refused(cluster.nodes[0], "soyuz", publish(topics.telemetry("soyuz", "tm")),
                       timeout=1)
+
+
+async def test_a_client_subscribes_only_under_its_accounts_client_ids(
+        cluster: RabbitMQCluster) -> None:
+    """A client's subscription queue is named by its client id, and an account has only the
+    queues of ids under its own name (rabbitmq_auth.own_queues, mqtt.account_client_id): a
+    client under another account's name, or under none, cannot subscribe."""
+    node = cluster.nodes[2]
+    for identifier in ("eecom.console", "console-flight", "flightx.console"):
+        await refused(node, "flight", subscribe("params/#"), identifier=identifier)
+    async with login(node, "flight", "params/#", identifier="flight.console"):
+        pass
 
 
 # -- telemetry -------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ async def test_mqtt_on_every_node_reaches_subscribers_on_every_other(
     cluster = rabbitmq_cluster
     apply_accounts(cluster, USERS)
     subscribers = [aiomqtt.Client(n.host, n.port, username="ingest", password="ingest-pw",
-                                  identifier=f"sub-{i}-{os.getpid()}", timeout=10)
+                                  identifier=f"ingest.sub-{i}-{os.getpid()}", timeout=10)
                    for i, n in enumerate(cluster.nodes)]
     for s in subscribers:
         await s.__aenter__()

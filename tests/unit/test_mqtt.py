@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from groundstation.config import ConfigError, MqttConfig
-from groundstation.mqtt import Backoff, BrokerError, MqttClient, tls_context, unique_id
+from groundstation.mqtt import (
+    Backoff,
+    BrokerError,
+    MqttClient,
+    account_client_id,
+    tls_context,
+    unique_id,
+)
 from groundstation.tasks import TaskGroup
 
 
@@ -219,3 +226,18 @@ async def test_with_retained_copies_the_errors_are_the_same() -> None:
                         backoff=Backoff(first=0.01, maximum=0.02))
     with pytest.raises(BrokerError, match=r"127\.0\.0\.1:2: nothing is listening"):
         await client.run()
+
+
+def test_a_client_presents_its_id_under_its_accounts_name() -> None:
+    # The cluster lets an account subscribe only under its own prefix (rabbitmq_auth).
+    assert account_client_id("flight", "gs-console-1") == "flight.gs-console-1"
+    assert account_client_id("flight", "flight.gs-console-1") == "flight.gs-console-1"
+    assert account_client_id("flight", "flightx") == "flight.flightx"
+    assert account_client_id(None, "gs-console-1") == "gs-console-1"
+    ingest = MqttClient(MqttConfig(username="ingest"), name="ingest",  # type: ignore[call-arg]
+                        client_id="groundstation-ingest", clean_session=False)
+    assert ingest.identifier() == "ingest.groundstation-ingest"
+    several = MqttConfig(hosts=["a:1", "b:2"], username="flight")  # type: ignore[call-arg]
+    console = MqttClient(several, name="x", client_id="console-flight")
+    console._attempts = 3
+    assert console.identifier() == "flight.console-flight-3"

@@ -12,12 +12,14 @@ import pytest
 from groundstation.deploy import rabbitmq_auth
 from groundstation.deploy.rabbitmq_auth import (
     NOTHING,
+    Acl,
     definitions,
     filter_regex,
     load_acl,
     mqtt_matches,
     parse_acl,
     topic_regex,
+    vhost_permissions,
 )
 from tests.harness import ACL_USERS
 
@@ -90,6 +92,28 @@ def test_no_right_is_a_regex_that_matches_nothing() -> None:
     assert not re.match(NOTHING, "") and not re.match(NOTHING, "x")
     assert not re.match(topic_regex(acl, "v", "read"), "x.y")
     assert re.match(topic_regex(acl, "op", "read"), "x.y")
+
+
+def test_vhost_permissions_reach_the_accounts_own_queues_and_no_others() -> None:
+    def may(user: str, kind: str, name: str, acl: Acl = ACL) -> bool:
+        return bool(re.match(vhost_permissions(acl, user)[kind], name))
+
+    for kind in ("configure", "write", "read"):
+        assert may("flight", kind, "mqtt-subscription-flight.gs-console-1qos1")
+        assert may("flight", kind, "mqtt-subscription-flight.gs-console-1qos0")
+        for other in ("eecom.gs-console-1", "flightx.gs-console-1", "flight-gs-console-1",
+                      "gs-console-flight"):  # another account's, or no account's
+            assert not may("flight", kind, f"mqtt-subscription-{other}qos1"), other
+        assert may("ingest", kind, "gs.ingest.p00") and may("ingest", kind, "gs.telemetry")
+        assert not any(may(u, kind, "gs.ingest.p00") for u in USERS if u != "ingest")
+        assert not any(may(u, kind, "amq.default") for u in USERS)  # reaches every queue
+    assert not any(may(u, "configure", "amq.topic") for u in USERS)
+    assert all(may(u, kind, "amq.topic") for u in USERS for kind in ("write", "read"))
+    # amq.topic only for an account that may read (write) something.
+    acl = parse_acl("user w\ntopic write y/#\nuser r\ntopic read y/#\n")
+    assert may("w", "write", "amq.topic", acl) and not may("w", "read", "amq.topic", acl)
+    assert may("r", "read", "amq.topic", acl) and not may("r", "write", "amq.topic", acl)
+    assert may("w", "configure", "mqtt-subscription-w.1qos1", acl)  # a persistent session
 
 
 def test_bad_acl_lines_and_user_names() -> None:
