@@ -164,6 +164,11 @@ def test_a_fleet_of_an_undefined_vehicle_stops_the_command(
     assert "Traceback" not in err
 
 
+def test_sim_fleet_needs_members(capsys: pytest.CaptureFixture[str]) -> None:
+    assert gs.main(["sim", "fleet"]) == 2
+    assert "the fleet has no members: give --fleet" in capsys.readouterr().err
+
+
 # -- broker accounts -----------------------------------------------------------------------
 
 
