@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from groundstation import paths
+from groundstation.core import fleet as core_fleet
 
 ENV_PREFIX = "GS_"
 MASK = "**********"  # what a secret looks like wherever it is shown
@@ -311,6 +312,14 @@ class IngestConfig(_Section):
                            description="telemetry definitions directory (every command "
                                        "that reads them takes --defs-dir)",
                            json_schema_extra={"flag": "--defs-dir"})
+    fleet: dict[str, int] = Field(
+        default_factory=dict,
+        description="more vehicles under the definitions of the ones defined: how many "
+                    "members each base vehicle has, BASE=COUNT comma-separated in the "
+                    "environment and on the command line (apollo_csm=4,soyuz=4 adds "
+                    "apollo_csm-1..4 and soyuz-1..4, each its own vehicle id); every command "
+                    "that reads the definitions takes --fleet",
+        json_schema_extra={"flag": "--fleet"})
     archive_dir: Path = Field(Path("var/archive"), description="raw frame archive directory")
     alarm_state_dir: Path | None = Field(
         None, description="where the alarm state of live and training streams (latched, "
@@ -336,6 +345,18 @@ class IngestConfig(_Section):
                                     "the ingest's clock are rejected as time_range (the end "
                                     "of the window; never past 2262-04-11, the last time "
                                     "InfluxDB stores)")
+
+    @field_validator("fleet", mode="before")
+    @classmethod
+    def _parse_fleet(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment and the command line
+            return core_fleet.parse(value)
+        return value
+
+    @field_validator("fleet")
+    @classmethod
+    def _check_fleet(cls, value: dict[str, int]) -> dict[str, int]:
+        return core_fleet.check(value)
 
     @field_validator("frame_time_min")
     @classmethod
@@ -550,6 +571,8 @@ def example_toml(config: Config | None = None) -> str:
 
 
 def _toml(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml(x)}" for k, x in v.items()) + "}"
     if isinstance(v, list):
         return "[" + ", ".join(_toml(x) for x in v) + "]"
     if isinstance(v, bool):

@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from groundstation.config import MqttConfig
+from groundstation.core import fleet, messages, topics
 from groundstation.core import flightplan as tl
-from groundstation.core import messages, topics
-from groundstation.core.definitions import DefinitionError, load_all
+from groundstation.core.definitions import DefinitionError, VehicleDefinition, load_all
 from groundstation.core.mission_time import format_get, parse_duration
 from groundstation.mqtt import BrokerError
 from groundstation.paths import defs_dir
@@ -27,7 +28,10 @@ from simulators.mission import Mission
 from simulators.recorder import HBR_CAPACITY_S, HBR_DUMP_RATE
 from simulators.runner import RunnerOptions, SimRunner
 
-SHIPS = {"apollo": [tl.APOLLO], "soyuz": [tl.SOYUZ], "both": [tl.APOLLO, tl.SOYUZ]}
+SHIPS = {"apollo": [tl.APOLLO], "soyuz": [tl.SOYUZ], "both": [tl.APOLLO, tl.SOYUZ],
+         "fleet": [], "all": [tl.APOLLO, tl.SOYUZ]}
+WITH_FLEET = ("fleet", "all")  # the choices that fly the fleet's members
+PROGRESS_S = 5.0  # real seconds between a fleet's progress lines
 SHORT = {"apollo": tl.APOLLO, "apollo_csm": tl.APOLLO, "soyuz": tl.SOYUZ}
 
 _V = "<vehicle>"
@@ -62,6 +66,16 @@ With --source {_DRILL} the ships fly for a drill instead: frames on
 {topics.telemetry(_V, "<stream>", source=_DRILL)}, state on {topics.sim_state(_V, _DRILL)}
 (cleared when the simulator stops), no control topic; the broker lets only the instructor
 account publish there.
+
+A fleet (--fleet apollo_csm=8,soyuz=8, GS_INGEST_FLEET, [ingest] fleet: the same setting
+the ingest decodes the members with) is more ships under the definitions of Apollo and
+Soyuz, apollo_csm-1 .. apollo_csm-8 and soyuz-1 .. soyuz-8: `sim fleet` flies the members,
+`sim all` both ships and the members, in one process. Every member flies its base ship's
+mission (the frames are made once and sent under each member's id, on
+{topics.telemetry('<member>', '<stream>')}, with its state on {topics.sim_state('<member>')}),
+logs in to the broker as itself (user name = its vehicle id, with the [mqtt] password) and
+hears no control topic. A line every {PROGRESS_S:g} s says what the fleet has sent and how
+fast: a load generator for the ground.
 """
 
 _APOLLO_CONTROL = topics.sim_control(tl.APOLLO)
@@ -81,6 +95,8 @@ examples:
       --fault apollo:dm_trapped_gas:at=052:00:00              the false DM leak
   GS_MQTT_PASSWORD_FILE=/run/secrets/apollo groundstation sim apollo \
       --mqtt-host broker --mqtt-username apollo_csm    as the vehicle's broker account
+  groundstation sim fleet --fleet apollo_csm=8,soyuz=8 --speed 10
+                                                      16 more ships, a load generator
   groundstation sim both --list-events                the timeline, with its GETs
   groundstation sim both --list-faults                what can be broken, and how
 
@@ -111,7 +127,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "sim", help="fly the simulated ships through the ASTP mission onto a broker",
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ships", choices=sorted(SHIPS), help="which ships transmit")
+    p.add_argument("ships", choices=list(SHIPS),
+                   help="which ships transmit: apollo, soyuz, both, the fleet's members "
+                        "(fleet, with --fleet), or both and the members (all)")
     p.add_argument("--speed", type=float, default=1.0,
                    help="mission seconds per real second: 1 is real time; 100 flies an "
                         "orbit in under a minute (default 1)")
@@ -153,10 +171,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
-        definitions_dir: Path | None = None) -> int:
-    """Run the `sim` subcommand with this broker and definitions directory (default: the
-    local broker, telemetry_defs/); returns the exit status."""
+        definitions_dir: Path | None = None, fleet_setting: Mapping[str, int] | None = None
+        ) -> int:
+    """Run the `sim` subcommand with this broker, definitions directory and fleet (default:
+    the local broker, telemetry_defs/, none); returns the exit status."""
     mqtt = mqtt or MqttConfig()  # type: ignore[call-arg]
+    fleet_setting = fleet_setting or {}
     definitions_dir = definitions_dir or defs_dir()
     if args.list_events:
         for e in tl.EVENTS:
@@ -206,6 +226,19 @@ def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
         print(f"error: no telemetry definition for {', '.join(missing)} in {definitions_dir}",
               file=sys.stderr)
         return 1
+    members: list[VehicleDefinition] = []
+    if args.ships in WITH_FLEET:
+        try:
+            expanded = fleet.expand(defs, fleet_setting)
+        except fleet.FleetError as exc:
+            print(f"error: --fleet: {exc}", file=sys.stderr)
+            return 2
+        members = [expanded[m] for m in fleet.members(fleet_setting)]
+        if not members:
+            print(f"error: sim {args.ships}: the fleet has no members: give --fleet "
+                  "BASE=COUNT,... (e.g. apollo_csm=8,soyuz=8), GS_INGEST_FLEET or [ingest] "
+                  "fleet", file=sys.stderr)
+            return 2
     mission = Mission(start, seed=args.seed, historical=not args.no_historical,
                       definitions=defs)
     for spec in args.fault:
@@ -219,34 +252,82 @@ def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
         mqtt=mqtt, speed=args.speed, frames_per_message=args.frames_per_message, qos=args.qos,
         backlog_frames=args.backlog_frames, recorder_s=args.recorder_minutes * 60.0,
         playback_rate=args.playback_rate, until=until, source=source, fail_fast=True)
-    runner = SimRunner(mission, [defs[v] for v in ships], options)
+    try:
+        runner = SimRunner(mission, [defs[v] for v in ships], options, members)
+    except ValueError as exc:  # a member of a ship no simulator flies
+        print(f"error: --fleet: {exc}", file=sys.stderr)
+        return 2
     listens = ("no control topic" if runner.training else
                f"control on {', '.join(topics.sim_control(v) for v in ships)}, replies on "
                f"{', '.join(topics.sim_reply(v) for v in ships)}")
-    print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
-          f"{runner.publisher.client.destination} (seed {args.seed}, source {source}); "
-          f"{listens}, state on {', '.join(topics.sim_state(v, source) for v in ships)}")
+    if ships:
+        print(f"flying {', '.join(ships)} from {format_get(start)} at {args.speed:g}x to "
+              f"{runner.publisher.client.destination} (seed {args.seed}, source {source}); "
+              f"{listens}, state on {', '.join(topics.sim_state(v, source) for v in ships)}")
+    if members:
+        print(f"flying the fleet from {format_get(start)} at {args.speed:g}x to "
+              f"{runner.publisher.client.destination} (seed {args.seed}, source {source}): "
+              f"{_fleet_text(fleet_setting)}, each logged in as itself")
     return asyncio.run(_run(runner))
 
 
+def _fleet_text(setting: Mapping[str, int]) -> str:
+    return ", ".join(f"{fleet.member_id(b, 1)} .. {fleet.member_id(b, n)}" if n > 1
+                     else fleet.member_id(b, 1) for b, n in setting.items() if n)
+
+
 async def _run(runner: SimRunner) -> int:
-    stop = asyncio.Event()
+    stop, finished = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    started = loop.time()
+    progress = asyncio.create_task(_progress(runner, finished)) if runner.members else None
     try:
         await runner.run(stop)
     except BrokerError as exc:  # refused: a setting to change, not something to wait out
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        finished.set()
+        if progress is not None:
+            await progress
     for v in runner.vehicles:
         s = runner.tx[v].stats
         print(f"{v}: {s.live_frames} live and {s.playback_frames} playback frames in "
               f"{s.messages} messages; {runner.tx[v].recorded} still on the recorder; "
               f"{runner.publisher.dropped_frames} dropped from the backlog")
+    if runner.members:
+        stats = [runner.tx[m].stats for m in runner.members]
+        seconds = max(loop.time() - started, 1e-9)
+        frames = sum(runner.publishers[m].sent_frames for m in runner.members)
+        print(f"fleet: {len(runner.members)} members sent {frames} frames "
+              f"({sum(s.live_frames for s in stats)} live, "
+              f"{sum(s.playback_frames for s in stats)} playback) in "
+              f"{sum(s.messages for s in stats)} messages, {frames / seconds:.0f} frames/s; "
+              f"{sum(runner.publishers[m].dropped_frames for m in runner.members)} dropped "
+              "from the backlog")
     print(f"stopped at {format_get(runner.mission.t)}; achieved {runner.achieved_speed:.1f}x")
     return 0
+
+
+async def _progress(runner: SimRunner, finished: asyncio.Event) -> None:
+    """Every PROGRESS_S while a fleet flies: how many ships, where, what the broker has
+    taken and how fast, how far behind."""
+    loop = asyncio.get_running_loop()
+    last_t, last_n = loop.time(), runner.sent_frames
+    while not finished.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(finished.wait(), PROGRESS_S)
+        if finished.is_set():
+            return
+        now, n = loop.time(), runner.sent_frames
+        print(f"fleet: {len(runner.base)} ships at {format_get(runner.get)}, {n} frames sent, "
+              f"{(n - last_n) / max(now - last_t, 1e-9):.0f} frames/s, "
+              f"{runner.achieved_speed:.1f}x of {runner.o.speed:g}x, backlog "
+              f"{runner.backlog_frames} frames", flush=True)
+        last_t, last_n = now, n
 
 
 def _inject(mission: Mission, spec: str) -> Any:

@@ -117,7 +117,8 @@ class Mission:
         self._context_keys = sorted({
             tuple(c.when.parameter.split(".", 1)) if "." in c.when.parameter
             else (d.vehicle, c.when.parameter)
-            for d in self.definitions.values() for e in [*d.parameters, *d.derived]
+            for d in self.definitions.values() if d.vehicle in tl.VEHICLES  # not a fleet's
+            for e in [*d.parameters, *d.derived]
             for c in (e.limits.contexts if e.limits else []) if c.when.parameter})
         self.apollo = ApolloModel(historical)
         self.soyuz = SoyuzModel(historical)

@@ -26,6 +26,17 @@ flies on from the same GET at the same speed, without catching up the time it wa
 Commands: every ship, live or a drill's, listens to its own uplink (cmd/uplink/<source>/
 <vehicle>) and answers on cmd/ack/<source>/<vehicle> when it hears the command
 (simulators/commands.py); the effect goes into the physics, so it shows in the frames.
+
+A fleet (groundstation/core/fleet.py): `members` are more ships with a base ship's
+definitions under their own vehicle ids (apollo_csm-3). Each flies its base ship's mission:
+the base's frames are made once, by the one encoder, and every member's own transmitter
+sends them under the member's id, topics and seq, through the member's own coverage,
+recorder and batching. So a member costs its envelopes and its publishing, not a second
+simulation: many fly on a small machine. Each member logs in as itself (the broker's user
+name is its vehicle id, as for the base ships, with the configuration's password), so the
+broker lets it publish its own telemetry and state only. Members hear no control and no
+uplink: they fly what their base flies (a pause pauses them too; a fault injected on the
+base shows in their frames, a link fault of the base does not).
 """
 
 from __future__ import annotations
@@ -35,13 +46,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from groundstation.config import MqttConfig
+from groundstation.core import fleet, messages, topics
 from groundstation.core import flightplan as tl
-from groundstation.core import messages, topics
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.mission_time import format_get
 from groundstation.mqtt import BrokerError, Connection, MqttClient, broker_error_of
@@ -212,11 +223,12 @@ class _ShipState:
 
 
 class SimRunner:
-    """The mission's ships on a broker, at a speed factor."""
+    """The mission's ships on a broker, at a speed factor: `definitions`' ships on one
+    connection, and the fleet's `members` (each on its own, as itself)."""
 
     def __init__(self, mission: Mission, definitions: list[VehicleDefinition],
-                 options: RunnerOptions):
-        if not definitions:
+                 options: RunnerOptions, members: Sequence[VehicleDefinition] = ()):
+        if not definitions and not members:
             raise ValueError("no ships to fly")
         source = topics.Source.parse(options.source)
         if source.kind is topics.SourceKind.REPLAY:
@@ -227,13 +239,30 @@ class SimRunner:
         self.training = not source.is_live
         self.mission = mission
         self.o = options
-        self.vehicles = [d.vehicle for d in definitions]
-        self.streams = {d.vehicle: ShipDownlink(mission, d) for d in definitions}
+        self.vehicles = [d.vehicle for d in definitions]  # on the one connection
+        self.members = [d.vehicle for d in members]
+        # Every transmitting ship's base: the ship whose frames it sends.
+        self.base = {v: v for v in self.vehicles}
+        for d in members:
+            base = fleet.base_of(d.vehicle)
+            if base is None or base not in mission.models:
+                raise ValueError(f"fleet member {d.vehicle!r}: no simulated ship to fly it "
+                                 f"as (ships: {', '.join(mission.models)})")
+            self.base[d.vehicle] = base
+        # One downlink (the frames, made once) per base ship, whether it transmits or only
+        # its members do.
+        self.streams: dict[str, ShipDownlink] = {}
+        for d in [*definitions, *members]:
+            base = self.base[d.vehicle]
+            if base not in self.streams:
+                self.streams[base] = ShipDownlink(
+                    mission, d if d.vehicle == base else mission.definitions[base])
         self.tx: dict[str, Transmitter] = {}
-        for d in definitions:
+        for d in [*definitions, *members]:
             fpm = options.frames_per_message or auto_frames_per_message(d.frame.rate_hz,
                                                                         options.speed)
-            rec = int(options.recorder_s * d.frame.rate_hz) if d.vehicle == tl.APOLLO else 0
+            rec = int(options.recorder_s * d.frame.rate_hz) \
+                if self.base[d.vehicle] == tl.APOLLO else 0
             self.tx[d.vehicle] = Transmitter(d, mission.faults, mission.seed,
                                              frames_per_message=fpm, recorder_frames=rec,
                                              playback_rate=options.playback_rate,
@@ -243,7 +272,14 @@ class SimRunner:
         listen += [topics.command_uplink_subscription(v, self.source) for v in self.vehicles]
         self.commands = ShipCommands(mission)
         self.publisher = Publisher(options, listen, self._on_control)
-        self._ships = {v: _ShipState() for v in self.vehicles}
+        self.publishers = {v: self.publisher for v in self.vehicles}
+        for v in self.members:
+            self.publishers[v] = Publisher(self._member_options(v), [], lambda t, p: None)
+        # Which transmitters each base ship's frames go to.
+        self.feeds: dict[str, list[str]] = {b: [] for b in self.streams}
+        for v in [*self.vehicles, *self.members]:
+            self.feeds[self.base[v]].append(v)
+        self._ships = {v: _ShipState() for v in self.base}
         mission.listeners.append(self._on_event)
         self.started_get = mission.t
         self.achieved_speed = 0.0
@@ -268,10 +304,30 @@ class SimRunner:
             self.paused = False
             log.info("resumed at %s", format_get(self.get))
 
+    def _member_options(self, member: str) -> RunnerOptions:
+        # The member logs in as itself: the ACL ties telemetry/live/<user>/# to the user.
+        return replace(self.o, mqtt=self.o.broker().model_copy(update={"username": member}),
+                       client_id=None)
+
     @property
     def get(self) -> float:
         """GET of the newest frame generated (of the ship furthest behind)."""
-        return min(min(self.streams[v].next_get for v in self.vehicles), self.mission.t)
+        return min(min(s.next_get for s in self.streams.values()), self.mission.t)
+
+    @property
+    def sent_frames(self) -> int:
+        """Frames the broker has acknowledged, every ship's."""
+        return sum(p.sent_frames for p in self._connections())
+
+    @property
+    def backlog_frames(self) -> int:
+        """Frames waiting for the broker, every ship's."""
+        return sum(p.queued_frames for p in self._connections())
+
+    def _connections(self) -> list[Publisher]:
+        """Each connection once: the ships' one (if any of `definitions` flies) and each
+        member's."""
+        return list({id(p): p for p in self.publishers.values()}.values())
 
     def _on_pause(self, pause: bool) -> tuple[bool, float]:
         if pause:
@@ -316,35 +372,37 @@ class SimRunner:
 
     def _on_event(self, event: tl.Event, get: float) -> None:
         for v in event.vehicles:
-            if v in self._ships:
-                self._ships[v].events.append(event.name)
+            for t in self.feeds.get(v, []):  # the ship and its members
+                self._ships[t].events.append(event.name)
         log.info("%s %s", format_get(event.get), event.name)
 
     # --- state ---------------------------------------------------------------------------
 
     def state(self, vehicle: str) -> messages.SimState:
         # As of the newest frame generated: what the ingest is receiving now.
-        s = self.mission.state(vehicle, min(self.streams[vehicle].next_get, self.mission.t))
+        base = self.base[vehicle]
+        s = self.mission.state(base, min(self.streams[base].next_get, self.mission.t))
         tx = self.tx[vehicle]
         ship = self._ships[vehicle]
+        publisher = self.publishers[vehicle]
         events, ship.events = ship.events or None, []
         # The mission's part of the state, and the runner's; validated again as a whole.
         return messages.SimState.from_data(s.to_dict() | messages.SimState(
-            vehicle=vehicle, phase=s.phase, t=self.streams[vehicle].next_time_ns,
+            vehicle=vehicle, phase=s.phase, t=self.streams[base].next_time_ns,
             source=topics.Source.parse(self.source), running=self.running,
             paused=self.paused, seed=self.mission.seed, speed=self.o.speed,
             achieved_speed=round(self.achieved_speed, 2),
             started=format_get(self.started_get), recorder_frames=tx.recorded,
             recorder_overwritten=tx.stats.recorder_overwritten,
             live_frames=tx.stats.live_frames, playback_frames=tx.stats.playback_frames,
-            backlog_frames=self.publisher.queued_frames, backlog_limit=self.o.backlog_frames,
-            dropped_frames=self.publisher.dropped_frames,
-            max_backlog_frames=self.publisher.max_queued_frames,
-            connected=self.publisher.connected, events=events).to_dict(compact=True))
+            backlog_frames=publisher.queued_frames, backlog_limit=self.o.backlog_frames,
+            dropped_frames=publisher.dropped_frames,
+            max_backlog_frames=publisher.max_queued_frames,
+            connected=publisher.connected, events=events).to_dict(compact=True))
 
     def _publish_state(self, vehicle: str) -> None:
-        self.publisher.put_control(topics.sim_state(vehicle, self.source),
-                                   self.state(vehicle), retain=True)
+        self.publishers[vehicle].put_control(topics.sim_state(vehicle, self.source),
+                                             self.state(vehicle), retain=True)
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -357,35 +415,36 @@ class SimRunner:
         self.running = True
         try:
             async with TaskGroup("sim", expected=(BrokerError,)) as tasks:
-                publishing = tasks.create_task(self.publisher.run(done), name="publish")
+                publishing = [tasks.create_task(p.run(done), name="publish")
+                              for p in self._connections()]
                 try:
                     await self._fly(stop)
                 finally:
                     self.running = False
-                    for v in self.vehicles:
+                    for v in self.base:
                         for m in self.tx[v].flush():
-                            self.publisher.put(m)
+                            self.publishers[v].put(m)
                         self._publish_state(v)
                         if self.training:
                             # After the last frame: an empty retained message deletes the
                             # drill's state, and the ingest forgets the drill's phase.
-                            self.publisher.put_final(topics.sim_state(v, self.source), b"",
-                                                     retain=True)
+                            self.publishers[v].put_final(topics.sim_state(v, self.source),
+                                                         b"", retain=True)
                     done.set()
                 try:
-                    await asyncio.wait_for(asyncio.shield(publishing), 15)
+                    await asyncio.wait_for(asyncio.shield(asyncio.gather(*publishing)), 15)
                 except TimeoutError:
                     log.warning("gave up waiting for the broker; %d frames unsent",
-                                self.publisher.queued_frames)
-                    publishing.cancel()
+                                self.backlog_frames)
+                    for task in publishing:
+                        task.cancel()
         except BaseExceptionGroup as group:
             raise broker_error_of(group) from None
 
     async def _fly(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         self._t0, self._sim0 = loop.time(), self._position
-        end = min(tl.MISSION_END[v] for v in self.vehicles) if len(self.vehicles) == 1 \
-            else max(tl.MISSION_END[v] for v in self.vehicles)
+        end = max(tl.MISSION_END[v] for v in self.streams)
         if self.o.until is not None:
             end = min(end, self.o.until)
         last_state = -1e9
@@ -397,12 +456,12 @@ class SimRunner:
                     self._frozen = True
                     self.achieved_speed = 0.0
                     last_state = -1e9  # say so at once
-                    for v in self.vehicles:
+                    for v in self.base:
                         for m in self.tx[v].flush():  # what was made before the pause
-                            self.publisher.put(m)
+                            self.publishers[v].put(m)
                 if now - last_state >= self.o.state_interval_s:
                     last_state = now
-                    for v in self.vehicles:
+                    for v in self.base:
                         self._publish_state(v)
                 await _sleep_or(stop, tick)
                 continue
@@ -413,16 +472,16 @@ class SimRunner:
             t0, sim0 = self._t0, self._sim0
             elapsed = loop.time() - t0
             target = min(sim0 + self.o.speed * elapsed, end)
-            for v in self.vehicles:
-                stream = self.streams[v]
+            for v, stream in self.streams.items():
                 while True:
                     step_to = min(target, stream.next_get + MAX_CHUNK_S)
                     blocks = stream.frames_until(step_to)
                     if not blocks:
                         break
                     for block in blocks:
-                        for m in self.tx[v].feed(block):
-                            self.publisher.put(m)
+                        for ship in self.feeds[v]:
+                            for m in self.tx[ship].feed(block):
+                                self.publishers[ship].put(m)
                     if step_to >= target or stop.is_set():
                         break
                     await asyncio.sleep(0)  # let the publisher and control in
@@ -432,14 +491,15 @@ class SimRunner:
                 # What was really flown per real second so far (below `speed` when the
                 # machine cannot keep up).
                 self.achieved_speed = (min(self.mission.t, target) - sim0) / (now - t0)
-            for v in self.vehicles:
-                t = min(self.streams[v].next_get, self.mission.t)
-                key = (self.mission.phase(v, t), self.mission.docked(t),
-                       self.mission.env(v, t).aos)
-                if (key != self._ships[v].last or self._ships[v].events
-                        or now - last_state >= self.o.state_interval_s):
-                    self._ships[v].last = key
-                    self._publish_state(v)
+            for b in self.streams:
+                t = min(self.streams[b].next_get, self.mission.t)
+                key = (self.mission.phase(b, t), self.mission.docked(t),
+                       self.mission.env(b, t).aos)
+                for v in self.feeds[b]:
+                    if (key != self._ships[v].last or self._ships[v].events
+                            or now - last_state >= self.o.state_interval_s):
+                        self._ships[v].last = key
+                        self._publish_state(v)
             if now - last_state >= self.o.state_interval_s:
                 last_state = now
             if target >= end:

@@ -120,10 +120,13 @@ def start_ingest_process(mosquitto: MosquittoServer, influxdb: InfluxDBServer, d
 
 
 @contextmanager
-def secure_mosquitto(tmp: Path, users: Mapping[str, str]) -> Iterator[MosquittoServer]:
-    """A real Mosquitto with the repository's ACL and these users' passwords."""
+def secure_mosquitto(tmp: Path, users: Mapping[str, str],
+                     fleet_setting: Mapping[str, int] | None = None
+                     ) -> Iterator[MosquittoServer]:
+    """A real Mosquitto with the repository's ACL (and a fleet's members' blocks, with
+    `fleet_setting`) and these users' passwords."""
     try:
-        extra = secure_broker_config(tmp / "auth", users)
+        extra = secure_broker_config(tmp / "auth", users, fleet_setting=fleet_setting)
     except BinaryNotFoundError as exc:  # pragma: no cover - depends on the machine
         if os.environ.get("CI"):
             pytest.fail(f"{exc} (CI is set, so this is a failure, not a skip)", pytrace=False)

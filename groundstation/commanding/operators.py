@@ -17,11 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from groundstation.core import fleet
 from groundstation.core.commanddefs import POSITIONS, canonical_position
 from groundstation.core.definitions import FileProblems
 from groundstation.core.topics import check_level
 
-# Accounts that are never operators: the vehicles and the services.
+# Accounts that are never operators: the vehicles and the services (and the vehicles'
+# fleet members, groundstation.core.fleet).
 NOT_OPERATORS = frozenset({"apollo_csm", "soyuz", "ingest", "replay", "commanding"})
 
 
@@ -55,7 +57,7 @@ def parse_operators(data: object, path: str | Path = "<operators>") -> Operators
         except ValueError as exc:
             problems.append((where, str(exc)))
             continue
-        if name in NOT_OPERATORS:
+        if name in NOT_OPERATORS or fleet.base_of(name) in NOT_OPERATORS:
             problems.append((where, f"{name} is a vehicle or a service account, never an "
                                     "operator"))
             continue

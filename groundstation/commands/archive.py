@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_defs_argument
+from groundstation.commands.options import add_defs_argument, load_definitions
 from groundstation.config import load as load_config
 from groundstation.core import topics
 from groundstation.core.mission_time import NS, format_duration, format_get_ns, format_utc_ns
@@ -211,10 +211,12 @@ def _export(args: argparse.Namespace) -> int:
                               f".{'csv' if args.format == 'csv' else 'parquet'}")
     only = [x.strip() for x in args.parameters.split(",")] if args.parameters else None
     _check_writable(out)  # before the progress bar, not after it has failed
+    current = None
+    if args.limits == "current":
+        current = load_definitions(load_config(getattr(args, "config", None),
+                                               flags=vars(args), sections=("ingest",)))
     r = export_pass(cat.root, p, out, fmt=args.format, layout=args.layout, limits=args.limits,
-                    defs_dir=load_config(getattr(args, "config", None), flags=vars(args),
-                                         sections=("ingest",)).ingest.defs_dir,
-                    parameters=only, progress=not args.no_progress)
+                    definitions=current, parameters=only, progress=not args.no_progress)
     print(f"{r.path}: {r.rows:,} rows from {r.frames:,} frames of {p.id} in {r.seconds:.1f} s"
           + (f"; {r.skipped_bad:,} frames failed sync/counter checks" if r.skipped_bad else "")
           + (f"; {r.repeats:,} repeated frames written once" if r.repeats else ""),

@@ -13,7 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_config_arguments, add_mqtt_arguments, load_config
+from groundstation.commands.options import (
+    add_config_arguments,
+    add_mqtt_arguments,
+    load_config,
+    load_definitions,
+)
 from groundstation.config import ConfigError, example_toml
 from groundstation.core import messages, topics
 from groundstation.core.commanddefs import (
@@ -168,8 +173,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.print_config:
         print(example_toml(config), end="")
         return 0
-    defs, commands = _load(config.ingest.defs_dir, config.commanding.commands_dir or
-                           Path(config.ingest.defs_dir) / "commands")
+    defs = load_definitions(config)
+    commands = load_all_commands(defs, config.commanding.commands_dir
+                                 or Path(config.ingest.defs_dir) / "commands")
     if not commands:
         print("error: no command definitions found", file=sys.stderr)
         return 1

@@ -6,12 +6,17 @@ import argparse
 import sys
 from typing import Any
 
-from groundstation.commands.options import add_defs_argument, add_mqtt_arguments, load_config
+from groundstation.commands.options import (
+    add_defs_argument,
+    add_mqtt_arguments,
+    load_config,
+    load_definitions,
+)
 from groundstation.config import ConfigError
 from groundstation.console import pages as cp
 from groundstation.console.app import ConsoleApp
 from groundstation.core import topics
-from groundstation.core.definitions import DefinitionError, load_all
+from groundstation.core.definitions import DefinitionError
 
 EPILOG = f"""\
 keys:
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: acknowledging as {config.mqtt.username!r}, the MQTT user name "
                   f"(the broker binds acknowledgements to it), not {args.operator!r}",
                   file=sys.stderr)
-        definitions = load_all(config.ingest.defs_dir)
+        definitions = load_definitions(config)
         app = ConsoleApp(centre=args.centre, position=args.position, mqtt=config.mqtt,
                          operator=args.operator, source=args.source, definitions=definitions)
     except (ConfigError, DefinitionError, ValueError) as exc:

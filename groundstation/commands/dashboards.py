@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_defs_argument, load_config
-from groundstation.core.definitions import load_all
+from groundstation.commands.options import add_defs_argument, load_config, load_definitions
 from groundstation.grafana.board import DATASOURCE_UID, DashboardError, build, stale, write
 from groundstation.grafana.push import GrafanaError, push
 from groundstation.paths import dashboards_dir
@@ -58,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    defs = load_all(load_config(args, sections=("ingest",)).ingest.defs_dir)
+    defs = load_definitions(load_config(args, sections=("ingest",)))
     if args.dashboards_command == "build":
         out = args.out if args.out is not None else dashboards_dir()
         if args.check:

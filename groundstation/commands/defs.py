@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_defs_argument, load_config
-from groundstation.core.definitions import DefinitionError, load_all, load_definition
+from groundstation.commands.options import add_defs_argument, load_config, load_definitions
+from groundstation.config import Config
+from groundstation.core import fleet
+from groundstation.core.definitions import DefinitionError, load_definition
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -28,20 +30,26 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    directory = load_config(args, sections=("ingest",)).ingest.defs_dir
+    config = load_config(args, sections=("ingest",))
     if args.defs_command == "check":
-        return _defs_check(args.files, directory)
-    return _defs_show(args.vehicle, directory)
+        return _defs_check(args.files, config)
+    return _defs_show(args.vehicle, config)
 
 
-def _defs_check(files: list[Path], directory: Path) -> int:
+def _defs_check(files: list[Path], config: Config) -> int:
     if not files:
-        defs = load_all(directory)
-        for d in (s for main in defs.values() for s in main.streams.values()):
+        defs = load_definitions(config)
+        members = fleet.members(config.ingest.fleet)
+        for d in (s for main in defs.values() if main.vehicle not in members
+                  for s in main.streams.values()):
             print(f"ok  {d.path}: {d.vehicle}, {len(d.parameters)} parameters, "
                   f"{len(d.derived)} derived, {d.frame.words}-word frames at "
                   f"{d.frame.rate_hz:g}/s, stream {d.stream}"
                   + (f" (a subset of {d.subset_of})" if d.subset_of else ""))
+        for base, count in config.ingest.fleet.items():
+            if count:
+                print(f"ok  fleet: {fleet.member_id(base, 1)} .. {fleet.member_id(base, count)}"
+                      f", {count} more {base}")
         return 0
     failed = 0
     for f in files:
@@ -55,8 +63,8 @@ def _defs_check(files: list[Path], directory: Path) -> int:
     return 1 if failed else 0
 
 
-def _defs_show(vehicle: str, directory: Path) -> int:
-    defs = load_all(directory)
+def _defs_show(vehicle: str, config: Config) -> int:
+    defs = load_definitions(config)
     vehicle, _, stream = vehicle.partition("/")
     if vehicle not in defs:
         print(f"error: no vehicle {vehicle!r}; known: {', '.join(defs)}", file=sys.stderr)

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_defs_argument, load_config
-from groundstation.core import messages, topics
-from groundstation.core.definitions import VehicleDefinition, load_all
+from groundstation.commands.options import add_defs_argument, load_config, load_definitions
+from groundstation.core import fleet, messages, topics
+from groundstation.core.definitions import VehicleDefinition
 
 log = logging.getLogger("groundstation.demo")
 
@@ -167,8 +167,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.speed <= 1000:
         print("error: --speed must be above 0 and at most 1000", file=sys.stderr)
         return 2
-    args.defs = load_config(args, sections=("ingest",)).ingest.defs_dir
-    definitions = load_all(args.defs)
+    config = load_config(args, sections=("ingest",))
+    args.defs = config.ingest.defs_dir
+    # What the children read the definitions with: the same directory and fleet.
+    args.defs_flags = ["--defs-dir", str(args.defs)]
+    if config.ingest.fleet:
+        args.defs_flags += ["--fleet", fleet.text(config.ingest.fleet)]
+    definitions = load_definitions(config)
     console = not args.no_console and sys.stdin.isatty() and sys.stdout.isatty()
     if not args.no_console and not console:
         print("no terminal: printing values instead of the console (--no-console)")
@@ -246,7 +251,7 @@ class _Stack:
             return 1
         port = str(self.broker.port)
         ingest = ["ingest", "--mqtt-host", self.broker.host, "--mqtt-port", port,
-                  "--defs-dir", str(args.defs),
+                  *args.defs_flags,
                   "--ingest-archive-dir", str(self.data_dir / "archive"),
                   "--influx-spool-dir", str(self.data_dir / "spool")]
         if self.database is not None:
@@ -266,7 +271,7 @@ class _Stack:
         operators.write_text(f"# groundstation demo: the operator holds every position\n"
                              f"[operators]\n{args.operator} = [{every}]\n", encoding="utf-8")
         commanding = ["commanding", "serve", "--mqtt-host", self.broker.host, "--mqtt-port",
-                      port, "--defs-dir", str(args.defs),
+                      port, *args.defs_flags,
                       "--ingest-archive-dir", str(self.data_dir / "archive"),
                       "--commanding-operators-file", str(operators),
                       "--commanding-spool-dir", str(self.data_dir / "spool-commanding")]
@@ -279,9 +284,10 @@ class _Stack:
             return 1
         print(f"commanding running: c in the console sends commands as {args.operator}, "
               f"holding every position (log {self.data_dir / 'commanding.log'})")
-        sim = ["sim", "both", "--mqtt-host", self.broker.host, "--mqtt-port", port,
-               "--start", args.start, "--speed", f"{args.speed:g}", "--defs-dir",
-               str(args.defs)]
+        # With a fleet set, its members fly beside the two ships.
+        ships = "all" if "--fleet" in args.defs_flags else "both"
+        sim = ["sim", ships, "--mqtt-host", self.broker.host, "--mqtt-port", port,
+               "--start", args.start, "--speed", f"{args.speed:g}", *args.defs_flags]
         self.children.append(_Child.start("ships", sim, self.data_dir / "sim.log"))
         if not _wait_for_line(self.children[-1], "flying ", 60.0):
             print(f"error: the simulators did not start; their log "
@@ -440,7 +446,7 @@ def _value_lines(latest: dict[str, dict[str, messages.ParamSample]],
             continue
         newest = max(v[0] for v in values.values())
         parts = []
-        for pid in SHOWN.get(vehicle, []):
+        for pid in SHOWN.get(fleet.base_of(vehicle) or vehicle, []):  # a member: its base's
             f = shown.get((vehicle, pid))
             if f is None or pid not in values:
                 continue

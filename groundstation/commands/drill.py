@@ -10,7 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from groundstation.commands.options import add_defs_argument, add_mqtt_arguments, load_config
+from groundstation.commands.options import (
+    add_defs_argument,
+    add_mqtt_arguments,
+    load_config,
+    load_definitions,
+)
 from groundstation.core import messages, topics
 from groundstation.core.definitions import DefinitionError, load_all
 from groundstation.core.mission_time import format_get, format_utc
@@ -248,7 +253,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    defs = load_all(config.ingest.defs_dir)
+    defs = load_definitions(config)
     sc = load_scenario(find_scenario(args.scenario), defs)
     if not plot_available():
         print(f"note: no timeline.png: {PLOT_MISSING}", file=sys.stderr)

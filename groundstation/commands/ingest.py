@@ -6,10 +6,9 @@ import argparse
 import sys
 from typing import Any
 
-from groundstation.commands.options import add_config_arguments, load_config
+from groundstation.commands.options import add_config_arguments, load_config, load_definitions
 from groundstation.commands.service_run import run_service
 from groundstation.config import example_toml
-from groundstation.core.definitions import load_all
 from groundstation.ingest.tasks import WorkerDied
 from groundstation.ingest.wiring import serve
 from groundstation.malloc_tuning import keep_large_buffers
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(example_toml(config), end="")
         return 0
-    definitions = load_all(config.ingest.defs_dir)
+    definitions = load_definitions(config)
     keep_large_buffers()
 
     try:

@@ -22,11 +22,14 @@ from groundstation.config import (
     ENV_PREFIX,
     SECTIONS,
     Config,
+    ConfigError,
     env_name,
     flag_name,
     is_secret,
     load,
 )
+from groundstation.core import fleet
+from groundstation.core.definitions import VehicleDefinition, load_all
 
 _DEPRECATED_SECRET = "deprecated: the command line is visible to every user (ps)"
 # Spellings kept working, each for its option (section, key); hidden from --help.
@@ -55,9 +58,23 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser, *, config_help: str | No
 
 
 def add_defs_argument(parser: argparse.ArgumentParser, text: str | None = None) -> None:
-    """--defs-dir: the one spelling of the definitions directory for every command
-    ([ingest] defs_dir, GS_INGEST_DEFS_DIR); load_config(args).ingest.defs_dir reads it."""
+    """--defs-dir and --fleet: the one spelling of the definitions directory and of the
+    fleet's members for every command ([ingest] defs_dir and fleet, GS_INGEST_DEFS_DIR and
+    GS_INGEST_FLEET); load_definitions(load_config(args)) reads both. `text`: the help of
+    --defs-dir."""
     _add_option(parser, "ingest", "defs_dir", parser, text)
+    _add_option(parser, "ingest", "fleet", parser)
+
+
+def load_definitions(config: Config) -> dict[str, VehicleDefinition]:
+    """The telemetry definitions in force: the directory's, with the fleet's members
+    (groundstation.core.fleet). Raises DefinitionError (a file), or ConfigError naming the
+    fleet entry that names no defined vehicle."""
+    defs = load_all(config.ingest.defs_dir)
+    try:
+        return fleet.expand(defs, config.ingest.fleet)
+    except fleet.FleetError as exc:
+        raise ConfigError(f"bad configuration:\n  [ingest] {exc}") from None
 
 
 def _add_section(parser: argparse.ArgumentParser, section: str,
@@ -74,7 +91,7 @@ def _add_option(parser: argparse.ArgumentParser, section: str, key: str, group: 
                 text: str | None = None) -> None:
     field = SECTIONS[section].model_fields[key]
     default = field.get_default(call_default_factory=True)
-    shown = "" if default in (None, []) or is_secret(SECTIONS[section], key) else \
+    shown = "" if default in (None, [], {}) or is_secret(SECTIONS[section], key) else \
         f" (default: {default})"
     env = env_name(section, key)
     flag = flag_name(section, key)
@@ -88,7 +105,7 @@ def _add_option(parser: argparse.ArgumentParser, section: str, key: str, group: 
                            help=f"{text or field.description}{shown}; env {env}")
     else:
         metavar = "FILE" if key.endswith("_file") else "DIR" if key.endswith("_dir") \
-            else key.upper()
+            else "BASE=COUNT,..." if field.annotation == dict[str, int] else key.upper()
         kind = field.annotation if field.annotation in (int, float) else None
         group.add_argument(flag, dest=dest, default=None, metavar=metavar, type=kind,
                            help=f"{text or field.description}{shown}; env {env}")

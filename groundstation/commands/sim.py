@@ -50,4 +50,4 @@ def run(args: argparse.Namespace) -> int:
     if args.old_password is not None and args.mqtt__password is None:
         mqtt = mqtt.model_copy(update={"password": SecretStr(args.old_password),
                                        "password_file": None})
-    return cli.run(args, mqtt, config.ingest.defs_dir)
+    return cli.run(args, mqtt, config.ingest.defs_dir, config.ingest.fleet)

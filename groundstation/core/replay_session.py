@@ -13,7 +13,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groundstation.core import messages, topics
+from groundstation.core import fleet, messages, topics
 from groundstation.core.definitions import (
     DefinitionError,
     VehicleDefinition,
@@ -105,7 +105,12 @@ def parse_session_message(topic: str, payload: bytes,
             except DefinitionError as exc:
                 raise ValueError(f"definitions[{vehicle!r}] do not validate: {exc}") from None
         if defn.vehicle != vehicle:
-            raise ValueError(f"definitions[{vehicle!r}] define vehicle {defn.vehicle!r}")
+            if fleet.base_of(vehicle) != defn.vehicle:
+                raise ValueError(f"definitions[{vehicle!r}] define vehicle "
+                                 f"{defn.vehicle!r}")
+            # A fleet member's recording holds its base's file: the member's definition is
+            # that file under the member's id, whatever fleet this ingest runs with.
+            defn = fleet.member_definition(defn, vehicle)
         out[vehicle] = defn
         shas[vehicle] = sha
     return SessionInfo(session, topics.replay(session), msg.limits, out, shas, msg)

@@ -22,6 +22,18 @@ For a deployment::
 
 reads "user password" lines on standard input (never on the command line, where other
 users could see them in the process list) and writes the file.
+
+A fleet (groundstation/core/fleet.py: apollo_csm-1 .. apollo_csm-N, each its own vehicle)
+logs in one account per member, user name = the member's vehicle id, as the base ships do.
+The ACL's patterns already give such an account its own telemetry and state only; what
+keeps it from being taken for an operator is its base's ``user`` block, which
+``fleet_acl`` copies for each member::
+
+    python -m groundstation.deploy.broker_auth --fleet-acl apollo_csm=8,soyuz=8 > acl
+
+writes the one ACL with the members' blocks (mount it instead of deploy/mosquitto/acl; the
+RabbitMQ cluster reads the same text: ``rabbitmq_auth.parse_acl``), and the members'
+accounts go into the password file like any other.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from groundstation import paths
+from groundstation.core import fleet
 from groundstation.storage.durable import atomic_write
 
 __all__ = [
@@ -44,6 +57,7 @@ __all__ = [
     "SHARED_SETTINGS",
     "broker_config",
     "deploy_settings",
+    "fleet_acl",
     "hash_password",
     "secure_broker_config",
     "verify_password",
@@ -158,19 +172,73 @@ def broker_config(password_file: str | os.PathLike[str], *,
 
 def secure_broker_config(directory: str | os.PathLike[str], users: Mapping[str, str], *,
                          acl_file: str | os.PathLike[str] = ACL_FILE,
-                         iterations: int = DEFAULT_ITERATIONS) -> list[str]:
-    """Write ``directory/passwd`` for ``users`` and return the broker's ``extra_config``."""
+                         iterations: int = DEFAULT_ITERATIONS,
+                         fleet_setting: Mapping[str, int] | None = None) -> list[str]:
+    """Write ``directory/passwd`` for ``users`` and return the broker's ``extra_config``.
+    With a fleet, the ACL is ``acl_file``'s with the members' blocks (``fleet_acl``),
+    written as ``directory/acl``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     pw = write_password_file(directory / "passwd", users, iterations=iterations)
+    if fleet_setting:
+        acl_text = fleet_acl(fleet_setting, acl_file)
+        acl_file = directory / "acl"
+        atomic_write(acl_file, acl_text.encode("utf-8"), mode=0o644)
     return broker_config(pw, acl_file=acl_file)
+
+
+def fleet_acl(fleet_setting: Mapping[str, int],
+              acl_file: str | os.PathLike[str] = ACL_FILE) -> str:
+    """The ACL's text with a ``user <member>`` block for every member of the fleet: its
+    base vehicle's rules (a vehicle is no operator), so a member has exactly its base's
+    rights over its own topics. ValueError if a base has no block of its own in the ACL
+    (its members would be taken for operators)."""
+    text = Path(acl_file).read_text(encoding="utf-8")
+    blocks = _user_blocks(text)
+    members = fleet.members(fleet_setting)
+    missing = sorted({b for b in members.values() if b not in blocks})
+    if missing:
+        raise ValueError(f"fleet entry {missing[0]}={fleet_setting[missing[0]]}: "
+                         f"{acl_file} has no 'user {missing[0]}' block to give its members")
+    out = [text.rstrip("\n"), "",
+           "# --- Fleet members (groundstation.core.fleet; written by broker_auth.fleet_acl) --",
+           "# Each is a vehicle with its base's rules: its own telemetry and state by the",
+           "# patterns above, no operator's rights by these."]
+    for member, base in members.items():
+        out += ["", f"user {_check_user(member)}", *blocks[base]]
+    return "\n".join(out) + "\n"
+
+
+def _user_blocks(acl_text: str) -> dict[str, list[str]]:
+    """Each ``user NAME`` block's rule lines (comments and blank lines left out)."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in acl_text.splitlines():
+        line = raw.strip()
+        if line.startswith("user "):
+            current = blocks.setdefault(line.split(None, 1)[1], [])
+        elif line.startswith("pattern "):
+            current = None
+        elif current is not None and line and not line.startswith("#"):
+            current.append(line)
+    return blocks
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--fleet-acl":
+        try:
+            sys.stdout.write(fleet_acl(fleet.parse(args[1])))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if len(args) != 1 or args[0].startswith("-"):
         print("usage: python -m groundstation.deploy.broker_auth PASSWORD_FILE  "
-              "(reads 'user password' lines on stdin)", file=sys.stderr)
+              "(reads 'user password' lines on stdin)\n"
+              "       python -m groundstation.deploy.broker_auth --fleet-acl "
+              "apollo_csm=8,soyuz=8  (the ACL with the fleet's members, on stdout)",
+              file=sys.stderr)
         return 2
     users: dict[str, str] = {}
     for n, line in enumerate(sys.stdin, 1):

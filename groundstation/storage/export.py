@@ -31,7 +31,7 @@ import csv
 import io
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +215,8 @@ def _parquet() -> Any:
 
 def export_pass(root: str | Path, p: Pass, output: str | Path, *, fmt: str = "csv",
                 layout: str = "wide", limits: str = "recorded",
-                defs_dir: str | Path | None = None, parameters: list[str] | None = None,
+                definitions: Mapping[str, VehicleDefinition] | None = None,
+                parameters: list[str] | None = None,
                 chunk_frames: int = 8192, progress: bool = True,
                 progress_stream: Any = None) -> ExportResult:
     """Write a pass's engineering values to ``output``; see the module docstring."""
@@ -226,7 +227,7 @@ def export_pass(root: str | Path, p: Pass, output: str | Path, *, fmt: str = "cs
     defs: dict[str, VehicleDefinition] = {}
     current: VehicleDefinition | None = None
     if limits == "current":
-        known = load_all(defs_dir)
+        known = definitions if definitions is not None else load_all()
         main = known.get(p.vehicle)
         current = main.stream_definition(p.stream) if main is not None else None
         if current is None:
