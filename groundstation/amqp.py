@@ -23,7 +23,12 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
 
 from groundstation.config import ClusterConfig, reveal
 from groundstation.core import partitions
@@ -109,6 +114,8 @@ class AmqpConnection:
         self.generation = generation
         self.address = address
         self._ack_wanted = asyncio.Event()
+        self._direct: AbstractExchange | None = None
+        self._telemetry: AbstractExchange | None = None
         self._consumers: dict[int, Consumer] = {}
         self._slot = 0
 
@@ -118,16 +125,21 @@ class AmqpConnection:
         """The partitions' exchanges, queues and bindings (idempotent: every instance
         declares them, with the same arguments, whenever it connects)."""
         ch = self.channel
-        unrouted = await ch.declare_exchange(partitions.UNROUTED_EXCHANGE,
-                                             aio_pika.ExchangeType.FANOUT, durable=True)
-        exchange = await ch.declare_exchange(
+        direct = await ch.declare_exchange(partitions.DIRECT_EXCHANGE,
+                                           aio_pika.ExchangeType.DIRECT, durable=True)
+        self._direct = direct
+        self._telemetry = await ch.declare_exchange(
             partitions.EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True,
             arguments={"alternate-exchange": partitions.UNROUTED_EXCHANGE})
+        unrouted = await ch.declare_exchange(partitions.UNROUTED_EXCHANGE,
+                                             aio_pika.ExchangeType.FANOUT, durable=True)
+        exchange = self._telemetry
         for key in partitions.ENTRY_KEYS:
             await exchange.bind(partitions.MQTT_EXCHANGE, routing_key=key)
         q = await ch.declare_queue(partitions.UNROUTED_QUEUE, durable=True,
                                    arguments=dict(partitions.PARTITION_ARGUMENTS))
         await q.bind(unrouted)
+        await q.bind(direct, routing_key=q.name)
         by_partition = partitions.assignment(list(vehicles), count)
         for p in range(count):
             q = await ch.declare_queue(partitions.queue(p), durable=True,
@@ -137,8 +149,10 @@ class AmqpConnection:
             for vehicle in by_partition[p]:
                 for key in partitions.binding_keys(vehicle):
                     await q.bind(exchange, routing_key=key)
-            await ch.declare_queue(partitions.state_queue(p), durable=True,
-                                   arguments=dict(partitions.STATE_ARGUMENTS))
+            await q.bind(direct, routing_key=q.name)
+            state = await ch.declare_queue(partitions.state_queue(p), durable=True,
+                                           arguments=dict(partitions.STATE_ARGUMENTS))
+            await state.bind(direct, routing_key=state.name)
 
     # -- consuming ------------------------------------------------------------------------
 
@@ -199,11 +213,25 @@ class AmqpConnection:
         return body
 
     async def put(self, queue: str, body: bytes, *, kind: str | None = None) -> None:
-        """Publish to a queue (the default exchange), returning once the broker confirms."""
-        await self.channel.default_exchange.publish(
-            aio_pika.Message(body, type=kind,
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=queue)
+        """Publish to one of the ingest's queues, returning once the broker confirms;
+        AmqpError if it refuses (a quorum queue without a leader, for a while)."""
+        await self._publish(self._direct, queue, body, kind)
+
+    async def route(self, topic: str, body: bytes) -> None:
+        """Publish as if on an MQTT topic, through the partitions' exchange."""
+        await self._publish(self._telemetry, partitions.routing_key(topic), body, None)
+
+    @staticmethod
+    async def _publish(exchange: AbstractExchange | None, key: str, body: bytes,
+                       kind: str | None) -> None:
+        if exchange is None:
+            raise AmqpError("the topology is not declared on this connection")
+        try:
+            await exchange.publish(aio_pika.Message(
+                body, type=kind, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=key)
+        except aiormq.exceptions.DeliveryError as exc:
+            raise AmqpError(f"the broker refused a message for {key}: {exc}") from None
 
 
 class AmqpClient:

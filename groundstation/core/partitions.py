@@ -33,6 +33,9 @@ EXCHANGE: Final = "gs.telemetry"  # topic exchange, bound from amq.topic
 UNROUTED_EXCHANGE: Final = "gs.telemetry.unrouted"  # its alternate exchange (fanout)
 UNROUTED_QUEUE: Final = "gs.ingest.unrouted"
 MQTT_EXCHANGE: Final = "amq.topic"  # where the MQTT plugin publishes
+# The ingest's way into its own queues (ticks, handed-over state): each bound by its name.
+# Not the default exchange, which reaches every queue (the ships' uplinks' too).
+DIRECT_EXCHANGE: Final = "gs.direct"
 MAX_PARTITIONS: Final = 100
 # What of the MQTT traffic enters gs.telemetry (as routing-key patterns).
 ENTRY_KEYS: Final = ("telemetry.#", "ack.*.*", "replay.session.*")

@@ -36,7 +36,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from groundstation.amqp import AmqpClient, AmqpConnection, Delivery, sleep_or_stop
+from groundstation.amqp import (
+    AmqpClient,
+    AmqpConnection,
+    AmqpError,
+    Delivery,
+    sleep_or_stop,
+)
 from groundstation.config import ClusterConfig
 from groundstation.core import messages, partitions, topics
 from groundstation.core.definitions import VehicleDefinition
@@ -141,6 +147,7 @@ class Cluster:
         self.members: dict[str, float] = {}  # instance -> when last heard (monotonic)
         self.taken_over = 0
         self.released = 0
+        self.rerouted = 0  # messages that came before their vehicle's bindings
         self._let_go: dict[int | None, asyncio.Event] = {}
         self._context_sent: dict[tuple[str, str], float] = {}
         self.finished = asyncio.Event()
@@ -205,7 +212,7 @@ class Cluster:
                 while (d := await consumer.next(let_go)) is not None:
                     if p not in self.owned:
                         await self._take_over(conn, p)
-                    await self._handle(conn, d)
+                    await self._handle(conn, d, p)
                 if p in self.owned:
                     await self._hand_over(p)
             # The channel is closed: the broker has given the rest to the next instance.
@@ -216,12 +223,28 @@ class Cluster:
                     log.info("ingest %s: let partition %s go", self.instance, name)
                 self.publish_status()
 
-    async def _handle(self, conn: AmqpConnection, d: Delivery) -> None:
+    async def _handle(self, conn: AmqpConnection, d: Delivery, p: int | None) -> None:
         if d.kind == partitions.TICK_TYPE:
             self.members[d.payload.decode(errors="replace")] = time.monotonic()
             conn.acknowledge(d.tag)
             return
+        if p is None and self._vehicle_of(d.topic) in self.vehicles:
+            # Published before its vehicle's bindings existed (the ships flew before any
+            # instance had declared them): to its partition now, as a late message.
+            await conn.route(d.topic, d.payload)
+            conn.acknowledge(d.tag)
+            self.rerouted += 1
+            return
         await self.service.take(d.topic, d.payload, d.tag, 1)
+
+    @staticmethod
+    def _vehicle_of(topic: str) -> str | None:
+        try:
+            where = topics.parse(topic)
+        except ValueError:
+            return None
+        return where.vehicle if isinstance(where, topics.TelemetryTopic | topics.AckTopic) \
+            else None
 
     async def _take_over(self, conn: AmqpConnection, p: int | None) -> None:
         self.owned[p] = time.monotonic()
@@ -234,7 +257,10 @@ class Cluster:
                                    with_archive=svc._archive_factory is not None)
         formats.share_restored(streams, svc.streams.values())
         for s in streams:
-            svc.streams[(s.source, s.vehicle, s.definition.stream)] = s
+            key = (s.source, s.vehicle, s.definition.stream)
+            if key in svc.streams:
+                svc.drop_stream(key)
+            svc.streams[key] = s
             svc._publish_active(s)
         self.taken_over += 1
         log.info("ingest %s: took partition %d (%s) with the alarm state of %d streams",
@@ -271,7 +297,10 @@ class Cluster:
             self.members[self.instance] = time.monotonic()
             for p in [*range(self.count), None]:
                 name = partitions.UNROUTED_QUEUE if p is None else partitions.queue(p)
-                await conn.put(name, me, kind=partitions.TICK_TYPE)
+                try:
+                    await conn.put(name, me, kind=partitions.TICK_TYPE)
+                except AmqpError as exc:  # its queue between leaders: the next tick
+                    log.debug("no tick into %s: %s", name, exc)
             self.publish_status()
             await sleep_or_stop(self.config.tick_s, halt)
         for ev in self._let_go.values():  # stopping: every partition is handed over

@@ -8,6 +8,7 @@ were, with no event raised twice."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -22,14 +23,20 @@ from typing import Any
 import aio_pika
 import aiomqtt
 
+from groundstation import paths
+from groundstation.config import MqttConfig
+from groundstation.core import flightplan as tl
 from groundstation.core import partitions, topics
-from groundstation.core.definitions import load_definition
+from groundstation.core.definitions import VehicleDefinition, load_all, load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.core.envelope import encode_envelope
 from groundstation.deploy.rabbitmq import RabbitMQCluster, RabbitMQNode
 from groundstation.deploy.servers import InfluxDBServer
+from groundstation.mqtt import MqttClient
 from groundstation.storage.influx.backends import InfluxV1
-from tests.harness import rows, wait_for
+from simulators.mission import Mission
+from simulators.runner import RunnerOptions, SimRunner
+from tests.harness import flying, rows, wait_for
 from tests.paths import MINI
 
 T0 = 174_845_349_000_000_000
@@ -66,7 +73,7 @@ async def reset_topology(node: RabbitMQNode) -> None:
 
 def start_instance(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Path, tmp: Path,
                    name: str, database: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GS_LOG_LEVEL": "info",
            "GS_MQTT_HOSTS": ",".join(cluster.mqtt_hosts), "GS_MQTT_USERNAME": GUEST[0],
            "GS_MQTT_PASSWORD": GUEST[1], "GS_MQTT_RECONNECT_MAX_S": "1",
            "GS_CLUSTER_AMQP_HOSTS": ",".join(f"{n.host}:{n.amqp_port}"
@@ -160,6 +167,13 @@ class Watch:
         await self.client.publish(topics.acknowledgements("flight", "mini"), json.dumps(
             {"request_id": f"r-{parameter}-{action}", "parameter": parameter,
              "action": action, **extra}), qos=1)
+
+
+async def flown(runner: SimRunner) -> None:
+    """Until the ships reach their `until`."""
+    async with asyncio.timeout(120):
+        while runner.mission.t < (runner.o.until or 0):
+            await asyncio.sleep(0.2)
 
 
 @asynccontextmanager
@@ -265,3 +279,100 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
                 assert sorted(e[0] for e in events) == list(range(1, last_seq + 2))
                 assert sorted(e[1:] for e in events) == sorted(
                     (e["parameter"], e["transition"]) for e in watch.events())
+
+
+async def test_ships_consoles_and_instances_ride_through_a_broker_node_killed_and_back(
+        rabbitmq_cluster: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    """Both ships at 10x, two instances and a console, all on the first node. That node is
+    SIGKILLed together with the instance owning Apollo (both at once): the ships, the
+    console and the other instance move to the other nodes, the console shows live values
+    of both ships again within 10 s, the node restarts and rejoins and serves live values
+    itself, and every frame the ships sent is stored once, with no gap."""
+    cluster = rabbitmq_cluster
+    await reset_topology(cluster.nodes[0])
+    influx = InfluxV1(influxdb.url, "nodes")
+    influx.create_database()
+    defs_dir = tmp_path / "defs"
+    defs_dir.mkdir()
+    defs = load_all()
+    for name in ("apollo_csm.yaml", "apollo_csm_lbr.yaml", "soyuz.yaml"):
+        (defs_dir / name).write_text((paths.defs_dir() / name).read_text())
+    start = tl.hms(51, 59, 40)  # both ships in contact from here for 300 s (Mission.find_coverage)
+    hosts = MqttConfig(hosts=cluster.mqtt_hosts, username=GUEST[0],  # type: ignore[call-arg]
+                       password=GUEST[1], reconnect_max_s=1)
+    runner = SimRunner(Mission(start, seed=1, definitions=defs),
+                       [defs[tl.APOLLO], defs[tl.SOYUZ]], RunnerOptions(mqtt=hosts, speed=10,
+                                                                   until=start + 290))
+    seen: dict[str, float] = {}  # vehicle -> when the console last had its values
+    console = MqttClient(hosts, name="console", subscriptions=list(
+        topics.PARAMS_SUBSCRIPTIONS[:1]), on_message=lambda m: seen.__setitem__(
+            topics.parse_parameters(m.topic).vehicle, time.monotonic()))
+    stop_console = asyncio.Event()
+    console_task = asyncio.create_task(console.run(stop=stop_console))
+    both = (tl.APOLLO, tl.SOYUZ)
+    with instances(cluster, influxdb, defs_dir, tmp_path, ["a", "b"], "nodes") as procs:
+        try:
+            async with Watch(cluster.nodes[2]) as watch:
+                # The topology first (what the ships send before it exists, the broker
+                # has nowhere to route: docs/cluster.md says to start the ingest first).
+                await wait_for(lambda: len(watch.owners()) == 2, timeout=60,
+                               what="the instances in the cluster")
+                async with flying(runner):
+                    await wait_for(lambda: all(v in seen for v in both)
+                                   and watch.owner_of(tl.APOLLO) is not None,
+                                   timeout=30, what="live values and owners")
+                    await asyncio.sleep(2)
+                    assert (console.current, runner.publisher.client.current) == (0, 0)
+                    owner = watch.owner_of(tl.APOLLO)
+                    assert owner is not None
+                    killed = time.monotonic()
+                    cluster.nodes[0].kill()
+                    procs[owner].send_signal(signal.SIGKILL)
+                    await wait_for(lambda: all(seen.get(v, 0) > killed + 0.5 for v in both),
+                                   timeout=30, what="live values on the console again")
+                    back = min(seen[v] for v in both) - killed
+                    print(f"\nnode 1 and instance {owner} killed: both ships live on the "
+                          f"console again after {back:.2f} s")
+                    assert back < 10
+                    assert console.current != 0
+                    # The node comes back and rejoins; a console on it hears the instances.
+                    await asyncio.to_thread(cluster.nodes[0].start)
+                    await asyncio.to_thread(cluster.check_members)
+                    rejoined = time.monotonic()
+                    async with Watch(cluster.nodes[0]) as again:
+                        await wait_for(lambda: any(
+                            w > rejoined + 1 for w, t, _ in again.messages
+                            if t.startswith("ingest/instances/")),
+                            what="live status through the restarted node")
+                    await flown(runner)
+            sent = runner.publisher.sent_frames
+            assert runner.publisher.dropped_frames == 0
+            # Everything the ships sent, stored once: no point twice (a rewrite is the same
+            # point), and no frame missing between a stream's first and last.
+            await wait_for(lambda: sum(map(len, _times(influx, defs).values())) >= sent,
+                           timeout=60, what=f"the {sent} frames sent, stored")
+            times = _times(influx, defs)
+            for (vehicle, stream), ts in times.items():
+                period = round(1e9 / defs[vehicle].stream_definition(stream).frame.rate_hz)
+                assert len(ts) == len(set(ts)), (vehicle, stream)
+                gaps = [b - a for a, b in itertools.pairwise(ts) if b - a != period]
+                assert not gaps, f"{vehicle}/{stream}: {len(gaps)} gaps"
+            assert sum(map(len, times.values())) == sent
+        finally:
+            stop_console.set()
+            await asyncio.wait_for(console_task, 10)
+
+
+def _times(influx: InfluxV1, defs: dict[str, VehicleDefinition]
+           ) -> dict[tuple[str, str], list[int]]:
+    """Each stream's stored frame times, by a parameter every frame carries."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for main in defs.values():
+        for stream, d in main.streams.items():
+            param = next(p.id for p in d.parameters if p.frames is None and p.every is None
+                         and p.word is not None)
+            ts = [int(r["time"]) for r in rows(influx, f"SELECT {param} FROM tm WHERE "
+                  f"vehicle='{d.vehicle}' AND stream='{stream}'")]
+            if ts:
+                out[(d.vehicle, stream)] = sorted(ts)
+    return out
