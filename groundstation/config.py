@@ -18,6 +18,7 @@ every user of the machine can read it (`ps`, `docker inspect`).
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -391,16 +392,85 @@ class CommandingConfig(_Section):
                                               "telemetry")
 
 
+class ClusterConfig(_Section):
+    """A clustered station (docs/cluster.md): the ingest takes telemetry from its partitions'
+    queues over AMQP, one active instance per partition, the others standing by. Empty
+    amqp_hosts: the single ingest of the default setup (telemetry over MQTT)."""
+
+    amqp_hosts: list[str] = Field(
+        default_factory=list,
+        description="the cluster's nodes for AMQP, \"host:port\" each (the port defaults to "
+                    "amqp_port), comma-separated in the environment and on the command line; "
+                    "empty: no cluster")
+    amqp_port: int = Field(5672, ge=1, le=65535, description="AMQP port of a node listed "
+                                                              "without one")
+    username: str | None = Field(None, description="AMQP user (default: the [mqtt] "
+                                                   "username)")
+    password: SecretStr | None = Field(None, description=_secret_help(
+        "cluster", "password", "AMQP password (default: the [mqtt] password)"))
+    password_file: Path | None = Field(None, description="file holding the AMQP password")
+    vhost: str = Field("/", min_length=1, description="the broker's virtual host (the MQTT "
+                                                       "plugin's)")
+    instance: str = Field(default_factory=lambda: socket.gethostname(), min_length=1,
+                          description="this ingest instance's name, unique in the cluster "
+                                      "(default: the host name)")
+    partitions: int = Field(16, ge=1, le=100,
+                            description="partitions the telemetry is divided into (by "
+                                        "vehicle); the same on every instance")
+    prefetch: int = Field(2000, ge=1, le=65535,
+                          description="messages the broker sends ahead, per connection")
+    tick_s: float = Field(1.0, gt=0, le=60,
+                          description="how often each instance signs in on every partition "
+                                      "(how the owners count the instances and share the "
+                                      "partitions out)")
+    reconnect_max_s: float = Field(10.0, gt=0, le=300,
+                                   description="longest wait between reconnect attempts")
+
+    @field_validator("amqp_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [h.strip() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("amqp_hosts")
+    @classmethod
+    def _check_hosts(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            split_address(entry)
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.amqp_hosts)
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        out = []
+        for entry in self.amqp_hosts:
+            host, port = split_address(entry)
+            out.append((host, self.amqp_port if port is None else port))
+        return out
+
+    def with_credentials_of(self, mqtt: MqttConfig) -> ClusterConfig:
+        """The AMQP login, the [mqtt] one where not given."""
+        return self.model_copy(update={
+            "username": self.username or mqtt.username,
+            "password": self.password or mqtt.password})
+
+
 class Config(_Section):
     mqtt: MqttConfig = MqttConfig()  # type: ignore[call-arg]
     influx: InfluxConfig = InfluxConfig()  # type: ignore[call-arg]
     ingest: IngestConfig = IngestConfig()  # type: ignore[call-arg]
     commanding: CommandingConfig = CommandingConfig()  # type: ignore[call-arg]
+    cluster: ClusterConfig = ClusterConfig()  # type: ignore[call-arg]
 
 
 SECTIONS: dict[str, type[_Section]] = {"mqtt": MqttConfig, "influx": InfluxConfig,
                                        "ingest": IngestConfig,
-                                       "commanding": CommandingConfig}
+                                       "commanding": CommandingConfig,
+                                       "cluster": ClusterConfig}
 
 
 def load(file: Path | None = None, env: Mapping[str, str] | None = None,

@@ -827,6 +827,31 @@ class StreamDecoder:
             return batch
         return self._decode_mixed(frames, times_ns, context, seqs)
 
+    def position(self) -> dict[str, Any]:
+        """Where the stream is, as plain data: what another process needs to go on from
+        here (a clustered ingest's partition changing owner, ingest/partition_state.py)."""
+        return {"last_seq": self.last_seq, "last_good_seq": self.last_good_seq,
+                "last_good_time_ns": self.last_good_time_ns, "first_seq": self.first_seq,
+                "last_counter": self.last_counter, "held": dict(self.held)}
+
+    def resume(self, position: dict[str, Any]) -> None:
+        """Go on from a position(): frames at or before its newest seq count as received
+        (the owner before took them: a redelivered one is a duplicate, stored again and
+        alarmed no more). Raises ValueError (or KeyError, TypeError) for a malformed one."""
+        def num(key: str) -> int | None:
+            v = position[key]
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"decoder position: {key} is {v!r}, not an integer")
+            return v
+        last_seq = num("last_seq")
+        self.last_good_seq, self.last_good_time_ns = num("last_good_seq"), \
+            num("last_good_time_ns")
+        self.first_seq, self.last_counter = num("first_seq"), num("last_counter")
+        self.held = {str(k): float(v) for k, v in dict(position["held"]).items()}
+        self.last_seq = last_seq
+        self._seen = _SeqSet(self._seen_cap)
+        self._seen.floor = last_seq
+
     def _advance(self, batch: DecodedBatch) -> None:
         """State and counters after a batch of live frames."""
         if batch.n_good:

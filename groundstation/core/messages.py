@@ -25,6 +25,8 @@ ingest. No payload carries NaN or infinity: JSON has neither, so a missing value
 | params/<source>/<vehicle>         | ParamsUpdate                             |
 | ingest/link/<source>/<vehicle>    | LinkStats                                |
 | ingest/stats                      | IngestStats                              |
+| ingest/instances/<instance>       | IngestInstance (empty payload: it left)  |
+| ingest/context/<source>/<vehicle> | ContextValues                            |
 | sim/state/...                     | SimState                                 |
 | sim/control/<vehicle>             | SimControlRequest                        |
 | sim/reply/<vehicle>               | SimControlReply                          |
@@ -453,6 +455,30 @@ class IngestStats(Message):
     decode_ms_p50: float | None = None
     decode_ms_max: float | None = None
     sink: dict[str, int | float | bool] | None = None
+
+
+class IngestInstance(Message):
+    """A clustered ingest instance's status (ingest/instances/<instance>), retained: the
+    partitions it owns now (docs/cluster.md)."""
+
+    instance: str
+    time_ns: int
+    partitions: list[int]  # owned, by number
+    partition_count: int
+    vehicles: list[str]  # the known vehicles whose partitions it owns
+    members: list[str]  # the instances it hears from (itself included)
+    taken_over: int  # partitions it has taken from another instance since it started
+    released: int  # ... and let go to share them out
+    amqp_node: str | None = None  # the node it consumes through
+
+
+class ContextValues(Message):
+    """A vehicle's newest values of the parameters other vehicles' limits look at (their
+    limit contexts), from the instance that owns the vehicle's partition, for the others."""
+
+    source: SourceField
+    vehicle: str
+    values: Params  # "<vehicle>.<parameter>" -> value (a state's name)
 
 
 # --- the simulators -------------------------------------------------------------------------

@@ -18,6 +18,10 @@ training data can never be mistaken for live data:
     alarms/replies/<operator>               the ingest's answer to each request
     ingest/stats                            retained: the ingest's own health
     ingest/link/<source>/<vehicle>          retained: a stream's link quality
+    ingest/instances/<instance>             retained: a clustered ingest instance's
+                                            partitions (empty: it left)
+    ingest/context/<source>/<vehicle>       a vehicle's values other vehicles' limits
+                                            look at, from the instance that owns it
     replay/session|control|status/<session> a replay session's handshake, control, status
     drill/control|status/<drill>            a drill's control and status
     calls/<operator>/<drill>                a trainee's calls in a drill (the call key)
@@ -403,6 +407,53 @@ INGEST_STATS: Final = "ingest/stats"
 def ingest_stats() -> str:
     """The ingest's retained self-telemetry."""
     return INGEST_STATS
+
+
+def ingest_instance(instance: str) -> str:
+    """A clustered ingest instance's retained status (which partitions it owns)."""
+    return f"ingest/instances/{check_level('instance', instance)}"
+
+
+INGEST_INSTANCES_SUBSCRIPTION: Final = "ingest/instances/+"
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceTopic:
+    instance: str
+
+    def __str__(self) -> str:
+        return ingest_instance(self.instance)
+
+
+def parse_ingest_instance(topic: str) -> InstanceTopic:
+    name = _one_name(topic, ["ingest", "instances"])
+    if name is None:
+        raise _bad("an ingest instance's status", topic, "ingest/instances/<instance>")
+    return InstanceTopic(name)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTopic:
+    source: Source
+    vehicle: str
+
+    def __str__(self) -> str:
+        return "/".join(("ingest", "context", *self.source.levels, self.vehicle))
+
+
+def ingest_context(vehicle: str, source: str | Source = LIVE) -> str:
+    """A vehicle's values that other vehicles' limit contexts look at (clustered ingest)."""
+    return str(ContextTopic(Source.parse(source), check_level("vehicle", vehicle)))
+
+
+CONTEXT_SUBSCRIPTIONS: Final = _per_source("ingest/context", "+")
+
+
+def parse_ingest_context(topic: str) -> ContextTopic:
+    where = _parse_sourced(topic, ["ingest", "context"], [])
+    if where is None:
+        raise _bad("a vehicle's context values", topic, "ingest/context/<source>/<vehicle>")
+    return ContextTopic(*where)
 
 
 PARAMS_SUBSCRIPTIONS: Final = _per_source("params", "+")
@@ -889,7 +940,8 @@ Topic = (TelemetryTopic | SimStateTopic | SimControlTopic | SimReplyTopic | Para
          | AlarmRepliesTopic | ReplaySessionTopic | ReplayControlTopic | ReplayStatusTopic
          | DrillControlTopic | DrillStatusTopic | DrillCallTopic | CommandRequestTopic
          | CommandRepliesTopic
-         | CommandUplinkTopic | CommandAckTopic | CommandEventsTopic | CommandHistoryTopic)
+         | CommandUplinkTopic | CommandAckTopic | CommandEventsTopic | CommandHistoryTopic
+         | InstanceTopic | ContextTopic)
 
 
 def parse(topic: str) -> Topic:
@@ -920,6 +972,8 @@ def parse(topic: str) -> Topic:
         ("sim", "state"): parse_sim_state, ("sim", "control"): parse_sim_control,
         ("sim", "reply"): parse_sim_reply, ("ingest", "link"): parse_ingest_link,
         ("ingest", "stats"): parse_ingest_stats,
+        ("ingest", "instances"): parse_ingest_instance,
+        ("ingest", "context"): parse_ingest_context,
         ("replay", "session"): parse_replay_session,
         ("replay", "control"): parse_replay_control,
         ("replay", "status"): parse_replay_status,

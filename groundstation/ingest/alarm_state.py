@@ -59,7 +59,7 @@ class AlarmStateStore:
     def checkpoint(self, s: Stream, changed: bool) -> Callable[[bool], None]:
         """Snapshot a stream's alarm state after a batch (or an operator's action); the
         returned callback says whether the batch's messages were acknowledged."""
-        cp = Checkpoint(s.alarms.snapshot(), changed)
+        cp = Checkpoint(s.alarms.snapshot(), changed, s.decoder.position())
         s.checkpoints.append(cp)
         return lambda acked: self._done(s, cp, acked)
 
@@ -73,10 +73,17 @@ class AlarmStateStore:
         # storage failed (logged): either way the state moves on.
         cp.done = True
         changed = False
+        moved = False
         while s.checkpoints and s.checkpoints[0].done:
             head = s.checkpoints.popleft()
-            s.saveable = head.snapshot
+            s.saveable, s.saveable_position = head.snapshot, head.position
             changed |= head.changed
+            moved = True
+        if moved:
+            self.advanced(s, changed)
+
+    def advanced(self, s: Stream, changed: bool) -> None:
+        """A stream's saveable state moved on; changed: its alarms did (written soon)."""
         if changed:
             self.dirty.set()
 
@@ -107,12 +114,15 @@ class AlarmStateStore:
                 continue
             # At the end, a stream with no batch waiting is saved as it is now (streaks
             # of the last batches included).
-            snap = s.alarms.snapshot() if final and not s.checkpoints else s.saveable
+            now = final and not s.checkpoints
+            snap = s.alarms.snapshot() if now else s.saveable
             if snap is None:
                 continue  # nothing acknowledged yet: the broker has all of it
             entries.append({"source": source, "vehicle": vehicle, "stream": stream,
                             "last_frame_ns": s.last_frame_ns,
-                            "last_data_wall_ns": s.last_data_wall_ns, "alarms": snap})
+                            "last_data_wall_ns": s.last_data_wall_ns, "alarms": snap,
+                            "decoder": s.decoder.position() if now
+                            else s.saveable_position})
         return {"format": FORMAT, "version": VERSION, "saved_ns": time.time_ns(),
                 "streams": entries}
 
@@ -169,47 +179,10 @@ class AlarmStateStore:
                       path, exc)
             self._keep_bad_file()
             return []
-        bad = False
-        out: list[Stream] = []
-        seen: set[tuple[str, str, str]] = set(skip)
-        now_mono, now_wall = time.monotonic(), time.time_ns()
-        for e in entries:
-            try:
-                key = (e["source"], e["vehicle"], e["stream"])
-                if not all(isinstance(x, str) for x in key):
-                    raise TypeError("source, vehicle and stream must be strings")
-                source, vehicle, stream = key
-                topics.check_source(source)
-                main = definitions.get(vehicle)
-                defn = main.stream_definition(stream) if main is not None else None
-                if not persists(source) or main is None or defn is None:
-                    log.warning("alarm state of %s/%s/%s dropped: no such live or training "
-                                "stream in the definitions", source, vehicle, stream)
-                    continue
-                engine = AlarmEngine(main, source)  # a vehicle's streams share its alarms
-                for warning in engine.restore(e["alarms"]):
-                    log.warning("alarm state restored with a change: %s", warning)
-                last_frame_ns = int(e.get("last_frame_ns") or 0)
-                last_wall_ns = int(e.get("last_data_wall_ns") or 0)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("alarm state file %s: a stream's state is malformed (%s); dropped",
-                          path, exc)
-                bad = True
-                continue
-            if key in seen:
-                continue
-            seen.add(key)
-            s = Stream(source, defn, StreamDecoder(defn), engine, None, persist=True,
-                       archive_pending=with_archive, last_frame_ns=last_frame_ns,
-                       last_data_wall_ns=last_wall_ns, saveable=engine.snapshot())
-            if last_wall_ns:
-                # Shelves keep expiring during the gap in the data, downtime included.
-                s.last_data_mono = now_mono - max(0, now_wall - last_wall_ns) / 1e9 or 1e-9
-            self.restored.append(key)
-            log.info("restored the alarm state of %s/%s: %d alarms listed or shelved, "
-                     "event seq %d", source, vehicle, len(engine.active()["alarms"]),
-                     engine.snapshot()["seq"])
-            out.append(s)
+        out, bad = restore_entries(entries, definitions, with_archive=with_archive,
+                                   skip=skip, where=f"alarm state file {path}")
+        self.restored.extend(key for key in ((x.source, x.vehicle, x.definition.stream)
+                                             for x in out))
         if bad:
             self._keep_bad_file()
         return out
@@ -224,3 +197,55 @@ class AlarmStateStore:
             log.error("could not keep a copy of the bad alarm state file %s: %s", path, exc)
             return
         log.error("kept a copy of the bad alarm state file as %s", keep)
+
+
+def restore_entries(entries: list[Any], definitions: dict[str, VehicleDefinition], *,
+                    with_archive: bool, skip: Iterable[tuple[str, str, str]] = (),
+                    where: str, resume: bool = False) -> tuple[list[Stream], bool]:
+    """Streams from saved entries (AlarmStateStore.document's), and whether any was
+    malformed (dropped, logged). resume: their decoders go on from the saved position
+    (a partition taken over from another instance, whose last frames may come again)."""
+    bad = False
+    out: list[Stream] = []
+    seen: set[tuple[str, str, str]] = set(skip)
+    now_mono, now_wall = time.monotonic(), time.time_ns()
+    for e in entries:
+        try:
+            key = (e["source"], e["vehicle"], e["stream"])
+            if not all(isinstance(x, str) for x in key):
+                raise TypeError("source, vehicle and stream must be strings")
+            source, vehicle, stream = key
+            topics.check_source(source)
+            main = definitions.get(vehicle)
+            defn = main.stream_definition(stream) if main is not None else None
+            if not persists(source) or main is None or defn is None:
+                log.warning("alarm state of %s/%s/%s dropped: no such live or training "
+                            "stream in the definitions", source, vehicle, stream)
+                continue
+            engine = AlarmEngine(main, source)  # a vehicle's streams share its alarms
+            for warning in engine.restore(e["alarms"]):
+                log.warning("alarm state restored with a change: %s", warning)
+            last_frame_ns = int(e.get("last_frame_ns") or 0)
+            last_wall_ns = int(e.get("last_data_wall_ns") or 0)
+            decoder = StreamDecoder(defn)
+            if resume and e.get("decoder") is not None:
+                decoder.resume(e["decoder"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            log.error("%s: a stream's state is malformed (%s); dropped", where, exc)
+            bad = True
+            continue
+        if key in seen:
+            continue
+        seen.add(key)
+        s = Stream(source, defn, decoder, engine, None, persist=True,
+                   archive_pending=with_archive, last_frame_ns=last_frame_ns,
+                   last_data_wall_ns=last_wall_ns, saveable=engine.snapshot(),
+                   saveable_position=decoder.position())
+        if last_wall_ns:
+            # Shelves keep expiring during the gap in the data, downtime included.
+            s.last_data_mono = now_mono - max(0, now_wall - last_wall_ns) / 1e9 or 1e-9
+        log.info("restored the alarm state of %s/%s: %d alarms listed or shelved, "
+                 "event seq %d", source, vehicle, len(engine.active()["alarms"]),
+                 engine.snapshot()["seq"])
+        out.append(s)
+    return out, bad

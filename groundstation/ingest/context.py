@@ -9,6 +9,7 @@ drill), so a replay never judges live data and the other way round.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from groundstation.core import messages, topics
@@ -36,6 +37,9 @@ class LimitContexts:
         self.phase: dict[tuple[str, str], str] = {}
         self.values: dict[str, dict[str, Any]] = {}  # source -> {vehicle.param: value}
         self.wanted = referenced_parameters(definitions)
+        # A clustered ingest sends a vehicle's values to the instances that do not own it
+        # (ingest/cluster.py): (source, vehicle, {"vehicle.param": value}).
+        self.on_values: Callable[[str, str, dict[str, Any]], None] | None = None
 
     def for_stream(self, s: Stream) -> dict[str, Any]:
         """The context a stream's next batch is judged in."""
@@ -61,6 +65,11 @@ class LimitContexts:
                     values[f"{s.vehicle}.{pid}"] = p.calibration.states.get(int(v), v)
                 else:
                     values[f"{s.vehicle}.{pid}"] = v
+        if self.on_values is not None:
+            mine = {k: values[k] for k in (f"{s.vehicle}.{pid}" for pid in wanted)
+                    if k in values}
+            if mine:
+                self.on_values(s.source, s.vehicle, mine)
 
     def on_sim_state(self, where: topics.SimStateTopic, payload: bytes) -> None:
         """A ship's (or a drill's, or a replay's) state: its mission phase. An empty

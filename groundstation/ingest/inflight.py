@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from groundstation.ingest.stream import Received, Sink
-from groundstation.mqtt import Connection
 from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 
 log = logging.getLogger("groundstation.ingest")
@@ -29,12 +29,28 @@ log = logging.getLogger("groundstation.ingest")
 # Whether the messages of a submission were acknowledged (the alarm state's checkpoint).
 Checkpoint = Callable[[bool], None] | None
 Submission = tuple[Sequence[str | EncodedLines], list[Received], Checkpoint]
+# Run before durable messages are acknowledged (a clustered ingest hands its partitions'
+# alarm state to the broker first: ingest/cluster.py).
+Gate = Callable[[], Awaitable[None]]
+GATE_RETRY_S = 0.5
+
+
+class Connection(Protocol):
+    """Where messages are acknowledged: an MQTT connection, or an AMQP one."""
+
+    def acknowledge(self, mid: int, qos: int) -> bool: ...
 
 
 class InFlight:
     def __init__(self, sink: Sink, limit: int,
-                 on_bug: Callable[[str, BaseException], None]) -> None:
+                 on_bug: Callable[[str, BaseException], None], gate: Gate | None = None
+                 ) -> None:
         self.sink = sink
+        self.gate = gate
+        self._gated: deque[list[Received]] = deque()
+        self._gate_wanted = asyncio.Event()
+        self._gate_queued = self._gate_done = 0
+        self._submitting = 0
         self.limit = limit
         self._on_bug = on_bug
         self.count = 0  # messages of this connection not yet acknowledged
@@ -86,7 +102,12 @@ class InFlight:
 
     async def submitter(self) -> None:
         while True:
-            await self._submit(*await self._submissions.get())
+            item = await self._submissions.get()
+            self._submitting += 1
+            try:
+                await self._submit(*item)
+            finally:
+                self._submitting -= 1
 
     async def drain(self) -> None:
         """At shutdown: submit what is queued, and wait for storage to settle."""
@@ -94,6 +115,46 @@ class InFlight:
             await self._submit(*self._submissions.get_nowait())
         if self._durable:
             await asyncio.wait(list(self._durable))
+        if self._gated:
+            await self._pass_gate()
+
+    async def barrier(self) -> None:
+        """Returns once everything submitted before is durable and acknowledged (or
+        could not be): while the submitter and the gatekeeper run."""
+        while not self._submissions.empty() or self._submitting:
+            await asyncio.sleep(0.005)
+        if self._durable:
+            await asyncio.wait(list(self._durable))
+        target = self._gate_queued
+        while self._gate_done < target:
+            await asyncio.sleep(0.005)
+
+    async def gatekeeper(self) -> None:
+        """Acknowledges durable messages once the gate is passed (the gate's turn for each
+        round of them: one hand-over of the state covers all)."""
+        while True:
+            await self._gate_wanted.wait()
+            self._gate_wanted.clear()
+            await self._pass_gate()
+
+    async def _pass_gate(self) -> None:
+        assert self.gate is not None
+        rounds = list(self._gated)
+        self._gated.clear()
+        try:
+            await self.gate()
+        except Exception as exc:
+            # Not handed over: not acknowledged. Tried again shortly; after a reconnect
+            # (a new generation) settle() leaves them to the broker, which sends them again.
+            log.warning("could not hand the alarm state over (%s); %d rounds of messages "
+                        "wait to be acknowledged", exc, len(rounds))
+            self._gated.extendleft(reversed(rounds))
+            await asyncio.sleep(GATE_RETRY_S)
+            self._gate_wanted.set()
+            return
+        for received in rounds:
+            self._settled(received)
+        self._gate_done += len(rounds)
 
     async def _submit(self, lines: Sequence[str | EncodedLines], received: list[Received],
                       checkpoint: Checkpoint) -> None:
@@ -132,6 +193,14 @@ class InFlight:
         if checkpoint is not None:
             checkpoint(not received or (self.conn is not None and all(
                 r.generation == self.generation for r in received)))
+        if self.gate is not None:
+            self._gated.append(received)
+            self._gate_queued += 1
+            self._gate_wanted.set()
+            return
+        self._settled(received)
+
+    def _settled(self, received: list[Received]) -> None:
         self.settle(received)
         self.acked += len(received)
         if self.count < self.limit:

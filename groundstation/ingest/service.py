@@ -24,7 +24,8 @@ shelve requests), outputs (display, stats, link, the outbox), rejects (counted,
 quarantined, logged at a bounded rate), replay_sessions, formats (a vehicle's streams in
 several formats share one alarm state), memory (given back after a burst), tasks (named,
 supervised background tasks), wiring (the sink, archive and quarantine, the database
-check, and `serve`); line protocol: storage/influx/lineprotocol.py.
+check, and `serve`), cluster (a clustered instance's partitions: docs/cluster.md); line
+protocol: storage/influx/lineprotocol.py.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ from groundstation.core.decom import StreamDecoder
 from groundstation.core.definitions import VehicleDefinition
 from groundstation.core.envelope import EnvelopeError, decode_envelope
 from groundstation.core.replay_session import SessionInfo
-from groundstation.ingest import formats, mqtt_session, operator, outputs
+from groundstation.ingest import formats, mqtt_session, operator, outputs, replay_sessions
 from groundstation.ingest.alarm_state import FILE as ALARM_STATE_FILE
 from groundstation.ingest.alarm_state import AlarmStateStore
+from groundstation.ingest.cluster import Cluster
 from groundstation.ingest.context import LimitContexts
 from groundstation.ingest.inflight import InFlight
 from groundstation.ingest.memory import Memory
@@ -105,7 +107,14 @@ class IngestService:
         self.alarm_state = AlarmStateStore(Path(state_dir) / ALARM_STATE_FILE,
                                            stopping=self._halt.is_set)
         self.workers = Workers(lambda failure: self._halt.set())
-        self.inflight = InFlight(sink, config.ingest.queue_max_messages, self.workers.fail)
+        # Clustered (docs/cluster.md): telemetry from the partitions this instance owns,
+        # their alarm state handed over through the broker before an acknowledgement.
+        self.cluster = Cluster(self, config.cluster.with_credentials_of(config.mqtt)) \
+            if config.cluster.enabled else None
+        if self.cluster is not None:
+            self.alarm_state = self.cluster.states
+        self.inflight = InFlight(sink, config.ingest.queue_max_messages, self.workers.fail,
+                                 gate=self.cluster.states.gate if self.cluster else None)
 
     # What the tests and the stats read, kept where they were before the parts.
     acked = property(lambda self: self.inflight.acked)  # messages acknowledged once durable
@@ -134,8 +143,11 @@ class IngestService:
             halt), restart=True)
         w.start("alarm-state", lambda: self.alarm_state.saver(self.streams.items),
                 restart=True)
-        client = mqtt_session.client(self.config.mqtt,
-                                     on_disconnect=lambda _: self.connected.clear())
+        if (cluster := self.cluster) is not None:
+            w.start("cluster", lambda: cluster.run(halt))
+            w.start("gatekeeper", self.inflight.gatekeeper)
+        client = mqtt_session.client(self.config.mqtt, lambda _: self.connected.clear(),
+                                     cluster=self.config.cluster if cluster else None)
         try:
             # The adapter's reconnect loop: the session runs once per connection, and is
             # cancelled when halt is set.
@@ -144,6 +156,8 @@ class IngestService:
             self.workers.fail("session", exc)
         finally:
             halt.set()
+            if cluster is not None:  # its partitions handed over, before anything stops
+                await cluster.stopped()
             await w.stop()
             await self._flush_all()
             await self.inflight.drain()
@@ -157,7 +171,8 @@ class IngestService:
 
     async def _session(self, conn: mqtt_session.Connection,
                        ready: asyncio.Event | None) -> None:
-        self.inflight.attach(conn)
+        if self.cluster is None:  # else acknowledgements go to the partitions' queues
+            self.inflight.attach(conn)
         self.connected.set()
         if ready is not None:
             ready.set()
@@ -166,37 +181,44 @@ class IngestService:
                 tasks.create_task(self._receive(conn), name="receive")
                 tasks.create_task(self._send(conn), name="send")
         finally:
-            self.inflight.detach()
+            if self.cluster is None:
+                self.inflight.detach()
 
     async def _receive(self, conn: mqtt_session.Connection) -> None:
+        clustered = self.cluster is not None  # then nothing over MQTT is acknowledged
         async for m in conn.messages():
-            if topics.is_telemetry(m.topic):
-                await self.inflight.room.wait()
-                try:
-                    self._on_telemetry(m.topic, m.payload, m.mid, m.qos)
-                except Exception as exc:
-                    # A bug must cost one message, never the service: it is quarantined
-                    # with the traceback's gist and counted.
-                    log.exception("internal error on a message on %s", m.topic)
-                    self._reject(m.topic, "internal_error", f"{type(exc).__name__}: {exc}",
-                                 m.payload, time.time_ns(), m.mid, m.qos)
-                continue
+            await self.take(m.topic, m.payload, m.mid, 0 if clustered else m.qos)
+
+    async def take(self, topic: str, payload: bytes, mid: int, qos: int) -> None:
+        """A message from the broker: over MQTT, or from a partition's queue (clustered)."""
+        if topics.is_telemetry(topic):
+            await self.inflight.room.wait()
             try:
-                where = topics.parse(m.topic)
-            except ValueError:
-                where = None
-            match where:
-                case topics.AckTopic():
-                    self._on_operator(where, m.payload)
-                case topics.SimStateTopic():
-                    self._on_sim_state(where, m.payload)
-                case topics.ReplaySessionTopic():
-                    self._on_replay_session(m.topic, m.payload)
-                case _:
-                    self.rejected["bad_topic"] += 1
-                    log.warning("ignored a message on %s: not a topic the ingest reads",
-                                m.topic)
-            self.inflight.ack_now(m.mid, m.qos)
+                self._on_telemetry(topic, payload, mid, qos)
+            except Exception as exc:
+                # A bug must cost one message, never the service: it is quarantined with
+                # the traceback's gist and counted.
+                log.exception("internal error on a message on %s", topic)
+                self._reject(topic, "internal_error", f"{type(exc).__name__}: {exc}",
+                             payload, time.time_ns(), mid, qos)
+            return
+        try:
+            where = topics.parse(topic)
+        except ValueError:
+            where = None
+        match where:
+            case topics.AckTopic():
+                self._on_operator(where, payload)
+            case topics.SimStateTopic():
+                self._on_sim_state(where, payload)
+            case topics.ReplaySessionTopic():
+                replay_sessions.on_message(self, topic, payload)
+            case topics.ContextTopic() if self.cluster is not None:
+                self.cluster.on_context(where, payload)
+            case _:
+                self.rejected["bad_topic"] += 1
+                log.warning("ignored a message on %s: not a topic the ingest reads", topic)
+        self.inflight.ack_now(mid, qos)
 
     async def _send(self, conn: mqtt_session.Connection) -> None:
         while True:
@@ -364,29 +386,10 @@ class IngestService:
         self.inflight.submit(lines, [], self.alarm_state.checkpoint(stream, True)
                              if stream is not None and stream.persist else None)
 
-    # --- replay sessions: their definitions and their end (groundstation/replay/session.py)
+    # --- replay sessions: their definitions and their end (ingest/replay_sessions.py) ---
 
-    def _on_replay_session(self, topic: str, payload: bytes) -> None:
-        try:
-            change = self.replays.on_message(topic, payload)
-        except ValueError as exc:
-            self.rejected["bad_replay_session"] += 1
-            log.error("refused the replay session message on %s (its frames get the current "
-                      "definitions): %s", topic, exc)
-            return
-        source = change.source
-        for key in self.replays.streams_ended(change, self.streams):
-            # Its frames still queued here are processed first, in the session's context
-            # (its definitions, phase and context values), then it is freed.
-            self._drop_stream(key)
-            if change.ended:
-                vehicle = key[1]
-                self.outbox.clear_retained(topics.active_alarms(vehicle, source))
-                self.outbox.clear_retained(topics.ingest_link(vehicle, source))
-        if change.ended:
-            self.contexts.drop_source(source)
-
-    def _drop_stream(self, key: tuple[str, str, str]) -> None:
+    def drop_stream(self, key: tuple[str, str, str]) -> None:
+        """Free a stream, its queued frames processed first."""
         s = self.streams.pop(key)
         if s.pending:
             self._process(s)

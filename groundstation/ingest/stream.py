@@ -63,6 +63,7 @@ class Checkpoint:
 
     snapshot: dict[str, Any]
     changed: bool  # the batch had alarm events (or an operator acted)
+    position: dict[str, Any]  # the decoder's, after the batch
     done: bool = False
 
 
@@ -91,6 +92,7 @@ class Stream:
     # acknowledged; `saveable` is the newest one all of whose batches are.
     checkpoints: deque[Checkpoint] = field(default_factory=deque)
     saveable: dict[str, Any] | None = None
+    saveable_position: dict[str, Any] | None = None  # the decoder's, with `saveable`
 
     @property
     def vehicle(self) -> str:

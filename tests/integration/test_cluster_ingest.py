@@ -1,0 +1,378 @@
+"""The partitioned, redundant ingest (groundstation/ingest/cluster.py) on a real three-node
+RabbitMQ cluster, with real ingest processes and a real InfluxDB: the partitions are shared
+out between the instances; when the instance that owns a vehicle is SIGKILLed, another
+takes its partition over within seconds, every frame is stored once, and the alarms (a
+latched one, an acknowledged one, a shelved one) and their event seq go on where they
+were, with no event raised twice."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiomqtt
+
+from groundstation import paths
+from groundstation.config import MqttConfig
+from groundstation.core import flightplan as tl
+from groundstation.core import partitions, topics
+from groundstation.core.definitions import VehicleDefinition, load_all, load_definition
+from groundstation.core.encoder import FrameEncoder
+from groundstation.core.envelope import encode_envelope
+from groundstation.deploy.rabbitmq import RabbitMQCluster, RabbitMQNode
+from groundstation.deploy.servers import InfluxDBServer
+from groundstation.mqtt import MqttClient
+from groundstation.storage.influx.backends import InfluxV1
+from simulators.mission import Mission
+from simulators.runner import RunnerOptions, SimRunner
+from tests.harness import flying, rows, wait_for
+from tests.paths import MINI
+
+T0 = 174_845_349_000_000_000
+PERIOD = 20_000_000  # mini: 50 frames/s
+NOMINAL = {"cabin_press": 5.0, "hatch": "CLOSED", "temp": 66.0}
+PARTITIONS = 4
+TAKEOVER_BUDGET_S = 5.0  # the issue's: a killed instance's partitions resume within this
+GUEST = ("guest", "guest")  # the fixture cluster's own account (loopback only)
+VEHICLES = ("mini", "minc")  # two vehicles, in different partitions (checked below)
+
+
+def _defs(tmp: Path) -> Path:
+    d = tmp / "defs"
+    d.mkdir()
+    (d / "mini.yaml").write_text(MINI.read_text())
+    (d / "minc.yaml").write_text(MINI.read_text().replace("vehicle: mini", "vehicle: minc"))
+    return d
+
+
+async def reset_topology(node: RabbitMQNode) -> None:
+    """The cluster is the run's: drop the partitions' queues an earlier test left."""
+    conn = await aio_pika.connect(host=node.host, port=node.amqp_port, login=GUEST[0],
+                                  password=GUEST[1])
+    async with conn:
+        ch = await conn.channel()
+        for name in [partitions.UNROUTED_QUEUE,
+                     *(partitions.queue(p) for p in range(partitions.MAX_PARTITIONS)),
+                     *(partitions.state_queue(p) for p in range(partitions.MAX_PARTITIONS))]:
+            with suppress(aio_pika.exceptions.ChannelClosed):
+                await ch.queue_delete(name)
+            if ch.is_closed:
+                ch = await conn.channel()
+
+
+def start_instance(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Path, tmp: Path,
+                   name: str, database: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GS_LOG_LEVEL": "info",
+           "GS_MQTT_HOSTS": ",".join(cluster.mqtt_hosts), "GS_MQTT_USERNAME": GUEST[0],
+           "GS_MQTT_PASSWORD": GUEST[1], "GS_MQTT_RECONNECT_MAX_S": "1",
+           "GS_CLUSTER_AMQP_HOSTS": ",".join(f"{n.host}:{n.amqp_port}"
+                                             for n in cluster.nodes),
+           "GS_CLUSTER_INSTANCE": name, "GS_CLUSTER_PARTITIONS": str(PARTITIONS),
+           "GS_CLUSTER_TICK_S": "0.5", "GS_CLUSTER_RECONNECT_MAX_S": "1"}
+    cmd = [sys.executable, "-m", "groundstation", "ingest", "--influx-api", "v1",
+           "--influx-url", influxdb.url, "--influx-database", database,
+           "--influx-flush-interval-ms", "100", "--defs-dir", str(defs),
+           "--ingest-archive-dir", str(tmp / name / "archive"),
+           "--influx-spool-dir", str(tmp / name / "spool"),
+           "--ingest-batch-max-delay-ms", "10", "--ingest-stats-interval-s", "0.5"]
+    log = (tmp / f"{name}.log").open("w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+@contextmanager
+def instances(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Path, tmp: Path,
+              names: list[str], database: str) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    procs = {n: start_instance(cluster, influxdb, defs, tmp, n, database) for n in names}
+    try:
+        yield procs
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for name, p in procs.items():
+            try:
+                p.wait(40)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                raise AssertionError(f"instance {name} did not stop on SIGTERM: "
+                                     f"{(tmp / f'{name}.log').read_text()[-3000:]}") from None
+
+
+class Watch:
+    """What a console on one node sees: alarm events, active lists, instances' status."""
+
+    def __init__(self, node: RabbitMQNode) -> None:
+        self.node = node
+        self.messages: list[tuple[float, str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.client = aiomqtt.Client(node.host, node.port, username=GUEST[0],
+                                     password=GUEST[1], identifier=f"watch-{os.getpid()}")
+
+    async def __aenter__(self) -> Watch:
+        await self.client.__aenter__()
+        for sub in ("alarms/#", "ingest/instances/+"):
+            await self.client.subscribe(sub, qos=1)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        async for m in self.client.messages:
+            raw = bytes(m.payload)  # type: ignore[arg-type]
+            self.messages.append((time.monotonic(), str(m.topic),
+                                  json.loads(raw) if raw else None))
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await self.client.__aexit__(None, None, None)
+
+    def events(self, vehicle: str = "mini", transition: str | None = None
+               ) -> list[dict[str, Any]]:
+        return [p for _, t, p in self.messages if t == topics.alarms(vehicle)
+                and transition in (None, p["transition"])]
+
+    def active(self, vehicle: str = "mini", after: float = 0.0) -> dict[str, Any] | None:
+        lists = [p for w, t, p in self.messages if t == topics.active_alarms(vehicle)
+                 and p is not None and w >= after]
+        return {a["parameter"]: a["state"] for a in lists[-1]["alarms"]} if lists else None
+
+    def owners(self) -> dict[str, list[int]]:
+        """Each live instance's partitions, by its latest status."""
+        out: dict[str, list[int]] = {}
+        for _, t, p in self.messages:
+            if t.startswith("ingest/instances/"):
+                name = t.rsplit("/", 1)[1]
+                if p is None:
+                    out.pop(name, None)
+                else:
+                    out[name] = p["partitions"]
+        return out
+
+    def owner_of(self, vehicle: str) -> str | None:
+        p = partitions.partition_of(vehicle, PARTITIONS)
+        return next((n for n, ps in self.owners().items() if p in ps), None)
+
+    async def request(self, parameter: str, action: str, **extra: Any) -> None:
+        await self.client.publish(topics.acknowledgements("flight", "mini"), json.dumps(
+            {"request_id": f"r-{parameter}-{action}", "parameter": parameter,
+             "action": action, **extra}), qos=1)
+
+
+async def flown(runner: SimRunner) -> None:
+    """Until the ships reach their `until`."""
+    async with asyncio.timeout(120):
+        while runner.mission.t < (runner.o.until or 0):
+            await asyncio.sleep(0.2)
+
+
+@asynccontextmanager
+async def sender(node: RabbitMQNode) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client(node.host, node.port, username=GUEST[0], password=GUEST[1],
+                              identifier=f"ship-{os.getpid()}") as client:
+        yield client
+
+
+async def send(client: aiomqtt.Client, vehicle: str, first: int, n: int,
+               rate_hz: float | None = None, **values: Any) -> None:
+    """Frames first .. first+n-1 of a mini-like vehicle, 10 a message."""
+    enc = FrameEncoder(load_definition(MINI))
+    for seq in range(first, first + n, 10):
+        frames = enc.encode({**NOMINAL, **values}, 10, start_counter=1 + seq % 50)
+        await client.publish(topics.telemetry(vehicle, "hbr"), encode_envelope(
+            vehicle, "hbr", seq, T0 + seq * PERIOD, frames), qos=1)
+        if rate_hz:
+            await asyncio.sleep(1 / rate_hz)
+
+
+def stored(influx: InfluxV1, vehicle: str) -> tuple[int, int]:
+    r = rows(influx, f"SELECT cabin_press FROM tm WHERE vehicle='{vehicle}'")
+    return len(r), len({x["time"] for x in r})
+
+
+def influx_events(influx: InfluxV1) -> list[tuple[int, str, str]]:
+    return [(int(r["seq"]), r["parameter"], r["transition"]) for r in rows(
+        influx, "SELECT state, seq, parameter, transition FROM alarms WHERE vehicle='mini'")]
+
+
+async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
+        rabbitmq_cluster: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    cluster = rabbitmq_cluster
+    assert len({partitions.partition_of(v, PARTITIONS) for v in VEHICLES}) == 2
+    await reset_topology(cluster.nodes[0])
+    influx = InfluxV1(influxdb.url, "cluster")
+    influx.create_database()
+    defs = _defs(tmp_path)
+    with instances(cluster, influxdb, defs, tmp_path, ["a", "b"], "cluster") as procs:
+        async with Watch(cluster.nodes[1]) as watch:
+            # Shared out: each instance owns two of the four partitions.
+            await wait_for(lambda: sorted(len(ps) for ps in watch.owners().values()) == [
+                PARTITIONS // 2, PARTITIONS // 2], timeout=60,
+                what=f"the partitions shared out (owners: {watch.owners()})")
+            async with sender(cluster.nodes[2]) as ship:
+                await send(ship, "minc", 0, 100)
+                await send(ship, "mini", 0, 10)
+                await send(ship, "mini", 10, 10, hatch="OPEN", cabin_press=6.0, temp=110.0)
+                await send(ship, "mini", 20, 10, cabin_press=6.0, temp=110.0)
+                await wait_for(lambda: {e["transition"] for e in watch.events()} >= {
+                    "raised", "returned_to_normal"} and len(watch.events("mini", "raised"))
+                    == 3, what="three alarms")
+                await watch.request("cabin_press", "acknowledge")
+                await watch.request("temp", "shelve", duration_s=60)
+                await wait_for(lambda: watch.active() == {
+                    "hatch": "normal_unacked", "cabin_press": "active_acked",
+                    "temp": "shelved"}, what=f"the active list ({watch.active()})")
+                before = watch.events()
+                last_seq = max(e["seq"] for e in before)
+                owner = watch.owner_of("mini")
+                assert owner is not None
+                other = "b" if owner == "a" else "a"
+                # Frames keep coming; the owner dies in the middle of them.
+                flow = asyncio.create_task(send(ship, "mini", 30, 1000, rate_hz=100,
+                                                cabin_press=6.0, temp=110.0))
+                await asyncio.sleep(1.0)
+                killed = time.monotonic()
+                procs[owner].send_signal(signal.SIGKILL)
+                procs[owner].wait(10)
+                await wait_for(lambda: watch.owner_of("mini") == other, timeout=15,
+                               what="the partition taken over")
+                await wait_for(lambda: watch.active(after=killed) is not None, timeout=15,
+                               what="the new owner's active list")
+                took = next(w for w, t, _ in watch.messages
+                            if w >= killed and t == topics.active_alarms("mini"))
+                takeover_s = took - killed
+                print(f"\n{owner} killed: {other} owns mini's partition and published its "
+                      f"alarms {takeover_s:.2f} s later")
+                assert takeover_s < TAKEOVER_BUDGET_S
+                await flow
+                await send(ship, "mini", 1030, 10, cabin_press=6.0, temp=110.0)  # marker
+                await wait_for(lambda: stored(influx, "mini")[0] >= 1040, timeout=30,
+                               what="every frame in InfluxDB")
+                assert stored(influx, "mini") == (1040, 1040)
+                assert stored(influx, "minc") == (100, 100)
+                # The alarms as they were: nothing raised again, acknowledged and shelved
+                # ones still so; the next event goes on from the seq.
+                assert watch.active() == {"hatch": "normal_unacked",
+                                          "cabin_press": "active_acked", "temp": "shelved"}
+                await watch.request("hatch", "acknowledge")
+                await wait_for(lambda: watch.events("mini", "acknowledged")[-1:] and
+                               watch.events("mini", "acknowledged")[-1]["parameter"]
+                               == "hatch", what="hatch acknowledged")
+                after = watch.events()[len(before):]
+                assert [(e["parameter"], e["transition"]) for e in after] == [
+                    ("hatch", "acknowledged")]
+                assert after[0]["seq"] == last_seq + 1
+                # Stored once each (a second raise would be a second point: its own seq).
+                await wait_for(lambda: len(influx_events(influx)) >= last_seq + 1,
+                               what="the events in InfluxDB")
+                events = influx_events(influx)
+                assert sorted(e[0] for e in events) == list(range(1, last_seq + 2))
+                assert sorted(e[1:] for e in events) == sorted(
+                    (e["parameter"], e["transition"]) for e in watch.events())
+
+
+async def test_ships_consoles_and_instances_ride_through_a_broker_node_killed_and_back(
+        rabbitmq_cluster: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    """Both ships at 10x, two instances and a console, all on the first node. That node is
+    SIGKILLed together with the instance owning Apollo (both at once): the ships, the
+    console and the other instance move to the other nodes, the console shows live values
+    of both ships again within 10 s, the node restarts and rejoins and serves live values
+    itself, and every frame the ships sent is stored once, with no gap."""
+    cluster = rabbitmq_cluster
+    await reset_topology(cluster.nodes[0])
+    influx = InfluxV1(influxdb.url, "nodes")
+    influx.create_database()
+    defs_dir = tmp_path / "defs"
+    defs_dir.mkdir()
+    defs = load_all()
+    for name in ("apollo_csm.yaml", "apollo_csm_lbr.yaml", "soyuz.yaml"):
+        (defs_dir / name).write_text((paths.defs_dir() / name).read_text())
+    start = tl.hms(51, 59, 40)  # both ships in contact from here for 300 s (Mission.find_coverage)
+    hosts = MqttConfig(hosts=cluster.mqtt_hosts, username=GUEST[0],  # type: ignore[call-arg]
+                       password=GUEST[1], reconnect_max_s=1)
+    runner = SimRunner(Mission(start, seed=1, definitions=defs),
+                       [defs[tl.APOLLO], defs[tl.SOYUZ]], RunnerOptions(mqtt=hosts, speed=10,
+                                                                   until=start + 290))
+    seen: dict[str, float] = {}  # vehicle -> when the console last had its values
+    console = MqttClient(hosts, name="console", subscriptions=list(
+        topics.PARAMS_SUBSCRIPTIONS[:1]), on_message=lambda m: seen.__setitem__(
+            topics.parse_parameters(m.topic).vehicle, time.monotonic()))
+    stop_console = asyncio.Event()
+    console_task = asyncio.create_task(console.run(stop=stop_console))
+    both = (tl.APOLLO, tl.SOYUZ)
+    with instances(cluster, influxdb, defs_dir, tmp_path, ["a", "b"], "nodes") as procs:
+        try:
+            async with Watch(cluster.nodes[2]) as watch:
+                # The topology first (what the ships send before it exists, the broker
+                # has nowhere to route: docs/cluster.md says to start the ingest first).
+                await wait_for(lambda: len(watch.owners()) == 2, timeout=60,
+                               what="the instances in the cluster")
+                async with flying(runner):
+                    await wait_for(lambda: all(v in seen for v in both)
+                                   and watch.owner_of(tl.APOLLO) is not None,
+                                   timeout=30, what="live values and owners")
+                    await asyncio.sleep(2)
+                    assert (console.current, runner.publisher.client.current) == (0, 0)
+                    owner = watch.owner_of(tl.APOLLO)
+                    assert owner is not None
+                    killed = time.monotonic()
+                    cluster.nodes[0].kill()
+                    procs[owner].send_signal(signal.SIGKILL)
+                    await wait_for(lambda: all(seen.get(v, 0) > killed + 0.5 for v in both),
+                                   timeout=30, what="live values on the console again")
+                    back = min(seen[v] for v in both) - killed
+                    print(f"\nnode 1 and instance {owner} killed: both ships live on the "
+                          f"console again after {back:.2f} s")
+                    assert back < 10
+                    assert console.current != 0
+                    # The node comes back and rejoins; a console on it hears the instances.
+                    await asyncio.to_thread(cluster.nodes[0].start)
+                    await asyncio.to_thread(cluster.check_members)
+                    rejoined = time.monotonic()
+                    async with Watch(cluster.nodes[0]) as again:
+                        await wait_for(lambda: any(
+                            w > rejoined + 1 for w, t, _ in again.messages
+                            if t.startswith("ingest/instances/")),
+                            what="live status through the restarted node")
+                    await flown(runner)
+            sent = runner.publisher.sent_frames
+            assert runner.publisher.dropped_frames == 0
+            # Everything the ships sent, stored once: no point twice (a rewrite is the same
+            # point), and no frame missing between a stream's first and last.
+            await wait_for(lambda: sum(map(len, _times(influx, defs).values())) >= sent,
+                           timeout=60, what=f"the {sent} frames sent, stored")
+            times = _times(influx, defs)
+            for (vehicle, stream), ts in times.items():
+                period = round(1e9 / defs[vehicle].stream_definition(stream).frame.rate_hz)
+                assert len(ts) == len(set(ts)), (vehicle, stream)
+                gaps = [b - a for a, b in itertools.pairwise(ts) if b - a != period]
+                assert not gaps, f"{vehicle}/{stream}: {len(gaps)} gaps"
+            assert sum(map(len, times.values())) == sent
+        finally:
+            stop_console.set()
+            await asyncio.wait_for(console_task, 10)
+
+
+def _times(influx: InfluxV1, defs: dict[str, VehicleDefinition]
+           ) -> dict[tuple[str, str], list[int]]:
+    """Each stream's stored frame times, by a parameter every frame carries."""
+    out: dict[tuple[str, str], list[int]] = {}
+    for main in defs.values():
+        for stream, d in main.streams.items():
+            param = next(p.id for p in d.parameters if p.frames is None and p.every is None
+                         and p.word is not None)
+            ts = [int(r["time"]) for r in rows(influx, f"SELECT {param} FROM tm WHERE "
+                  f"vehicle='{d.vehicle}' AND stream='{stream}'")]
+            if ts:
+                out[(d.vehicle, stream)] = sorted(ts)
+    return out
