@@ -36,30 +36,35 @@ from groundstation.mqtt import MqttClient
 from groundstation.storage.influx.backends import InfluxV1
 from simulators.mission import Mission
 from simulators.runner import RunnerOptions, SimRunner
-from tests.harness import flying, rows, wait_for
+from tests.harness import CLUSTER_USERS, flying, rows, wait_for
 from tests.paths import MINI
 
+_numbers = itertools.count()
 T0 = 174_845_349_000_000_000
 PERIOD = 20_000_000  # mini: 50 frames/s
 NOMINAL = {"cabin_press": 5.0, "hatch": "CLOSED", "temp": 66.0}
 PARTITIONS = 4
 TAKEOVER_BUDGET_S = 5.0  # the issue's: a killed instance's partitions resume within this
-GUEST = ("guest", "guest")  # the fixture cluster's own account (loopback only)
-VEHICLES = ("mini", "minc")  # two vehicles, in different partitions (checked below)
+# Two vehicles with mini's definition under the ships' names and accounts, in different
+# partitions (checked below).
+VEHICLES = ("apollo_csm", "soyuz")
+INGEST = ("ingest", CLUSTER_USERS["ingest"])
+FLIGHT = ("flight", CLUSTER_USERS["flight"])
 
 
 def _defs(tmp: Path) -> Path:
     d = tmp / "defs"
     d.mkdir()
-    (d / "mini.yaml").write_text(MINI.read_text())
-    (d / "minc.yaml").write_text(MINI.read_text().replace("vehicle: mini", "vehicle: minc"))
+    for v in VEHICLES:
+        (d / f"{v}.yaml").write_text(MINI.read_text().replace("vehicle: mini",
+                                                              f"vehicle: {v}"))
     return d
 
 
-async def reset_topology(node: RabbitMQNode) -> None:
+async def reset_topology(node: RabbitMQNode, account: tuple[str, str] = INGEST) -> None:
     """The cluster is the run's: drop the partitions' queues an earlier test left."""
-    conn = await aio_pika.connect(host=node.host, port=node.amqp_port, login=GUEST[0],
-                                  password=GUEST[1])
+    conn = await aio_pika.connect(host=node.host, port=node.amqp_port, login=account[0],
+                                  password=account[1])
     async with conn:
         ch = await conn.channel()
         for name in [partitions.UNROUTED_QUEUE,
@@ -72,10 +77,11 @@ async def reset_topology(node: RabbitMQNode) -> None:
 
 
 def start_instance(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Path, tmp: Path,
-                   name: str, database: str) -> subprocess.Popen[str]:
+                   name: str, database: str, account: tuple[str, str] = INGEST
+                   ) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GS_LOG_LEVEL": "info",
-           "GS_MQTT_HOSTS": ",".join(cluster.mqtt_hosts), "GS_MQTT_USERNAME": GUEST[0],
-           "GS_MQTT_PASSWORD": GUEST[1], "GS_MQTT_RECONNECT_MAX_S": "1",
+           "GS_MQTT_HOSTS": ",".join(cluster.mqtt_hosts), "GS_MQTT_USERNAME": account[0],
+           "GS_MQTT_PASSWORD": account[1], "GS_MQTT_RECONNECT_MAX_S": "1",
            "GS_CLUSTER_AMQP_HOSTS": ",".join(f"{n.host}:{n.amqp_port}"
                                              for n in cluster.nodes),
            "GS_CLUSTER_INSTANCE": name, "GS_CLUSTER_PARTITIONS": str(PARTITIONS),
@@ -92,8 +98,10 @@ def start_instance(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Pat
 
 @contextmanager
 def instances(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Path, tmp: Path,
-              names: list[str], database: str) -> Iterator[dict[str, subprocess.Popen[str]]]:
-    procs = {n: start_instance(cluster, influxdb, defs, tmp, n, database) for n in names}
+              names: list[str], database: str, account: tuple[str, str] = INGEST
+              ) -> Iterator[dict[str, subprocess.Popen[str]]]:
+    procs = {n: start_instance(cluster, influxdb, defs, tmp, n, database, account)
+             for n in names}
     try:
         yield procs
     finally:
@@ -116,8 +124,9 @@ class Watch:
         self.node = node
         self.messages: list[tuple[float, str, Any]] = []
         self._task: asyncio.Task[None] | None = None
-        self.client = aiomqtt.Client(node.host, node.port, username=GUEST[0],
-                                     password=GUEST[1], identifier=f"watch-{os.getpid()}")
+        self.client = aiomqtt.Client(node.host, node.port, username=FLIGHT[0],
+                                     password=FLIGHT[1],
+                                     identifier=f"flight.watch-{next(_numbers)}")
 
     async def __aenter__(self) -> Watch:
         await self.client.__aenter__()
@@ -137,12 +146,13 @@ class Watch:
         self._task.cancel()
         await self.client.__aexit__(None, None, None)
 
-    def events(self, vehicle: str = "mini", transition: str | None = None
+    def events(self, vehicle: str = "apollo_csm", transition: str | None = None
                ) -> list[dict[str, Any]]:
         return [p for _, t, p in self.messages if t == topics.alarms(vehicle)
                 and transition in (None, p["transition"])]
 
-    def active(self, vehicle: str = "mini", after: float = 0.0) -> dict[str, Any] | None:
+    def active(self, vehicle: str = "apollo_csm", after: float = 0.0
+               ) -> dict[str, Any] | None:
         lists = [p for w, t, p in self.messages if t == topics.active_alarms(vehicle)
                  and p is not None and w >= after]
         return {a["parameter"]: a["state"] for a in lists[-1]["alarms"]} if lists else None
@@ -164,7 +174,7 @@ class Watch:
         return next((n for n, ps in self.owners().items() if p in ps), None)
 
     async def request(self, parameter: str, action: str, **extra: Any) -> None:
-        await self.client.publish(topics.acknowledgements("flight", "mini"), json.dumps(
+        await self.client.publish(topics.acknowledgements("flight", "apollo_csm"), json.dumps(
             {"request_id": f"r-{parameter}-{action}", "parameter": parameter,
              "action": action, **extra}), qos=1)
 
@@ -177,9 +187,10 @@ async def flown(runner: SimRunner) -> None:
 
 
 @asynccontextmanager
-async def sender(node: RabbitMQNode) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client(node.host, node.port, username=GUEST[0], password=GUEST[1],
-                              identifier=f"ship-{os.getpid()}") as client:
+async def sender(node: RabbitMQNode, vehicle: str) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client(node.host, node.port, username=vehicle,
+                              password=CLUSTER_USERS[vehicle],
+                              identifier=f"{vehicle}.ship-{next(_numbers)}") as client:
         yield client
 
 
@@ -202,12 +213,16 @@ def stored(influx: InfluxV1, vehicle: str) -> tuple[int, int]:
 
 def influx_events(influx: InfluxV1) -> list[tuple[int, str, str]]:
     return [(int(r["seq"]), r["parameter"], r["transition"]) for r in rows(
-        influx, "SELECT state, seq, parameter, transition FROM alarms WHERE vehicle='mini'")]
+        influx, f"SELECT state, seq, parameter, transition FROM alarms WHERE "
+        f"vehicle='{VEHICLES[0]}'")]
 
 
 async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
-        rabbitmq_cluster: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
-    cluster = rabbitmq_cluster
+        rabbitmq_secure: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    """The instances log in as the station's `ingest` account (its rights over MQTT and
+    AMQP, groundstation/deploy/rabbitmq_auth.py)."""
+    cluster = rabbitmq_secure
+    a, s = VEHICLES  # the one with alarms, the other
     assert len({partitions.partition_of(v, PARTITIONS) for v in VEHICLES}) == 2
     await reset_topology(cluster.nodes[0])
     influx = InfluxV1(influxdb.url, "cluster")
@@ -219,13 +234,14 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
             await wait_for(lambda: sorted(len(ps) for ps in watch.owners().values()) == [
                 PARTITIONS // 2, PARTITIONS // 2], timeout=60,
                 what=f"the partitions shared out (owners: {watch.owners()})")
-            async with sender(cluster.nodes[2]) as ship:
-                await send(ship, "minc", 0, 100)
-                await send(ship, "mini", 0, 10)
-                await send(ship, "mini", 10, 10, hatch="OPEN", cabin_press=6.0, temp=110.0)
-                await send(ship, "mini", 20, 10, cabin_press=6.0, temp=110.0)
+            async with sender(cluster.nodes[2], a) as ship, \
+                    sender(cluster.nodes[0], s) as other_ship:
+                await send(other_ship, s, 0, 100)
+                await send(ship, a, 0, 10)
+                await send(ship, a, 10, 10, hatch="OPEN", cabin_press=6.0, temp=110.0)
+                await send(ship, a, 20, 10, cabin_press=6.0, temp=110.0)
                 await wait_for(lambda: {e["transition"] for e in watch.events()} >= {
-                    "raised", "returned_to_normal"} and len(watch.events("mini", "raised"))
+                    "raised", "returned_to_normal"} and len(watch.events(a, "raised"))
                     == 3, what="three alarms")
                 await watch.request("cabin_press", "acknowledge")
                 await watch.request("temp", "shelve", duration_s=60)
@@ -234,39 +250,39 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
                     "temp": "shelved"}, what=f"the active list ({watch.active()})")
                 before = watch.events()
                 last_seq = max(e["seq"] for e in before)
-                owner = watch.owner_of("mini")
+                owner = watch.owner_of(a)
                 assert owner is not None
                 other = "b" if owner == "a" else "a"
                 # Frames keep coming; the owner dies in the middle of them.
-                flow = asyncio.create_task(send(ship, "mini", 30, 1000, rate_hz=100,
+                flow = asyncio.create_task(send(ship, a, 30, 1000, rate_hz=100,
                                                 cabin_press=6.0, temp=110.0))
                 await asyncio.sleep(1.0)
                 killed = time.monotonic()
                 procs[owner].send_signal(signal.SIGKILL)
                 procs[owner].wait(10)
-                await wait_for(lambda: watch.owner_of("mini") == other, timeout=15,
+                await wait_for(lambda: watch.owner_of(a) == other, timeout=15,
                                what="the partition taken over")
                 await wait_for(lambda: watch.active(after=killed) is not None, timeout=15,
                                what="the new owner's active list")
                 took = next(w for w, t, _ in watch.messages
-                            if w >= killed and t == topics.active_alarms("mini"))
+                            if w >= killed and t == topics.active_alarms(a))
                 takeover_s = took - killed
-                print(f"\n{owner} killed: {other} owns mini's partition and published its "
+                print(f"\n{owner} killed: {other} owns the partition of {a} and published its "
                       f"alarms {takeover_s:.2f} s later")
                 assert takeover_s < TAKEOVER_BUDGET_S
                 await flow
-                await send(ship, "mini", 1030, 10, cabin_press=6.0, temp=110.0)  # marker
-                await wait_for(lambda: stored(influx, "mini")[0] >= 1040, timeout=30,
+                await send(ship, a, 1030, 10, cabin_press=6.0, temp=110.0)  # marker
+                await wait_for(lambda: stored(influx, a)[0] >= 1040, timeout=30,
                                what="every frame in InfluxDB")
-                assert stored(influx, "mini") == (1040, 1040)
-                assert stored(influx, "minc") == (100, 100)
+                assert stored(influx, a) == (1040, 1040)
+                assert stored(influx, s) == (100, 100)
                 # The alarms as they were: nothing raised again, acknowledged and shelved
                 # ones still so; the next event goes on from the seq.
                 assert watch.active() == {"hatch": "normal_unacked",
                                           "cabin_press": "active_acked", "temp": "shelved"}
                 await watch.request("hatch", "acknowledge")
-                await wait_for(lambda: watch.events("mini", "acknowledged")[-1:] and
-                               watch.events("mini", "acknowledged")[-1]["parameter"]
+                await wait_for(lambda: watch.events(a, "acknowledged")[-1:] and
+                               watch.events(a, "acknowledged")[-1]["parameter"]
                                == "hatch", what="hatch acknowledged")
                 after = watch.events()[len(before):]
                 assert [(e["parameter"], e["transition"]) for e in after] == [
@@ -282,13 +298,13 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
 
 
 async def test_ships_consoles_and_instances_ride_through_a_broker_node_killed_and_back(
-        rabbitmq_cluster: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+        rabbitmq_secure: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
     """Both ships at 10x, two instances and a console, all on the first node. That node is
     SIGKILLed together with the instance owning Apollo (both at once): the ships, the
     console and the other instance move to the other nodes, the console shows live values
     of both ships again within 10 s, the node restarts and rejoins and serves live values
     itself, and every frame the ships sent is stored once, with no gap."""
-    cluster = rabbitmq_cluster
+    cluster = rabbitmq_secure
     await reset_topology(cluster.nodes[0])
     influx = InfluxV1(influxdb.url, "nodes")
     influx.create_database()
@@ -297,14 +313,16 @@ async def test_ships_consoles_and_instances_ride_through_a_broker_node_killed_an
     defs = load_all()
     for name in ("apollo_csm.yaml", "apollo_csm_lbr.yaml", "soyuz.yaml"):
         (defs_dir / name).write_text((paths.defs_dir() / name).read_text())
-    start = tl.hms(51, 59, 40)  # both ships in contact from here for 300 s (Mission.find_coverage)
-    hosts = MqttConfig(hosts=cluster.mqtt_hosts, username=GUEST[0],  # type: ignore[call-arg]
-                       password=GUEST[1], reconnect_max_s=1)
-    runner = SimRunner(Mission(start, seed=1, definitions=defs),
-                       [defs[tl.APOLLO], defs[tl.SOYUZ]], RunnerOptions(mqtt=hosts, speed=10,
-                                                                   until=start + 290))
+    start = tl.hms(51, 59, 40)  # both ships in contact for 300 s (Mission.find_coverage)
+
+    def hosts(user: str) -> MqttConfig:
+        return MqttConfig(hosts=cluster.mqtt_hosts, username=user,  # type: ignore[call-arg]
+                          password=CLUSTER_USERS[user], reconnect_max_s=1)
+    # Each ship under its own account, as the simulators fly them (one process each).
+    ships = [SimRunner(Mission(start, seed=1, definitions=defs), [defs[v]], RunnerOptions(
+        mqtt=hosts(v), speed=10, until=start + 290)) for v in (tl.APOLLO, tl.SOYUZ)]
     seen: dict[str, float] = {}  # vehicle -> when the console last had its values
-    console = MqttClient(hosts, name="console", subscriptions=list(
+    console = MqttClient(hosts("flight"), name="console", subscriptions=list(
         topics.PARAMS_SUBSCRIPTIONS[:1]), on_message=lambda m: seen.__setitem__(
             topics.parse_parameters(m.topic).vehicle, time.monotonic()))
     stop_console = asyncio.Event()
@@ -317,12 +335,13 @@ async def test_ships_consoles_and_instances_ride_through_a_broker_node_killed_an
                 # has nowhere to route: docs/cluster.md says to start the ingest first).
                 await wait_for(lambda: len(watch.owners()) == 2, timeout=60,
                                what="the instances in the cluster")
-                async with flying(runner):
+                async with flying(ships[0]), flying(ships[1]):
                     await wait_for(lambda: all(v in seen for v in both)
                                    and watch.owner_of(tl.APOLLO) is not None,
                                    timeout=30, what="live values and owners")
                     await asyncio.sleep(2)
-                    assert (console.current, runner.publisher.client.current) == (0, 0)
+                    assert console.current == 0
+                    assert [r.publisher.client.current for r in ships] == [0, 0]
                     owner = watch.owner_of(tl.APOLLO)
                     assert owner is not None
                     killed = time.monotonic()
@@ -344,16 +363,17 @@ async def test_ships_consoles_and_instances_ride_through_a_broker_node_killed_an
                             w > rejoined + 1 for w, t, _ in again.messages
                             if t.startswith("ingest/instances/")),
                             what="live status through the restarted node")
-                    await flown(runner)
-            sent = runner.publisher.sent_frames
-            assert runner.publisher.dropped_frames == 0
+                    await flown(ships[0])
+                    await flown(ships[1])
+            sent = sum(r.publisher.sent_frames for r in ships)
+            assert [r.publisher.dropped_frames for r in ships] == [0, 0]
             # Everything the ships sent, stored once: no point twice (a rewrite is the same
             # point), and no frame missing between a stream's first and last.
             await wait_for(lambda: sum(map(len, _times(influx, defs).values())) >= sent,
                            timeout=60, what=f"the {sent} frames sent, stored")
             times = _times(influx, defs)
             for (vehicle, stream), ts in times.items():
-                period = round(1e9 / defs[vehicle].stream_definition(stream).frame.rate_hz)
+                period = round(1e9 / defs[vehicle].streams[stream].frame.rate_hz)
                 assert len(ts) == len(set(ts)), (vehicle, stream)
                 gaps = [b - a for a, b in itertools.pairwise(ts) if b - a != period]
                 assert not gaps, f"{vehicle}/{stream}: {len(gaps)} gaps"
