@@ -155,5 +155,5 @@ def test_the_cluster_section_from_the_environment() -> None:
 def test_a_bad_cluster_setting_says_which() -> None:
     with pytest.raises(ConfigError, match="GS_CLUSTER_PARTITIONS"):
         load(env={"GS_CLUSTER_PARTITIONS": "0"})
-    with pytest.raises(ConfigError, match="GS_CLUSTER_AMQP_HOSTS.*no scheme"):
+    with pytest.raises(ConfigError, match=r"GS_CLUSTER_AMQP_HOSTS.*no scheme"):
         load(env={"GS_CLUSTER_AMQP_HOSTS": "http://n1"})
