@@ -22,6 +22,7 @@ from types import ModuleType
 from groundstation import __version__
 from groundstation.commands import (
     archive,
+    cluster,
     commanding,
     console,
     dashboards,
@@ -55,6 +56,8 @@ examples:
                                           procedures from the consoles, verified in telemetry
   groundstation commanding list apollo_csm
                                           what each position may send a ship
+  groundstation cluster status            a clustered station's ingest instances and the
+                                          partitions each owns
   groundstation sim both --start docking-30m --speed 10
                                           fly both ships from 30 min before docking, 10x
 
@@ -67,7 +70,7 @@ exit codes: 0 done, 1 failed, 2 wrong usage, 130 interrupted.
 COMMANDS: dict[str, ModuleType] = {
     "demo": demo, "ingest": ingest, "defs": defs, "dashboards": dashboards, "sim": sim,
     "archive": archive, "replay": replay, "drill": drill, "console": console,
-    "commanding": commanding,
+    "commanding": commanding, "cluster": cluster,
 }
 
 LOG_LEVEL_ENV = "GS_LOG_LEVEL"

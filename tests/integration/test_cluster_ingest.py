@@ -234,6 +234,19 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
             await wait_for(lambda: sorted(len(ps) for ps in watch.owners().values()) == [
                 PARTITIONS // 2, PARTITIONS // 2], timeout=60,
                 what=f"the partitions shared out (owners: {watch.owners()})")
+            # What an operator asks: `groundstation cluster status`.
+            status = subprocess.run(
+                [sys.executable, "-m", "groundstation", "cluster", "status", "--mqtt-hosts",
+                 cluster.mqtt_hosts[1], "--mqtt-username", FLIGHT[0]], capture_output=True,
+                text=True, timeout=60, env={**os.environ, "GS_MQTT_PASSWORD": FLIGHT[1]})
+            assert status.returncode == 0, status.stderr
+            lines = status.stdout.splitlines()
+            for name, ps in watch.owners().items():
+                row = next(r for r in lines if r.startswith(f"{name} "))
+                assert f" {' '.join(map(str, ps))} " in row
+                for v in VEHICLES:
+                    assert (v in row) == (partitions.partition_of(v, PARTITIONS) in ps)
+            assert lines[-1] == f"{PARTITIONS} partitions; every one owned"
             async with sender(cluster.nodes[2], a) as ship, \
                     sender(cluster.nodes[0], s) as other_ship:
                 await send(other_ship, s, 0, 100)
