@@ -21,14 +21,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from groundstation.ingest.stream import Received, Sink
+from groundstation.ingest.stream import Held, Sink
 from groundstation.storage.influx.lineprotocol import EncodedLines, line_count
 
 log = logging.getLogger("groundstation.ingest")
 
 # Whether the messages of a submission were acknowledged (the alarm state's checkpoint).
 Checkpoint = Callable[[bool], None] | None
-Submission = tuple[Sequence[str | EncodedLines], list[Received], Checkpoint]
+Submission = tuple[Sequence[str | EncodedLines], Sequence[Held], Checkpoint]
 # Run before durable messages are acknowledged (a clustered ingest hands its partitions'
 # alarm state to the broker first: ingest/cluster.py).
 Gate = Callable[[], Awaitable[None]]
@@ -47,7 +47,7 @@ class InFlight:
                  ) -> None:
         self.sink = sink
         self.gate = gate
-        self._gated: deque[list[Received]] = deque()
+        self._gated: deque[Sequence[Held]] = deque()
         self._gate_wanted = asyncio.Event()
         self._gate_queued = self._gate_done = 0
         self._submitting = 0
@@ -88,14 +88,14 @@ class InFlight:
         if self.count >= self.limit:
             self.room.clear()
 
-    def settle(self, received: list[Received]) -> None:
+    def settle(self, received: Sequence[Held]) -> None:
         """Acknowledge messages whose values will never be stored (their batch failed)."""
         for r in received:
             self.ack(r.mid, r.qos, r.generation)
             if r.generation == self.generation:
                 self.count -= 1
 
-    def submit(self, lines: Sequence[str | EncodedLines], received: list[Received],
+    def submit(self, lines: Sequence[str | EncodedLines], received: Sequence[Held],
                checkpoint: Checkpoint) -> None:
         """Queue lines for storage; `received`: the messages they acknowledge once durable."""
         self._submissions.put_nowait((lines, received, checkpoint))
@@ -156,7 +156,7 @@ class InFlight:
             self._settled(received)
         self._gate_done += len(rounds)
 
-    async def _submit(self, lines: Sequence[str | EncodedLines], received: list[Received],
+    async def _submit(self, lines: Sequence[str | EncodedLines], received: Sequence[Held],
                       checkpoint: Checkpoint) -> None:
         try:
             done = await self.sink.submit(lines)
@@ -170,7 +170,7 @@ class InFlight:
         self._durable.add(fut)
         fut.add_done_callback(lambda f: self._durable_done(f, received, checkpoint))
 
-    def _durable_done(self, fut: asyncio.Future[Any], received: list[Received],
+    def _durable_done(self, fut: asyncio.Future[Any], received: Sequence[Held],
                       checkpoint: Checkpoint) -> None:
         self._durable.discard(fut)
         try:
@@ -178,7 +178,7 @@ class InFlight:
         except Exception as exc:  # a bug: acknowledgements would stop for good
             self._on_bug("acknowledge", exc)
 
-    def _acknowledge(self, fut: asyncio.Future[Any], received: list[Received],
+    def _acknowledge(self, fut: asyncio.Future[Any], received: Sequence[Held],
                      checkpoint: Checkpoint) -> None:
         if fut.cancelled():
             return
@@ -200,7 +200,7 @@ class InFlight:
             return
         self._settled(received)
 
-    def _settled(self, received: list[Received]) -> None:
+    def _settled(self, received: Sequence[Held]) -> None:
         self.settle(received)
         self.acked += len(received)
         if self.count < self.limit:

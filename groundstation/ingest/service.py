@@ -36,7 +36,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -58,6 +57,7 @@ from groundstation.ingest.rejects import Rejects
 from groundstation.ingest.replay_sessions import ReplaySessions
 from groundstation.ingest.stream import (
     ArchiveFactory,
+    Held,
     Quarantined,
     Received,
     Sink,
@@ -104,17 +104,15 @@ class IngestService:
         self.replay_sessions: dict[str, SessionInfo] = self.replays.sessions
         state_dir = config.ingest.alarm_state_dir or config.ingest.archive_dir / "state"
         self._halt = asyncio.Event()  # set to stop: by the caller's stop, or a failure
-        self.alarm_state = AlarmStateStore(Path(state_dir) / ALARM_STATE_FILE,
-                                           stopping=self._halt.is_set)
         self.workers = Workers(lambda failure: self._halt.set())
         # Clustered (docs/cluster.md): telemetry from the partitions this instance owns,
         # their alarm state handed over through the broker before an acknowledgement.
-        self.cluster = Cluster(self, config.cluster.with_credentials_of(config.mqtt)) \
+        self.cluster = c = Cluster(self, config.cluster.with_credentials_of(config.mqtt)) \
             if config.cluster.enabled else None
-        if self.cluster is not None:
-            self.alarm_state = self.cluster.states
+        self.alarm_state = c.states if c else AlarmStateStore(
+            Path(state_dir) / ALARM_STATE_FILE, stopping=self._halt.is_set)
         self.inflight = InFlight(sink, config.ingest.queue_max_messages, self.workers.fail,
-                                 gate=self.cluster.states.gate if self.cluster else None)
+                                 gate=c.states.gate if c else None)
 
     # What the tests and the stats read, kept where they were before the parts.
     acked = property(lambda self: self.inflight.acked)  # messages acknowledged once durable
@@ -208,7 +206,8 @@ class IngestService:
             where = None
         match where:
             case topics.AckTopic():
-                self._on_operator(where, payload)
+                if self._on_operator(where, payload, Held(mid, qos, self.inflight.generation)):
+                    return  # acknowledged with the event it caused
             case topics.SimStateTopic():
                 self._on_sim_state(where, payload)
             case topics.ReplaySessionTopic():
@@ -226,8 +225,7 @@ class IngestService:
             await conn.publish(topic, payload, retain=retain)
 
     def publish(self, topic: str, payload: messages.Message, retain: bool = False) -> None:
-        """Queue a message for the broker; when the queue is full the oldest console
-        update is the one to lose, never telemetry or storage."""
+        """Queue a message for the broker (full: the oldest console update is lost)."""
         self.outbox.publish(topic, payload, retain)
 
     # --- telemetry -----------------------------------------------------------------------
@@ -268,7 +266,7 @@ class IngestService:
             stream.archive.append(env.seq, env.t_ns, env.frames, now)
         if not stream.pending:
             stream.oldest = time.monotonic()
-        stream.pending.append(Received(env, mid, qos, self.inflight.generation, now))
+        stream.pending.append(Received(mid, qos, self.inflight.generation, env, now))
         stream.pending_frames += env.frames.shape[0]
         self.frames_in += env.frames.shape[0]
         self.inflight.received()
@@ -379,12 +377,15 @@ class IngestService:
 
     # --- storage and acknowledgement -----------------------------------------------------
 
-    def store(self, lines: Sequence[str | EncodedLines], stream: Stream | None = None
-              ) -> None:
-        """Storage for lines that acknowledge no message (alarm events, self-telemetry);
-        `stream`: the one whose alarm state they change."""
-        self.inflight.submit(lines, [], self.alarm_state.checkpoint(stream, True)
-                             if stream is not None and stream.persist else None)
+    def store(self, lines: Sequence[str | EncodedLines], stream: Stream | None = None,
+              held: Held | None = None) -> None:
+        """Storage for lines that are not frames (alarm events, self-telemetry); `stream`:
+        the one whose alarm state they change; `held`: the request they answer, to be
+        acknowledged once they are durable (and, clustered, the state handed over)."""
+        if held is not None:
+            self.inflight.received()
+        self.inflight.submit(lines, [held] if held else [], self.alarm_state.checkpoint(
+            stream, True) if stream is not None and stream.persist else None)
 
     # --- replay sessions: their definitions and their end (ingest/replay_sessions.py) ---
 
@@ -418,15 +419,16 @@ class IngestService:
         self.publish(topics.active_alarms(s.vehicle, s.source),
                      messages.ActiveAlarms.from_data(s.alarms.active()), retain=True)
 
-    def _on_operator(self, where: topics.AckTopic, payload: bytes) -> None:
+    def _on_operator(self, where: topics.AckTopic, payload: bytes, held: Held) -> bool:
         """An operator's request (ingest/operator.py): every request gets one reply, naming
-        its request_id; an event it causes is published and stored like any other."""
+        its request_id; an event it causes is published and stored like any other, and the
+        request acknowledged with it (True)."""
         reply_topic = topics.alarm_replies(where.operator)
         req = operator.parse(payload)
         if isinstance(req, operator.Outcome):
             self.rejected["bad_ack"] += 1
             self.publish(reply_topic, req.reply)
-            return
+            return False
         source = str(req.source)
         stream = next((s for s in self.streams.values()
                        if s.vehicle == where.vehicle and s.source == source), None)
@@ -437,8 +439,10 @@ class IngestService:
             self.publish(topics.alarms(where.vehicle, source), out.event)
             self._publish_active(stream)
         self.publish(reply_topic, out.reply)
-        if out.event is not None and stream is not None:
-            self.store([alarm_line(out.event)], stream)
+        if out.event is None or stream is None:
+            return False
+        self.store([alarm_line(out.event)], stream, held)
+        return True
 
     def _tick_alarm_clocks(self) -> None:
         """Alarm engines run on data time, which stops at loss of signal: advance it by the
@@ -482,10 +486,6 @@ class IngestService:
         for topic, msg in published:
             self.publish(topic, msg, retain=True)
         self.store(lines)
-
-    def stats(self) -> dict[str, Any]:
-        """The service's own health as plain data (what ingest/stats carries)."""
-        return self.stats_message().to_dict()
 
     def stats_message(self) -> messages.IngestStats:
         return outputs.stats_message(

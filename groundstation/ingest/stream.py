@@ -48,11 +48,17 @@ class Quarantined:
 
 
 @dataclass
-class Received:
-    env: Envelope
+class Held:
+    """A message held unacknowledged until what it brought is durable."""
+
     mid: int
     qos: int
-    generation: int
+    generation: int  # of the connection it came on
+
+
+@dataclass
+class Received(Held):
+    env: Envelope
     received_ns: int
 
 
