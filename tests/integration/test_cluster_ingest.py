@@ -44,6 +44,7 @@ T0 = 174_845_349_000_000_000
 PERIOD = 20_000_000  # mini: 50 frames/s
 NOMINAL = {"cabin_press": 5.0, "hatch": "CLOSED", "temp": 66.0}
 PARTITIONS = 4
+FLEET = 6  # members of the first vehicle, apollo_csm-1 .. -6
 TAKEOVER_BUDGET_S = 5.0  # the issue's: a killed instance's partitions resume within this
 # Two vehicles with mini's definition under the ships' names and accounts, in different
 # partitions (checked below).
@@ -85,6 +86,8 @@ def start_instance(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Pat
            "GS_CLUSTER_AMQP_HOSTS": ",".join(f"{n.host}:{n.amqp_port}"
                                              for n in cluster.nodes),
            "GS_CLUSTER_INSTANCE": name, "GS_CLUSTER_PARTITIONS": str(PARTITIONS),
+           # A fleet (core/fleet.py) besides: its members spread over the partitions too.
+           "GS_INGEST_FLEET": f"{VEHICLES[0]}={FLEET}",
            "GS_CLUSTER_TICK_S": "0.5", "GS_CLUSTER_RECONNECT_MAX_S": "1"}
     cmd = [sys.executable, "-m", "groundstation", "ingest", "--influx-api", "v1",
            "--influx-url", influxdb.url, "--influx-database", database,
@@ -241,11 +244,13 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
                 text=True, timeout=60, env={**os.environ, "GS_MQTT_PASSWORD": FLIGHT[1]})
             assert status.returncode == 0, status.stderr
             lines = status.stdout.splitlines()
+            known = [*VEHICLES, *(f"{VEHICLES[0]}-{n}" for n in range(1, FLEET + 1))]
+            by_partition = partitions.assignment(known, PARTITIONS)
             for name, ps in watch.owners().items():
                 row = next(r for r in lines if r.startswith(f"{name} "))
                 assert f" {' '.join(map(str, ps))} " in row
-                for v in VEHICLES:
-                    assert (v in row) == (partitions.partition_of(v, PARTITIONS) in ps)
+                mine = sorted(v for p in ps for v in by_partition[p])
+                assert mine and f" {', '.join(mine)} " in row, (mine, row)
             assert lines[-1] == f"{PARTITIONS} partitions; every one owned"
             async with sender(cluster.nodes[2], a) as ship, \
                     sender(cluster.nodes[0], s) as other_ship:
