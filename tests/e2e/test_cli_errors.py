@@ -125,6 +125,15 @@ CASES: dict[str, dict[str, Case]] = {
         CLOSED_PIPE: Case(("commanding", "list"), 1, stdout=CLOSED_PIPE, says=""),
         WRONG_OPTION: Case(("commanding", "lst"), 2, says="invalid choice"),
     },
+    "cluster": {
+        MISSING: Case(("cluster", "status", "--config", f"{NOWHERE}.toml"), 1,
+                      says="cannot read it"),
+        UNWRITABLE: Case(("cluster", "status", "--mqtt-port", "{port}"), 1, stdout=FULL,
+                         says="error: broker"),
+        CLOSED_PIPE: Case(("cluster", "status", "--mqtt-port", "{port}"), 1,
+                          stdout=CLOSED_PIPE, says="error: broker"),
+        WRONG_OPTION: Case(("cluster", "statu"), 2, says="invalid choice"),
+    },
 }
 
 

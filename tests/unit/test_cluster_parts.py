@@ -157,3 +157,24 @@ def test_a_bad_cluster_setting_says_which() -> None:
         load(env={"GS_CLUSTER_PARTITIONS": "0"})
     with pytest.raises(ConfigError, match=r"GS_CLUSTER_AMQP_HOSTS.*no scheme"):
         load(env={"GS_CLUSTER_AMQP_HOSTS": "http://n1"})
+
+
+def test_cluster_status_marks_a_silent_instance_and_the_partitions_no_one_owns() -> None:
+    from groundstation.commands.cluster import table
+    from groundstation.core import messages
+
+    now = 10**18
+
+    def status(name: str, ps: list[int], age_s: float) -> messages.IngestInstance:
+        return messages.IngestInstance(
+            instance=name, time_ns=now - int(age_s * 1e9), partitions=ps, partition_count=4,
+            vehicles=["soyuz"] if 1 in ps else [], members=["a", "b"], taken_over=len(ps),
+            released=0, amqp_node="n1:5672")
+
+    text = table([status("a", [0, 1], 0.4), status("b", [3], 12)], now).splitlines()
+    assert text[0].split() == ["INSTANCE", "PARTITIONS", "VEHICLES", "HEARS", "TAKEN/LET",
+                               "GO", "VIA", "STATUS"]
+    assert text[1].split() == ["a", "0", "1", "soyuz", "a", "b", "2/0", "n1:5672", "0.4", "s",
+                               "ago"]
+    assert text[2].split()[-3:] == ["SILENT", "12", "s"]
+    assert text[3] == "4 partitions; not owned now: 2 (taken at their next message)"
