@@ -100,8 +100,9 @@ async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
         ta.cancel()
         tb.cancel()
 # What ends a connection (then the client reconnects), as opposed to a bug.
-_LOST: tuple[type[BaseException], ...] = (aiormq.exceptions.AMQPError, ConnectionError,
-                                          asyncio.TimeoutError)
+LOST: tuple[type[BaseException], ...] = (aiormq.exceptions.AMQPError, ConnectionError,
+                                         asyncio.TimeoutError,
+                                         aiormq.exceptions.ChannelInvalidStateError)
 
 
 class AmqpConnection:
@@ -196,9 +197,15 @@ class AmqpConnection:
         for consumer in list(self._consumers.values()):
             tags, consumer.acks = consumer.acks, []
             if tags and not consumer.channel.is_closed:
-                ch = await consumer.channel.get_underlay_channel()
-                for tag in tags:
-                    await ch.basic_ack(tag, wait=False)
+                try:
+                    ch = await consumer.channel.get_underlay_channel()
+                    for tag in tags:
+                        await ch.basic_ack(tag, wait=False)
+                except aiormq.exceptions.ChannelInvalidStateError:
+                    # Closed under us (its queue let go, or the node gone): the broker
+                    # gives what these would have acknowledged to the next owner.
+                    log.debug("acknowledgements of %s dropped: its channel closed",
+                              consumer.queue)
 
     # -- the state queues -----------------------------------------------------------------
 
@@ -275,12 +282,12 @@ class AmqpClient:
             self.generation += 1
             try:
                 await self._serve(conn, address, session, stop)
-            except _LOST as exc:
+            except LOST as exc:
                 log.warning("%s: AMQP connection to %s lost (%s); reconnecting", self.name,
                             address, exc or type(exc).__name__)
                 self._index += 1
             except BaseExceptionGroup as group:
-                lost, rest = group.split(_LOST)
+                lost, rest = group.split(LOST)
                 if rest is not None or lost is None:
                     raise
                 log.warning("%s: AMQP connection to %s lost (%s); reconnecting", self.name,
@@ -308,7 +315,7 @@ class AmqpClient:
                 lost.set_result(exc)
         conn.close_callbacks.add(on_close)
         channel.close_callbacks.add(on_close)
-        async with TaskGroup("amqp", expected=_LOST) as tasks:
+        async with TaskGroup("amqp", expected=LOST) as tasks:
             # The session ends itself when stop is set (it has work to hand over first).
             work = tasks.create_task(session(c), name="session")
             acker = tasks.create_task(c.acker(), name="acker")

@@ -59,8 +59,17 @@ class TaskGroup:
         if exc is None:
             return
         exc.add_note(f"in task {task.get_name()}")
-        if isinstance(exc, self.expected):
+        if _expected(exc, self.expected):
             self.log.debug("task %s ended: %s", task.get_name(), exc)
         else:
             self.log.error("task %s died: %s: %s", task.get_name(), type(exc).__name__, exc,
                            exc_info=exc)
+
+
+def _expected(exc: BaseException, expected: tuple[type[BaseException], ...]) -> bool:
+    """An expected exception, or a group of nothing else (a nested task group's tasks that
+    all lost the same connection)."""
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split(expected)
+        return match is not None and rest is None
+    return isinstance(exc, expected)

@@ -455,6 +455,7 @@ class IngestStats(Message):
     decode_ms_p50: float | None = None
     decode_ms_max: float | None = None
     sink: dict[str, int | float | bool] | None = None
+    instance: str | None = None  # a clustered ingest's instance (docs/cluster.md)
 
 
 class IngestInstance(Message):

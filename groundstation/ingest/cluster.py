@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from groundstation.amqp import (
+    LOST,
     AmqpClient,
     AmqpConnection,
     AmqpError,
@@ -188,12 +189,17 @@ class Cluster:
         log.info("ingest %s: in the cluster through %s, %d partitions", self.instance,
                  conn.address, self.count)
         try:
-            async with TaskGroup("cluster") as tasks:
+            async with TaskGroup("cluster", expected=LOST) as tasks:
                 for p in [*range(self.count), None]:
                     tasks.create_task(self._partition(conn, p, halt),
                                       name=f"partition-{'unrouted' if p is None else p}")
                 tasks.create_task(self._ticker(conn, halt), name="ticker")
                 tasks.create_task(self._balancer(halt), name="balancer")
+        except BaseExceptionGroup as group:
+            lost, rest = group.split(LOST)
+            if rest is not None or lost is None:
+                raise
+            raise AmqpError(f"lost: {lost.exceptions[0]}") from None
         finally:
             self.states.conn = None
             self.service.inflight.detach()

@@ -157,7 +157,8 @@ def vehicle_link_stats(group: list[Stream]) -> messages.LinkStats:
 
 def stats_message(*, counters: dict[str, int], rejected: Counter[str],
                   decode_seconds: Iterable[float], sink: Any,
-                  pending_frames: int, outbox: int) -> messages.IngestStats:
+                  pending_frames: int, outbox: int, instance: str | None = None
+                  ) -> messages.IngestStats:
     decode = sorted(decode_seconds)
     sink_stats = getattr(sink, "stats", None)
     sink_fields = sink_stats() if callable(sink_stats) else None
@@ -168,7 +169,7 @@ def stats_message(*, counters: dict[str, int], rejected: Counter[str],
         rejected=dict(rejected), rejected_total=sum(rejected.values()),
         decode_ms_p50=1000 * decode[len(decode) // 2] if decode else None,
         decode_ms_max=1000 * decode[-1] if decode else None,
-        sink=sink_fields)
+        sink=sink_fields, instance=instance)
 
 
 # --- the loops -----------------------------------------------------------------------------

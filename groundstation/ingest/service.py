@@ -446,7 +446,7 @@ class IngestService:
 
     def _tick_alarm_clocks(self) -> None:
         """Alarm engines run on data time, which stops at loss of signal: advance it by the
-        wall time since the last frame, so shelves still expire during a pass gap."""
+        wall time since the last frame (shelves still expire during a pass gap)."""
         now = time.monotonic()
         for s in self.streams.values():
             if s.last_data_mono and now - s.last_data_mono > 1.0:
@@ -497,4 +497,4 @@ class IngestService:
                       "alarm_state_errors": self.alarm_state.errors},
             rejected=self.rejected, decode_seconds=self.decode_seconds, sink=self.sink,
             pending_frames=sum(s.pending_frames for s in self.streams.values()),
-            outbox=self.outbox.qsize())
+            outbox=self.outbox.qsize(), instance=self.cluster.instance if self.cluster else None)

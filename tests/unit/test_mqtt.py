@@ -105,6 +105,31 @@ async def test_expected_endings_are_not_errors(caplog: pytest.LogCaptureFixture)
     assert "died" not in caplog.text
 
 
+async def test_a_nested_group_of_expected_endings_is_not_an_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def session() -> None:  # its own task group, whose tasks all lost the broker
+        async with TaskGroup("session", expected=(BrokerError,)) as inner:
+            inner.create_task(lost(), name="receive")
+
+    async def lost() -> None:
+        raise BrokerError("broker gone")
+
+    async def bug() -> None:
+        async with TaskGroup("session", expected=(BrokerError,)) as inner:
+            inner.create_task(lost(), name="receive")
+            inner.create_task(asyncio.sleep(0, result=1 / 0), name="maths")
+
+    with caplog.at_level(logging.DEBUG), pytest.raises(BaseExceptionGroup):
+        async with TaskGroup("ingest", expected=(BrokerError,)) as tasks:
+            tasks.create_task(session(), name="session")
+    assert "task ingest/session ended" in caplog.text and "died" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG), pytest.raises(BaseExceptionGroup):
+        async with TaskGroup("ingest", expected=(BrokerError,)) as tasks:
+            tasks.create_task(bug(), name="session")
+    assert "task ingest/session died" in caplog.text  # a bug among them: an error
+
+
 # --- several brokers -----------------------------------------------------------------------
 
 

@@ -351,10 +351,13 @@ def link_line(source: str, vehicle: str, link: messages.LinkStats,
 
 def self_line(stats: messages.IngestStats) -> str:
     """The ingest's own health: measurement `ingest`, one field per counter."""
-    flat: dict[str, object] = stats.model_dump(exclude={"time_ns", "rejected", "sink"})
+    flat: dict[str, object] = stats.model_dump(exclude={"time_ns", "rejected", "sink",
+                                                        "instance"})
     for reason, n in stats.rejected.items():
         flat[f"rejected_{reason}"] = n
     for k, v in (stats.sink or {}).items():
         if isinstance(v, int | float) and not isinstance(v, bool):
             flat[f"sink_{k}"] = v
-    return f"ingest,service=ingest {fields_text(flat)} {stats.time_ns}"
+    # Instances of a clustered ingest each a series of their own.
+    instance = f",instance={escape_tag(stats.instance)}" if stats.instance else ""
+    return f"ingest,service=ingest{instance} {fields_text(flat)} {stats.time_ns}"
