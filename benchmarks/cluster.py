@@ -214,7 +214,8 @@ class FailoverPublisher:
         old, old_address = self.client, self.address
         with contextlib.suppress(Exception):
             old.disconnect()
-            old.loop_stop()
+        # Its network thread may be in paho's reconnect wait (a second): not waited for.
+        threading.Thread(target=old.loop_stop, daemon=True).start()
         resend = [(t, p) for t, p, info in self.pending if not _acked(info)]
         self.pending.clear()
         self.index += 1
