@@ -722,20 +722,23 @@ class Bench:
             for ln in dict.fromkeys(_gist(x) for x in errors + warnings):
                 self.findings.append(f"{label}, ingest {i.name}: {ln}")
 
-    def check_links(self, label: str) -> None:
-        """The owners' link quality: duplicates and gaps they counted in what they took."""
+    def check_links(self, label: str, vehicles: list[Vehicle] | None = None
+                    ) -> dict[str, int]:
+        """The owners' link quality (each owner's counters start when it takes the
+        partition): the duplicate frames they counted (returned) and the missing ones."""
         if self.watch is None:
-            return
+            return {}
         time.sleep(1.2)  # the owners' next self-telemetry
         with self.watch.lock:
-            links = {v.name: self.watch.links.get(v.name) for v in self.fleet}
-        dup = {v: d.get("frames_duplicate", 0) for v, d in links.items() if d}
-        miss = {v: d.get("frames_missing", 0) for v, d in links.items() if d}
-        log(f"   link quality the owners report (since they took the partition): duplicates "
-            f"{sum(dup.values()):,} {_nonzero(dup)}, missing {sum(miss.values()):,} "
-            f"{_nonzero(miss)}")
+            links = {v.name: self.watch.links.get(v.name) for v in vehicles or self.fleet}
+        dup = {v: int(d.get("frames_duplicate", 0)) for v, d in links.items() if d}
+        miss = {v: int(d.get("frames_missing", 0)) for v, d in links.items() if d}
+        log(f"   {label}: link quality the owners report (since they took the partition): "
+            f"duplicate frames {sum(dup.values()):,} {_nonzero(dup)}, missing "
+            f"{sum(miss.values()):,} {_nonzero(miss)}")
         if sum(miss.values()):
             self.findings.append(f"{label}: the owners count frames missing: {_nonzero(miss)}")
+        return dup
 
     def single(self) -> None:
         log("1. single node: one Mosquitto (the deployment's settings), one "
@@ -812,7 +815,7 @@ class Bench:
             publisher_node = self.cluster.nodes[0]
             self.throughput(f"cluster, {count} instance{'s' * (count > 1)}", db,
                             [publisher_node.mqtt_address], GUEST, ingests, nodes)
-            self.check_links(f"cluster, {count} instances")
+            self.check_links(f"cluster, {count} instance{'s' * (count > 1)}")
         finally:
             for i in ingests:
                 i.stop()
@@ -874,6 +877,7 @@ class Bench:
             self.wait_caught_up(poller, recover_s)
             time.sleep(3.0)  # and the same freshness as before, for a while
             t_end_a = time.time_ns()
+            dup_a = self.check_links(f"(a), {survivor}", lost_vehicles)
             t_status_a = watch.first_after(
                 t_kill_a, lambda n, d: n == survivor and lost <= set(d["partitions"]))
             repl = f"{victim}2"  # a replacement, with the victim's place in the node lists
@@ -909,7 +913,7 @@ class Bench:
             poller.stop()
             times = PublishTimes(np.load(out), self.fleet)
             counts = stored_counts(influx, self.fleet, seq0, times.sent)
-            self.check_links("failover")
+            dup_end = self.check_links("the end")
             exited = {n: (i.proc.returncode, i.stopped_line())
                       for n, i in ingests.items() if n != victim and i.proc.poll() is not None}
             queued = self.queue_depths()
@@ -937,6 +941,10 @@ class Bench:
             f"{_f(a.caught_up_s)}; it was at most {_f(a.worst_lag_s)} old (before the kill: "
             f"p95 {_f(a.baseline_s)}); the survivor's own vehicles at most "
             f"{_f(a_kept.worst_lag_s)} old")
+        lines.append(f"{survivor} counted {sum(dup_a.values()):,} duplicate frames in what "
+                     f"it took over from {victim} {_nonzero(dup_a)}: delivered again (not "
+                     f"acknowledged by {victim}) and at or before the decoder position in the "
+                     "handed-over state (stored again, not alarmed again)")
         lines.append(f"replacement instance: partitions shared out again {rebalance_s:.1f} s "
                      "after it started")
         pub_fail = [f for f in sent.get("failovers", []) if f["lost_ns"] >= t_kill_b]
@@ -952,6 +960,8 @@ class Bench:
             f"(slowest vehicle; {b.by_vehicle()}); back to normal freshness after "
             f"{_f(b.caught_up_s)}; newest stored frame at most {_f(b.worst_lag_s)} old "
             f"(before: p95 {_f(b.baseline_s)})")
+        lines.append(f"duplicate frames the owners counted at the end (each since it last "
+                     f"took the partition): {sum(dup_end.values()):,} {_nonzero(dup_end)}")
         for n, (rc, why) in exited.items():
             lines.append(f"instance {n} EXITED by itself during the run (exit code {rc}): {why}")
             self.findings.append(f"failover: instance {n} exited by itself (exit code {rc}) "
