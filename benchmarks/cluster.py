@@ -609,7 +609,8 @@ class Bench:
         self.pools: dict[str, str] = {}
         self.runs: list[Run] = []
         self.failover_lines: list[str] = []
-        self.findings: list[str] = []
+        self.findings: list[str] = []  # in the data: loss, exits, counted gaps
+        self.log_lines: list[str] = []  # the ingest logs' errors and warnings
         self.seq = itertools.count(1)
 
     # -- set-up ----------------------------------------------------------------------------
@@ -720,7 +721,7 @@ class Bench:
             if errors or warnings:
                 log(f"   ingest {i.name} log: {len(errors)} errors, {len(warnings)} warnings")
             for ln in dict.fromkeys(_gist(x) for x in errors + warnings):
-                self.findings.append(f"{label}, ingest {i.name}: {ln}")
+                self.log_lines.append(f"{label}, ingest {i.name}: {ln}")
 
     def check_links(self, label: str, vehicles: list[Vehicle] | None = None
                     ) -> dict[str, int]:
@@ -731,13 +732,17 @@ class Bench:
         time.sleep(1.2)  # the owners' next self-telemetry
         with self.watch.lock:
             links = {v.name: self.watch.links.get(v.name) for v in vehicles or self.fleet}
-        dup = {v: int(d.get("frames_duplicate", 0)) for v, d in links.items() if d}
-        miss = {v: int(d.get("frames_missing", 0)) for v, d in links.items() if d}
+        def counter(key: str) -> dict[str, int]:
+            return {v: int(d.get(key, 0)) for v, d in links.items() if d}
+        dup, miss, rec = (counter(k) for k in ("frames_duplicate", "frames_missing",
+                                                "frames_recovered"))
         log(f"   {label}: link quality the owners report (since they took the partition): "
-            f"duplicate frames {sum(dup.values()):,} {_nonzero(dup)}, missing "
-            f"{sum(miss.values()):,} {_nonzero(miss)}")
+            f"duplicate frames {sum(dup.values()):,}{_nonzero(dup)}, missing "
+            f"{sum(miss.values()):,}{_nonzero(miss)}, recovered (came after a gap) "
+            f"{sum(rec.values()):,}{_nonzero(rec)}")
         if sum(miss.values()):
-            self.findings.append(f"{label}: the owners count frames missing: {_nonzero(miss)}")
+            self.findings.append(f"{label}: the owners' link quality counts frames missing"
+                                 f"{_nonzero(miss)} (recovered{_nonzero(rec) or ' 0'})")
         return dup
 
     def single(self) -> None:
@@ -942,7 +947,7 @@ class Bench:
             f"p95 {_f(a.baseline_s)}); the survivor's own vehicles at most "
             f"{_f(a_kept.worst_lag_s)} old")
         lines.append(f"{survivor} counted {sum(dup_a.values()):,} duplicate frames in what "
-                     f"it took over from {victim} {_nonzero(dup_a)}: delivered again (not "
+                     f"it took over from {victim}{_nonzero(dup_a)}: delivered again (not "
                      f"acknowledged by {victim}) and at or before the decoder position in the "
                      "handed-over state (stored again, not alarmed again)")
         lines.append(f"replacement instance: partitions shared out again {rebalance_s:.1f} s "
@@ -961,7 +966,7 @@ class Bench:
             f"{_f(b.caught_up_s)}; newest stored frame at most {_f(b.worst_lag_s)} old "
             f"(before: p95 {_f(b.baseline_s)})")
         lines.append(f"duplicate frames the owners counted at the end (each since it last "
-                     f"took the partition): {sum(dup_end.values()):,} {_nonzero(dup_end)}")
+                     f"took the partition): {sum(dup_end.values()):,}{_nonzero(dup_end)}")
         for n, (rc, why) in exited.items():
             lines.append(f"instance {n} EXITED by itself during the run (exit code {rc}): {why}")
             self.findings.append(f"failover: instance {n} exited by itself (exit code {rc}) "
@@ -970,14 +975,14 @@ class Bench:
         lines.append(
             f"failover run, frames stored / published: {sum(counts.values()):,} / "
             f"{sum(times.sent.values()):,} (InfluxDB holds a frame once however often it is "
-            "written)" + (f"; NOT STORED by the end: {_nonzero(missing)}"
+            "written)" + (f"; NOT STORED by the end:{_nonzero(missing)}"
                           if any(missing.values()) else ""))
         if any(missing.values()):
             waiting = {q: m for q, m in queued.items() if m}
             lines.append(f"messages left in the partitions' queues at the end: {waiting or 0}")
             self.findings.append(
                 f"failover: frames published (PUBACKed by the broker) and not stored by the "
-                f"end of the run: {_nonzero(missing)}; left in the queues: {waiting or 0}")
+                f"end of the run:{_nonzero(missing)}; left in the queues: {waiting or 0}")
         for ln in lines:
             log(f"   {ln}")
 
@@ -1014,7 +1019,7 @@ def _gist(line: str) -> str:
 
 def _nonzero(d: dict[str, int]) -> str:
     nz = {k: v for k, v in d.items() if v}
-    return f"({', '.join(f'{k} {v:,}' for k, v in nz.items())})" if nz else ""
+    return f" ({', '.join(f'{k} {v:,}' for k, v in nz.items())})" if nz else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1231,9 +1236,13 @@ def run(args: argparse.Namespace) -> int:
         print("\nfailover (2 instances, steady load):")
         for ln in bench.failover_lines:
             print(f"- {ln}")
-    print("\nin the ingest logs:" if bench.findings else "\nin the ingest logs: no errors "
-          "or warnings")
+    print("\nfound:" if bench.findings else "\nfound: no frame lost, no instance exited, no "
+          "gap counted")
     for f in bench.findings:
+        print(f"- {f}")
+    print("\nin the ingest logs (errors and warnings, repeats folded):" if bench.log_lines
+          else "\nin the ingest logs: no errors or warnings")
+    for f in bench.log_lines:
         print(f"- {f}")
     print("\nconclusion:")
     for line in conclusion(bench.runs):
