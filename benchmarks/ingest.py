@@ -266,10 +266,14 @@ def aligned(seq: int) -> int:
 
 def mqtt_connect(host: str, port: int, client_id: str,
                  on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None] | None = None,
-                 subscriptions: Sequence[tuple[str, int]] = ()) -> mqtt.Client:
-    """A paho client with its network thread running, connected (and subscribed)."""
+                 subscriptions: Sequence[tuple[str, int]] = (),
+                 auth: tuple[str, str] | None = None) -> mqtt.Client:
+    """A paho client with its network thread running, connected (and subscribed); `auth`:
+    (username, password), else anonymous."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                          protocol=mqtt.MQTTv311)
+    if auth is not None:
+        client.username_pw_set(*auth)
     client.max_inflight_messages_set(1000)
     connected = threading.Event()
 
@@ -325,12 +329,15 @@ class Monitor:
 
 
 class Child:
-    """A publisher subprocess (this file with --role): 'ready', then 'go' on stdin."""
+    """A publisher subprocess (this file, or `script`, with --role): 'ready', then 'go' on
+    stdin."""
 
-    def __init__(self, args: list[str], name: str, logdir: Path) -> None:
+    def __init__(self, args: list[str], name: str, logdir: Path,
+                 script: Path | None = None) -> None:
         self.name = name
         self._stderr = (logdir / f"{name}.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args],
+        script = script or Path(__file__).resolve()
+        self.proc = subprocess.Popen([sys.executable, str(script), *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._stderr, text=True)
         line = self._readline(60)
