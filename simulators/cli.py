@@ -254,7 +254,7 @@ def run(args: argparse.Namespace, mqtt: MqttConfig | None = None,
         playback_rate=args.playback_rate, until=until, source=source, fail_fast=True)
     try:
         runner = SimRunner(mission, [defs[v] for v in ships], options, members)
-    except ValueError as exc:  # a member of a ship no simulator flies
+    except fleet.FleetError as exc:  # a member of a ship no simulator flies
         print(f"error: --fleet: {exc}", file=sys.stderr)
         return 2
     listens = ("no control topic" if runner.training else

@@ -246,7 +246,7 @@ class SimRunner:
         for d in members:
             base = fleet.base_of(d.vehicle)
             if base is None or base not in mission.models:
-                raise ValueError(f"fleet member {d.vehicle!r}: no simulated ship to fly it "
+                raise fleet.FleetError(f"fleet member {d.vehicle!r}: no simulated ship to fly it "
                                  f"as (ships: {', '.join(mission.models)})")
             self.base[d.vehicle] = base
         # One downlink (the frames, made once) per base ship, whether it transmits or only
