@@ -11,21 +11,14 @@ or after a short delay), limit-checked, turned into alarm events, and fanned out
                active alarms, link quality and self-telemetry
     archive    every good message's frames, append-only, per vehicle, stream and source
 
-Delivery: the broker keeps our session (fixed client id, clean_session off) and we
-acknowledge a QoS 1 message only once its values are durable (written to InfluxDB or
-spooled to disk). If the process dies, the broker sends the unacknowledged messages again;
-since a frame's values are one point keyed by (measurement, tags, time), a second write
-overwrites the first, so at-least-once delivery gives exactly-once storage.
+Delivery: a QoS 1 message is acknowledged only once its values are durable (written to
+InfluxDB or spooled to disk); the broker keeps the rest (our persistent session) and sends
+them again if the process dies. A frame's values are one point keyed by (measurement,
+tags, time): a second write overwrites the first, so storage is exactly once.
 
-This module keeps the session, the routing and the batching; its parts: inflight
-(ack-after-durable and backpressure), mqtt_session (the broker connection), context
-(limit contexts), alarm_state (alarm state across restarts), operator (acknowledge and
-shelve requests), outputs (display, stats, link, the outbox), rejects (counted,
-quarantined, logged at a bounded rate), replay_sessions, formats (a vehicle's streams in
-several formats share one alarm state), memory (given back after a burst), tasks (named,
-supervised background tasks), wiring (the sink, archive and quarantine, the database
-check, and `serve`), cluster (a clustered instance's partitions: docs/cluster.md); line
-protocol: storage/influx/lineprotocol.py.
+This module keeps the session, the routing and the batching; each other part is a module
+of this package (README, "Layout"): a clustered instance's partitions are cluster.py's
+(docs/cluster.md); line protocol is storage/influx/lineprotocol.py's.
 """
 
 from __future__ import annotations
