@@ -109,12 +109,15 @@ class AmqpConnection:
     """One connection to one node, with its channel; `generation` counts connections."""
 
     def __init__(self, conn: AbstractConnection, channel: AbstractChannel, generation: int,
-                 address: str) -> None:
+                 address: str,
+                 open_reader: Callable[[], Coroutine[Any, Any, AbstractConnection]]) -> None:
         self.conn = conn
         self.channel = channel
         self.generation = generation
         self.address = address
         self._ack_wanted = asyncio.Event()
+        self._open_reader = open_reader
+        self._reader: AbstractConnection | None = None
         self._direct: AbstractExchange | None = None
         self._telemetry: AbstractExchange | None = None
         self._consumers: dict[int, Consumer] = {}
@@ -209,15 +212,41 @@ class AmqpConnection:
 
     # -- the state queues -----------------------------------------------------------------
 
-    async def last(self, queue: str) -> bytes | None:
-        """The message a one-message queue holds (left there), or None."""
-        q = await self.channel.get_queue(queue, ensure=False)
-        m = await q.get(no_ack=False, fail=False)
-        if m is None:
-            return None
-        body = m.body
-        await m.nack(requeue=True)
-        return body
+    async def last(self, queue: str, stop: asyncio.Event) -> bytes | None:
+        """The message a one-message queue holds (left there), or None.
+
+        Read over a connection of its own: a quorum queue whose leader's node has just died
+        answers a basic.get with a connection error (541, nodedown) until it has a new
+        leader, and that must cost this read a retry, not every partition of this
+        connection. Tried until it succeeds or `stop` is set (then AmqpError)."""
+        backoff = Backoff(maximum=2.0)
+        while not stop.is_set():
+            try:
+                if self._reader is None or self._reader.is_closed:
+                    self._reader = await asyncio.wait_for(self._open_reader(),
+                                                          CONNECT_TIMEOUT_S)
+                ch = await self._reader.channel()
+                try:
+                    q = await ch.get_queue(queue, ensure=False)
+                    m = await q.get(no_ack=False, fail=False)
+                    body = None if m is None else m.body
+                    if m is not None:
+                        await m.nack(requeue=True)
+                    return body
+                finally:
+                    if not ch.is_closed:
+                        await ch.close()
+            except LOST as exc:
+                log.warning("reading %s: %s; trying again (a queue between leaders)", queue,
+                            exc or type(exc).__name__)
+                await self.close_reader()
+                await sleep_or_stop(backoff.next(), stop)
+        raise AmqpError(f"stopped before {queue} could be read")
+
+    async def close_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await _close_quietly(reader)
 
     async def put(self, queue: str, body: bytes, *, kind: str | None = None) -> None:
         """Publish to one of the ingest's queues, returning once the broker confirms;
@@ -294,6 +323,8 @@ class AmqpClient:
                             address, lost.exceptions[0])
                 self._index += 1
             finally:
+                if self.connection is not None:
+                    await self.connection.close_reader()
                 self.connection = None
                 await _close_quietly(conn)
             if asyncio.get_running_loop().time() - started >= STABLE_S:
@@ -305,7 +336,9 @@ class AmqpClient:
                      stop: asyncio.Event) -> None:
         channel = await conn.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=self.config.prefetch)
-        c = AmqpConnection(conn, channel, self.generation, address)
+        c = AmqpConnection(conn, channel, self.generation, address,
+                           lambda: aio_pika.connect(self._url(*self.config.nodes[
+                               self._index % len(self.config.nodes)])))
         self.connection = c
         log.info("%s: AMQP connected to %s", self.name, address)
         lost = asyncio.get_running_loop().create_future()

@@ -217,7 +217,7 @@ class Cluster:
                                     self.config.prefetch) as consumer:
                 while (d := await consumer.next(let_go)) is not None:
                     if p not in self.owned:
-                        await self._take_over(conn, p)
+                        await self._take_over(conn, p, halt)
                     await self._handle(conn, d, p)
                 if p in self.owned:
                     await self._hand_over(p)
@@ -252,12 +252,13 @@ class Cluster:
         return where.vehicle if isinstance(where, topics.TelemetryTopic | topics.AckTopic) \
             else None
 
-    async def _take_over(self, conn: AmqpConnection, p: int | None) -> None:
+    async def _take_over(self, conn: AmqpConnection, p: int | None,
+                         halt: asyncio.Event) -> None:
         self.owned[p] = time.monotonic()
         if p is None:
             return
         self._drop_partition(p)  # nothing should be left; never trust it
-        body = await conn.last(partitions.state_queue(p))
+        body = await conn.last(partitions.state_queue(p), halt)
         svc = self.service
         streams = self.states.load(p, body, svc.definitions,
                                    with_archive=svc._archive_factory is not None)
