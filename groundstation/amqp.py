@@ -78,10 +78,11 @@ class Consumer:
         self._arrived.set()
 
     async def next(self, wake: asyncio.Event | None = None) -> Delivery | None:
-        """The next delivery; None as soon as `wake` is set (the caller lets go)."""
-        while not self._buffer:
-            if wake is not None and wake.is_set():
-                return None
+        """The next delivery; None as soon as `wake` is set (the caller lets go: what is
+        still buffered here goes back to the broker with the channel, in order)."""
+        while wake is None or not wake.is_set():
+            if self._buffer:
+                return self._buffer.popleft()
             self._arrived.clear()
             if wake is None:
                 await self._arrived.wait()
@@ -89,7 +90,7 @@ class Consumer:
                 await _either(self._arrived, wake)
             if self.channel.is_closed:
                 raise AmqpError(f"the channel of {self.queue} closed")
-        return self._buffer.popleft()
+        return None
 
 
 async def _either(a: asyncio.Event, b: asyncio.Event) -> None:

@@ -50,7 +50,7 @@ class InFlight:
         self._gated: deque[Sequence[Held]] = deque()
         self._gate_wanted = asyncio.Event()
         self._gate_queued = self._gate_done = 0
-        self._submitting = 0
+        self._enqueued = self._submitted = 0  # submissions queued, and taken to the sink
         self.limit = limit
         self._on_bug = on_bug
         self.count = 0  # messages of this connection not yet acknowledged
@@ -98,21 +98,22 @@ class InFlight:
     def submit(self, lines: Sequence[str | EncodedLines], received: Sequence[Held],
                checkpoint: Checkpoint) -> None:
         """Queue lines for storage; `received`: the messages they acknowledge once durable."""
+        self._enqueued += 1
         self._submissions.put_nowait((lines, received, checkpoint))
 
     async def submitter(self) -> None:
         while True:
             item = await self._submissions.get()
-            self._submitting += 1
             try:
                 await self._submit(*item)
             finally:
-                self._submitting -= 1
+                self._submitted += 1
 
     async def drain(self) -> None:
         """At shutdown: submit what is queued, and wait for storage to settle."""
         while not self._submissions.empty():
             await self._submit(*self._submissions.get_nowait())
+            self._submitted += 1
         if self._durable:
             await asyncio.wait(list(self._durable))
         if self._gated:
@@ -120,8 +121,10 @@ class InFlight:
 
     async def barrier(self) -> None:
         """Returns once everything submitted before is durable and acknowledged (or
-        could not be): while the submitter and the gatekeeper run."""
-        while not self._submissions.empty() or self._submitting:
+        could not be), however much is submitted meanwhile: while the submitter and the
+        gatekeeper run."""
+        target = self._enqueued
+        while self._submitted < target:
             await asyncio.sleep(0.005)
         if self._durable:
             await asyncio.wait(list(self._durable))

@@ -414,3 +414,44 @@ def _times(influx: InfluxV1, defs: dict[str, VehicleDefinition]
             if ts:
                 out[(d.vehicle, stream)] = sorted(ts)
     return out
+
+
+async def test_a_stopped_instance_hands_its_partitions_over_while_frames_keep_coming(
+        rabbitmq_secure: RabbitMQCluster, influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    """SIGTERM, the way an operator stops an instance (or compose restarts it), in the
+    middle of a steady stream: it settles what it took and lets its partitions go, the
+    other instance goes on from there, and every frame is stored once."""
+    cluster = rabbitmq_secure
+    a, s = VEHICLES
+    await reset_topology(cluster.nodes[0])
+    influx = InfluxV1(influxdb.url, "stopped")
+    influx.create_database()
+    defs = _defs(tmp_path)
+    with instances(cluster, influxdb, defs, tmp_path, ["a", "b"], "stopped") as procs:
+        async with Watch(cluster.nodes[1]) as watch:
+            await wait_for(lambda: len(watch.owners()) == 2 and watch.owner_of(a) is not None
+                           and watch.owner_of(s) is not None, timeout=60,
+                           what="the partitions shared out")
+            owner = watch.owner_of(a)
+            assert owner is not None
+            other = "b" if owner == "a" else "a"
+            async with sender(cluster.nodes[2], a) as ship, \
+                    sender(cluster.nodes[0], s) as other_ship:
+                flows = [asyncio.create_task(send(ship, a, 0, 2000, rate_hz=100)),
+                         asyncio.create_task(send(other_ship, s, 0, 2000, rate_hz=100))]
+                await asyncio.sleep(2.0)
+                stopped = time.monotonic()
+                procs[owner].send_signal(signal.SIGTERM)
+                await asyncio.to_thread(procs[owner].wait, 40)
+                took = time.monotonic() - stopped
+                assert procs[owner].returncode == 0
+                log = (tmp_path / f"{owner}.log").read_text()
+                assert "not handed over" not in log
+                await wait_for(lambda: watch.owner_of(a) == other, timeout=15,
+                               what="the partition taken over")
+                await asyncio.gather(*flows)
+                print(f"\n{owner} stopped under load in {took:.2f} s; {other} goes on")
+                await wait_for(lambda: stored(influx, a)[0] >= 2000 and stored(influx, s)[0]
+                               >= 2000, timeout=30, what="every frame in InfluxDB")
+                assert stored(influx, a) == (2000, 2000)
+                assert stored(influx, s) == (2000, 2000)
