@@ -621,10 +621,16 @@ class Decommutator:
                 t, v, _ = batch.series(x)
                 if not aligned:
                     # Sample-and-hold: the latest value of x at or before each t0.
-                    idx = np.searchsorted(t, t0, side="right") - 1
+                    # (ufuncs and methods here: numpy's Python-level wrappers, np.clip
+                    # and np.searchsorted, cost more than the work at these sizes)
+                    idx = t.searchsorted(t0, side="right") - 1
                     prior = held.get(x, np.nan)
-                    v = np.where(idx >= 0, v[np.clip(idx, 0, None)] if v.size else prior,
-                                 prior)
+                    if not v.size:
+                        v = np.full(t0.shape, prior)
+                    elif not idx.size or idx[0] >= 0:  # sorted: every t0 has a sample before
+                        v = v.take(idx)
+                    else:
+                        v = np.where(idx >= 0, v.take(np.maximum(idx, 0)), prior)
                 cols.append(v * scale + offset if (scale, offset) != (1.0, 0.0) else v)
             value = _apply(d, cols)
             keep = ~np.isnan(value)
