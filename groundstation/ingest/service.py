@@ -29,6 +29,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -479,6 +480,10 @@ class IngestService:
         for topic, msg in published:
             self.publish(topic, msg, retain=True)
         self.store(lines)
+
+    def stats(self) -> dict[str, Any]:
+        """The service's own health as plain data (what ingest/stats carries)."""
+        return self.stats_message().to_dict()
 
     def stats_message(self) -> messages.IngestStats:
         return outputs.stats_message(
