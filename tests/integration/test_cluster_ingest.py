@@ -77,6 +77,16 @@ async def reset_topology(node: RabbitMQNode, account: tuple[str, str] = INGEST) 
                 ch = await conn.channel()
 
 
+async def fresh(cluster: RabbitMQCluster, influxdb: InfluxDBServer, tmp: Path, database: str
+                ) -> tuple[InfluxV1, Path]:
+    """No partition left from an earlier test, an empty database, the mini-like vehicles'
+    definitions."""
+    await reset_topology(cluster.nodes[0])
+    influx = InfluxV1(influxdb.url, database)
+    influx.create_database()
+    return influx, _defs(tmp)
+
+
 def start_instance(cluster: RabbitMQCluster, influxdb: InfluxDBServer, defs: Path, tmp: Path,
                    name: str, database: str, account: tuple[str, str] = INGEST
                    ) -> subprocess.Popen[str]:
@@ -227,10 +237,7 @@ async def test_a_killed_instance_hands_its_partitions_and_alarms_to_another(
     cluster = rabbitmq_secure
     a, s = VEHICLES  # the one with alarms, the other
     assert len({partitions.partition_of(v, PARTITIONS) for v in VEHICLES}) == 2
-    await reset_topology(cluster.nodes[0])
-    influx = InfluxV1(influxdb.url, "cluster")
-    influx.create_database()
-    defs = _defs(tmp_path)
+    influx, defs = await fresh(cluster, influxdb, tmp_path, "cluster")
     with instances(cluster, influxdb, defs, tmp_path, ["a", "b"], "cluster") as procs:
         async with Watch(cluster.nodes[1]) as watch:
             # Shared out: each instance owns two of the four partitions.
@@ -423,10 +430,7 @@ async def test_a_stopped_instance_hands_its_partitions_over_while_frames_keep_co
     other instance goes on from there, and every frame is stored once."""
     cluster = rabbitmq_secure
     a, s = VEHICLES
-    await reset_topology(cluster.nodes[0])
-    influx = InfluxV1(influxdb.url, "stopped")
-    influx.create_database()
-    defs = _defs(tmp_path)
+    influx, defs = await fresh(cluster, influxdb, tmp_path, "stopped")
     with instances(cluster, influxdb, defs, tmp_path, ["a", "b"], "stopped") as procs:
         async with Watch(cluster.nodes[1]) as watch:
             await wait_for(lambda: len(watch.owners()) == 2 and watch.owner_of(a) is not None
