@@ -41,7 +41,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -69,6 +68,7 @@ from ingest import (  # noqa: E402
     Child,
     CpuMeter,
     Influx,
+    IngestProcess,
     fmt_n,
     log,
     machine,
@@ -299,7 +299,7 @@ def role_publish(plan_path: str) -> int:
 # --- ingest processes -----------------------------------------------------------------------
 
 
-class IngestProc:
+class IngestProc(IngestProcess):
     """`python -m groundstation ingest` in a process of its own: the single ingest (MQTT,
     its persistent session) or, with `cluster` (GS_CLUSTER_* settings), a clustered
     instance, started as tests/integration/test_cluster_ingest.py starts them."""
@@ -322,14 +322,7 @@ class IngestProc:
             cmd += ["--mqtt-client-id", f"gs-bench-cluster-{name}-{os.getpid()}"]
         else:
             env.update(cluster)
-        self.log_path = self.dir / "ingest.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=self.dir)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        self._spawn(cmd, env, self.dir)
 
     def wait_log(self, text: bytes, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -337,9 +330,6 @@ class IngestProc:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ingest {self.name} did not start:\n{self.tail()}")
             time.sleep(0.05)
-
-    def tail(self, n: int = 15) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
     def problems(self) -> tuple[list[str], list[str]]:
         """The log's ERROR lines (and tracebacks), and its WARNING lines."""
@@ -363,18 +353,6 @@ class IngestProc:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                log(f"   ingest {self.name} did not stop within 60 s of SIGTERM: killed")
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 # --- what the broker and the database say ---------------------------------------------------

@@ -579,7 +579,42 @@ def write_ceiling(server: InfluxDBServer, db: str, bodies: list[bytes], concurre
 # --- the ingest process ---------------------------------------------------------------------
 
 
-class Ingest:
+class IngestProcess:
+    """A `python -m groundstation ingest` child (this benchmark's and cluster.py's): its
+    process, its log file, and how it is stopped."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.log_path = cwd / "ingest.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=cwd)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def tail(self, n: int = 15) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                log(f"   ingest {self.name} did not stop within 60 s of SIGTERM: killed")
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Ingest(IngestProcess):
     """`python -m groundstation ingest`, configured by flags, in a process of its own."""
 
     def __init__(self, name: str, workdir: Path, broker: MosquittoServer,
@@ -599,20 +634,13 @@ class Ingest:
         if "compress" in self.knobs:
             cmd += ["--influx-compress", self.knobs["compress"]]
         env = {k: v for k, v in os.environ.items() if not k.startswith("GS_")}
-        self.log_path = self.dir / "ingest.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=env, cwd=self.dir)
+        self._spawn(cmd, env, self.dir)
         deadline = time.monotonic() + 60
         while b"subscribed at" not in self.log_path.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.proc.kill()
                 raise RuntimeError(f"ingest did not start:\n{self.tail()}")
             time.sleep(0.05)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
 
     def describe(self) -> str:
         compress = (f"compress={self.knobs['compress']}, " if "compress" in self.knobs
@@ -629,24 +657,9 @@ class Ingest:
                     total += p.stat().st_size
         return total
 
-    def tail(self, n: int = 15) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
-
     def problems(self) -> list[str]:
         return [ln for ln in self.log_path.read_text(errors="replace").splitlines()
                 if " ERROR " in ln or "Traceback" in ln]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
 
 
 class Sampler(threading.Thread):
