@@ -43,6 +43,7 @@ from groundstation.core.replay_session import SessionInfo
 from groundstation.ingest import formats, mqtt_session, operator, outputs, replay_sessions
 from groundstation.ingest.alarm_state import FILE as ALARM_STATE_FILE
 from groundstation.ingest.alarm_state import AlarmStateStore
+from groundstation.ingest.batching import Flusher
 from groundstation.ingest.cluster import Cluster
 from groundstation.ingest.context import LimitContexts
 from groundstation.ingest.inflight import InFlight
@@ -98,6 +99,8 @@ class IngestService:
         self.replay_sessions: dict[str, SessionInfo] = self.replays.sessions
         state_dir = config.ingest.alarm_state_dir or config.ingest.archive_dir / "state"
         self._halt = asyncio.Event()  # set to stop: by the caller's stop, or a failure
+        self.flusher = Flusher(config.ingest.batch_max_delay_ms / 1000,
+                               lambda: self.streams.values(), self._process)
         self.workers = Workers(lambda failure: self._halt.set())
         # Clustered (docs/cluster.md): telemetry from the partitions this instance owns,
         # their alarm state handed over through the broker before an acknowledgement.
@@ -125,7 +128,7 @@ class IngestService:
         self.restore_alarm_state()
         w = self.workers
         w.start("stop-watch", lambda: relay(stop, halt))
-        w.start("flusher", lambda: self._flusher(halt), restart=True)
+        w.start("flusher", lambda: self.flusher.run(halt), restart=True)
         w.start("submitter", self.inflight.submitter)
         w.start("display", lambda: outputs.every(
             1.0 / self.config.ingest.display_rate_hz, self._publish_display,
@@ -259,7 +262,7 @@ class IngestService:
         if stream.archive is not None:
             stream.archive.append(env.seq, env.t_ns, env.frames, now)
         if not stream.pending:
-            stream.oldest = time.monotonic()
+            self.flusher.queued(stream)
         stream.pending.append(Received(mid, qos, self.inflight.generation, env, now))
         stream.pending_frames += env.frames.shape[0]
         self.frames_in += env.frames.shape[0]
@@ -290,16 +293,6 @@ class IngestService:
             s.archive_pending = False
             s.archive = self._archive_factory(defn, source) if self._archive_factory else None
         return s
-
-    async def _flusher(self, halt: asyncio.Event) -> None:
-        delay = self.config.ingest.batch_max_delay_ms / 1000
-        tick = max(0.002, min(delay / 2, 0.05))
-        while not halt.is_set():
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            for s in list(self.streams.values()):
-                if s.pending and now - s.oldest >= delay:
-                    self._process(s)
 
     async def _flush_all(self) -> None:
         for s in list(self.streams.values()):

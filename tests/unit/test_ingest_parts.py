@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from groundstation.core.definitions import VehicleDefinition, load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.ingest import operator, outputs
 from groundstation.ingest.alarm_state import AlarmStateStore
+from groundstation.ingest.batching import Flusher
 from groundstation.ingest.context import LimitContexts
 from groundstation.ingest.rejects import Rejects
 from groundstation.ingest.stream import Quarantined, Stream
@@ -241,6 +243,41 @@ def test_rejected_messages_and_frames_are_counted_and_kept(mini: VehicleDefiniti
 
 
 # --- the task supervisor -------------------------------------------------------------------
+
+
+def test_the_flusher_decodes_a_batch_once_due_and_sleeps_while_nothing_waits(
+        mini: VehicleDefinition) -> None:
+    s = stream(mini)
+    looks = 0  # the flusher's looks at the streams
+
+    def streams() -> list[Stream]:
+        nonlocal looks
+        looks += 1
+        return [s]
+
+    async def main() -> None:
+        done: asyncio.Queue[float] = asyncio.Queue()
+
+        def process(st: Stream) -> None:
+            st.pending.clear()
+            done.put_nowait(time.monotonic())
+
+        flusher = Flusher(0.05, streams, process)
+        halt = asyncio.Event()
+        task = asyncio.create_task(flusher.run(halt))
+        await asyncio.sleep(0.2)  # idle: no look after the first (a poll would be ~80)
+        assert looks == 1
+        for _ in range(2):
+            flusher.queued(s)
+            s.pending.append(object())  # type: ignore[arg-type]
+            queued = s.oldest
+            processed = await asyncio.wait_for(done.get(), 5)
+            assert processed - queued >= 0.05  # not before its delay
+        assert looks <= 6  # woken by each first message and at each batch's due time
+        halt.set()
+        task.cancel()
+
+    asyncio.run(main())
 
 
 def test_a_restartable_task_is_restarted_then_the_service_is_told(

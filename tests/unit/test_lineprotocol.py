@@ -100,7 +100,7 @@ def test_derived_reprs_kept_across_batches_are_repr_of_each_value(
     for size in (8, 30, 200, 30, 8, 1000, 30):  # hits, misses, unions, the bound
         values = rng.choice(np.array(special + list(np.round(rng.normal(0, 9, 40), 1))),
                             size)
-        assert list(f._derived_reprs("d", values)) == [repr(v) for v in values.tolist()]
+        assert list(f._derived_texts("d", values)) == [f",d={v!r}" for v in values.tolist()]
         known, texts = f.derived_texts["d"]
         assert known.size <= 16 and (np.diff(known) > 0).all()
-        assert texts.tolist() == [repr(v) for v in known.view(np.float64).tolist()]
+        assert texts.tolist() == [f",d={v!r}" for v in known.view(np.float64).tolist()]

@@ -54,7 +54,8 @@ class LineFormatter:
 
     `table[j]` is the `,name=value` text of lookup-table entry j, made the first time a
     batch needs it (a one-word parameter has 256 entries, a two-word one 65536, of which a
-    pass uses few); padding entries are empty."""
+    pass uses few), and `first[j]` the same without its comma (a line's first field);
+    padding entries are empty."""
 
     def __init__(self, decom: Decommutator):
         d = decom.definition
@@ -63,6 +64,7 @@ class LineFormatter:
         self.owner, self.n_table = decom.table_layout()
         self.eng = decom.eng_table
         self.table: NDArray[Any] = np.full(self.owner.size, "", dtype=object)
+        self.first: NDArray[Any] = self.table.copy()  # the same texts without their comma
         self.pad = self.owner == PAD
         self.made = self.pad.copy()
         # Each derived parameter's texts of values seen before: sorted bit patterns and
@@ -72,10 +74,11 @@ class LineFormatter:
     def _make(self, positions: NDArray[np.int64]) -> None:
         positions = np.unique(positions)
         names, integer, owner = self.names, self.integer, self.owner
-        self.table[positions] = [
-            f",{names[i]}={int(v)}i" if integer[i] else f",{names[i]}={v!r}"
-            for i, v in zip(owner[positions].tolist(), self.eng[positions].tolist(),
-                            strict=True)]
+        texts = [f",{names[i]}={int(v)}i" if integer[i] else f",{names[i]}={v!r}"
+                 for i, v in zip(owner[positions].tolist(), self.eng[positions].tolist(),
+                                 strict=True)]
+        self.table[positions] = texts
+        self.first[positions] = [t[1:] for t in texts]
         self.made[positions] = True
 
     def lines(self, batch: DecodedBatch, source: str) -> list[str]:
@@ -89,73 +92,71 @@ class LineFormatter:
         """The batch's lines as one text, each line newline-terminated, and their count.
 
         Every piece of every line is a string in one (lines, pieces) object array: the
-        series key and a space, the table's ready-made `,name=value` fields (a take()),
-        each derived value's `,name=` and repr, a space, the timestamp and a newline.
-        The first field of each line loses its comma, and the lines are one join of the
-        whole array. No Python code runs per field, and only the few values not in a
-        table (wider than 16 bits, or derived) are formatted one by one, by repr() of
-        their list."""
+        table's ready-made `,name=value` fields (a take()), each derived value's
+        `,name=value` (texts kept from batch to batch), and last the line's end, which
+        carries the next line's start: ` <timestamp>\\n<series key> `. The first field of
+        each line comes from a second table, without its comma. The lines are then one
+        join of the whole array: no Python code runs per field, and only the few values
+        not in a table (wider than 16 bits, or derived ones not seen before) are formatted
+        one by one, by repr() of their list. Fewer pieces a line is what makes it fast:
+        the join, and the take() that fills the array, cost per piece."""
         d = batch.definition
-        key = series_key(d.vehicle, d.stream, source)
+        key = series_key(d.vehicle, d.stream, source) + " "
         n = batch.n_good
         if n == 0:
             return "", 0
         k_table = 0 if batch.lut_index is None else batch.lut_index.shape[1]
         n_wide = batch.eng.shape[1] - k_table
         n_fields = k_table + n_wide + len(batch.derived)
-        pieces = np.empty((n, 1 + k_table + n_wide + 2 * len(batch.derived) + 3),
-                          dtype=object)
+        pieces = np.empty((n, n_fields + 1), dtype=object)
         present = np.empty((n, n_fields), dtype=bool)  # which fields each line has
-        column = np.empty(n_fields, dtype=np.int64)  # each field's (first) piece
-        pieces[:, 0] = key + " "
-        c = 1
-        if batch.lut_index is not None:
-            idx = batch.lut_index
+        idx = batch.lut_index
+        if idx is not None:
             missing = ~self.made.take(idx)
             if missing.any():
                 self._make(idx[missing])
-            pieces[:, 1:1 + k_table] = self.table.take(idx)
+            pieces[:, :k_table] = self.table.take(idx)
             np.logical_not(self.pad.take(idx), out=present[:, :k_table])
-            column[:k_table] = np.arange(1, 1 + k_table)
-            c += k_table
         names, integer = self.names, self.integer
         for k in range(k_table, batch.eng.shape[1]):  # values wider than 16 bits
             which = batch.param_index[:, k]
-            pieces[:, c] = [
+            pieces[:, k] = [
                 "" if i == PAD else f",{names[i]}={int(v)}i" if integer[i]
                 else f",{names[i]}={v!r}"
                 for i, v in zip(which.tolist(), batch.eng[:, k].tolist(), strict=True)]
             present[:, k] = which != PAD
-            column[k] = c
-            c += 1
         for j, (pid, (times, values, _)) in enumerate(batch.derived.items(),
                                                       start=k_table + n_wide):
-            present[:, j] = self._derived_pieces(pieces[:, c:c + 2], batch, pid, times,
-                                                 values)
-            column[j] = c
-            c += 2
-        pieces[:, c] = " "
-        pieces[:, c + 1] = _reprs(batch.times_ns)
-        pieces[:, c + 2] = "\n"
+            present[:, j] = self._derived_pieces(pieces[:, j], batch, pid, times, values)
+        # Each line's end and the next one's series key in one piece: " <t>\n<key> ".
+        end = "\n" + key
+        pieces[:, -1] = (" " + (end + "\x00 ").join(_reprs(batch.times_ns)) + end
+                         ).split("\x00")
         has_field = present.any(axis=1)
         if not has_field.all():  # a frame with no value at all has no line
             if not has_field.any():
                 return "", 0
-            pieces, present = pieces[has_field], present[has_field]
-        rows = np.arange(pieces.shape[0])
-        first = column[present.argmax(axis=1)]
-        pieces[rows, first] = [p[1:] for p in pieces[rows, first].tolist()]  # its comma
-        return "".join(pieces.ravel().tolist()), pieces.shape[0]
+            pieces, present, idx = (pieces[has_field], present[has_field],
+                                    None if idx is None else idx[has_field])
+        n = pieces.shape[0]
+        # The first field of a line without its comma: from the table without commas.
+        first = present.argmax(axis=1)
+        rows = np.arange(n)
+        if idx is not None and k_table and (first < k_table).all():
+            pieces[rows, first] = self.first.take(idx[rows, first])
+        else:
+            pieces[rows, first] = [p[1:] for p in pieces[rows, first].tolist()]
+        pieces[-1, -1] = pieces[-1, -1][:-len(key)]  # no series key after the last line
+        return key + "".join(pieces.ravel().tolist()), n
 
     def _derived_pieces(self, out: NDArray[Any], batch: DecodedBatch, pid: str,
                         times: NDArray[np.int64], values: NDArray[np.float64]
                         ) -> NDArray[np.bool_]:
-        """Fill two columns of `out` with a derived value's `,name=` and repr on the line
-        of the frame it was computed at; which lines got one."""
+        """Fill a column of `out` with a derived value's `,name=value` on the line of the
+        frame it was computed at; which lines got one."""
         n = batch.n_good
         if times.size == n and np.array_equal(times, batch.times_ns):
-            out[:, 0] = f",{pid}="
-            out[:, 1] = self._derived_reprs(pid, values)
+            out[:] = self._derived_texts(pid, values)
             return np.ones(n, dtype=bool)
         out[:] = ""
         rows = np.searchsorted(batch.times_ns, times)
@@ -163,8 +164,7 @@ class LineFormatter:
         if (times.size and rows[-1] < n and (rows[1:] > rows[:-1]).all()
                 and np.array_equal(batch.times_ns.take(rows), times)):
             # Each value on a line of its own (the usual case: fewer numpy calls)
-            out[rows, 0] = f",{pid}="
-            out[rows, 1] = self._derived_reprs(pid, values)
+            out[rows] = self._derived_texts(pid, values)
             got[rows] = True
             return got
         ok = rows < n
@@ -178,23 +178,22 @@ class LineFormatter:
             col = [""] * n
             for r, v in zip(rows.tolist(), values[ok].tolist(), strict=True):
                 col[r] += f",{pid}={v!r}"
-            out[:, 0] = col
+            out[:] = col
         else:
-            out[rows, 0] = f",{pid}="
-            out[rows, 1] = self._derived_reprs(pid, values[ok])
+            out[rows] = self._derived_texts(pid, values[ok])
         got[rows] = True
         return got
 
-
-    def _derived_reprs(self, pid: str, values: NDArray[np.float64]
+    def _derived_texts(self, pid: str, values: NDArray[np.float64]
                        ) -> NDArray[Any] | list[str]:
-        """repr() of every value of a derived parameter. Derived values repeat across
-        batches (they are computed from a few raw counts), so the texts of the values seen
-        before are kept, by bit pattern (-0.0 and 0.0, NaNs, keep their text), up to
-        DERIVED_TEXTS_MAX a parameter: a batch whose values are all known is one
+        """`,name=value` of every value of a derived parameter. Derived values repeat
+        across batches (they are computed from a few raw counts), so the texts of the
+        values seen before are kept, by bit pattern (-0.0 and 0.0, NaNs, keep their text),
+        up to DERIVED_TEXTS_MAX a parameter: a batch whose values are all known is one
         searchsorted() and one take() (a few us instead of ~20 for np.unique)."""
+        prefix = f",{pid}="
         if values.size < 8:
-            return _reprs(values)
+            return [prefix + s for s in _reprs(values)]
         bits = np.ascontiguousarray(values, dtype=np.float64).view(np.int64)
         cached = self.derived_texts.get(pid)
         if cached is not None:
@@ -204,12 +203,13 @@ class LineFormatter:
             if np.array_equal(known.take(pos), bits):
                 return texts.take(pos)
             if known.size >= DERIVED_TEXTS_MAX:
-                return _float_reprs(values)
+                return [prefix + s for s in _float_reprs(values)]
         distinct, first, inverse = np.unique(bits, return_index=True, return_inverse=True)
         if distinct.size > values.size // 2:
-            out: NDArray[Any] = np.array(_reprs(values), dtype=object)
+            out: NDArray[Any] = np.array([prefix + s for s in _reprs(values)], dtype=object)
         else:
-            out = np.array(_reprs(distinct.view(np.float64)), dtype=object).take(inverse)
+            out = np.array([prefix + s for s in _reprs(distinct.view(np.float64))],
+                           dtype=object).take(inverse)
         new_texts = out.take(first)
         if cached is not None:  # the union, sorted
             merged, where = np.unique(np.concatenate([cached[0], distinct]),
