@@ -94,6 +94,7 @@ import os
 import random
 import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -116,6 +117,8 @@ TIMEOUT_S = 10.0  # connecting (up to CONNACK), subscribing, a QoS 1 publish's P
 FLUSH_S = 3.0  # at the end, longest wait for the retained copies still on their way
 
 # CONNACK refusals worth trying again: the broker is there but busy or going away.
+_PUBACK = 0x40  # MQTT packet type, and the PUBACK of message id H: type, length 2, H
+_PUBACK_PACKET = struct.Struct("!BBH")
 _TRANSIENT_CONNACK = {3, 136, 137, 151, 159}  # server unavailable/busy, quota, rate
 _CREDENTIALS_CONNACK = {4, 5, 134, 135}  # bad user name or password, not authorised
 
@@ -425,6 +428,8 @@ class MqttClient:
         self._tls = tls_context(config)  # a bad certificate file fails here, not later
         self._connection: Connection | None = None
         self._paho: Any = None  # the library's own client under the current connection
+        self._acks: list[int] = []  # message ids to acknowledge (see _send_acks) ...
+        self._acks_generation = 0  # ... of this connection
         self.generation = 0  # bumped on every connection
         self.connections = 0
         self.failures = 0  # failed attempts and lost connections, in all
@@ -501,13 +506,31 @@ class MqttClient:
 
     def ack(self, mid: int, qos: int, generation: int) -> bool:
         """Acknowledge message `mid` of connection `generation` (manual_ack): True if the
-        acknowledgement went out; False for QoS 0, or when that connection is gone."""
+        acknowledgement goes out, with the others of this turn of the event loop; False
+        for QoS 0, or when that connection is gone."""
         if not self.manual_ack or qos <= 0 or self._connection is None \
                 or generation != self.generation or self._paho is None:
             return False
-        # paho's manual acknowledgement: the one use of the library's internals besides
-        # seeing a connection closed early (see _open). aiomqtt 2 has no API for it.
-        return int(self._paho.ack(mid, qos)) == 0  # MQTT_ERR_SUCCESS: queued to send
+        if qos == 2:
+            # paho's manual acknowledgement: a use of the library's internals, as are
+            # seeing a connection closed early (see _open) and _send_acks. aiomqtt 2 has no
+            # API for it.
+            return int(self._paho.ack(mid, qos)) == 0  # MQTT_ERR_SUCCESS: queued to send
+        if not self._acks:
+            asyncio.get_running_loop().call_soon(self._send_acks)
+            self._acks_generation = generation
+        self._acks.append(mid)
+        return True
+
+    def _send_acks(self) -> None:
+        """The PUBACKs of this turn of the event loop in one packet of paho's outgoing
+        queue: one write for a batch made durable (~30 messages at full rate), where a
+        write each cost the ingest 3 % of its CPU."""
+        mids, self._acks = self._acks, []
+        if not mids or self._acks_generation != self.generation or self._paho is None:
+            return  # that connection is gone: the broker sends those messages again
+        self._paho._packet_queue(_PUBACK, b"".join(
+            [_PUBACK_PACKET.pack(_PUBACK, 2, mid) for mid in mids]), 0, 1)
 
     # --- one connection -----------------------------------------------------------------
 
@@ -555,6 +578,7 @@ class MqttClient:
                 self.on_connect(conn)
             yield conn
         finally:
+            self._send_acks()  # what the session acknowledged last
             self._connection = None
             if self._copies is not None:
                 self._copies.main_off()
