@@ -15,6 +15,7 @@ from groundstation.mqtt import (
     Backoff,
     BrokerError,
     MqttClient,
+    _ReadAhead,
     account_client_id,
     tls_context,
     unique_id,
@@ -266,3 +267,45 @@ def test_a_client_presents_its_id_under_its_accounts_name() -> None:
     console = MqttClient(several, name="x", client_id="console-flight")
     console._attempts = 3
     assert console.identifier() == "flight.console-flight-3"
+
+
+class _Socket:
+    """A socket that has some chunks of bytes to give, then would block."""
+
+    def __init__(self, *chunks: bytes) -> None:
+        self.chunks = list(chunks)
+        self.calls = 0
+
+    def recv(self, n: int) -> bytes:
+        self.calls += 1
+        if not self.chunks:
+            raise BlockingIOError
+        data, rest = self.chunks[0][:n], self.chunks[0][n:]
+        self.chunks[0:1] = [rest] if rest else []
+        return data
+
+    def fileno(self) -> int:
+        return 7
+
+
+def test_read_ahead_gives_paho_the_same_bytes_in_one_recv_and_says_what_is_pending() -> None:
+    # Two PUBLISH packets and a PINGRESP as the broker sent them, in one segment.
+    stream = (b"\x30\x07\x00\x01a" + b"xyzw" + b"\x30\x81\x01\x00\x01b" + bytes(126)
+              + b"\xd0\x00")
+    sock = _Socket(stream)
+    ahead = _ReadAhead(sock)
+    got = b""
+    for n in (1, 1, 7, 1, 1, 1, 129, 1, 1):  # paho's reads: type, length byte(s), the rest
+        got += ahead.recv(n)
+        assert ahead.pending() == len(stream) - len(got)  # read ahead, not yet taken
+    assert got == stream and sock.calls == 1
+    with pytest.raises(BlockingIOError):  # nothing more: as the socket says
+        ahead.recv(1)
+    assert ahead.fileno() == 7  # everything else is the socket's
+
+    # A packet split across two segments: the first part, then the rest when it comes.
+    sock = _Socket(b"\x30\x07\x00\x01a", b"xyzw")
+    ahead = _ReadAhead(sock)
+    assert ahead.recv(1) + ahead.recv(1) + ahead.recv(7) == b"\x30\x07\x00\x01a"
+    assert ahead.pending() == 0
+    assert ahead.recv(4) == b"xyzw"
