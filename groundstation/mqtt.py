@@ -116,9 +116,9 @@ FIRST_DELAY_S = 0.2
 TIMEOUT_S = 10.0  # connecting (up to CONNACK), subscribing, a QoS 1 publish's PUBACK
 FLUSH_S = 3.0  # at the end, longest wait for the retained copies still on their way
 
-# CONNACK refusals worth trying again: the broker is there but busy or going away.
 _PUBACK = 0x40  # MQTT packet type, and the PUBACK of message id H: type, length 2, H
 _PUBACK_PACKET = struct.Struct("!BBH")
+# CONNACK refusals worth trying again: the broker is there but busy or going away.
 _TRANSIENT_CONNACK = {3, 136, 137, 151, 159}  # server unavailable/busy, quota, rate
 _CREDENTIALS_CONNACK = {4, 5, 134, 135}  # bad user name or password, not authorised
 
