@@ -14,6 +14,7 @@ import asyncio
 import gzip
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -147,6 +148,24 @@ async def test_encoded_lines_and_lines_in_one_submission(fake: FakeInflux,
     got = [ln for req in fake.requests for ln in req.lines]
     assert got == block + loose  # all of them, in order
     assert all(len(req.lines) <= 8 for req in fake.requests)
+
+
+async def test_a_batch_big_enough_goes_at_once_a_small_one_waits_for_companions(
+        fake: FakeInflux, tmp_path: Path) -> None:
+    """A free writer does not leave the database idle for flush_interval_s when the lines
+    waiting already make a request worth sending (batch_ready_bytes); a few lines do
+    wait for companions."""
+    cfg = SinkConfig(**{**FAST, "flush_interval_s": 1.5, "batch_ready_bytes": 4096})
+    big = [apollo_line(i) for i in range(8)]  # ~8 kB
+    async with InfluxSink(InfluxV1(fake.url, "gs"), tmp_path / "spool", cfg) as sink:
+        t0 = time.monotonic()
+        await sink.write(big)
+        took_big = time.monotonic() - t0
+        t0 = time.monotonic()
+        await sink.write([soyuz_line(1)])
+        took_small = time.monotonic() - t0
+    assert [len(r.lines) for r in fake.requests] == [8, 1]
+    assert took_big < 1.0 < 1.4 < took_small
 
 
 # -- retries, backoff, Retry-After, and what is not retried ----------------------------

@@ -18,8 +18,9 @@ Path of a batch
   bounded in bytes (`max_queue_bytes`, counting chunks until they are durable, in-flight
   ones included), and `submit` waits while it is full: backpressure. A writer task takes
   chunks up to `batch_max_lines` / `batch_max_bytes`, or what arrived within
-  `flush_interval_s` of the oldest one, gzips them (unless `compress` is off) and POSTs
-  them.
+  `flush_interval_s` of the oldest one (at once when they already make
+  `batch_ready_bytes`: no idle database while lines wait), gzips them (unless
+  `compress` is off) and POSTs them.
   - 2xx: durable.
   - No answer, 5xx, 429, and 404 (the database or bucket does not exist: dropped while
     running, say; an outage until it exists again, never a fault of the lines): retried
@@ -433,7 +434,7 @@ class InfluxSink:
                 size += len(nxt.body)
                 nlines += nxt.nlines
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._closing:
+            if remaining <= 0 or self._closing or size >= cfg.batch_ready_bytes:
                 return batch
             self._items.clear()
             with contextlib.suppress(TimeoutError):

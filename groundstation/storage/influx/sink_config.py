@@ -31,6 +31,11 @@ class SinkConfig:
     batch_max_lines: int = 5000  # ~what InfluxDB recommends per request
     batch_max_bytes: int = 1 << 20  # uncompressed line protocol per request
     flush_interval_s: float = 0.1  # the longest a line waits for companions
+    # A batch this large goes as soon as a writer is free, without waiting out
+    # flush_interval_s: a database left idle while lines wait is throughput lost. Only a
+    # burst (over ~10 MB/s) fills it within the interval; at InfluxDB 1.6, requests of
+    # ~1,000 Apollo lines (1.1 MB) cost no more a line than of 5,000, within the noise.
+    batch_ready_bytes: int = 1 << 20
     max_queue_bytes: int = 16 << 20  # in-memory bound; submit blocks beyond it
     concurrency: int = 1  # live writes in flight (more than 1 relaxes spool order)
     # gzip live write requests: off costs no CPU on either side (the right choice when the
