@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from unittest.mock import patch
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from groundstation.core.decom import StreamDecoder
-from groundstation.core.definitions import VehicleDefinition, load_definition
+from groundstation.core.definitions import load_definition
 from groundstation.core.encoder import FrameEncoder
 from groundstation.paths import defs_dir
 from groundstation.storage.influx import lineprotocol
@@ -83,87 +79,6 @@ def test_fast_lines_leave_out_frames_without_values_and_keep_derived_on_their_fr
     assert fast == _plain_lines(batch, "live")
     assert encoded_lines(batch, "live", stream.decom).data == \
         "".join(f"{ln}\n" for ln in fast).encode()
-
-
-APOLLO = next(f for f in FILES if f.stem == "apollo_csm")
-
-
-@functools.cache
-def _codec(path: Path) -> tuple[VehicleDefinition, FrameEncoder, StreamDecoder]:
-    defn = load_definition(path)
-    return defn, FrameEncoder(defn), StreamDecoder(defn)
-
-
-@settings(max_examples=60, deadline=None)
-@given(path=st.sampled_from([APOLLO, MINI]), seed=st.integers(0, 2**32 - 1),
-       frames=st.integers(1, 80), held=st.floats(0.0, 1.0), pad_rows=st.booleans(),
-       pad_column=st.booleans())
-def test_fields_with_one_value_in_a_batch_merge_into_the_same_lines(
-        path: Path, seed: int, frames: int, held: float, pad_rows: bool,
-        pad_column: bool) -> None:
-    """Fields constant through a batch (runs of them, at a line's start or after another
-    field, next to fields absent from some frames) give the lines plain formatting does."""
-    defn, enc, stream = _codec(path)
-    rng = np.random.default_rng(seed)
-    values = {}
-    for p in defn.parameters:
-        if p.type == "discrete":
-            assert p.calibration is not None and p.calibration.states is not None
-            v = rng.choice(sorted(p.calibration.states.values()), frames)
-        else:
-            lo, hi = p.eng_range()
-            v = rng.uniform(lo, hi, frames)
-        values[p.id] = np.full(frames, v[0]) if rng.random() < held else v
-    batch = stream.decode(enc.encode(values, frames, start_counter=defn.frame.counter.first),
-                          10**18 + np.arange(frames, dtype=np.int64) * 10**8)
-    pad = np.flatnonzero(stream.decom.table_layout()[0] == -1)[0]
-    batch.lut_index = batch.lut_index.copy()
-    batch.param_index = batch.param_index.copy()
-    if pad_rows:  # one field absent from every other frame
-        k = int(rng.integers(batch.lut_index.shape[1]))
-        batch.lut_index[::2, k] = pad
-        batch.param_index[::2, k] = -1
-    if pad_column:  # one field absent from every frame
-        k = int(rng.integers(batch.lut_index.shape[1]))
-        batch.lut_index[:, k] = pad
-        batch.param_index[:, k] = -1
-    with patch.object(lineprotocol, "MERGE_MIN_LINES", 1):  # small batches merge too
-        fast = batch_lines(batch, "live", stream.decom)
-    assert fast == _plain_lines(batch, "live")
-
-
-def test_fields_with_one_value_are_merged_into_fewer_pieces() -> None:
-    """The merge happens (else the test above proves nothing about it): Apollo with some
-    fields held gives a leading run and runs after other fields; and a run after a field
-    that some frames lack still starts those frames' lines right."""
-    defn, enc, stream = _codec(APOLLO)
-    rng = np.random.default_rng(1)
-    n = 80
-    values = {p.id: np.full(n, p.eng_range()[0]) if i < 3 or i % 5 in (1, 2)
-              else rng.uniform(*p.eng_range(), n)
-              for i, p in enumerate(defn.parameters) if p.type == "analog"}
-    batch = stream.decode(enc.encode(values, n, start_counter=defn.frame.counter.first),
-                          10**18 + np.arange(n, dtype=np.int64) * 10**8)
-    formatter = LineFormatter(stream.decom)
-    formatter.text(batch, "live")  # makes the table entries the batch uses
-    plan = formatter._constant_runs(batch.lut_index)
-    assert plan is not None
-    keep, suffixed, prefix = plan
-    assert prefix.count(",") >= 3 and suffixed
-    assert len(keep) < batch.lut_index.shape[1]
-    assert batch_lines(batch, "live", stream.decom) == _plain_lines(batch, "live")
-
-    # Every field before the first run absent from all frames, but the last one of them
-    # present in every other frame: those lines start with the run.
-    j = formatter._constant_runs(batch.lut_index)[1][0][0]  # type: ignore[index]
-    k = keep[j]
-    pad = np.flatnonzero(stream.decom.table_layout()[0] == -1)[0]
-    for arr, absent in ((batch.lut_index, pad), (batch.param_index, -1)):
-        arr[:, :k] = absent
-        arr[::2, k] = absent
-    lines = batch_lines(batch, "live", stream.decom)
-    assert lines == _plain_lines(batch, "live")
-    assert lines[0].split(" ")[1].startswith(formatter.names[batch.param_index[0, k + 1]])
 
 
 def test_float_reprs_are_repr_of_each_value() -> None:

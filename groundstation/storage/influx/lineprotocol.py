@@ -37,10 +37,6 @@ from groundstation.core.decom import PAD, DecodedBatch, Decommutator
 
 MEASUREMENT = "tm"
 DERIVED_TEXTS_MAX = 4096  # texts of a derived parameter's values kept (LineFormatter)
-# Batches of fewer lines are not searched for fields with one value (LineFormatter.text):
-# the search costs more than the pieces it saves.
-MERGE_MIN_LINES = 64
-PLANS_MAX = 256  # merge plans kept a formatter (LineFormatter._constant_runs)
 
 
 def escape_tag(value: str) -> str:
@@ -74,7 +70,6 @@ class LineFormatter:
         # Each derived parameter's texts of values seen before: sorted bit patterns and
         # their repr()s (see `_derived_reprs`).
         self.derived_texts: dict[str, tuple[NDArray[np.int64], NDArray[Any]]] = {}
-        self._plans: dict[bytes, tuple[list[int], list[tuple[int, str]], str] | None] = {}
 
     def _make(self, positions: NDArray[np.int64]) -> None:
         positions = np.unique(positions)
@@ -110,118 +105,49 @@ class LineFormatter:
         n = batch.n_good
         if n == 0:
             return "", 0
+        k_table = 0 if batch.lut_index is None else batch.lut_index.shape[1]
+        n_wide = batch.eng.shape[1] - k_table
+        n_fields = k_table + n_wide + len(batch.derived)
+        pieces = np.empty((n, n_fields + 1), dtype=object)
+        present = np.empty((n, n_fields), dtype=bool)  # which fields each line has
         idx = batch.lut_index
-        start = key  # what every line begins with
-        suffixed: list[tuple[int, str]] = []
         if idx is not None:
             missing = ~self.made.take(idx)
             if missing.any():
                 self._make(idx[missing])
-            plan = self._constant_runs(idx) if n >= MERGE_MIN_LINES else None
-            if plan is not None:
-                keep, suffixed, prefix = plan
-                idx = idx[:, keep]
-                start += prefix[1:]
-        k_table = 0 if idx is None else idx.shape[1]  # table fields, once merged
-        k_lut = 0 if batch.lut_index is None else batch.lut_index.shape[1]
-        n_wide = batch.eng.shape[1] - k_lut
-        n_fields = k_table + n_wide + len(batch.derived)
-        pieces = np.empty((n, n_fields + 1), dtype=object)
-        present = np.empty((n, n_fields), dtype=bool)  # which fields each line has
-        if idx is not None:
             pieces[:, :k_table] = self.table.take(idx)
             np.logical_not(self.pad.take(idx), out=present[:, :k_table])
-            for j, text in suffixed:
-                pieces[:, j] += text
-                present[:, j] = True
         names, integer = self.names, self.integer
-        for k in range(k_lut, k_lut + n_wide):  # values wider than 16 bits
+        for k in range(k_table, batch.eng.shape[1]):  # values wider than 16 bits
             which = batch.param_index[:, k]
-            pieces[:, k_table + k - k_lut] = [
+            pieces[:, k] = [
                 "" if i == PAD else f",{names[i]}={int(v)}i" if integer[i]
                 else f",{names[i]}={v!r}"
                 for i, v in zip(which.tolist(), batch.eng[:, k].tolist(), strict=True)]
-            present[:, k_table + k - k_lut] = which != PAD
+            present[:, k] = which != PAD
         for j, (pid, (times, values, _)) in enumerate(batch.derived.items(),
                                                       start=k_table + n_wide):
             present[:, j] = self._derived_pieces(pieces[:, j], batch, pid, times, values)
-        # Each line's end and the next one's start in one piece: " <t>\n<key> ...".
-        end = "\n" + start
+        # Each line's end and the next one's series key in one piece: " <t>\n<key> ".
+        end = "\n" + key
         pieces[:, -1] = (" " + (end + "\x00 ").join(_reprs(batch.times_ns)) + end
                          ).split("\x00")
-        if start == key:  # else every line has the constant fields in `start`
-            has_field = present.any(axis=1)
-            if not has_field.all():  # a frame with no value at all has no line
-                if not has_field.any():
-                    return "", 0
-                pieces, present, idx = (pieces[has_field], present[has_field],
-                                        None if idx is None else idx[has_field])
-            n = pieces.shape[0]
-            # The first field of a line without its comma: from the table without commas
-            # when it is a table value (nothing merged into it), else cut off.
-            first = present.argmax(axis=1)
-            rows = np.arange(n)
-            if suffixed:
-                carries = np.zeros(n_fields, dtype=bool)
-                carries[[j for j, _ in suffixed]] = True
-            if (idx is not None and k_table and (first < k_table).all()
-                    and not (suffixed and carries.take(first).any())):
-                pieces[rows, first] = self.first.take(idx[rows, first])
-            else:
-                pieces[rows, first] = [p[1:] for p in pieces[rows, first].tolist()]
-        pieces[-1, -1] = pieces[-1, -1][:-len(start)]  # no line start after the last line
-        return start + "".join(pieces.ravel().tolist()), n
-
-    def _constant_runs(self, idx: NDArray[np.int64]
-                       ) -> tuple[list[int], list[tuple[int, str]], str] | None:
-        """Fields that have one value in the whole batch (discretes, a quiet channel: half
-        of Apollo's at the throughput benchmark) merged into fewer pieces, in their order:
-        a run of them is appended to the field before it, or, at a line's start, goes
-        into the text every line starts with. Returns the table columns kept, the kept
-        columns (positions among them) that carry a run and its text, and the leading
-        run's text; None when nothing merges. Runs of one, except a leading one, stay
-        as they are: appending costs about what a piece saves."""
-        row0 = idx[0]
-        constant = (idx == row0).all(axis=0)
-        constant &= ~self.pad.take(row0)
-        if not constant.any():
-            return None
-        # Consecutive batches of a stream mostly hold the same fields still: the plan is
-        # kept by which fields are constant and their values.
-        memo = constant.tobytes() + row0[constant].tobytes()
-        if memo in self._plans:
-            return self._plans[memo]
-        if len(self._plans) >= PLANS_MAX:
-            self._plans.clear()
-        plan = self._plans[memo] = self._plan(constant, row0)
-        return plan
-
-    def _plan(self, constant: NDArray[np.bool_], row0: NDArray[np.int64]
-              ) -> tuple[list[int], list[tuple[int, str]], str] | None:
-        texts = self.table.take(row0).tolist()
-        keep: list[int] = []
-        suffixed: list[tuple[int, str]] = []
-        prefix = ""
-        flags = constant.tolist()
-        k, width = 0, len(flags)
-        while k < width:
-            if not flags[k]:
-                keep.append(k)
-                k += 1
-                continue
-            end = k
-            while end < width and flags[end]:
-                end += 1
-            if k == 0:
-                prefix = "".join(texts[:end])
-            elif end - k >= 2:
-                suffixed.append((len(keep) - 1, "".join(texts[k:end])))
-            else:
-                keep.append(k)
-            k = end
-        if not prefix and not suffixed:
-            return None
-        return keep, suffixed, prefix
+        has_field = present.any(axis=1)
+        if not has_field.all():  # a frame with no value at all has no line
+            if not has_field.any():
+                return "", 0
+            pieces, present, idx = (pieces[has_field], present[has_field],
+                                    None if idx is None else idx[has_field])
+        n = pieces.shape[0]
+        # The first field of a line without its comma: from the table without commas.
+        first = present.argmax(axis=1)
+        rows = np.arange(n)
+        if idx is not None and k_table and (first < k_table).all():
+            pieces[rows, first] = self.first.take(idx[rows, first])
+        else:
+            pieces[rows, first] = [p[1:] for p in pieces[rows, first].tolist()]
+        pieces[-1, -1] = pieces[-1, -1][:-len(key)]  # no series key after the last line
+        return key + "".join(pieces.ravel().tolist()), n
 
     def _derived_pieces(self, out: NDArray[Any], batch: DecodedBatch, pid: str,
                         times: NDArray[np.int64], values: NDArray[np.float64]
