@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from groundstation.core import decom as decom_module
 from groundstation.core.decom import Decommutator, StreamDecoder
 from groundstation.core.definitions import VehicleDefinition, load_definition
 from groundstation.core.encoder import FrameEncoder
@@ -391,3 +396,48 @@ def test_memory_of_received_frames_is_bounded(mini: VehicleDefinition) -> None:
     stream.decode(frames[5:6], times[5:6], seq=5)  # forgotten: taken as a duplicate
     assert (stream.frames_recovered, stream.frames_duplicate) == (1, 1)
     assert stream.frames_good == 51
+
+
+DEFS_WITH_DERIVED = [p for p in [*sorted(defs_dir().glob("*.yaml")), MINI]
+                     if load_definition(p).derived]
+
+
+@functools.cache
+def _random_frames(path: Any) -> tuple[VehicleDefinition, np.ndarray, np.ndarray]:
+    defn = load_definition(path)
+    rng = np.random.default_rng(11)
+    values = {p.id: rng.uniform(*p.eng_range(), 96) for p in defn.parameters
+              if p.type == "analog"}
+    frames = FrameEncoder(defn).encode(values, 96, start_counter=defn.frame.counter.first)
+    return defn, frames, np.arange(96, dtype=np.int64) * 10**7 + 5
+
+
+@settings(max_examples=40, deadline=None)
+@given(path=st.sampled_from(DEFS_WITH_DERIVED),
+       sizes=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+       drop=st.sets(st.integers(0, 95), max_size=6))
+def test_small_batches_gather_derived_inputs_at_once_with_the_same_result(
+        path: Any, sizes: list[int], drop: set[int]) -> None:
+    """A small batch's derived inputs, gathered at once by cells kept per minor-frame
+    sequence (Decommutator._prefetch), give the series and derived values that reading
+    them one by one gives: for runs of batches of any size, with frames missing."""
+    defn, frames, times = _random_frames(path)
+    keep = np.array([i for i in range(96) if i not in drop])
+    fast, plain = StreamDecoder(defn), StreamDecoder(defn)
+    at = 0
+    for size in sizes * 4:
+        idx = keep[at:at + size]
+        if idx.size == 0:
+            break
+        at += size
+        got = fast.decode(frames[idx], times[idx], seq=idx)
+        with patch.object(decom_module, "PREFETCH_MAX_ROWS", 0):
+            want = plain.decode(frames[idx], times[idx], seq=idx)
+        assert got._series.keys() >= set(fast.decom._derived_inputs) or got.n_good == 0
+        for pid in fast.decom._derived_inputs:
+            for a, b in zip(got.series(pid), want.series(pid), strict=True):
+                np.testing.assert_array_equal(a, b)
+        assert got.derived.keys() == want.derived.keys()
+        for pid in want.derived:
+            for a, b in zip(got.derived[pid], want.derived[pid], strict=True):
+                np.testing.assert_array_equal(a, b)
