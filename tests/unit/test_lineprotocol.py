@@ -58,13 +58,42 @@ def test_fast_lines_equal_plain_lines(path: Path) -> None:
     assert line_count([block, "alarms,a=b c=1 2"]) == len(plain) + 1
 
 
-def test_fast_lines_leave_out_frames_without_values_and_keep_derived_on_their_frame() -> None:
+@pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])
+def test_fast_lines_equal_plain_lines_in_batches_of_a_few_frames(path: Path) -> None:
+    """A live message is a few frames: the small-batch path writes the same lines, frames
+    missing and bad ones included, and gives the general path's lines at its bound."""
+    defn = load_definition(path)
+    rng = np.random.default_rng(8)
+    enc, stream = FrameEncoder(defn), StreamDecoder(defn)
+    values = {p.id: rng.uniform(*p.eng_range(), 120) for p in defn.parameters
+              if p.type == "analog"}
+    frames = enc.encode(values, 120, start_counter=defn.frame.counter.first)
+    frames[9, 0] ^= 0xFF  # a bad frame
+    keep = np.delete(np.arange(120), [20, 21, 55])  # gaps
+    times = 1_000 + np.arange(120, dtype=np.int64) * 20_000_000
+    at, written = 0, []
+    for size in (1, 2, 3, 5, 7, 16, 17, 5, 1, 16, 44):
+        idx = keep[at:at + size]
+        at += size
+        batch = stream.decode(frames[idx], times[idx], seq=idx)
+        fast = batch_lines(batch, "live", stream.decom)
+        assert fast == _plain_lines(batch, "live")
+        assert len(fast) == batch.n_good
+        written += fast
+    assert len(written) == 116  # 120, less three missing and one bad
+    for d in defn.derived:  # every derived parameter written, on some line
+        assert any(f",{d.id}=" in line for line in written)
+
+
+@pytest.mark.parametrize("n", [40, 12])  # the general path, and the one for a few lines
+def test_fast_lines_leave_out_frames_without_values_and_keep_derived_on_their_frame(
+        n: int) -> None:
     defn = load_definition(MINI)
     enc, stream = FrameEncoder(defn), StreamDecoder(defn)
-    values = {p.id: np.full(40, float(np.mean(p.eng_range()))) for p in defn.parameters
+    values = {p.id: np.full(n, float(np.mean(p.eng_range()))) for p in defn.parameters
               if p.type == "analog"}
-    frames = enc.encode(values, 40, start_counter=defn.frame.counter.first)
-    batch = stream.decode(frames, 10**18 + np.arange(40, dtype=np.int64) * 10**8)
+    frames = enc.encode(values, n, start_counter=defn.frame.counter.first)
+    batch = stream.decode(frames, 10**18 + np.arange(n, dtype=np.int64) * 10**8)
     # A batch where some lines have no table value: only derived ones, or none at all.
     batch.lut_index = batch.lut_index.copy()
     pad = np.flatnonzero(stream.decom.table_layout()[0] == -1)[0]

@@ -37,6 +37,7 @@ from groundstation.core.decom import PAD, DecodedBatch, Decommutator
 
 MEASUREMENT = "tm"
 DERIVED_TEXTS_MAX = 4096  # texts of a derived parameter's values kept (LineFormatter)
+SMALL_BATCH = 16  # lines up to which derived values are placed in plain Python
 
 
 def escape_tag(value: str) -> str:
@@ -125,9 +126,26 @@ class LineFormatter:
                 else f",{names[i]}={v!r}"
                 for i, v in zip(which.tolist(), batch.eng[:, k].tolist(), strict=True)]
             present[:, k] = which != PAD
-        for j, (pid, (times, values, _)) in enumerate(batch.derived.items(),
-                                                      start=k_table + n_wide):
-            present[:, j] = self._derived_pieces(pieces[:, j], batch, pid, times, values)
+        if n <= SMALL_BATCH:
+            # A few lines (a live message): plain Python beats numpy's per-call cost.
+            # (the first line of a time, as searchsorted gives in the general path)
+            line_of = {t: r for r, t in reversed(list(enumerate(batch.times_ns.tolist())))}
+            for j, (pid, (times, values, _)) in enumerate(batch.derived.items(),
+                                                          start=k_table + n_wide):
+                col, got = [""] * n, [False] * n
+                prefix = f",{pid}="
+                for t, text in zip(times.tolist(), _reprs(values), strict=True):
+                    r = line_of.get(t)
+                    if r is not None:  # in time order: two on one line keep their order
+                        col[r] += prefix + text
+                        got[r] = True
+                pieces[:, j] = col
+                present[:, j] = got
+        else:
+            for j, (pid, (times, values, _)) in enumerate(batch.derived.items(),
+                                                          start=k_table + n_wide):
+                present[:, j] = self._derived_pieces(pieces[:, j], batch, pid, times,
+                                                     values)
         # Each line's end and the next one's series key in one piece: " <t>\n<key> ".
         end = "\n" + key
         pieces[:, -1] = (" " + (end + "\x00 ").join(_reprs(batch.times_ns)) + end
