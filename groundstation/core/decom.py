@@ -246,6 +246,21 @@ class Decommutator:
         self._table = self._build_table()
         self._wide = [i for i, p in enumerate(self._params) if self._table_words(p) == 0]
         self._limit_cache: dict[tuple[int, ...], NDArray[np.int8]] = {}
+        self._context_limits = [(i, p.limits.contexts) for i, p in enumerate(self._params)
+                                if p.limits is not None and p.limits.contexts]
+        # Every context entry a limit set's `when` may read (When.matches: the phase, or
+        # a parameter under its qualified name, else its bare one).
+        keys: dict[str, None] = {}
+        for _, contexts in self._context_limits:
+            for c in contexts:
+                if c.when.phase is not None:
+                    keys["phase"] = None
+                else:
+                    name = c.when.parameter or ""
+                    keys[name if "." in name else f"{definition.vehicle}.{name}"] = None
+                    keys[name] = None
+        self._context_keys = list(keys)
+        self._limit_choice: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._derived_order = _topological(definition.derived)
         self._columns = self._locate_columns()
         self._derived_plans = self._derive_plans()
@@ -362,16 +377,28 @@ class Decommutator:
     def _limit_lut(self, context: dict[str, Any] | None) -> NDArray[np.int8]:
         if not context:
             return self._default_limit_lut
-        choice = []
-        for p in self._params:
-            index = 0
-            if p.limits is not None:
-                for j, c in enumerate(p.limits.contexts, start=1):
-                    if c.when.matches(context, self.definition.vehicle):
-                        index = j
+        # The choice depends only on the context entries the limit sets read: kept by
+        # them (a batch at live rates is a frame or a few, and judging every parameter's
+        # sets a batch was 5 % of the ingest's CPU).
+        seen = tuple(context.get(k) for k in self._context_keys)
+        cacheable = True
+        try:
+            key = self._limit_choice.get(seen)
+        except TypeError:  # an unhashable value: judge it afresh
+            key, cacheable = None, False
+        if key is None:
+            choice = [0] * len(self._params)
+            vehicle = self.definition.vehicle
+            for i, contexts in self._context_limits:
+                for j, c in enumerate(contexts, start=1):
+                    if c.when.matches(context, vehicle):
+                        choice[i] = j
                         break
-            choice.append(index)
-        key = tuple(choice)
+            key = tuple(choice)
+            if cacheable:
+                if len(self._limit_choice) >= LIMIT_CHOICES_MAX:
+                    self._limit_choice.clear()
+                self._limit_choice[seen] = key
         if key not in self._limit_cache:
             self._limit_cache[key] = self._assemble_limits(key)
         return self._limit_cache[key]
@@ -718,6 +745,8 @@ def _topological(derived: list[Derived]) -> list[Derived]:
         visit(d)
     return list(done.values())
 
+
+LIMIT_CHOICES_MAX = 1024  # contexts whose choice of limit sets a decommutator keeps
 
 # Batches of at most this many good frames have their derived parameters' inputs gathered
 # at once (Decommutator._prefetch), by cells kept for this many minor-frame sequences.

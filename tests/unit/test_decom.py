@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from groundstation.core import decom as decom_module
@@ -441,3 +441,48 @@ def test_small_batches_gather_derived_inputs_at_once_with_the_same_result(
         for pid in want.derived:
             for a, b in zip(got.derived[pid], want.derived[pid], strict=True):
                 np.testing.assert_array_equal(a, b)
+
+
+CONTEXT_VALUES = {
+    "phase": [None, "entry", "docked", "transfer", "orbit", "prelaunch"],
+    "apollo_csm.dm_attached": [None, "NO", "YES"],
+    "dm_attached": [None, "NO", "YES"],
+    "apollo_csm.dock_ring_latch": [None, "UNLATCHED", "LATCHED"],
+    "apollo_csm.uplink_lock": [None, "NOLOCK", "LOCK", ["NOLOCK"]],  # a list: unhashable
+    "apollo_csm.dm_hatch_soyuz": [None, "OPEN", "CLOSED"],
+    "soyuz.cabin_press_mode": [None, 0, 1, 2],
+    "cabin_press_mode": [None, 0, 1],
+}
+
+
+@functools.cache
+def _context_frames(name: str) -> tuple[VehicleDefinition, np.ndarray]:
+    defn = load_definition(defs_dir() / f"{name}.yaml")
+    # Each analog value over its whole range, so that every limit set's bounds show.
+    n = 40
+    values = {p.id: np.roll(np.linspace(*p.eng_range(), n), i) for i, p in
+              enumerate(defn.parameters) if p.type == "analog"}
+    return defn, FrameEncoder(defn).encode(values, n, start_counter=defn.frame.counter.first)
+
+
+@settings(max_examples=20, deadline=None)
+@example(name="apollo_csm", contexts=[{"dm_attached": "NO"}, {"dm_attached": "YES"}])
+@example(name="soyuz", contexts=[{"cabin_press_mode": 0}, {"cabin_press_mode": 1}, {}])
+@example(name="apollo_csm", contexts=[{"phase": "entry"}, {"phase": "orbit"}])
+@given(name=st.sampled_from(["apollo_csm", "soyuz"]),
+       contexts=st.lists(st.fixed_dictionaries(
+           {}, optional={k: st.sampled_from(v) for k, v in CONTEXT_VALUES.items()}),
+           min_size=1, max_size=12))
+def test_limit_sets_chosen_for_a_context_are_the_same_when_it_comes_again(
+        name: str, contexts: list[dict[str, Any]]) -> None:
+    """One decommutator judging context after context (a choice kept by the entries
+    the limit sets read) gives the limit states a fresh one gives for each context."""
+    defn, frames = _context_frames(name)
+    long_lived = Decommutator(defn)
+    fresh: dict[str, np.ndarray] = {}
+    for context in contexts * 2:  # each context again, after others
+        seen = repr(sorted(context.items()))
+        if seen not in fresh:
+            fresh[seen] = Decommutator(defn).decode(frames, context=context).limit
+        np.testing.assert_array_equal(long_lived.decode(frames, context=context).limit,
+                                      fresh[seen])
