@@ -800,6 +800,7 @@ class Bench:
         self.live_pool_prefix = self.workdir / "live-pool"
         self.monitor: Monitor | None = None
         self.throughput_next_seq = 0
+        self.live_cpu: dict[str, float] = {}  # label -> the ingest's CPU s in the window
 
     # -- set-up --------------------------------------------------------------------------
 
@@ -1137,8 +1138,14 @@ class Bench:
         poller = VisibilityPoller(self.influx, w0, self.args.poll_ms / 1000)
         time.sleep(max(0.0, (w0 - time.time_ns()) / 1e9))
         poller.start()
+        ingest = self.sampler.ingest
+        meter = CpuMeter({"ingest": ingest.pid if ingest else None})
+        meter.start()
+        time.sleep(max(0.0, (w1 - time.time_ns()) / 1e9))
+        meter.stop()
+        self.live_cpu[label] = meter.used["ingest"]
         # and a little longer, for the window's last frames to become queryable
-        time.sleep(max(0.0, (w1 - time.time_ns()) / 1e9) + 1.5)
+        time.sleep(1.5)
         poller.stop()
         return label, w0, w1, poller
 
@@ -1166,6 +1173,14 @@ class Bench:
               "p99 <= 20 ms", p99 <= 20 and len(every) == expected)
         if poller is None:
             return
+        cpu_s = self.live_cpu.get(label)
+        frames = sum(1 for (_, t) in pub if w0 <= t < w1)
+        if cpu_s is not None and frames:
+            # Everything the ingest does at this rate over the frames: the per-message
+            # costs of one-frame messages, and its timers and self-telemetry.
+            r.add(f"  ingest CPU at live rate, {label}",
+                  f"{100 * cpu_s / ((w1 - w0) / 1e9):.1f} % of a core = "
+                  f"{1e6 * cpu_s / frames:.0f} us a frame ({frames:,} frames, one a message)")
         vis_ms = []
         missing = 0
         for (v, t_frame), (_, t_pub) in pub.items():
