@@ -267,8 +267,7 @@ class Decommutator:
         # The measured parameters derived ones read, and where their samples sit for each
         # minor-frame sequence of a small batch (see _prefetch).
         self._derived_inputs = list(dict.fromkeys(
-            x for d, steps in self._derived_plans for x in (d.inputs[0], *(s[0] for s in steps))
-            if x in self._columns))
+            x for _, steps in self._derived_plans for x, *_ in steps if x in self._columns))
         self._input_cells: dict[bytes, tuple[NDArray[np.int64], NDArray[np.int64],
                                              list[tuple[str, int, int]]]] = {}
 
